@@ -1,0 +1,108 @@
+#include "control_socket.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace sockbroker::broker {
+namespace {
+
+Result<UniqueFd> from_systemd() {
+  char** names = nullptr;
+  int n = ::sd_listen_fds_with_names(1, &names);
+  if (n <= 0) return UniqueFd();
+  int chosen = -1;
+  for (int i = 0; i < n; ++i) {
+    if (n == 1 || (names != nullptr && std::strcmp(names[i], "control") == 0)) chosen = SD_LISTEN_FDS_START + i;
+  }
+  if (names != nullptr) {
+    for (int i = 0; i < n; ++i) std::free(names[i]);
+    std::free(names);
+  }
+  // Close what we will not use, so no passed descriptor outlives start-up unowned.
+  for (int i = 0; i < n; ++i) {
+    if (SD_LISTEN_FDS_START + i != chosen) ::close(SD_LISTEN_FDS_START + i);
+  }
+  if (chosen < 0) return Error{0, EINVAL, "systemd passed " + std::to_string(n) + " sockets and none is named \"control\""};
+  UniqueFd fd(chosen);
+  if (::sd_is_socket_unix(fd.get(), SOCK_SEQPACKET, 1, nullptr, 0) <= 0) {
+    return Error{0, EINVAL, "the socket systemd passed is not a listening AF_UNIX SOCK_SEQPACKET socket"};
+  }
+  return fd;
+}
+
+Status check_directory(const std::string& directory) {
+  struct stat st {};
+  if (::lstat(directory.c_str(), &st) != 0) {
+    if (errno != ENOENT) return errno_error("lstat \"" + directory + "\"");
+    if (::mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) return errno_error("mkdir \"" + directory + "\"");
+    if (::lstat(directory.c_str(), &st) != 0) return errno_error("lstat \"" + directory + "\"");
+  }
+  if (S_ISLNK(st.st_mode)) return Error{0, ELOOP, "\"" + directory + "\" is a symbolic link; refusing to use it"};
+  if (!S_ISDIR(st.st_mode)) return Error{0, ENOTDIR, "\"" + directory + "\" is not a directory"};
+  // Anyone who can write the directory can swap the control socket for their own.
+  if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return Error{0, EPERM, "\"" + directory + "\" is writable by others than root; refusing to put the control socket there"};
+  }
+  return Ok{};
+}
+
+Status remove_stale(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? Status(Ok{}) : Status(errno_error("lstat \"" + path + "\""));
+  if (!S_ISSOCK(st.st_mode)) return Error{0, EEXIST, "\"" + path + "\" exists and is not a socket"};
+  UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size());
+  if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+    return Error{0, EADDRINUSE, "another broker is already listening on \"" + path + "\""};
+  }
+  if (::unlink(path.c_str()) != 0) return errno_error("unlink stale \"" + path + "\"");
+  return Ok{};
+}
+
+}  // namespace
+
+Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) {
+  auto passed = from_systemd();
+  if (!passed) return std::move(passed).error();
+  if (passed->valid()) return ControlSocket{std::move(*passed), {}};
+
+  sockaddr_un address{};
+  if (path.empty() || path[0] != '/' || path.size() >= sizeof address.sun_path) {
+    return Error{0, EINVAL, "control path \"" + path + "\" must be absolute and shorter than 108 bytes"};
+  }
+  std::string directory = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
+  if (auto s = check_directory(directory); !s) return std::move(s).error();
+  if (auto s = remove_stale(path); !s) return std::move(s).error();
+
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return errno_error("socket(AF_UNIX, SOCK_SEQPACKET)");
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size());
+  // Created owner-only, then opened up to the policy's mode: never wider than asked.
+  mode_t old_mask = ::umask(0177);
+  int bound = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address);
+  int bind_errno = errno;
+  ::umask(old_mask);
+  if (bound != 0) return errno_error("bind \"" + path + "\"", bind_errno);
+  if (::chmod(path.c_str(), mode) != 0) {
+    Error e = errno_error("chmod \"" + path + "\"");
+    ::unlink(path.c_str());
+    return e;
+  }
+  if (::listen(fd.get(), SOMAXCONN) != 0) {
+    Error e = errno_error("listen \"" + path + "\"");
+    ::unlink(path.c_str());
+    return e;
+  }
+  return ControlSocket{std::move(fd), path};
+}
+
+}  // namespace sockbroker::broker

@@ -1,0 +1,151 @@
+// sockbrokerd: the root daemon that owns privileged and SO_REUSEPORT binds and
+// hands bound sockets to the services the policy names.
+//
+// main() builds everything (logger, policy, audit, socket table, control
+// socket, loop) and hands it down: no globals.
+#include <sys/resource.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <iostream>
+
+#include <sockbroker/client.hpp>
+
+#include "audit.hpp"
+#include "control_socket.hpp"
+#include "loader.hpp"
+#include "server.hpp"
+
+namespace {
+
+// sysexits(3), as CONTRACT.md lists them for sockbrokerd.
+constexpr int kExitUsage = 64;
+constexpr int kExitOsErr = 71;
+constexpr int kExitCantCreate = 73;
+constexpr int kExitConfig = 78;
+
+using namespace sockbroker;
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& level) {
+  auto log = std::make_shared<spdlog::logger>("sockbrokerd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  // Under systemd the journal adds time and name; on a terminal they help.
+  log->set_pattern(std::getenv("JOURNAL_STREAM") != nullptr ? "%l: %v" : "%Y-%m-%d %H:%M:%S.%e sockbrokerd %l: %v");
+  log->set_level(spdlog::level::from_str(level));
+  log->flush_on(spdlog::level::trace);
+  return log;
+}
+
+std::string describe(const Error& e) {
+  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
+}
+
+// Each client holds one descriptor, each socket one more; keep headroom for
+// the loop's own and for replies in flight.
+void ensure_descriptor_budget(const policy::Policy& policy, spdlog::logger& log) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  rlim_t needed = policy.broker.max_clients + policy.sockets.size() + 64;
+  if (limit.rlim_cur < needed && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = std::min(needed, limit.rlim_max);
+    (void)::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur < needed) {
+    log.warn("RLIMIT_NOFILE is {} but max_clients = {} and {} sockets need about {}; "
+             "connections beyond it will be dropped",
+             limit.rlim_cur, policy.broker.max_clients, policy.sockets.size(), needed);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "sockbrokerd: the socket broker daemon.\n\n"
+      "Binds every socket the policy names (privileged ports, SO_REUSEPORT groups, Unix paths) and\n"
+      "hands them, over the control socket, to the services the policy allows. Runs as root.\n"
+      "SIGTERM/SIGINT stop it; audit events are JSON lines.",
+      "sockbrokerd"};
+  std::vector<std::string> policy_paths;
+  std::string control = kDefaultControlPath;
+  std::string audit_destination;
+  std::string log_level = "info";
+  app.add_option("--policy", policy_paths,
+                 "policy file, or directory of *.toml read in lexical order (repeatable; default "
+                 "/etc/sockbroker/policy.toml then /etc/sockbroker/policy.d/)");
+  app.add_option("--control", control, "control socket path (ignored when systemd passes the socket)")
+      ->capture_default_str();
+  app.add_option("--audit", audit_destination, "audit events: a file path, \"journal\", or \"-\" for stdout (default: stderr)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or critical")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.set_version_flag("--version", std::string("sockbrokerd ") + SOCKBROKER_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kExitUsage;
+  }
+
+  auto log = make_logger(log_level);
+
+  auto loaded = policy::load_policy(policy_paths);
+  for (const auto& diagnostic : loaded.diagnostics) {
+    if (diagnostic.severity == policy::Diagnostic::Severity::error) {
+      log->error("{}", diagnostic.format());
+    } else {
+      log->warn("{}", diagnostic.format());
+    }
+  }
+  if (!loaded.policy) {
+    log->critical("the policy is invalid; not starting (check it with: sockbroker check)");
+    return kExitConfig;
+  }
+
+  auto audit = broker::Audit::open(audit_destination);
+  if (!audit) {
+    log->critical("{}", audit.error().message);
+    return kExitCantCreate;
+  }
+  if (auto s = broker::Server::block_signals(); !s) {
+    log->critical("{}", describe(s.error()));
+    return kExitOsErr;
+  }
+  ensure_descriptor_budget(*loaded.policy, *log);
+
+  broker::BrokerState state{std::move(*loaded.policy), {}};
+  audit->emit("start", {{"pid", ::getpid()},
+                        {"version", SOCKBROKER_VERSION},
+                        {"policy_files", state.policy.files},
+                        {"sockets", state.policy.sockets.size()}});
+  state.table = broker::SocketTable::bind_all(state.policy, *audit, *log);
+
+  auto control_socket = broker::open_control_socket(control, state.policy.broker.control_mode);
+  if (!control_socket) {
+    log->critical("cannot create the control socket: {}", describe(control_socket.error()));
+    audit->emit("stop", {{"pid", ::getpid()}, {"reason", "control socket"}});
+    return kExitOsErr;
+  }
+  std::string created_path = control_socket->created_path;
+
+  std::string status = "serving " + std::to_string(state.table.bound_count()) + " sockets" +
+                       (state.table.failed_count() ? ", " + std::to_string(state.table.failed_count()) + " failed" : "");
+  log->info("ready on {}: {}", created_path.empty() ? "the socket systemd passed" : created_path, status);
+  ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
+
+  broker::Server server(std::move(control_socket->fd), state, *audit, *log);
+  auto served = server.run();
+
+  ::sd_notify(0, "STOPPING=1");
+  if (!created_path.empty()) ::unlink(created_path.c_str());
+  audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : describe(served.error())}});
+  if (!served) {
+    log->critical("{}", describe(served.error()));
+    return kExitOsErr;
+  }
+  return 0;
+}

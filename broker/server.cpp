@@ -1,0 +1,300 @@
+#include "server.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstring>
+
+#include "datagram.hpp"
+#include "peer_identity.hpp"
+
+namespace sockbroker::broker {
+namespace {
+
+// Datagrams handled per wake-up of one session before the loop looks at the
+// others: a chatty client cannot starve a quiet one.
+constexpr int kRequestsPerWake = 16;
+constexpr int kMaxEvents = 64;
+
+// epoll_event.data.ptr values for the two descriptors that are not sessions.
+char control_tag;
+char signal_tag;
+
+// On SOCK_SEQPACKET a read of 0 bytes is either an empty datagram or the end of
+// the stream; only the latter leaves the peer's side shut.
+bool peer_closed(int connection) {
+  pollfd probe{connection, POLLRDHUP, 0};
+  return ::poll(&probe, 1, 0) > 0 && (probe.revents & (POLLRDHUP | POLLHUP)) != 0;
+}
+
+std::string errno_text(const Error& e) {
+  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
+}
+
+}  // namespace
+
+Status Server::block_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0) return errno_error("sigprocmask");
+  // Replies use MSG_NOSIGNAL; this covers any other write to a vanished peer.
+  if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) return errno_error("signal(SIGPIPE)");
+  return Ok{};
+}
+
+Server::Server(UniqueFd control, BrokerState& state, Audit& audit, spdlog::logger& log)
+    : control_(std::move(control)), state_(state), audit_(audit), log_(log), handler_(state, audit, log) {}
+
+Status Server::run() {
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) return errno_error("epoll_create1");
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  signals_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!signals_) return errno_error("signalfd");
+
+  spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!spare_fd_) return errno_error("open /dev/null");
+
+  if (int flags = ::fcntl(control_.get(), F_GETFL); flags < 0 || ::fcntl(control_.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return errno_error("fcntl(O_NONBLOCK) on the control socket");
+  }
+
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.ptr = &control_tag;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &event) != 0) return errno_error("epoll_ctl(control)");
+  event.data.ptr = &signal_tag;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, signals_.get(), &event) != 0) return errno_error("epoll_ctl(signalfd)");
+
+  std::array<epoll_event, kMaxEvents> events;
+  for (;;) {
+    int n = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, milliseconds_to_next_deadline());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("epoll_wait");
+    }
+    for (int i = 0; i < n; ++i) {
+      void* tag = events[i].data.ptr;
+      if (tag == &control_tag) {
+        accept_clients();
+      } else if (tag == &signal_tag) {
+        if (!handle_signals()) return Ok{};
+      } else {
+        auto* session = static_cast<Session*>(tag);
+        // An earlier event of this batch may have closed it.
+        if (sessions_.contains(session)) serve(*session, events[i].events);
+      }
+    }
+    expire_idle_sessions();
+  }
+}
+
+bool Server::handle_signals() {
+  signalfd_siginfo info{};
+  while (::read(signals_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+    if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
+      log_.info("received {}, stopping", ::strsignal(static_cast<int>(info.ssi_signo)));
+      return false;
+    }
+    if (info.ssi_signo == SIGHUP) log_.warn("SIGHUP: policy reload is not implemented yet; nothing changed");
+  }
+  return true;
+}
+
+void Server::accept_clients() {
+  for (;;) {
+    int raw = ::accept4(control_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (raw >= 0) {
+      admit(UniqueFd(raw));
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EMFILE || errno == ENFILE) {
+      // Out of descriptors the pending connection would stay readable forever
+      // and the loop would spin: free the spare, take the connection, drop it.
+      log_.error("out of file descriptors; dropping a connection (raise LimitNOFILE or lower max_clients)");
+      spare_fd_.reset();
+      UniqueFd dropped(::accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      dropped.reset();
+      spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      continue;
+    }
+    if (errno != EAGAIN) log_.error("accept4: {}", std::strerror(errno));
+    return;
+  }
+}
+
+void Server::admit(UniqueFd connection) {
+  auto identity = read_peer_identity(connection.get());
+  if (!identity) {
+    log_.warn("dropping a connection whose identity cannot be read: {}", errno_text(identity.error()));
+    return;
+  }
+  auto session = std::make_unique<Session>();
+  session->connection = std::move(connection);
+  session->peer = std::move(*identity);
+  Session& s = *session;
+
+  const auto& limits = state_.policy.broker;
+  std::string refusal;
+  if (sessions_.size() >= limits.max_clients) {
+    refusal = "max_clients (" + std::to_string(limits.max_clients) + ") connections are open";
+  } else if (sessions_per_uid_[s.peer.uid] >= limits.max_clients_per_uid) {
+    refusal = "uid " + std::to_string(s.peer.uid) + " has max_clients_per_uid (" +
+              std::to_string(limits.max_clients_per_uid) + ") connections open";
+  }
+  if (!refusal.empty()) {
+    // Answered synchronously on the fresh socket (its buffer is empty), then closed.
+    Response response = handler_.limit_reached(refusal, s.peer);
+    auto size = proto::encode_reply(response.reply, buffer_.span());
+    if (size) (void)proto::send_datagram(s.connection.get(), std::span(buffer_.bytes, *size));
+    return;
+  }
+
+  ++sessions_per_uid_[s.peer.uid];
+  s.idle_position = idle_order_.insert(idle_order_.end(), &s);
+  s.deadline = Clock::now() + std::chrono::milliseconds(limits.request_timeout_ms);
+  sessions_.emplace(&s, std::move(session));
+  watch(s, EPOLLIN | EPOLLRDHUP);
+}
+
+void Server::watch(Session& session, std::uint32_t events) {
+  epoll_event event{};
+  event.events = events;
+  event.data.ptr = &session;
+  int op = EPOLL_CTL_MOD;
+  if (::epoll_ctl(epoll_.get(), op, session.connection.get(), &event) != 0) {
+    if (errno != ENOENT || ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session.connection.get(), &event) != 0) {
+      log_.error("epoll_ctl: {}; dropping the connection", std::strerror(errno));
+      close_session(session);
+    }
+  }
+}
+
+void Server::serve(Session& session, std::uint32_t events) {
+  if (session.pending) {
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) flush_pending(session);
+    return;
+  }
+  for (int handled = 0; handled < kRequestsPerWake; ++handled) {
+    auto received = proto::receive_datagram(session.connection.get(), buffer_.span(), MSG_DONTWAIT);
+    if (!received) {
+      if (received.error().sys_errno != EAGAIN) close_session(session);
+      return;
+    }
+    // Every descriptor the client attached is closed when `received` goes out of
+    // scope: no request of this protocol version carries one the broker keeps.
+    const proto::Received& datagram = *received;
+    if (datagram.size == 0 && !datagram.truncated && datagram.fd_count == 0 &&
+        ((events & (EPOLLRDHUP | EPOLLHUP)) || peer_closed(session.connection.get()))) {
+      close_session(session);  // end of stream
+      return;
+    }
+    touch(session);
+
+    Error problem;
+    if (datagram.truncated) {
+      problem = Error{0, 0, "datagram larger than " + std::to_string(proto::kMaxDatagram) + " bytes"};
+    } else if (datagram.control_truncated) {
+      problem = Error{0, 0, "too many descriptors attached (ancillary data truncated)"};
+    } else if (datagram.fd_count > 0) {
+      problem = Error{0, 0, std::to_string(datagram.fd_count) + " unexpected descriptor(s) attached"};
+    }
+    if (!problem.message.empty()) {
+      session.close_after_reply = true;
+      reply(session, handler_.bad_request(problem, session.peer));
+      return;
+    }
+    auto request = proto::decode_request(std::span<const std::byte>(buffer_.bytes, datagram.size));
+    if (!request) {
+      session.close_after_reply = true;
+      reply(session, handler_.bad_request(request.error(), session.peer));
+      return;
+    }
+    reply(session, handler_.handle(*request, session.peer));
+    if (session.pending || !sessions_.contains(&session)) return;
+  }
+}
+
+void Server::reply(Session& session, Response response) {
+  auto size = proto::encode_reply(response.reply, buffer_.span());
+  if (!size) {
+    log_.error("cannot encode a reply: {}", size.error().message);
+    close_session(session);
+    return;
+  }
+  std::span<const std::byte> bytes(buffer_.bytes, *size);
+  int fd = response.fd ? response.fd->get() : -1;
+  auto sent = proto::send_datagram(session.connection.get(), bytes, fd);
+  if (sent) {
+    if (session.close_after_reply) close_session(session);
+    return;
+  }
+  if (sent.error().sys_errno != EAGAIN) {
+    close_session(session);  // the client went away; nothing to tell it
+    return;
+  }
+  session.pending = Session::PendingReply{{bytes.begin(), bytes.end()}, std::move(response.fd)};
+  watch(session, EPOLLOUT | EPOLLRDHUP);
+}
+
+void Server::flush_pending(Session& session) {
+  auto& pending = *session.pending;
+  int fd = pending.fd ? pending.fd->get() : -1;
+  auto sent = proto::send_datagram(session.connection.get(), pending.bytes, fd);
+  if (!sent) {
+    if (sent.error().sys_errno != EAGAIN) close_session(session);
+    return;
+  }
+  session.pending.reset();
+  if (session.close_after_reply) {
+    close_session(session);
+    return;
+  }
+  touch(session);
+  watch(session, EPOLLIN | EPOLLRDHUP);
+}
+
+void Server::touch(Session& session) {
+  session.deadline = Clock::now() + std::chrono::milliseconds(state_.policy.broker.request_timeout_ms);
+  idle_order_.splice(idle_order_.end(), idle_order_, session.idle_position);
+}
+
+void Server::close_session(Session& session) {
+  // Closing the descriptor removes it from the epoll set.
+  idle_order_.erase(session.idle_position);
+  if (auto it = sessions_per_uid_.find(session.peer.uid); it != sessions_per_uid_.end() && --it->second == 0) {
+    sessions_per_uid_.erase(it);
+  }
+  sessions_.erase(&session);
+}
+
+void Server::expire_idle_sessions() {
+  auto now = Clock::now();
+  while (!idle_order_.empty() && idle_order_.front()->deadline <= now) {
+    Session& session = *idle_order_.front();
+    log_.debug("dropping idle connection of pid {} (request_timeout_ms)", session.peer.pid);
+    close_session(session);
+  }
+}
+
+int Server::milliseconds_to_next_deadline() const {
+  if (idle_order_.empty()) return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(idle_order_.front()->deadline - Clock::now());
+  return left.count() <= 0 ? 0 : static_cast<int>(left.count()) + 1;
+}
+
+}  // namespace sockbroker::broker

@@ -1,0 +1,65 @@
+// The broker's event loop: one thread, epoll, non-blocking everywhere, so no
+// client can stall another. Owns the control socket and every session.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <sockbroker/fd.hpp>
+
+#include "audit.hpp"
+#include "codec.hpp"
+#include "request_handler.hpp"
+#include "session.hpp"
+
+namespace sockbroker::broker {
+
+class Server {
+ public:
+  // control: a listening SOCK_SEQPACKET socket (created by us or passed by systemd).
+  Server(UniqueFd control, BrokerState& state, Audit& audit, spdlog::logger& log);
+
+  // Serves until SIGTERM or SIGINT (which the caller has blocked, see block_signals).
+  [[nodiscard]] Status run();
+
+  // Blocks the signals the loop takes through a signalfd; call before threads exist.
+  static Status block_signals();
+
+  [[nodiscard]] std::size_t client_count() const noexcept { return sessions_.size(); }
+
+ private:
+  enum class Wake { control, signal };
+
+  void accept_clients();
+  void admit(UniqueFd connection);
+  void serve(Session& session, std::uint32_t events);
+  void flush_pending(Session& session);
+  void reply(Session& session, Response response);
+  void close_session(Session& session);
+  void touch(Session& session);
+  void expire_idle_sessions();
+  [[nodiscard]] int milliseconds_to_next_deadline() const;
+  [[nodiscard]] bool handle_signals();  // false: stop serving
+  void watch(Session& session, std::uint32_t events);
+
+  UniqueFd control_;
+  UniqueFd epoll_;
+  UniqueFd signals_;
+  UniqueFd spare_fd_;  // released to accept-and-drop when out of descriptors
+  BrokerState& state_;
+  Audit& audit_;
+  spdlog::logger& log_;
+  RequestHandler handler_;
+
+  std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<uid_t, std::uint32_t> sessions_per_uid_;
+  std::list<Session*> idle_order_;  // earliest deadline first (all timeouts are equal)
+  proto::DatagramBuffer buffer_;    // one request at a time: the loop is single-threaded
+};
+
+}  // namespace sockbroker::broker

@@ -1,0 +1,35 @@
+// One control connection: the identity the kernel vouched for at connect time,
+// its idle deadline, and at most one reply the client has not read yet.
+#pragma once
+
+#include <chrono>
+#include <list>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <sockbroker/fd.hpp>
+
+#include "identity.hpp"
+
+namespace sockbroker::broker {
+
+using Clock = std::chrono::steady_clock;
+
+struct Session {
+  UniqueFd connection;
+  policy::PeerIdentity peer;
+  Clock::time_point deadline;
+  std::list<Session*>::iterator idle_position;  // in the server's deadline order
+
+  // A reply the socket had no room for. While it waits the session is not read
+  // from, so a client that never reads costs one reply, not an unbounded queue.
+  struct PendingReply {
+    std::vector<std::byte> bytes;
+    std::shared_ptr<const UniqueFd> fd;
+  };
+  std::optional<PendingReply> pending;
+  bool close_after_reply = false;  // a misbehaving client: answer, then hang up
+};
+
+}  // namespace sockbroker::broker

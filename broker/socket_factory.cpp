@@ -1,0 +1,108 @@
+#include "socket_factory.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "unix_socket_path.hpp"
+
+namespace sockbroker::broker {
+namespace {
+
+int socket_type(proto::SocketType type) {
+  switch (type) {
+    case proto::SocketType::stream: return SOCK_STREAM;
+    case proto::SocketType::datagram: return SOCK_DGRAM;
+    case proto::SocketType::seqpacket: return SOCK_SEQPACKET;
+  }
+  return SOCK_STREAM;
+}
+
+Status set_int(int fd, int level, int option, int value, const char* name) {
+  if (::setsockopt(fd, level, option, &value, sizeof value) != 0) return errno_error(std::string("setsockopt(") + name + ")");
+  return Ok{};
+}
+
+// The kernel doubles SO_RCVBUF/SO_SNDBUF and clamps them to [rw]mem_max; say so
+// when the operator asked for more than they got.
+Status set_buffer(int fd, int option, int requested, const char* name, std::vector<std::string>& notes) {
+  if (auto s = set_int(fd, SOL_SOCKET, option, requested, name); !s) return s;
+  int actual = 0;
+  socklen_t length = sizeof actual;
+  if (::getsockopt(fd, SOL_SOCKET, option, &actual, &length) != 0) return errno_error(std::string("getsockopt(") + name + ")");
+  if (actual / 2 < requested) {
+    notes.push_back(std::string(name) + " " + std::to_string(requested) + " was clamped by the kernel to " +
+                    std::to_string(actual / 2) + " (raise net.core." +
+                    (option == SO_RCVBUF ? "rmem_max" : "wmem_max") + ")");
+  }
+  return Ok{};
+}
+
+Status apply_options(int fd, const policy::SocketSpec& spec, std::vector<std::string>& notes) {
+  const bool inet = !spec.listen.is_unix();
+  const bool v6 = spec.listen.family() == AF_INET6;
+  if (inet && spec.type == proto::SocketType::stream) {
+    // So that a broker restart is not refused by connections in TIME_WAIT; this
+    // does not let anyone else share the port (that is SO_REUSEPORT).
+    if (auto s = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"); !s) return s;
+  }
+  if (v6) {
+    if (auto s = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, spec.v6only ? 1 : 0, "IPV6_V6ONLY"); !s) return s;
+  }
+  if (spec.reuse_port) {
+    if (auto s = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT"); !s) return s;
+  }
+  if (spec.bind_to_device) {
+    const std::string& device = *spec.bind_to_device;
+    if (::setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device.c_str(), static_cast<socklen_t>(device.size())) != 0) {
+      return errno_error("setsockopt(SO_BINDTODEVICE, \"" + device + "\")");
+    }
+  }
+  if (spec.free_bind) {
+    auto s = v6 ? set_int(fd, IPPROTO_IPV6, IPV6_FREEBIND, 1, "IPV6_FREEBIND")
+                : set_int(fd, IPPROTO_IP, IP_FREEBIND, 1, "IP_FREEBIND");
+    if (!s) return s;
+  }
+  if (spec.transparent) {
+    auto s = v6 ? set_int(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, 1, "IPV6_TRANSPARENT")
+                : set_int(fd, IPPROTO_IP, IP_TRANSPARENT, 1, "IP_TRANSPARENT");
+    if (!s) return s;
+  }
+  if (spec.fast_open > 0) {
+    if (auto s = set_int(fd, IPPROTO_TCP, TCP_FASTOPEN, spec.fast_open, "TCP_FASTOPEN"); !s) return s;
+  }
+  if (spec.receive_buffer) {
+    if (auto s = set_buffer(fd, SO_RCVBUF, *spec.receive_buffer, "receive_buffer", notes); !s) return s;
+  }
+  if (spec.send_buffer) {
+    if (auto s = set_buffer(fd, SO_SNDBUF, *spec.send_buffer, "send_buffer", notes); !s) return s;
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec) {
+  OpenedSocket out;
+  out.fd.reset(::socket(spec.listen.family(), socket_type(spec.type) | SOCK_CLOEXEC, 0));
+  if (!out.fd) return errno_error("socket");
+  if (auto s = apply_options(out.fd.get(), spec, out.notes); !s) return std::move(s).error();
+
+  if (spec.listen.kind == policy::Address::Kind::unix_path) {
+    if (auto s = bind_unix_path(out.fd.get(), spec); !s) return std::move(s).error();
+  } else if (::bind(out.fd.get(), spec.listen.sockaddr_ptr(), spec.listen.length) != 0) {
+    return errno_error("bind " + spec.listen.text);
+  }
+  if (spec.type != proto::SocketType::datagram && ::listen(out.fd.get(), spec.backlog) != 0) {
+    return errno_error("listen");
+  }
+  return out;
+}
+
+}  // namespace sockbroker::broker

@@ -1,0 +1,71 @@
+// sockbroker list: what the caller may acquire (everything, for administrators).
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include <sockbroker/client.hpp>
+
+#include "commands.hpp"
+#include "exit_codes.hpp"
+
+namespace sockbroker::cli {
+namespace {
+
+struct ListOptions {
+  bool json = false;
+};
+
+void print_table(const SocketList& list) {
+  std::size_t name_width = 4, address_width = 7;
+  for (const auto& s : list.sockets) {
+    name_width = std::max(name_width, s.name.size());
+    address_width = std::max(address_width, s.address.size());
+  }
+  auto row = [&](const std::string& name, const std::string& type, const std::string& address,
+                 const std::string& state, const std::string& holders, const std::string& detail) {
+    std::cout << std::left << std::setw(static_cast<int>(name_width) + 2) << name << std::setw(11) << type
+              << std::setw(static_cast<int>(address_width) + 2) << address;
+    if (list.admin_view) std::cout << std::setw(8) << state << std::setw(9) << holders << detail;
+    std::cout << '\n';
+  };
+  row("NAME", "TYPE", "ADDRESS", "STATE", "GRANTS", "");
+  for (const auto& s : list.sockets) row(s.name, s.type, s.address, s.state, std::to_string(s.holders), s.detail);
+  if (list.sockets.empty()) std::cout << "(no socket is granted to you)\n";
+}
+
+int list(const ListOptions& options, const GlobalOptions& global) {
+  auto client = Client::connect(global.control);
+  if (!client) return report(client.error());
+  auto sockets = client->list();
+  if (!sockets) return report(sockets.error());
+  if (!options.json) {
+    print_table(*sockets);
+    return kExitOk;
+  }
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& s : sockets->sockets) {
+    nlohmann::json entry{{"name", s.name}, {"type", s.type}, {"address", s.address}};
+    if (sockets->admin_view) {
+      entry["state"] = s.state;
+      entry["grants"] = s.holders;
+      if (!s.detail.empty()) entry["error"] = s.detail;
+    }
+    out.push_back(std::move(entry));
+  }
+  std::cout << nlohmann::json{{"admin", sockets->admin_view}, {"sockets", out}}.dump(2) << '\n';
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_list(CLI::App& app, const GlobalOptions& global) {
+  auto options = std::make_shared<ListOptions>();
+  auto* cmd = app.add_subcommand("list",
+                                 "List the sockets you may acquire: name, type, address. Administrators (root or\n"
+                                 "admin_group) see every socket with its bind state and grant count.");
+  cmd->add_flag("--json", options->json, "print JSON for scripts");
+  return [options, &global] { return list(*options, global); };
+}
+
+}  // namespace sockbroker::cli

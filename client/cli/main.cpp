@@ -1,0 +1,56 @@
+// sockbroker: the command-line tool for services and operators.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <map>
+#include <string_view>
+
+#include "commands.hpp"
+#include "exit_codes.hpp"
+
+int main(int argc, char** argv) {
+  using namespace sockbroker::cli;
+  CLI::App app{
+      "sockbroker: ask the socket broker for named, already-bound sockets.\n\n"
+      "sockbrokerd (root) binds every socket the operator's policy names; services ask for them by\n"
+      "name and run without the right to bind anything themselves.\n\n"
+      "Examples:\n"
+      "  sockbroker run -s web -- /usr/bin/my-server    socket 'web' as fd 3 (LISTEN_FDS), locked down\n"
+      "  sockbroker list                                what may I acquire?\n"
+      "  sockbroker check --policy /etc/sockbroker      validate a policy before reloading it",
+      "sockbroker"};
+  app.require_subcommand(1);
+  app.fallthrough();  // --control works before or after the command name
+  GlobalOptions global;
+  app.add_option("--control", global.control,
+                 "the broker's control socket (default: $SOCKBROKER_CONTROL, else /run/sockbroker/control.sock)");
+  app.set_version_flag("--version", std::string("sockbroker ") + SOCKBROKER_VERSION);
+
+  std::map<CLI::App*, Command> commands;
+  auto remember = [&](Command command) { commands[app.get_subcommands({}).back()] = std::move(command); };
+  remember(add_run(app, global));
+  remember(add_get(app, global));
+  remember(add_list(app, global));
+  remember(add_check(app));
+
+  // Everything after the first "--" is the program to exec, taken verbatim:
+  // none of it may be mistaken for an option of ours.
+  int ours = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--") {
+      ours = i;
+      break;
+    }
+  }
+  for (int i = ours + 1; i < argc; ++i) global.program.emplace_back(argv[i]);
+  try {
+    app.parse(ours, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kExitUsage;
+  }
+  for (auto& [subcommand, command] : commands) {
+    if (subcommand->parsed()) return command();
+  }
+  return kExitUsage;
+}

@@ -1,0 +1,120 @@
+// The C++ API (include/sockbroker/client.hpp).
+#include <sockbroker/client.hpp>
+
+#include <cstdlib>
+
+#include "codec.hpp"
+#include "connection.hpp"
+
+namespace sockbroker {
+namespace {
+
+// Guards list pagination against a broker that keeps answering "more".
+constexpr int kMaxListPages = 4096;
+
+Error failure_error(const proto::Failure& failure) {
+  return Error{detail::error_code_of(failure.code), 0, failure.message};
+}
+
+Error unexpected_reply() { return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker answered with the wrong kind of reply"}; }
+
+}  // namespace
+
+// Lets the one-shot helpers build a Client without a public constructor.
+struct ClientAccess {
+  static Client make(UniqueFd conn, std::string path) { return Client(std::move(conn), std::move(path)); }
+  static UniqueFd& connection(Client& client) { return client.conn_; }
+};
+
+std::string resolve_control_path(std::string_view explicit_path) {
+  if (!explicit_path.empty()) return std::string(explicit_path);
+  if (const char* env = std::getenv("SOCKBROKER_CONTROL"); env != nullptr && *env != '\0') return env;
+  return kDefaultControlPath;
+}
+
+Result<Client> Client::connect(std::string_view control) {
+  std::string path = resolve_control_path(control);
+  auto fd = detail::connect_control(path);
+  if (!fd) return std::move(fd).error();
+  return ClientAccess::make(std::move(*fd), std::move(path));
+}
+
+namespace {
+
+// One exchange, retried once on a fresh connection if the broker had dropped
+// the idle one (it does so after request_timeout_ms).
+Result<detail::Exchanged> exchange_with_retry(Client& client, const proto::Request& request, int fd_to_send) {
+  UniqueFd& conn = ClientAccess::connection(client);
+  if (conn) {
+    auto first = detail::exchange(conn.get(), request, fd_to_send);
+    if (first || !detail::connection_lost(first.error())) return first;
+  }
+  auto fresh = detail::connect_control(client.control_path());
+  if (!fresh) return std::move(fresh).error();
+  conn = std::move(*fresh);
+  return detail::exchange(conn.get(), request, fd_to_send);
+}
+
+Result<Grant> to_grant(Result<detail::Exchanged> exchanged) {
+  if (!exchanged) return std::move(exchanged).error();
+  if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
+  auto* grant = std::get_if<proto::Grant>(&exchanged->reply);
+  if (grant == nullptr) return unexpected_reply();
+  return Grant{std::move(exchanged->fd), std::move(grant->name), proto::to_string(grant->type), grant->family,
+               std::move(grant->address)};
+}
+
+Result<proto::Request> acquire_request(std::string_view name, int flags, bool with_netns) {
+  if (!proto::valid_socket_name(name)) {
+    return Error{SOCKBROKER_E_INVALID, EINVAL,
+                 "\"" + std::string(name) + "\" is not a socket name (1-" + std::to_string(proto::kMaxNameLength) +
+                     " characters of A-Z a-z 0-9 _ . -)"};
+  }
+  if (flags != 0) return Error{SOCKBROKER_E_INVALID, EINVAL, "unknown flags " + std::to_string(flags)};
+  return proto::Request{proto::AcquireRequest{std::string(name), 0, with_netns}};
+}
+
+}  // namespace
+
+Result<Grant> Client::acquire(std::string_view name, int flags) {
+  auto request = acquire_request(name, flags, false);
+  if (!request) return std::move(request).error();
+  return to_grant(exchange_with_retry(*this, *request, -1));
+}
+
+Result<Grant> Client::acquire_in_netns(std::string_view name, int netns_fd, int flags) {
+  (void)name;
+  (void)netns_fd;
+  (void)flags;
+  return Error{SOCKBROKER_E_INVALID, ENOTSUP,
+               "acquiring in a network namespace is not implemented yet (netns = \"request\" sockets)"};
+}
+
+Result<SocketList> Client::list() {
+  SocketList out;
+  std::uint32_t cursor = 0;
+  for (int page = 0; page < kMaxListPages; ++page) {
+    auto exchanged = exchange_with_retry(*this, proto::Request{proto::ListRequest{cursor}}, -1);
+    if (!exchanged) return std::move(exchanged).error();
+    if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
+    auto* listing = std::get_if<proto::Listing>(&exchanged->reply);
+    if (listing == nullptr) return unexpected_reply();
+    out.admin_view = listing->admin;
+    for (auto& entry : listing->entries) {
+      out.sockets.push_back(SocketInfo{std::move(entry.name), proto::to_string(entry.type), std::move(entry.address),
+                                       std::move(entry.state), std::move(entry.detail), entry.holders});
+    }
+    if (listing->next_cursor == 0) return out;
+    if (listing->next_cursor <= cursor) return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker's listing went backwards"};
+    cursor = listing->next_cursor;
+  }
+  return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker's listing did not end"};
+}
+
+Result<Grant> acquire(std::string_view name, std::string_view control) {
+  auto client = Client::connect(control);
+  if (!client) return std::move(client).error();
+  return client->acquire(name);
+}
+
+}  // namespace sockbroker

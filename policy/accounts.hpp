@@ -1,0 +1,20 @@
+// Resolving user and group names for the policy (NSS: files, LDAP, systemd's
+// dynamic users...). Internal to the policy library.
+#pragma once
+
+#include <sys/types.h>
+
+#include <sockbroker/fd.hpp>
+
+#include <optional>
+#include <string>
+
+namespace sockbroker::policy::detail {
+
+// The id of the named account, nullopt when there is no such account, or an
+// error when the lookup itself failed (an NSS backend down): a policy must not
+// silently lose a rule because LDAP was unreachable.
+[[nodiscard]] Result<std::optional<uid_t>> find_user(const std::string& name);
+[[nodiscard]] Result<std::optional<gid_t>> find_group(const std::string& name);
+
+}  // namespace sockbroker::policy::detail

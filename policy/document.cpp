@@ -1,0 +1,670 @@
+// The policy schema: what each key of one TOML document may hold, and every way
+// an operator can get it wrong, reported where it was written.
+//
+// Errors about a key (unknown, not applicable here) point at the key; errors
+// about a value (wrong type, out of range, unknown user) point at the value.
+#include "document.hpp"
+
+#include <net/if.h>
+
+#include <sockbroker/fd.hpp>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string_view>
+
+#include "accounts.hpp"
+#include "codec.hpp"
+
+namespace sockbroker::policy::detail {
+namespace {
+
+using namespace std::string_literals;
+
+constexpr std::int64_t kMaxU32 = 4294967295;
+// (uid_t)-1 and (gid_t)-1 mean "no change" to chown(2) and "invalid" to
+// SO_PEERCRED: never a real account.
+constexpr std::int64_t kMaxId = 4294967294;
+// A quoted user string longer than this is cut in messages: one diagnostic
+// stays one readable line whatever the file holds.
+constexpr std::size_t kMaxQuoted = 200;
+
+constexpr std::array<std::string_view, 2> kTopKeys = {"broker", "socket"};
+constexpr std::array<std::string_view, 5> kBrokerKeys = {"admin_group", "control_mode", "max_clients",
+                                                         "max_clients_per_uid", "request_timeout_ms"};
+constexpr std::array<std::string_view, 18> kSocketKeys = {
+    "listen",      "type",         "reuse_port",  "max_grants",     "backlog",        "bind_to_device",
+    "free_bind",   "transparent",  "fast_open",   "v6only",         "receive_buffer", "send_buffer",
+    "socket_user", "socket_group", "socket_mode", "allow_abstract", "netns",          "allow"};
+constexpr std::array<std::string_view, 5> kRuleKeys = {"user", "group", "unit", "executable", "cgroup"};
+constexpr std::array<std::string_view, 11> kUnitSuffixes = {".service",   ".socket", ".scope", ".slice",
+                                                            ".target",    ".timer",  ".path",  ".mount",
+                                                            ".automount", ".swap",   ".device"};
+
+}  // namespace
+
+std::string quoted(std::string_view text) {
+  std::string out = "\"";
+  std::size_t n = std::min(text.size(), kMaxQuoted);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (n < text.size()) out += "...";
+  out += '"';
+  return out;
+}
+
+namespace {
+
+const char* type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a floating-point number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+// Levenshtein distance, for "did you mean". Keys are short; longer input is
+// not a typo of any key, so it is not measured.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string did_you_mean(std::string_view key, std::span<const std::string_view> known) {
+  if (key.size() > 64) return {};
+  std::string_view best;
+  std::size_t best_distance = SIZE_MAX;
+  for (std::string_view candidate : known) {
+    std::size_t d = edit_distance(key, candidate);
+    if (d < best_distance) {
+      best_distance = d;
+      best = candidate;
+    }
+  }
+  // Two edits catch transpositions and a dropped letter; more suggests
+  // unrelated words ("port" for "user").
+  if (best_distance <= 2 && best_distance < key.size()) return " (did you mean " + quoted(best) + "?)";
+  return {};
+}
+
+bool bare_key(std::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
+// How the operator would write the table header, for "in [socket.web]".
+std::string socket_header(std::string_view name) {
+  return "[socket." + (bare_key(name) ? std::string(name) : quoted(name)) + "]";
+}
+
+std::string rule_header(std::string_view name) {
+  return "[[socket." + (bare_key(name) ? std::string(name) : quoted(name)) + ".allow]]";
+}
+
+bool all_digits(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Same rule as the kernel's dev_valid_name(): what SO_BINDTODEVICE accepts.
+bool valid_interface_name(std::string_view name) {
+  if (name.empty() || name.size() >= IFNAMSIZ || name == "." || name == "..") return false;
+  return std::none_of(name.begin(), name.end(), [](char c) {
+    return c == '/' || c == ':' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
+           c == '\0';
+  });
+}
+
+bool valid_unit_chars(std::string_view unit) {
+  return std::all_of(unit.begin(), unit.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == ':' || c == '_' ||
+           c == '.' || c == '-' || c == '@' || c == '\\';
+  });
+}
+
+bool has_unit_suffix(std::string_view unit) {
+  return std::any_of(kUnitSuffixes.begin(), kUnitSuffixes.end(), [&](std::string_view suffix) {
+    return unit.size() > suffix.size() && unit.substr(unit.size() - suffix.size()) == suffix;
+  });
+}
+
+// What one key held, for checks that look at several keys together.
+struct Seen {
+  SourcePos key;
+  SourcePos value;
+};
+
+class DocumentReader {
+ public:
+  DocumentReader(const std::string& file, const HostLimits& limits, Reporter& reporter)
+      : file_(file), limits_(limits), reporter_(reporter) {}
+
+  ParsedDocument read(const toml::table& root) {
+    ParsedDocument document;
+    for (auto&& [key, node] : root) {
+      if (key.str() == "broker") {
+        read_broker(node, document);
+      } else if (key.str() == "socket") {
+        read_sockets(node, document);
+      } else {
+        unknown_key(key, "at the top level", kTopKeys);
+      }
+    }
+    // toml++ keeps tables sorted by key; "later" in duplicate and conflict
+    // messages means later in the file, so restore the written order.
+    std::stable_sort(
+        document.sockets.begin(), document.sockets.end(), [](const ParsedSocket& a, const ParsedSocket& b) {
+          return std::pair(a.spec.where.line, a.spec.where.column) < std::pair(b.spec.where.line, b.spec.where.column);
+        });
+    return document;
+  }
+
+ private:
+  SourcePos at(const toml::source_region& region) const {
+    return SourcePos{file_, static_cast<int>(region.begin.line), static_cast<int>(region.begin.column)};
+  }
+
+  void unknown_key(const toml::key& key, const std::string& where, std::span<const std::string_view> known) {
+    reporter_.error(at(key.source()),
+                    "unknown key " + quoted(key.str()) + " " + where + did_you_mean(key.str(), known));
+  }
+
+  void wrong_type(std::string_view key, const toml::node& node, const char* expected) {
+    reporter_.error(at(node.source()), std::string(key) + " must be " + expected + ", not " + type_name(node));
+  }
+
+  std::optional<std::int64_t> integer(std::string_view key, const toml::node& node, std::int64_t lo, std::int64_t hi) {
+    const auto* value = node.as_integer();
+    if (value == nullptr) {
+      wrong_type(key, node, "an integer");
+      return std::nullopt;
+    }
+    std::int64_t v = value->get();
+    if (v < lo || v > hi) {
+      reporter_.error(at(node.source()), std::string(key) + " = " + std::to_string(v) + " is out of range " +
+                                             std::to_string(lo) + ".." + std::to_string(hi));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<bool> boolean(std::string_view key, const toml::node& node) {
+    const auto* value = node.as_boolean();
+    if (value == nullptr) {
+      wrong_type(key, node, "a boolean (true or false)");
+      return std::nullopt;
+    }
+    return value->get();
+  }
+
+  const std::string* string(std::string_view key, const toml::node& node) {
+    const auto* value = node.as_string();
+    if (value == nullptr) {
+      wrong_type(key, node, "a string");
+      return nullptr;
+    }
+    if (!no_nul(key, node, value->get())) return nullptr;
+    return &value->get();
+  }
+
+  // TOML allows "\u0000"; C APIs stop there, so "root\u0000x" would be
+  // looked up as "root" and "127.0.0.1\u0000x:80" bound as 127.0.0.1.
+  bool no_nul(std::string_view key, const toml::node& node, const std::string& text) {
+    if (text.find('\0') == std::string::npos) return true;
+    reporter_.error(at(node.source()), std::string(key) + " " + quoted(text) + " contains a NUL byte");
+    return false;
+  }
+
+  // A uid or gid: an integer, or a name (a string of digits is an id when no
+  // account has that name, as chown(1) does).
+  template <class Id>
+  std::optional<Id> account(std::string_view key, const toml::node& node, const char* what,
+                            Result<std::optional<Id>> (*find)(const std::string&)) {
+    if (node.is_integer()) {
+      auto v = integer(key, node, 0, kMaxId);
+      if (!v) return std::nullopt;
+      return static_cast<Id>(*v);
+    }
+    const auto* value = node.as_string();
+    if (value == nullptr) {
+      wrong_type(key, node, (std::string("a ") + what + " name or an integer id").c_str());
+      return std::nullopt;
+    }
+    const std::string& name = value->get();
+    if (name.empty()) {
+      reporter_.error(at(node.source()), std::string(key) + " must not be empty");
+      return std::nullopt;
+    }
+    if (!no_nul(key, node, name)) return std::nullopt;
+    auto found = find(name);
+    if (!found) {
+      reporter_.error(at(node.source()), found.error().message);
+      return std::nullopt;
+    }
+    if (*found) return **found;
+    if (all_digits(name) && name.size() <= 10 && std::stoll(name) <= kMaxId) return static_cast<Id>(std::stoll(name));
+    reporter_.error(at(node.source()), std::string("unknown ") + what + " " + quoted(name));
+    return std::nullopt;
+  }
+
+  std::optional<uid_t> user(std::string_view key, const toml::node& node) {
+    return account<uid_t>(key, node, "user", &find_user);
+  }
+
+  std::optional<gid_t> group(std::string_view key, const toml::node& node) {
+    return account<gid_t>(key, node, "group", &find_group);
+  }
+
+  // A permission mode written as a string, "0660": as an integer, 660 would
+  // silently be decimal (01224) and TOML's 0o660 is easy to get wrong.
+  std::optional<mode_t> mode(std::string_view key, const toml::node& node) {
+    const auto* value = node.as_string();
+    if (value == nullptr) {
+      reporter_.error(at(node.source()),
+                      std::string(key) + " must be a string of octal digits such as \"0660\", not " + type_name(node));
+      return std::nullopt;
+    }
+    const std::string& text = value->get();
+    if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; })) {
+      reporter_.error(at(node.source()),
+                      std::string(key) + " " + quoted(text) + " is not an octal mode such as \"0660\"");
+      return std::nullopt;
+    }
+    unsigned long v = 0;
+    for (char c : text) {
+      v = v * 8 + static_cast<unsigned>(c - '0');
+      if (v > 07777) break;  // already too big; stop before it can overflow
+    }
+    if (v > 0777) {
+      reporter_.error(at(node.source()), std::string(key) + " " + quoted(text) +
+                                             " is above \"0777\" (setuid, setgid and sticky bits are not allowed)");
+      return std::nullopt;
+    }
+    return static_cast<mode_t>(v);
+  }
+
+  void read_broker(const toml::node& node, ParsedDocument& document) {
+    const auto* table = node.as_table();
+    if (table == nullptr) {
+      wrong_type("broker", node, "a table ([broker])");
+      return;
+    }
+    BrokerSettings& broker = document.broker;
+    for (auto&& [key, value] : *table) {
+      const std::string name(key.str());
+      if (name == "admin_group") {
+        if (auto g = group(name, value)) broker.admin_group = *g;
+      } else if (name == "control_mode") {
+        if (auto m = mode(name, value)) broker.control_mode = *m;
+      } else if (name == "max_clients") {
+        if (auto v = integer(name, value, 1, kMaxU32)) broker.max_clients = static_cast<std::uint32_t>(*v);
+      } else if (name == "max_clients_per_uid") {
+        if (auto v = integer(name, value, 1, kMaxU32)) broker.max_clients_per_uid = static_cast<std::uint32_t>(*v);
+      } else if (name == "request_timeout_ms") {
+        if (auto v = integer(name, value, 1, kMaxU32)) broker.request_timeout_ms = static_cast<std::uint32_t>(*v);
+      } else {
+        unknown_key(key, "in [broker]", kBrokerKeys);
+        continue;
+      }
+      document.broker_keys.push_back(BrokerKey{name, at(key.source())});
+    }
+  }
+
+  void read_sockets(const toml::node& node, ParsedDocument& document) {
+    const auto* table = node.as_table();
+    if (table == nullptr) {
+      wrong_type("socket", node, "a table of sockets ([socket.NAME])");
+      return;
+    }
+    for (auto&& [key, value] : *table) {
+      if (auto parsed = read_socket(key, value)) document.sockets.push_back(std::move(*parsed));
+    }
+  }
+
+  std::optional<ParsedSocket> read_socket(const toml::key& key, const toml::node& node) {
+    const std::string name(key.str());
+    if (!proto::valid_socket_name(name)) {
+      reporter_.error(at(key.source()), "invalid socket name " + quoted(name) + ": names are 1.." +
+                                            std::to_string(proto::kMaxNameLength) + " characters of [A-Za-z0-9_.-]");
+    }
+    const auto* table = node.as_table();
+    if (table == nullptr) {
+      reporter_.error(at(node.source()), "socket " + quoted(name) + " must be a table (" + socket_header(name) +
+                                             "), not " + type_name(node));
+      return std::nullopt;
+    }
+
+    ParsedSocket parsed;
+    SocketSpec& spec = parsed.spec;
+    spec.name = name;
+    spec.where = at(table->source());
+    std::map<std::string, Seen, std::less<>> seen;
+
+    for (auto&& [k, value] : *table) {
+      const std::string field(k.str());
+      if (std::find(kSocketKeys.begin(), kSocketKeys.end(), field) == kSocketKeys.end()) {
+        unknown_key(k, "in " + socket_header(name), kSocketKeys);
+        continue;
+      }
+      seen.emplace(field, Seen{at(k.source()), at(value.source())});
+      if (field == "listen") {
+        if (const std::string* text = string(field, value)) {
+          parsed.listen_pos = at(value.source());
+          auto address = parse_address(*text);
+          if (address) {
+            spec.listen = std::move(*address);
+            parsed.usable = true;
+          } else {
+            reporter_.error(at(value.source()),
+                            "invalid listen address " + quoted(*text) + ": " + address.error().message);
+          }
+        }
+      } else if (field == "type") {
+        if (const std::string* text = string(field, value)) {
+          if (*text == "stream") {
+            spec.type = proto::SocketType::stream;
+          } else if (*text == "datagram") {
+            spec.type = proto::SocketType::datagram;
+          } else if (*text == "seqpacket") {
+            spec.type = proto::SocketType::seqpacket;
+          } else {
+            reporter_.error(at(value.source()), "unknown socket type " + quoted(*text) +
+                                                    " (expected \"stream\", \"datagram\" or \"seqpacket\")");
+          }
+        }
+      } else if (field == "reuse_port") {
+        if (auto b = boolean(field, value)) spec.reuse_port = *b;
+      } else if (field == "max_grants") {
+        if (auto v = integer(field, value, 0, kMaxU32)) spec.max_grants = static_cast<std::uint32_t>(*v);
+      } else if (field == "backlog") {
+        if (auto v = integer(field, value, 1, 65535)) spec.backlog = static_cast<int>(*v);
+      } else if (field == "bind_to_device") {
+        if (const std::string* text = string(field, value)) {
+          if (valid_interface_name(*text)) {
+            spec.bind_to_device = *text;
+          } else {
+            reporter_.error(at(value.source()), "bind_to_device " + quoted(*text) +
+                                                    " is not an interface name (1..15 bytes, no \"/\", \":\" "
+                                                    "or whitespace)");
+          }
+        }
+      } else if (field == "free_bind") {
+        if (auto b = boolean(field, value)) spec.free_bind = *b;
+      } else if (field == "transparent") {
+        if (auto b = boolean(field, value)) spec.transparent = *b;
+      } else if (field == "fast_open") {
+        if (auto v = integer(field, value, 0, INT_MAX)) spec.fast_open = static_cast<int>(*v);
+      } else if (field == "v6only") {
+        if (auto b = boolean(field, value)) spec.v6only = *b;
+      } else if (field == "receive_buffer") {
+        if (auto v = integer(field, value, 1, INT_MAX)) spec.receive_buffer = static_cast<int>(*v);
+      } else if (field == "send_buffer") {
+        if (auto v = integer(field, value, 1, INT_MAX)) spec.send_buffer = static_cast<int>(*v);
+      } else if (field == "socket_user") {
+        if (auto u = user(field, value)) spec.socket_user = *u;
+      } else if (field == "socket_group") {
+        if (auto g = group(field, value)) spec.socket_group = *g;
+      } else if (field == "socket_mode") {
+        if (auto m = mode(field, value)) spec.socket_mode = *m;
+      } else if (field == "allow_abstract") {
+        if (auto b = boolean(field, value)) spec.allow_abstract = *b;
+      } else if (field == "netns") {
+        if (const std::string* text = string(field, value)) {
+          if (*text == "broker") {
+            spec.netns = NetnsMode::broker;
+          } else if (*text == "request") {
+            spec.netns = NetnsMode::request;
+          } else {
+            reporter_.error(at(value.source()),
+                            "unknown netns " + quoted(*text) + " (expected \"broker\" or \"request\")");
+          }
+        }
+      } else if (field == "allow") {
+        read_rules(name, value, spec);
+      }
+    }
+
+    if (!seen.contains("listen")) {
+      reporter_.error(spec.where, "socket " + quoted(name) + " has no listen address (listen = \"...\")");
+    }
+    if (parsed.usable) check_address_fit(parsed, seen);
+    check_options(spec, seen);
+    return parsed;
+  }
+
+  // Options that only some kinds of address can take.
+  void check_address_fit(ParsedSocket& parsed, const std::map<std::string, Seen, std::less<>>& seen) {
+    const SocketSpec& spec = parsed.spec;
+    const Address& address = spec.listen;
+    const std::string listen = quoted(address.text);
+
+    if (address.kind == Address::Kind::unix_abstract && !spec.allow_abstract) {
+      // Abstract names have no file permissions: any process in the network
+      // namespace can connect, so the operator must opt in.
+      reporter_.error(parsed.listen_pos,
+                      "abstract address " + listen + " needs allow_abstract = true in " + socket_header(spec.name));
+    }
+    if (address.kind != Address::Kind::unix_path) {
+      for (const char* key : {"socket_user", "socket_group", "socket_mode"}) {
+        if (auto it = seen.find(key); it != seen.end()) {
+          reporter_.error(it->second.key, std::string(key) + " applies only to Unix socket paths, not " + listen);
+        }
+      }
+    }
+    if (address.is_unix()) {
+      if (auto it = seen.find("reuse_port"); it != seen.end() && spec.reuse_port) {
+        reporter_.error(it->second.key, "reuse_port does not apply to Unix sockets");
+      }
+      const std::pair<const char*, bool> ip_only[] = {
+          {"bind_to_device", spec.bind_to_device.has_value()},
+          {"free_bind", spec.free_bind},
+          {"transparent", spec.transparent},
+      };
+      for (const auto& [key, set] : ip_only) {
+        auto it = seen.find(key);
+        if (set && it != seen.end()) {
+          reporter_.error(it->second.key, std::string(key) + " applies only to IP sockets, not " + listen);
+        }
+      }
+    }
+    if (auto it = seen.find("fast_open"); it != seen.end() && spec.fast_open > 0) {
+      if (address.is_unix() || spec.type != proto::SocketType::stream) {
+        reporter_.error(it->second.key, "fast_open applies only to TCP (type = \"stream\" on an IP address)");
+      }
+    }
+    if (auto it = seen.find("v6only"); it != seen.end() && address.kind != Address::Kind::inet6) {
+      reporter_.warning(it->second.key, "v6only applies only to IPv6 addresses; it is ignored for " + listen);
+    }
+    if (address.is_wildcard()) {
+      reporter_.warning(parsed.listen_pos,
+                        "listen " + listen + " listens on every interface; name the address it should serve");
+    }
+  }
+
+  // Settings that are valid but weaken the socket or will not do what they say.
+  void check_options(const SocketSpec& spec, const std::map<std::string, Seen, std::less<>>& seen) {
+    if (auto it = seen.find("backlog"); it != seen.end() && spec.type == proto::SocketType::datagram) {
+      reporter_.warning(it->second.key, "backlog is ignored for datagram sockets");
+    }
+    if (auto it = seen.find("fast_open"); it != seen.end() && spec.fast_open > 0) {
+      reporter_.warning(it->second.value, "fast_open = " + std::to_string(spec.fast_open) +
+                                              " enables TCP Fast Open: data in a SYN reaches the service before "
+                                              "the handshake completes and can be replayed");
+    }
+    if (auto it = seen.find("free_bind"); it != seen.end() && spec.free_bind) {
+      reporter_.warning(it->second.value, "free_bind = true lets the socket bind an address the host does not have");
+    }
+    if (auto it = seen.find("transparent"); it != seen.end() && spec.transparent) {
+      reporter_.warning(it->second.value,
+                        "transparent = true lets the socket accept traffic addressed to other hosts (TPROXY)");
+    }
+    check_buffer(seen, "receive_buffer", spec.receive_buffer, limits_.rmem_max, "net.core.rmem_max");
+    check_buffer(seen, "send_buffer", spec.send_buffer, limits_.wmem_max, "net.core.wmem_max");
+  }
+
+  void check_buffer(const std::map<std::string, Seen, std::less<>>& seen, const char* key,
+                    const std::optional<int>& size, const std::optional<long>& limit, const char* sysctl) {
+    auto it = seen.find(key);
+    if (it == seen.end() || !size || !limit || *size <= *limit) return;
+    reporter_.warning(it->second.value, std::string(key) + " = " + std::to_string(*size) + " exceeds " + sysctl +
+                                            "; the kernel will clamp it to " + std::to_string(*limit));
+  }
+
+  void read_rules(const std::string& socket, const toml::node& node, SocketSpec& spec) {
+    const auto* array = node.as_array();
+    if (array == nullptr) {
+      reporter_.error(at(node.source()),
+                      "allow must be an array of tables (write " + rule_header(socket) + "), not " + type_name(node));
+      return;
+    }
+    for (const toml::node& element : *array) {
+      const auto* table = element.as_table();
+      if (table == nullptr) {
+        reporter_.error(at(element.source()),
+                        "an allow rule must be a table (" + rule_header(socket) + "), not " + type_name(element));
+        continue;
+      }
+      spec.allow.push_back(read_rule(socket, *table));
+    }
+  }
+
+  Rule read_rule(const std::string& socket, const toml::table& table) {
+    Rule rule;
+    rule.where = at(table.source());
+    if (table.empty()) {
+      reporter_.error(rule.where, "empty allow rule matches everyone; write the fields it must match");
+      return rule;
+    }
+    for (auto&& [key, value] : table) {
+      const std::string field(key.str());
+      if (field == "user") {
+        rule.user = user(field, value);
+      } else if (field == "group") {
+        rule.group = group(field, value);
+      } else if (field == "unit") {
+        if (const std::string* text = string(field, value)) {
+          if (!has_unit_suffix(*text)) {
+            reporter_.error(at(value.source()), "unit " + quoted(*text) +
+                                                    " is not a systemd unit name (it needs a suffix such as "
+                                                    "\".service\" or \".scope\")");
+          } else if (!valid_unit_chars(*text) || text->size() > 255) {
+            reporter_.error(at(value.source()), "unit " + quoted(*text) + " is not a valid systemd unit name");
+          } else {
+            rule.unit = *text;
+          }
+        }
+      } else if (field == "executable") {
+        if (const std::string* text = string(field, value)) {
+          if (text->empty() || text->front() != '/') {
+            reporter_.error(at(value.source()), "executable " + quoted(*text) + " must be an absolute path");
+          } else if (text->back() == '/' || text->find('\0') != std::string::npos || text->size() >= PATH_MAX) {
+            reporter_.error(at(value.source()), "executable " + quoted(*text) + " is not a file path");
+          } else {
+            rule.executable = *text;
+          }
+        }
+      } else if (field == "cgroup") {
+        if (const std::string* text = string(field, value)) {
+          if (text->empty() || text->front() != '/') {
+            reporter_.error(at(value.source()),
+                            "cgroup " + quoted(*text) + " must be an absolute cgroup path such as \"/system.slice\"");
+          } else {
+            // "/system.slice/" means the same subtree as "/system.slice"; the
+            // matcher works on the form without the trailing slash.
+            std::string prefix = *text;
+            while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
+            rule.cgroup = std::move(prefix);
+          }
+        }
+      } else {
+        unknown_key(key, "in " + rule_header(socket), kRuleKeys);
+      }
+    }
+    return rule;
+  }
+
+  const std::string& file_;
+  const HostLimits& limits_;
+  Reporter& reporter_;
+};
+
+}  // namespace
+
+void Reporter::error(SourcePos where, std::string message) {
+  ++errors_;
+  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::error, std::move(where), std::move(message)});
+}
+
+void Reporter::warning(SourcePos where, std::string message) {
+  if (strict_) {
+    error(std::move(where), std::move(message));
+    return;
+  }
+  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::warning, std::move(where), std::move(message)});
+}
+
+std::vector<Diagnostic> Reporter::take_sorted(const std::vector<std::string>& file_order) {
+  auto rank = [&](const Diagnostic& d) {
+    auto it = std::find(file_order.begin(), file_order.end(), d.where.file);
+    return std::tuple(static_cast<std::size_t>(it - file_order.begin()), d.where.line, d.where.column);
+  };
+  std::stable_sort(diagnostics_.begin(), diagnostics_.end(),
+                   [&](const Diagnostic& a, const Diagnostic& b) { return rank(a) < rank(b); });
+  errors_ = 0;
+  return std::move(diagnostics_);
+}
+
+ParsedDocument read_document(const toml::table& root, const std::string& file, const HostLimits& limits,
+                             Reporter& reporter) {
+  return DocumentReader(file, limits, reporter).read(root);
+}
+
+std::string to_string(const SourcePos& where) {
+  return where.file + ":" + std::to_string(where.line) + ":" + std::to_string(where.column);
+}
+
+}  // namespace sockbroker::policy::detail

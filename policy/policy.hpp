@@ -1,0 +1,86 @@
+// The policy model: an immutable snapshot the broker swaps whole on reload.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "address.hpp"
+#include "messages.hpp"
+
+namespace sockbroker::policy {
+
+// Where something was written: for "FILE:LINE:COL" diagnostics.
+struct SourcePos {
+  std::string file;
+  int line = 0;
+  int column = 0;
+};
+
+// One [[socket.NAME.allow]] table. Every field that is set must match (AND).
+struct Rule {
+  std::optional<uid_t> user;
+  std::optional<gid_t> group;  // primary or supplementary
+  std::optional<std::string> unit;
+  std::optional<std::string> executable;
+  std::optional<std::string> cgroup;  // path prefix, on "/" boundaries
+  SourcePos where;
+
+  friend bool operator==(const Rule& a, const Rule& b) noexcept {
+    return a.user == b.user && a.group == b.group && a.unit == b.unit && a.executable == b.executable &&
+           a.cgroup == b.cgroup;
+  }
+};
+
+enum class NetnsMode { broker, request };
+
+// One [socket.NAME] table.
+struct SocketSpec {
+  std::string name;
+  Address listen;
+  proto::SocketType type = proto::SocketType::stream;
+  bool reuse_port = false;
+  std::uint32_t max_grants = 0;  // 0 = unlimited
+  int backlog = 511;
+  std::optional<std::string> bind_to_device;
+  bool free_bind = false;
+  bool transparent = false;
+  int fast_open = 0;
+  bool v6only = true;
+  std::optional<int> receive_buffer;
+  std::optional<int> send_buffer;
+  std::optional<uid_t> socket_user;
+  std::optional<gid_t> socket_group;
+  std::optional<mode_t> socket_mode;
+  bool allow_abstract = false;
+  NetnsMode netns = NetnsMode::broker;
+  std::vector<Rule> allow;
+  SourcePos where;  // of the [socket.NAME] header
+};
+
+// True when the kernel socket bound for `a` can serve `b` unchanged: every
+// field that shapes the socket is equal (rules and limits may differ).
+[[nodiscard]] bool same_binding(const SocketSpec& a, const SocketSpec& b) noexcept;
+
+struct BrokerSettings {
+  std::optional<gid_t> admin_group;
+  mode_t control_mode = 0666;
+  std::uint32_t max_clients = 1024;
+  std::uint32_t max_clients_per_uid = 64;
+  std::uint32_t request_timeout_ms = 2000;
+};
+
+struct Policy {
+  BrokerSettings broker;
+  std::vector<SocketSpec> sockets;  // sorted by name
+  std::vector<std::string> files;   // the files it was read from, in order
+
+  // nullptr when there is no socket of that name.
+  [[nodiscard]] const SocketSpec* find(std::string_view name) const noexcept;
+};
+
+}  // namespace sockbroker::policy

@@ -1,0 +1,73 @@
+#include "datagram.hpp"
+
+#include <sys/socket.h>
+
+#include <cstring>
+
+namespace sockbroker::proto {
+
+Status send_datagram(int sock, std::span<const std::byte> bytes, int fd_to_pass) {
+  iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (fd_to_pass >= 0) {
+    std::memset(control, 0, sizeof control);
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &fd_to_pass, sizeof(int));
+  }
+  for (;;) {
+    ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n >= 0) {
+      // SOCK_SEQPACKET sends a datagram whole or not at all.
+      if (static_cast<std::size_t>(n) != bytes.size()) return errno_error("short send on a datagram socket", EMSGSIZE);
+      return Ok{};
+    }
+    if (errno == EINTR) continue;
+    return errno_error("sendmsg");
+  }
+}
+
+Result<Received> receive_datagram(int sock, std::span<std::byte> buffer, int flags) {
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxReceivedFds)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return errno_error("recvmsg");
+
+  Received out;
+  out.size = static_cast<std::size_t>(n);
+  out.truncated = (msg.msg_flags & MSG_TRUNC) != 0;
+  out.control_truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char* data = CMSG_DATA(cmsg);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, data + i * sizeof(int), sizeof(int));
+      if (out.fd_count < kMaxReceivedFds) {
+        out.fds[out.fd_count++].reset(fd);
+      } else {
+        ::close(fd);  // cannot happen with our buffer size, but never leak
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace sockbroker::proto

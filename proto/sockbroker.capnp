@@ -1,0 +1,95 @@
+@0xd13f77af1cc5f014;
+# The sockbroker wire protocol.
+#
+# One message per SOCK_SEQPACKET datagram on the control socket, at most 4 KiB
+# (proto/codec.hpp: kMaxDatagram), flat-array encoded (segment table first).
+# A client sends one Request and reads one Reply before sending the next.
+# A granted descriptor travels with its Reply as SCM_RIGHTS; a request for a
+# netns = "request" socket carries one network-namespace descriptor the same way.
+#
+# Compatibility: fields and union members are only ever appended. A peer whose
+# `version` differs is answered with a `protocol` error naming both versions.
+
+$import "/capnp/c++.capnp".namespace("sockbroker::wire");
+
+const protocolVersion :UInt16 = 1;
+
+enum SocketType {
+  stream @0;
+  datagram @1;
+  seqpacket @2;
+}
+
+enum ErrorCode {
+  unknownSocket @0;   # no socket of that name in the policy
+  denied @1;          # no rule grants it to the caller
+  quota @2;           # a grant or client limit is reached
+  bind @3;            # the broker could not create or bind the socket
+  protocol @4;        # malformed request, wrong version, unknown kind
+  invalid @5;         # well-formed but meaningless request
+  system @6;          # the broker hit a system error
+}
+
+struct Request {
+  version @0 :UInt16;
+  union {
+    acquire @1 :Acquire;
+    listSockets @2 :ListSockets;
+  }
+}
+
+struct Acquire {
+  name @0 :Text;
+  flags @1 :UInt32;
+  withNetns @2 :Bool;   # a network-namespace descriptor is attached
+}
+
+struct ListSockets {
+  cursor @0 :UInt32;    # 0 for the first page; then the reply's nextCursor
+}
+
+struct Reply {
+  version @0 :UInt16;
+  union {
+    grant @1 :Grant;
+    failure @2 :Failure;
+    listing @3 :Listing;
+  }
+}
+
+struct Grant {
+  name @0 :Text;
+  type @1 :SocketType;
+  family @2 :UInt16;    # AF_INET, AF_INET6 or AF_UNIX
+  address @3 :Text;     # as the policy writes it: "0.0.0.0:80", "[::1]:53", "/run/x.sock"
+}
+
+struct Peer {
+  # What the broker saw of the caller, so that a denial can be understood.
+  pid @0 :Int32;
+  uid @1 :UInt32;
+  gid @2 :UInt32;
+  unit @3 :Text;
+}
+
+struct Failure {
+  code @0 :ErrorCode;
+  message @1 :Text;
+  peer @2 :Peer;        # set on denials
+}
+
+struct SocketEntry {
+  name @0 :Text;
+  type @1 :SocketType;
+  address @2 :Text;
+  # Filled for administrators only:
+  state @3 :Text;       # "bound", "failed"
+  detail @4 :Text;      # why it failed
+  holders @5 :UInt32;   # live grants
+}
+
+struct Listing {
+  entries @0 :List(SocketEntry);
+  nextCursor @1 :UInt32;   # 0 when this is the last page
+  admin @2 :Bool;          # the caller sees the administrator's view
+}

@@ -1,0 +1,20 @@
+// Root-only tests skip with a clear message when not root, and fail instead
+// when SOCKBROKER_TEST_REQUIRE_ROOT=1 (CI), so a skip can never hide in CI.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#define SOCKBROKER_REQUIRE_ROOT()                                                                       \
+  do {                                                                                                  \
+    if (::geteuid() != 0) {                                                                             \
+      const char* require = std::getenv("SOCKBROKER_TEST_REQUIRE_ROOT");                                \
+      if (require != nullptr && std::strcmp(require, "1") == 0) {                                       \
+        FAIL() << "this test needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it";        \
+      }                                                                                                 \
+      GTEST_SKIP() << "needs root (network namespaces, uid switching, low ports); run as root to test"; \
+    }                                                                                                   \
+  } while (0)
