@@ -32,6 +32,16 @@ bool peer_closed(int connection) {
   return ::poll(&probe, 1, 0) > 0 && (probe.revents & (POLLRDHUP | POLLHUP)) != 0;
 }
 
+// Closing a Unix socket with unread datagrams resets the peer (ECONNRESET),
+// which it sees before the reply we queued for it. Discard what it sent first.
+void discard_unread(int connection) {
+  char scratch[64];
+  for (int i = 0; i < 64; ++i) {
+    // Without a control buffer any attached descriptors are released by the kernel.
+    if (::recv(connection, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC) < 0) break;
+  }
+}
+
 std::string errno_text(const Error& e) {
   return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
 }
@@ -161,6 +171,7 @@ void Server::admit(UniqueFd connection) {
     Response response = handler_.limit_reached(refusal, s.peer);
     auto size = proto::encode_reply(response.reply, buffer_.span());
     if (size) (void)proto::send_datagram(s.connection.get(), std::span(buffer_.bytes, *size));
+    discard_unread(s.connection.get());
     return;
   }
 
@@ -274,6 +285,7 @@ void Server::touch(Session& session) {
 }
 
 void Server::close_session(Session& session) {
+  if (session.close_after_reply) discard_unread(session.connection.get());
   // Closing the descriptor removes it from the epoll set.
   idle_order_.erase(session.idle_position);
   if (auto it = sessions_per_uid_.find(session.peer.uid); it != sessions_per_uid_.end() && --it->second == 0) {

@@ -52,6 +52,11 @@ Result<Exchanged> exchange(int connection, const proto::Request& request, int fd
     return Error{SOCKBROKER_E_UNAVAILABLE, err, std::string("cannot send to the broker: ") + std::strerror(err)};
   }
   auto received = proto::receive_datagram(connection, buffer.span());
+  if (!received && received.error().sys_errno == ECONNRESET) {
+    // The broker answered and hung up (a refusal): the reset is reported
+    // before the reply that is still queued for us.
+    received = proto::receive_datagram(connection, buffer.span(), MSG_DONTWAIT);
+  }
   if (!received) {
     int err = received.error().sys_errno;
     if (err == EAGAIN) {

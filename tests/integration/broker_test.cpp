@@ -1,1 +1,550 @@
-// placeholder
+// The real sockbrokerd against real unprivileged clients in a private network
+// namespace: grants on low ports, denials, limits, hostile datagrams.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <barrier>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include <sockbroker/client.hpp>
+
+#include "harness.hpp"
+
+namespace {
+
+using sbtest::Broker;
+using sbtest::TempDir;
+
+const char* const kWebPolicy = R"(
+[broker]
+control_mode = "0666"
+
+[socket.web]
+listen = "0.0.0.0:80"
+
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.dns]
+listen = "127.0.0.1:53"
+type = "datagram"
+
+[[socket.dns.allow]]
+group = "nogroup"
+
+[socket.admin]
+listen = "127.0.0.1:443"
+
+[[socket.admin.allow]]
+user = "root"
+)";
+
+// kWebPolicy with other [broker] settings.
+std::string with_broker_settings(const std::string& settings) {
+  std::string sockets = kWebPolicy;
+  return "[broker]\n" + settings + "\n" + sockets.substr(sockets.find("[socket.web]"));
+}
+
+// Serves one TCP connection on fd: reads what comes, answers "pong:" + it.
+int serve_one_tcp(int fd, int report_fd) {
+  int client = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (client < 0) {
+    sbtest::report(report_fd, std::string("accept: ") + std::strerror(errno));
+    return 10;
+  }
+  char buffer[256];
+  ssize_t n = ::read(client, buffer, sizeof buffer);
+  if (n <= 0) return 11;
+  std::string answer = "pong:" + std::string(buffer, static_cast<std::size_t>(n));
+  if (::write(client, answer.data(), answer.size()) != static_cast<ssize_t>(answer.size())) return 12;
+  ::close(client);
+  return 0;
+}
+
+TEST(Broker, StreamGrantOnPort80ServesARealConnection) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  // The broker listens from start-up: this connection queues in the kernel
+  // until the service, started later, accepts it.
+  std::thread client([&] { EXPECT_EQ(sbtest::tcp_exchange(80, "ping"), "pong:ping"); });
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire("web", broker->control());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    if (grant->name != "web" || grant->type != "stream" || grant->family != AF_INET || grant->address != "0.0.0.0:80") {
+      sbtest::report(report_fd, "unexpected grant " + grant->address);
+      return 2;
+    }
+    if (auto s = sockbroker::lockdown(); !s) return 3;
+    return serve_one_tcp(grant->fd.get(), report_fd);
+  });
+  client.join();
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+
+  auto grants = broker->wait_for_events("grant");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0]["socket"], "web");
+  EXPECT_EQ(grants[0]["rule"], 0);
+  EXPECT_EQ(grants[0]["peer"]["uid"], sbtest::kNobody);
+  EXPECT_EQ(grants[0]["peer"]["gid"], sbtest::kNogroup);
+  EXPECT_EQ(grants[0]["local_addr"]["sa_family"], "AF_INET");
+  EXPECT_EQ(grants[0]["local_addr"]["sin_addr"], "0.0.0.0");
+  EXPECT_EQ(grants[0]["local_addr"]["sin_port"], 80);
+  EXPECT_EQ(grants[0]["type"], "stream");
+  EXPECT_EQ(grants[0]["reuse_port"], false);
+  EXPECT_TRUE(grants[0]["ts"].is_string());
+}
+
+TEST(Broker, DatagramGrantOnPort53AnswersAQuery) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  std::string answer;
+  std::thread querier([&] {
+    // Retry: the datagram is only queued once the broker has bound (it has), and
+    // the answer comes when the child has acquired and read it.
+    answer = sbtest::udp_exchange(53, "query", 5000);
+  });
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire("dns", broker->control());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    if (auto s = sockbroker::lockdown(); !s) return 3;
+    char buffer[256];
+    sockaddr_storage from{};
+    socklen_t from_length = sizeof from;
+    ssize_t n = ::recvfrom(grant->fd.get(), buffer, sizeof buffer, 0, reinterpret_cast<sockaddr*>(&from), &from_length);
+    if (n <= 0) return 4;
+    std::string reply = "answer:" + std::string(buffer, static_cast<std::size_t>(n));
+    ::sendto(grant->fd.get(), reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), from_length);
+    return 0;
+  });
+  querier.join();
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_EQ(answer, "answer:query");
+}
+
+TEST(Broker, UnixPathGrantHasThePolicyOwnerAndMode) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  std::string path = dir.file("run/app.sock");
+  auto broker = Broker::start(dir, R"(
+[socket.app]
+listen = ")" + path + R"("
+socket_user = "nobody"
+socket_group = "nogroup"
+socket_mode = "0660"
+
+[[socket.app.allow]]
+user = "nobody"
+)");
+  ASSERT_TRUE(broker);
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_uid, sbtest::kNobody);
+  EXPECT_EQ(st.st_gid, sbtest::kNogroup);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+
+  std::string answer;
+  std::thread client([&] { answer = sbtest::unix_exchange(path, "ping"); });
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire("app", broker->control());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    if (grant->family != AF_UNIX || grant->address != path) return 2;
+    if (auto s = sockbroker::lockdown(); !s) return 3;
+    return serve_one_tcp(grant->fd.get(), report_fd);
+  });
+  client.join();
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_EQ(answer, "pong:ping");
+}
+
+TEST(Broker, DeniedCallerGetsDeniedAndTheAuditSaysWhy) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire("admin", broker->control());
+    if (grant) return 1;
+    sbtest::report(report_fd, grant.error().message);
+    return grant.error().code == SOCKBROKER_E_DENIED ? 0 : 2;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_NE(child.output.find("uid 65534"), std::string::npos) << child.output;
+  EXPECT_NE(child.output.find("gid 65534"), std::string::npos) << child.output;
+
+  auto denials = broker->wait_for_events("deny");
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0]["socket"], "admin");
+  EXPECT_EQ(denials[0]["reason"], "no_rule_matched");
+  EXPECT_EQ(denials[0]["peer"]["uid"], sbtest::kNobody);
+  EXPECT_EQ(denials[0]["local_addr"]["sin_port"], 443);
+}
+
+TEST(Broker, RootIsGrantedEverySocket) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  auto grant = sockbroker::acquire("admin", broker->control());
+  ASSERT_TRUE(grant) << grant.error().message;
+  auto grants = broker->wait_for_events("grant");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_TRUE(grants[0]["rule"].is_null());  // granted as root, not by a rule
+}
+
+TEST(Broker, UnknownNameIsReportedAsUnknown) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire("nosuch", broker->control());
+    if (grant) return 1;
+    sbtest::report(report_fd, grant.error().message);
+    return grant.error().code == SOCKBROKER_E_UNKNOWN ? 0 : 2;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  auto denials = broker->wait_for_events("deny");
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0]["reason"], "unknown_socket");
+}
+
+TEST(Broker, UnreachableBrokerIsUnavailable) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto grant = sockbroker::acquire("web", dir.file("control.sock"));
+  ASSERT_FALSE(grant);
+  EXPECT_EQ(grant.error().code, SOCKBROKER_E_UNAVAILABLE);
+  EXPECT_NE(grant.error().message.find(dir.file("control.sock")), std::string::npos);
+}
+
+TEST(Broker, SocketThatCannotBeBoundIsReportedAndTheOthersServe) {
+  SBTEST_PREPARE();
+  // Occupy 127.0.0.1:443 before the broker starts.
+  int squatter = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(443);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(squatter, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(squatter, 1), 0);
+
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  auto failed = broker->wait_for_events("bind_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0]["socket"], "admin");
+  EXPECT_NE(failed[0]["error"].get<std::string>().find("in use"), std::string::npos) << failed[0].dump();
+
+  auto admin = sockbroker::acquire("admin", broker->control());
+  ASSERT_FALSE(admin);
+  EXPECT_EQ(admin.error().code, SOCKBROKER_E_BIND);
+  auto web = sockbroker::acquire("web", broker->control());
+  EXPECT_TRUE(web) << web.error().message;
+  ::close(squatter);
+}
+
+TEST(Broker, LockdownRefusesBindListenIoUringAndReusePortButServesTheGrant) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  std::string answer;
+  std::thread client([&] { answer = sbtest::tcp_exchange(80, "ping"); });
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire("web", broker->control());
+    if (!grant) return 1;
+    if (::sockbroker_lockdown(0) != 0) return 2;
+
+    int fresh = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_port = htons(8080);
+    if (::bind(fresh, reinterpret_cast<sockaddr*>(&any), sizeof any) == 0 || errno != EPERM) {
+      sbtest::report(report_fd, "bind was not refused with EPERM");
+      return 3;
+    }
+    if (::listen(fresh, 1) == 0 || errno != EPERM) {
+      sbtest::report(report_fd, "listen on an unbound socket was not refused with EPERM");
+      return 4;
+    }
+    char params[120] = {};
+    if (::syscall(425 /* io_uring_setup */, 4, params) >= 0 || errno != EPERM) {
+      sbtest::report(report_fd, "io_uring_setup was not refused with EPERM");
+      return 5;
+    }
+    int one = 1;
+    if (::setsockopt(fresh, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 || errno != EPERM) {
+      sbtest::report(report_fd, "SO_REUSEPORT was not refused with EPERM");
+      return 6;
+    }
+    return serve_one_tcp(grant->fd.get(), report_fd) == 0 ? 0 : 7;
+  });
+  client.join();
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_EQ(answer, "pong:ping");
+}
+
+TEST(Broker, TwoHundredClientsAtOnceAllGetTheirGrant) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  // max_clients_per_uid defaults to 64: allow 200 at once for this test.
+  auto big = Broker::start(dir, with_broker_settings("max_clients_per_uid = 256"));
+  ASSERT_TRUE(big);
+  const int baseline = big->settled_fd_count();
+  constexpr int kClients = 200;
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    std::atomic<int> granted{0};
+    std::barrier start(kClients);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kClients; ++i) {
+      threads.emplace_back([&] {
+        auto client = sockbroker::Client::connect(big->control());
+        start.arrive_and_wait();  // all connected before anyone asks
+        if (!client) return;
+        auto grant = client->acquire("web");
+        if (grant) {
+          ++granted;
+        } else {
+          sbtest::report(report_fd, grant.error().message);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    sbtest::report(report_fd, "granted " + std::to_string(granted.load()));
+    return granted.load() == kClients ? 0 : 1;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_EQ(big->wait_for_events("grant", kClients).size(), static_cast<std::size_t>(kClients));
+  EXPECT_EQ(big->wait_for_fd_count(baseline), baseline) << big->fd_listing();
+}
+
+// A connection that sends nothing is dropped after request_timeout_ms.
+TEST(Broker, IdleClientIsDroppedAndOthersAreServedMeanwhile) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, with_broker_settings("request_timeout_ms = 300"));
+  ASSERT_TRUE(broker);
+  const int baseline = broker->settled_fd_count();
+  int idle = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, broker->control().c_str(), sizeof address.sun_path - 1);
+  ASSERT_EQ(::connect(idle, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+
+  auto grant = sockbroker::acquire("web", broker->control());  // served while the idle one waits
+  EXPECT_TRUE(grant) << grant.error().message;
+
+  auto started = std::chrono::steady_clock::now();
+  char byte;
+  timeval timeout{5, 0};
+  ::setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  EXPECT_EQ(::recv(idle, &byte, 1, 0), 0);  // end of stream: the broker hung up
+  auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_LT(waited, std::chrono::seconds(4));
+  ::close(idle);
+  EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
+}
+
+TEST(Broker, KeptOpenConnectionReconnectsAfterTheBrokerDroppedIt) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, with_broker_settings("request_timeout_ms = 100"));
+  ASSERT_TRUE(broker);
+  int error = 0;
+  sockbroker_conn* conn = ::sockbroker_connect(broker->control().c_str(), &error);
+  ASSERT_NE(conn, nullptr) << error;
+  int first = ::sockbroker_conn_acquire(conn, "web", 0);
+  EXPECT_GE(first, 0) << ::sockbroker_last_error();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the broker drops us meanwhile
+  int second = ::sockbroker_conn_acquire(conn, "web", 0);
+  EXPECT_GE(second, 0) << ::sockbroker_last_error();
+  ::sockbroker_disconnect(conn);
+  if (first >= 0) ::close(first);
+  if (second >= 0) ::close(second);
+}
+
+TEST(Broker, PerUidConnectionLimitRefusesTheExtraOnlyAndOthersStillServe) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, with_broker_settings("max_clients_per_uid = 2"));
+  ASSERT_TRUE(broker);
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto a = sockbroker::Client::connect(broker->control());
+    auto b = sockbroker::Client::connect(broker->control());
+    auto c = sockbroker::Client::connect(broker->control());
+    if (!a || !b || !c) return 1;
+    if (!a->acquire("web") || !b->acquire("web")) return 2;
+    auto refused = c->acquire("web");
+    if (refused) return 3;
+    sbtest::report(report_fd, refused.error().message);
+    return refused.error().code == SOCKBROKER_E_QUOTA ? 0 : 4;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_NE(child.output.find("max_clients_per_uid"), std::string::npos) << child.output;
+  auto grant = sockbroker::acquire("web", broker->control());  // root: another uid
+  EXPECT_TRUE(grant) << grant.error().message;
+  auto limits = broker->wait_for_events("deny");
+  ASSERT_FALSE(limits.empty());
+  EXPECT_EQ(limits[0]["reason"], "limit");
+}
+
+// 1,000 hostile datagrams: random bytes, empty, 5 KiB, 64 KiB, some carrying
+// 100 descriptors. The broker answers or hangs up, leaks nothing, and serves on.
+TEST(Broker, GarbageDatagramsLeakNothingAndServiceContinues) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  const int baseline = broker->settled_fd_count();
+
+  std::mt19937 random(20261122);
+  std::vector<int> spare_fds;
+  for (int i = 0; i < 100; ++i) spare_fds.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  for (int i = 0; i < 1000; ++i) {
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, broker->control().c_str(), sizeof address.sun_path - 1);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << i;
+    std::size_t size;
+    switch (i % 5) {
+      case 0: size = 0; break;
+      case 1: size = 5 * 1024; break;
+      case 2: size = 64 * 1024; break;
+      default: size = random() % 4096; break;
+    }
+    std::vector<char> bytes(size);
+    for (auto& b : bytes) b = static_cast<char>(random());
+    iovec iov{bytes.data(), bytes.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    std::vector<char> control(CMSG_SPACE(sizeof(int) * spare_fds.size()));
+    if (i % 7 == 0) {  // with 100 descriptors attached
+      msg.msg_control = control.data();
+      msg.msg_controllen = control.size();
+      cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * spare_fds.size());
+      std::memcpy(CMSG_DATA(cmsg), spare_fds.data(), sizeof(int) * spare_fds.size());
+    }
+    // 64 KiB may exceed the socket's send buffer: that is a send error, not a broker one.
+    (void)::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    ::close(fd);
+  }
+  for (int fd : spare_fds) ::close(fd);
+
+  auto grant = sockbroker::acquire("web", broker->control());
+  EXPECT_TRUE(grant) << grant.error().message;
+  EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
+  EXPECT_GT(broker->wait_for_events("bad_request", 100).size(), 100u);
+  EXPECT_EQ(::kill(broker->pid(), 0), 0);
+}
+
+TEST(Broker, MalformedRequestGetsAProtocolErrorReply) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, broker->control().c_str(), sizeof address.sun_path - 1);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  const char garbage[16] = "not capnproto!";
+  ASSERT_EQ(::send(fd, garbage, sizeof garbage, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof garbage));
+  char reply[4096];
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  EXPECT_GT(::recv(fd, reply, sizeof reply, 0), 0);  // a Failure reply
+  EXPECT_EQ(::recv(fd, reply, sizeof reply, 0), 0);  // then the broker hangs up
+  ::close(fd);
+  auto bad = broker->wait_for_events("bad_request");
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0]["peer"]["uid"], 0);
+}
+
+TEST(Broker, SigtermStopsCleanlyAndRemovesTheControlPath) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kWebPolicy);
+  ASSERT_TRUE(broker);
+  std::string control = broker->control();
+  EXPECT_EQ(broker->stop(), 0);
+  EXPECT_NE(::access(control.c_str(), F_OK), 0);
+  bool stopped = false;
+  for (auto& e : broker->audit_events()) stopped |= e["event"] == "stop";
+  EXPECT_TRUE(stopped);
+}
+
+TEST(Broker, ControlSocketHasThePolicyMode) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, with_broker_settings("control_mode = \"0660\""));
+  ASSERT_TRUE(broker);
+  struct stat st {};
+  ASSERT_EQ(::stat(broker->control().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  // nobody is neither owner nor group of a 0660 root socket: cannot even ask.
+  auto child = sbtest::run_as_nobody([&](int) {
+    auto grant = sockbroker::acquire("web", broker->control());
+    return !grant && grant.error().code == SOCKBROKER_E_UNAVAILABLE ? 0 : 1;
+  });
+  EXPECT_EQ(child.exit_code, 0);
+}
+
+TEST(Broker, InvalidPolicyAtStartExits78WithThePosition) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("bad.toml", "[socket.web]\nlisten = \"0.0.0.0:99999\"\n");
+  std::string output;
+  EXPECT_EQ(sbtest::run_broker_to_exit(dir, {"--policy", dir.file("bad.toml"), "--control", dir.file("c.sock")}, &output), 78);
+  EXPECT_NE(output.find(dir.file("bad.toml") + ":2:"), std::string::npos) << output;
+}
+
+TEST(Broker, UnusableControlDirectoryExits71) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  ASSERT_EQ(::mkdir(dir.file("open").c_str(), 0777), 0);
+  ::chmod(dir.file("open").c_str(), 0777);  // writable by all: someone could swap the socket
+  std::string output;
+  EXPECT_EQ(sbtest::run_broker_to_exit(dir, {"--policy", dir.file("ok.toml"), "--control", dir.file("open/c.sock")}, &output),
+            71);
+  EXPECT_NE(output.find("writable"), std::string::npos) << output;
+}
+
+TEST(Broker, UsageErrorExits64) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  EXPECT_EQ(sbtest::run_broker_to_exit(dir, {"--no-such-flag"}), 64);
+}
+
+}  // namespace

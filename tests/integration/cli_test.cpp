@@ -1,1 +1,194 @@
-// placeholder
+// The sockbroker command as services and operators run it: exit codes, the one
+// line of failure, LISTEN_FDS for socket-activated programs.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "harness.hpp"
+
+namespace {
+
+using sbtest::Broker;
+using sbtest::TempDir;
+
+const char* const kPolicy = R"(
+[socket.web]
+listen = "0.0.0.0:80"
+
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.dns]
+listen = "127.0.0.1:53"
+type = "datagram"
+
+[[socket.dns.allow]]
+group = "nogroup"
+
+[socket.admin]
+listen = "127.0.0.1:443"
+
+[[socket.admin.allow]]
+user = "root"
+)";
+
+sbtest::ChildResult cli_as_nobody(const Broker& broker, std::vector<std::string> args) {
+  std::vector<std::string> argv{sbtest::programs().sockbroker, "--control", broker.control()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, argv);
+}
+
+TEST(Cli, RunPassesListenFdsThatSdListenFdsAccepts) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto result = cli_as_nobody(*broker, {"run", "-s", "web", "-s", "dns", "--", sbtest::programs().self, "--probe-listen-fds"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto probe = nlohmann::json::parse(result.output);
+  EXPECT_EQ(probe["n"], 2);
+  EXPECT_EQ(probe["names"], nlohmann::json({"web", "dns"}));
+  EXPECT_EQ(probe["fds"][0]["fd"], 3);
+  EXPECT_EQ(probe["fds"][0]["listening_stream"], true);
+  EXPECT_EQ(probe["fds"][0]["cloexec"], false);
+  EXPECT_EQ(probe["fds"][1]["fd"], 4);
+  EXPECT_EQ(probe["fds"][1]["datagram"], true);
+  EXPECT_EQ(probe["seccomp"], 2);  // filter mode: the lockdown is on
+}
+
+TEST(Cli, GetIsRunWithOneSocketAndNoLockdownIsHonoured) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto result = cli_as_nobody(*broker, {"get", "web", "--no-lockdown", "--", sbtest::programs().self, "--probe-listen-fds"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto probe = nlohmann::json::parse(result.output);
+  EXPECT_EQ(probe["n"], 1);
+  EXPECT_EQ(probe["names"], nlohmann::json({"web"}));
+  EXPECT_EQ(probe["seccomp"], 0);
+}
+
+TEST(Cli, ControlPathWorksFromTheEnvironment) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto result = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
+                                       {sbtest::programs().sockbroker, "list", "--json"},
+                                       {"SOCKBROKER_CONTROL=" + broker->control()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto listing = nlohmann::json::parse(result.output);
+  EXPECT_EQ(listing["admin"], false);
+  ASSERT_EQ(listing["sockets"].size(), 2u);  // web and dns; admin is root's
+  EXPECT_EQ(listing["sockets"][0]["name"], "dns");
+  EXPECT_EQ(listing["sockets"][1]["name"], "web");
+  EXPECT_EQ(listing["sockets"][1]["address"], "0.0.0.0:80");
+}
+
+TEST(Cli, ControlOptionAfterTheCommandName) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto result = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "list", "--json", "--control", broker->control()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto listing = nlohmann::json::parse(result.output);
+  EXPECT_EQ(listing["admin"], true);  // root sees everything, with state
+  ASSERT_EQ(listing["sockets"].size(), 3u);
+  EXPECT_EQ(listing["sockets"][0]["state"], "bound");
+}
+
+TEST(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto result = cli_as_nobody(*broker, {"get", "admin", "--", "/bin/true"});
+  EXPECT_EQ(result.exit_code, 77) << result.output;
+  EXPECT_NE(result.output.find("\"admin\""), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("uid 65534"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("gid 65534"), std::string::npos) << result.output;
+  EXPECT_EQ(std::count(result.output.begin(), result.output.end(), '\n'), 1) << "one line: " << result.output;
+  auto denials = broker->wait_for_events("deny");
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0]["reason"], "no_rule_matched");
+}
+
+TEST(Cli, UnknownSocketExits65) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto result = cli_as_nobody(*broker, {"run", "-s", "nosuch", "--", "/bin/true"});
+  EXPECT_EQ(result.exit_code, 65) << result.output;
+  EXPECT_NE(result.output.find("\"nosuch\""), std::string::npos) << result.output;
+}
+
+TEST(Cli, BrokerNotRunningExits69) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto result = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
+                                       {sbtest::programs().sockbroker, "--control", dir.file("none.sock"), "get", "web",
+                                        "--", "/bin/true"});
+  EXPECT_EQ(result.exit_code, 69) << result.output;
+  EXPECT_NE(result.output.find("\"web\""), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("none.sock"), std::string::npos) << result.output;
+}
+
+TEST(Cli, BindFailureExits71) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  // Two sockets on one Unix path would be refused by check: use a path that exists as a file.
+  dir.write("taken", "not a socket");
+  auto broker = Broker::start(dir, "[socket.app]\nlisten = \"" + dir.file("taken") +
+                                       "\"\n[[socket.app.allow]]\nuser = \"nobody\"\n");
+  ASSERT_TRUE(broker);
+  auto result = cli_as_nobody(*broker, {"get", "app", "--", "/bin/true"});
+  EXPECT_EQ(result.exit_code, 71) << result.output;
+  EXPECT_NE(result.output.find("not a socket"), std::string::npos) << result.output;
+}
+
+TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  EXPECT_EQ(cli_as_nobody(*broker, {"run", "-s", "web", "--", dir.file("no-such-program")}).exit_code, 127);
+  EXPECT_EQ(cli_as_nobody(*broker, {"run", "-s", "web"}).exit_code, 64);
+  EXPECT_EQ(cli_as_nobody(*broker, {"frobnicate"}).exit_code, 64);
+  EXPECT_EQ(cli_as_nobody(*broker, {"--help"}).exit_code, 0);
+}
+
+TEST(Cli, DemoHttpdServesThroughRunAsNobody) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  sbtest::Background service(sbtest::kNobody, sbtest::kNogroup,
+                             {sbtest::programs().sockbroker, "--control", broker->control(), "run", "-s", "web", "--",
+                              sbtest::programs().demo_httpd, "--count", "1"});
+  std::string response = sbtest::tcp_exchange(80, "GET / HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(service.wait(), 0) << service.output();
+  EXPECT_NE(response.find("HTTP/1.0 200 OK"), std::string::npos) << response;
+  EXPECT_NE(response.find("uid: 65534"), std::string::npos) << response;
+  EXPECT_NE(response.find("refused (Operation not permitted)"), std::string::npos) << response;
+}
+
+TEST(Cli, CheckReportsPositionsAndExit78) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("bad.toml", "[socket.web]\nlisten = \"0.0.0.0:80\"\nlisen = 1\n");
+  auto result = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--policy", dir.file("bad.toml")});
+  EXPECT_EQ(result.exit_code, 78) << result.output;
+  EXPECT_NE(result.output.find(dir.file("bad.toml") + ":3:1: error: unknown key \"lisen\""), std::string::npos)
+      << result.output;
+
+  auto ok = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--policy", SOCKBROKER_EXAMPLES_DIR "/demo.toml"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  auto strict = sbtest::run_command_as(
+      0, 0, {sbtest::programs().sockbroker, "check", "--strict", "--policy", SOCKBROKER_EXAMPLES_DIR "/demo.toml"});
+  EXPECT_EQ(strict.exit_code, 78) << strict.output;  // wildcard warnings become errors
+}
+
+}  // namespace
