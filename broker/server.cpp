@@ -61,7 +61,7 @@ Status Server::block_signals() {
 }
 
 Server::Server(UniqueFd control, BrokerState& state, Audit& audit, spdlog::logger& log)
-    : control_(std::move(control)), state_(state), audit_(audit), log_(log), handler_(state, audit, log) {}
+    : control_(std::move(control)), state_(state), log_(log), handler_(state, audit, log) {}
 
 Status Server::run() {
   epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));

@@ -52,7 +52,6 @@ class Server {
   UniqueFd signals_;
   UniqueFd spare_fd_;  // released to accept-and-drop when out of descriptors
   BrokerState& state_;
-  Audit& audit_;
   spdlog::logger& log_;
   RequestHandler handler_;
 

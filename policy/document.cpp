@@ -5,6 +5,8 @@
 // about a value (wrong type, out of range, unknown user) point at the value.
 #include "document.hpp"
 
+#include "printable.hpp"
+
 #include <net/if.h>
 
 #include <sockbroker/fd.hpp>
@@ -636,7 +638,8 @@ class DocumentReader {
 
 void Reporter::error(SourcePos where, std::string message) {
   ++errors_;
-  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::error, std::move(where), std::move(message)});
+  // The one place every message passes: whatever it quotes, it stays one line.
+  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::error, std::move(where), proto::printable(message)});
 }
 
 void Reporter::warning(SourcePos where, std::string message) {
@@ -644,7 +647,7 @@ void Reporter::warning(SourcePos where, std::string message) {
     error(std::move(where), std::move(message));
     return;
   }
-  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::warning, std::move(where), std::move(message)});
+  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::warning, std::move(where), proto::printable(message)});
 }
 
 std::vector<Diagnostic> Reporter::take_sorted(const std::vector<std::string>& file_order) {

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstring>
 
+#include "printable.hpp"
 #include "sockbroker.capnp.h"
 
 namespace sockbroker::proto {
@@ -47,6 +48,11 @@ wire::SocketType socket_type_to_wire(SocketType type) { return static_cast<wire:
 
 std::string text(capnp::Text::Reader reader) { return std::string(reader.cStr(), reader.size()); }
 
+// The whole string, embedded NULs included (a std::string is NUL-terminated
+// at size(), as Text::Reader requires); passing it as const char* would cut
+// "we\0b" to "we", a different socket.
+capnp::Text::Reader as_text(const std::string& s) { return capnp::Text::Reader(s.data(), s.size()); }
+
 // Runs the reading half inside the one try block that may see kj::Exception.
 // The flat array must be word-aligned and whole words.
 template <class Fn>
@@ -66,6 +72,11 @@ auto read_message(std::span<const std::byte> datagram, Fn&& fn) -> decltype(fn(s
     std::memcpy(aligned.data(), start, datagram.size());
     start = aligned.data();
   }
+  // One segment only: our encoder never writes more into 4 KiB, and Cap'n Proto
+  // 0.9 computes "count - 1 + 1" in 32 bits, so 0xffffffff would wrap to one.
+  std::uint32_t segments_minus_one;
+  std::memcpy(&segments_minus_one, start, sizeof segments_minus_one);
+  if (segments_minus_one != 0) return protocol_error("message has more than one segment");
   kj::ArrayPtr<const capnp::word> words(reinterpret_cast<const capnp::word*>(start),
                                         datagram.size() / sizeof(capnp::word));
   try {
@@ -73,7 +84,8 @@ auto read_message(std::span<const std::byte> datagram, Fn&& fn) -> decltype(fn(s
     if (reader.getEnd() != words.end()) return protocol_error("trailing bytes after the message");
     return fn(reader);
   } catch (const kj::Exception& e) {
-    return protocol_error(std::string("malformed message: ") + e.getDescription().cStr());
+    // Cap'n Proto's description may quote the client's bytes.
+    return protocol_error("malformed message: " + printable(e.getDescription().cStr()));
   }
 }
 
@@ -209,8 +221,13 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
     if (acquire->name.size() > kMaxNameLength) {
       return Error{SOCKBROKER_E_INVALID, 0, "socket name longer than " + std::to_string(kMaxNameLength) + " bytes"};
     }
+    if (!valid_socket_name(acquire->name)) {
+      return Error{SOCKBROKER_E_INVALID, 0,
+                   "\"" + printable(acquire->name) + "\" is not a socket name (1.." + std::to_string(kMaxNameLength) +
+                       " of A-Z a-z 0-9 _ . -)"};
+    }
     auto body = root.initAcquire();
-    body.setName(acquire->name);
+    body.setName(as_text(acquire->name));
     body.setFlags(acquire->flags);
     body.setWithNetns(acquire->with_netns);
   } else {
@@ -226,20 +243,20 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
   root.setVersion(kProtocolVersion);
   if (const auto* grant = std::get_if<Grant>(&reply)) {
     auto body = root.initGrant();
-    body.setName(grant->name);
+    body.setName(as_text(grant->name));
     body.setType(socket_type_to_wire(grant->type));
     body.setFamily(grant->family);
-    body.setAddress(grant->address);
+    body.setAddress(as_text(grant->address));
   } else if (const auto* failure = std::get_if<Failure>(&reply)) {
     auto body = root.initFailure();
     body.setCode(static_cast<wire::ErrorCode>(failure->code));
-    body.setMessage(failure->message.substr(0, kMaxMessageLength));
+    body.setMessage(as_text(failure->message.substr(0, kMaxMessageLength)));
     if (failure->peer) {
       auto peer = body.initPeer();
       peer.setPid(failure->peer->pid);
       peer.setUid(failure->peer->uid);
       peer.setGid(failure->peer->gid);
-      peer.setUnit(failure->peer->unit.substr(0, kMaxNameLength * 2));
+      peer.setUnit(as_text(failure->peer->unit.substr(0, kMaxNameLength * 2)));
     }
   } else {
     const auto& listing = std::get<Listing>(reply);
@@ -250,11 +267,11 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
     for (unsigned i = 0; i < listing.entries.size(); ++i) {
       const auto& in = listing.entries[i];
       auto entry = entries[i];
-      entry.setName(in.name);
+      entry.setName(as_text(in.name));
       entry.setType(socket_type_to_wire(in.type));
-      entry.setAddress(in.address);
-      entry.setState(in.state);
-      entry.setDetail(in.detail);
+      entry.setAddress(as_text(in.address));
+      entry.setState(as_text(in.state));
+      entry.setDetail(as_text(in.detail));
       entry.setHolders(in.holders);
     }
   }

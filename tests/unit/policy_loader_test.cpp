@@ -933,5 +933,21 @@ TEST(DiagnosticFormat, Forms) {
   EXPECT_TRUE(has_errors({d}));
 }
 
+// Found by the policy fuzzer: bytes from the file must not reach a terminal raw.
+TEST(PolicyLoaderHostile, ControlBytesInDiagnosticsAreEscaped) {
+  for (std::string_view text : {std::string_view("[socket.web]\nlisten = \"1.2.3.4:8\\n0\"\n"),
+                                std::string_view("x = tru\t\n"), std::string_view("[socket.web]\nlisten = \"\\u001b[31m\"\n")}) {
+    LoadResult result = load_policy_text(text, "t.toml");
+    ASSERT_FALSE(result.diagnostics.empty()) << text;
+    for (const auto& d : result.diagnostics) {
+      std::string line = d.format();
+      for (unsigned char c : line) EXPECT_FALSE(c < 0x20 || c == 0x7f) << testing::PrintToString(line);
+    }
+  }
+  Lines lines = check("[socket.web]\nlisten = \"1.2.3.4:8\\n0\"\n");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("\\x0a"), std::string::npos) << lines[0];
+}
+
 }  // namespace
 }  // namespace sockbroker::policy
