@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   }
   ensure_descriptor_budget(*loaded.policy, *log);
 
-  broker::BrokerState state{std::move(*loaded.policy), {}};
+  broker::BrokerState state{std::move(*loaded.policy), policy_paths, {}, {}, 1};
   audit->emit("start", {{"pid", ::getpid()},
                         {"version", SOCKBROKER_VERSION},
                         {"policy_files", state.policy.files},

@@ -71,13 +71,14 @@ bool still_alive(int pidfd) {
 
 }  // namespace
 
-Result<policy::PeerIdentity> read_peer_identity(int connection) {
+Result<Peer> read_peer(int connection) {
   ucred cred{};
   socklen_t length = sizeof cred;
   if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) {
     return errno_error("getsockopt(SO_PEERCRED)");
   }
-  policy::PeerIdentity peer;
+  Peer out;
+  policy::PeerIdentity& peer = out.identity;
   peer.pid = cred.pid;
   peer.uid = cred.uid;
   peer.gid = cred.gid;
@@ -90,19 +91,19 @@ Result<policy::PeerIdentity> read_peer_identity(int connection) {
   if (::getsockopt(connection, SOL_SOCKET, SO_PEERPIDFD, &raw_pidfd, &length) != 0) {
     // Without a pidfd (Linux < 6.5) we cannot prove the pid is the caller's:
     // leave unit/executable/cgroup unset so rules that need them fail closed.
-    return peer;
+    return out;
   }
-  UniqueFd pidfd(raw_pidfd);
-  if (cred.pid <= 0) return peer;
+  out.pidfd.reset(raw_pidfd);
+  if (cred.pid <= 0) return out;
 
   auto unit = unit_of(cred.pid);
   auto executable = executable_of(cred.pid);
   auto cgroup = cgroup_of(cred.pid);
-  if (!still_alive(pidfd.get())) return peer;  // what we read may belong to a successor
+  if (!still_alive(out.pidfd.get())) return out;  // what we read may belong to a successor
   peer.unit = std::move(unit);
   peer.executable = std::move(executable);
   peer.cgroup = std::move(cgroup);
-  return peer;
+  return out;
 }
 
 }  // namespace sockbroker::broker

@@ -4,8 +4,13 @@
 #include <pwd.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "codec.hpp"
 #include "matcher.hpp"
+#include "reload.hpp"
+#include "socket_factory.hpp"
 
 namespace sockbroker::broker {
 namespace {
@@ -33,6 +38,10 @@ std::string group_name(gid_t gid) {
 
 std::string in_quotes(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
+std::string describe(const Error& e) {
+  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
+}
+
 }  // namespace
 
 std::string describe_peer(const policy::PeerIdentity& peer) {
@@ -44,20 +53,25 @@ std::string describe_peer(const policy::PeerIdentity& peer) {
   return out;
 }
 
-Response RequestHandler::handle(const proto::Request& request, const policy::PeerIdentity& peer) {
+Response RequestHandler::handle(const proto::Request& request, const Caller& caller) {
   return std::visit(
       [&](const auto& body) -> Response {
         using T = std::decay_t<decltype(body)>;
         if constexpr (std::is_same_v<T, proto::AcquireRequest>) {
-          return acquire(body, peer);
+          return acquire(body, caller);
+        } else if constexpr (std::is_same_v<T, proto::ListRequest>) {
+          return list(body, caller);
+        } else if constexpr (std::is_same_v<T, proto::ReloadRequest>) {
+          return reload(caller);
         } else {
-          return list(body, peer);
+          return revoke(body, caller);
         }
       },
       request);
 }
 
-Response RequestHandler::acquire(const proto::AcquireRequest& request, const policy::PeerIdentity& peer) {
+Response RequestHandler::acquire(const proto::AcquireRequest& request, const Caller& caller) {
+  const auto& peer = caller.identity;
   const auto decision = policy::decide(state_.policy, peer, request.name);
   switch (decision.outcome) {
     case policy::Decision::Outcome::unknown_socket:
@@ -72,28 +86,93 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const pol
       break;
   }
   if (request.flags != 0) {
-    return deny(proto::ErrorCode::invalid, "invalid", "socket " + in_quotes(request.name) + ": unknown flags " +
-                std::to_string(request.flags), request.name, peer);
+    return deny(proto::ErrorCode::invalid, "invalid",
+                "socket " + in_quotes(request.name) + ": unknown flags " + std::to_string(request.flags), request.name,
+                peer);
+  }
+  if (request.with_netns) {
+    return deny(proto::ErrorCode::invalid, "invalid",
+                "socket " + in_quotes(request.name) + ": binding in a requested network namespace is not supported yet",
+                request.name, peer);
   }
   TableEntry* entry = state_.table.find(request.name);
-  if (entry == nullptr || !entry->bound()) {
+  if (entry == nullptr || !entry->serving()) {
     std::string why = entry != nullptr ? entry->error : "not bound";
     return deny(proto::ErrorCode::bind, "bind_failed",
                 "socket " + in_quotes(request.name) + ": the broker could not bind " + decision.socket->listen.text +
                     ": " + why,
                 request.name, peer);
   }
+  const auto& spec = entry->spec;
+
+  // The lease: who holds this grant, so that it stops counting when they exit.
+  Holder* holder = nullptr;
+  Holder* new_holder = nullptr;
+  if (caller.pidfd >= 0) {
+    std::unique_ptr<Holder> stale;
+    auto found = state_.leases.holder_for(peer.pid, caller.pidfd, stale);
+    release_holder(state_, std::move(stale));
+    if (!found) {
+      return deny(proto::ErrorCode::system, "system",
+                  "socket " + in_quotes(request.name) + ": " + describe(found.error()), request.name, peer);
+    }
+    holder = found->holder;
+    if (found->created) new_holder = holder;
+  } else if (spec.reuse_port || spec.max_grants != 0) {
+    return deny(proto::ErrorCode::system, "system",
+                "socket " + in_quotes(request.name) +
+                    ": cannot track who holds the grant (the kernel lacks SO_PEERPIDFD, Linux >= 6.5)",
+                request.name, peer);
+  }
+  // A process asking again for a shared socket it holds gets the same kernel
+  // socket: one holder, one lease. Every reuse_port grant is a new member.
+  const bool already_held =
+      holder != nullptr && !spec.reuse_port &&
+      std::any_of(holder->leases.begin(), holder->leases.end(), [&](const Lease& l) { return l.entry_id == entry->id; });
+  if (!already_held) {
+    if (spec.max_grants != 0 && entry->live >= spec.max_grants) {
+      return deny(proto::ErrorCode::quota, "quota",
+                  "socket " + in_quotes(request.name) + ": all " + std::to_string(spec.max_grants) +
+                      " grants (max_grants) are held by running processes; try again when one exits",
+                  request.name, peer, new_holder);
+    }
+    if (holder != nullptr && holder->leases.size() >= state_.policy.broker.max_grants_per_client) {
+      return deny(proto::ErrorCode::quota, "quota",
+                  "socket " + in_quotes(request.name) + ": this process already holds " +
+                      std::to_string(holder->leases.size()) + " grants (max_grants_per_client)",
+                  request.name, peer, new_holder);
+    }
+  }
+
+  std::shared_ptr<const UniqueFd> granted = entry->socket;
+  if (spec.reuse_port) {
+    // Only the broker (root) makes members, so no other uid can join the group.
+    auto member = open_policy_socket(spec);
+    if (!member) {
+      return deny(proto::ErrorCode::bind, "bind_failed",
+                  "socket " + in_quotes(request.name) + ": cannot bind a new reuse_port member on " +
+                      spec.listen.text + ": " + describe(member.error()),
+                  request.name, peer);
+    }
+    granted = std::make_shared<const UniqueFd>(std::move(member->fd));
+  }
+  if (holder != nullptr && !already_held) {
+    holder->leases.push_back(Lease{spec.name, entry->id, granted});
+    ++entry->live;
+  }
   ++entry->grants;
-  nlohmann::ordered_json fields = socket_json(entry->spec);
+
+  auto fields = socket_json(spec);
   fields["rule"] = decision.rule >= 0 ? nlohmann::ordered_json(decision.rule) : nlohmann::ordered_json(nullptr);
   fields["peer"] = peer_json(peer);
+  if (spec.max_grants != 0) fields["live_grants"] = entry->live;
   audit_.emit("grant", std::move(fields));
-  const auto& spec = entry->spec;
   return Response{proto::Grant{spec.name, spec.type, static_cast<std::uint16_t>(spec.listen.family()), spec.listen.text},
-                  entry->socket};
+                  std::move(granted), new_holder};
 }
 
-Response RequestHandler::list(const proto::ListRequest& request, const policy::PeerIdentity& peer) {
+Response RequestHandler::list(const proto::ListRequest& request, const Caller& caller) {
+  const auto& peer = caller.identity;
   const bool admin = policy::is_admin(state_.policy.broker, peer);
   proto::Listing listing;
   listing.admin = admin;
@@ -105,11 +184,14 @@ Response RequestHandler::list(const proto::ListRequest& request, const policy::P
     if (!admin && policy::decide(state_.policy, peer, entry.spec.name).outcome != policy::Decision::Outcome::grant) {
       continue;
     }
-    proto::SocketEntry out{entry.spec.name, entry.spec.type, entry.spec.listen.text, {}, {}, 0};
+    proto::SocketEntry out{entry.spec.name, entry.spec.type, entry.spec.listen.text, {}, {}, 0, 0, 0, false};
     if (admin) {
-      out.state = entry.bound() ? "bound" : "failed";
+      out.state = entry.state();
       out.detail = entry.error.substr(0, 256);
-      out.holders = static_cast<std::uint32_t>(entry.grants);
+      out.holders = entry.live;
+      out.grants_total = entry.grants;
+      out.max_grants = entry.spec.max_grants;
+      out.reuse_port = entry.spec.reuse_port;
     }
     std::size_t cost = proto::listing_entry_bound(out);
     if (cost > budget) break;
@@ -120,18 +202,55 @@ Response RequestHandler::list(const proto::ListRequest& request, const policy::P
   return Response{std::move(listing), nullptr};
 }
 
+std::optional<Response> RequestHandler::refuse_unless_admin(std::string_view what, const Caller& caller) {
+  if (policy::is_admin(state_.policy.broker, caller.identity)) return std::nullopt;
+  std::string message = std::string(what) + ": permission denied: administrators only (root or admin_group); the broker saw " +
+                        describe_peer(caller.identity);
+  audit_.emit("deny", {{"reason", "not_admin"}, {"request", what}, {"peer", peer_json(caller.identity)}, {"message", message}});
+  log_.info("deny {}", message);
+  return Response{proto::Failure{proto::ErrorCode::denied, std::move(message), view_of(caller.identity)}, nullptr};
+}
+
+Response RequestHandler::reload(const Caller& caller) {
+  if (auto refused = refuse_unless_admin("reload", caller)) return std::move(*refused);
+  log_.info("reload requested by {}", describe_peer(caller.identity));
+  auto outcome = reload_policy(state_, audit_, log_);
+  return Response{proto::Outcome{outcome.ok, std::move(outcome.message), std::move(outcome.details)}, nullptr};
+}
+
+Response RequestHandler::revoke(const proto::RevokeRequest& request, const Caller& caller) {
+  if (auto refused = refuse_unless_admin("revoke", caller)) return std::move(*refused);
+  auto shut = state_.table.revoke(request.name, state_.leases, audit_, log_);
+  if (!shut) {
+    return deny(proto::ErrorCode::unknown_socket, "unknown_socket",
+                "no socket named " + in_quotes(request.name) + " in the policy", request.name, caller.identity);
+  }
+  const TableEntry* entry = state_.table.find(request.name);
+  auto fields = socket_json(entry->spec);
+  fields["holders"] = *shut;
+  fields["peer"] = peer_json(caller.identity);
+  fields["rebound"] = entry->serving();
+  if (!entry->serving()) fields["error"] = entry->error;
+  audit_.emit("revoke", std::move(fields));
+  std::string message = "socket " + in_quotes(request.name) + " revoked: " + std::to_string(*shut) +
+                        " live grant(s) shut down; " +
+                        (entry->serving() ? "bound afresh for future grants"
+                                          : "could not bind it again: " + entry->error);
+  log_.info("{}", message);
+  return Response{proto::Outcome{entry->serving(), std::move(message), {}}, nullptr};
+}
+
 Response RequestHandler::deny(proto::ErrorCode code, std::string_view reason, std::string message,
-                              const std::string& socket, const policy::PeerIdentity& peer, nlohmann::ordered_json extra) {
+                              const std::string& socket, const policy::PeerIdentity& peer, Holder* new_holder) {
   nlohmann::ordered_json fields{{"socket", socket}, {"reason", reason}, {"peer", peer_json(peer)}, {"message", message}};
   if (const auto* spec = state_.policy.find(socket)) {
     fields["local_addr"] = local_addr_json(spec->listen);
     fields["type"] = proto::to_string(spec->type);
   }
-  fields.update(extra);
   audit_.emit("deny", std::move(fields));
   log_.info("deny {}: {}", describe_peer(peer), message);
   proto::Failure failure{code, std::move(message), view_of(peer)};
-  return Response{std::move(failure), nullptr};
+  return Response{std::move(failure), nullptr, new_holder};
 }
 
 Response RequestHandler::bad_request(const Error& error, const policy::PeerIdentity& peer) {

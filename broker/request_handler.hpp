@@ -10,42 +10,48 @@
 #include <sockbroker/fd.hpp>
 
 #include "audit.hpp"
+#include "broker_state.hpp"
 #include "identity.hpp"
 #include "messages.hpp"
-#include "policy.hpp"
-#include "socket_table.hpp"
 
 namespace sockbroker::broker {
 
 struct Response {
   proto::Reply reply;
   std::shared_ptr<const UniqueFd> fd;  // attached to the reply; kept alive until sent
+  Holder* new_holder = nullptr;        // a process to watch from now on
 };
 
-// Everything a decision reads or counts. Owned by main(), swapped whole on reload.
-struct BrokerState {
-  policy::Policy policy;
-  SocketTable table;
+// Who asks: what the kernel vouched for, and the process itself (may be invalid).
+struct Caller {
+  const policy::PeerIdentity& identity;
+  int pidfd;
 };
 
 class RequestHandler {
  public:
   RequestHandler(BrokerState& state, Audit& audit, spdlog::logger& log) : state_(state), audit_(audit), log_(log) {}
 
-  [[nodiscard]] Response handle(const proto::Request& request, const policy::PeerIdentity& peer);
+  [[nodiscard]] Response handle(const proto::Request& request, const Caller& caller);
 
-  // A datagram that did not decode (or a limit the connection hit): audited as
-  // bad_request, answered with a protocol failure.
+  // A datagram that did not decode: audited as bad_request, answered with a
+  // protocol failure.
   [[nodiscard]] Response bad_request(const Error& error, const policy::PeerIdentity& peer);
 
   // A connection refused for a broker limit (max_clients, max_clients_per_uid).
   [[nodiscard]] Response limit_reached(std::string_view what, const policy::PeerIdentity& peer);
 
  private:
-  Response acquire(const proto::AcquireRequest& request, const policy::PeerIdentity& peer);
-  Response list(const proto::ListRequest& request, const policy::PeerIdentity& peer);
+  Response acquire(const proto::AcquireRequest& request, const Caller& caller);
+  Response list(const proto::ListRequest& request, const Caller& caller);
+  Response reload(const Caller& caller);
+  Response revoke(const proto::RevokeRequest& request, const Caller& caller);
+  // Administrators only; nullopt when the caller is one.
+  std::optional<Response> refuse_unless_admin(std::string_view what, const Caller& caller);
+  // new_holder: a holder record made for this request, which must be watched
+  // even though the request is refused.
   Response deny(proto::ErrorCode code, std::string_view reason, std::string message, const std::string& socket,
-                const policy::PeerIdentity& peer, nlohmann::ordered_json extra = nlohmann::ordered_json::object());
+                const policy::PeerIdentity& peer, Holder* new_holder = nullptr);
 
   BrokerState& state_;
   Audit& audit_;

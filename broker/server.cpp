@@ -12,6 +12,7 @@
 
 #include "datagram.hpp"
 #include "peer_identity.hpp"
+#include "reload.hpp"
 
 namespace sockbroker::broker {
 namespace {
@@ -61,7 +62,7 @@ Status Server::block_signals() {
 }
 
 Server::Server(UniqueFd control, BrokerState& state, Audit& audit, spdlog::logger& log)
-    : control_(std::move(control)), state_(state), log_(log), handler_(state, audit, log) {}
+    : control_(std::move(control)), state_(state), audit_(audit), log_(log), handler_(state, audit, log) {}
 
 Status Server::run() {
   epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -102,8 +103,12 @@ Status Server::run() {
         accept_clients();
       } else if (tag == &signal_tag) {
         if (!handle_signals()) return Ok{};
+      } else if (static_cast<Watched*>(tag)->kind == Watched::Kind::holder) {
+        auto* holder = static_cast<Holder*>(static_cast<Watched*>(tag));
+        // An earlier event of this batch may have released it (pid recycled).
+        if (state_.leases.contains(holder)) holder_exited(*holder);
       } else {
-        auto* session = static_cast<Session*>(tag);
+        auto* session = static_cast<Session*>(static_cast<Watched*>(tag));
         // An earlier event of this batch may have closed it.
         if (sessions_.contains(session)) serve(*session, events[i].events);
       }
@@ -119,7 +124,10 @@ bool Server::handle_signals() {
       log_.info("received {}, stopping", ::strsignal(static_cast<int>(info.ssi_signo)));
       return false;
     }
-    if (info.ssi_signo == SIGHUP) log_.warn("SIGHUP: policy reload is not implemented yet; nothing changed");
+    if (info.ssi_signo == SIGHUP) {
+      log_.info("SIGHUP: reloading the policy");
+      (void)reload_policy(state_, audit_, log_);
+    }
   }
   return true;
 }
@@ -148,14 +156,15 @@ void Server::accept_clients() {
 }
 
 void Server::admit(UniqueFd connection) {
-  auto identity = read_peer_identity(connection.get());
-  if (!identity) {
-    log_.warn("dropping a connection whose identity cannot be read: {}", errno_text(identity.error()));
+  auto peer = read_peer(connection.get());
+  if (!peer) {
+    log_.warn("dropping a connection whose identity cannot be read: {}", errno_text(peer.error()));
     return;
   }
   auto session = std::make_unique<Session>();
   session->connection = std::move(connection);
-  session->peer = std::move(*identity);
+  session->peer = std::move(peer->identity);
+  session->pidfd = std::move(peer->pidfd);
   Session& s = *session;
 
   const auto& limits = state_.policy.broker;
@@ -185,7 +194,7 @@ void Server::admit(UniqueFd connection) {
 void Server::watch(Session& session, std::uint32_t events) {
   epoll_event event{};
   event.events = events;
-  event.data.ptr = &session;
+  event.data.ptr = static_cast<Watched*>(&session);
   int op = EPOLL_CTL_MOD;
   if (::epoll_ctl(epoll_.get(), op, session.connection.get(), &event) != 0) {
     if (errno != ENOENT || ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session.connection.get(), &event) != 0) {
@@ -235,12 +244,29 @@ void Server::serve(Session& session, std::uint32_t events) {
       reply(session, handler_.bad_request(request.error(), session.peer));
       return;
     }
-    reply(session, handler_.handle(*request, session.peer));
+    reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get()}));
     if (session.pending || !sessions_.contains(&session)) return;
   }
 }
 
+void Server::watch_holder(Holder& holder) {
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.ptr = static_cast<Watched*>(&holder);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, holder.pidfd.get(), &event) != 0) {
+    // Unwatched, its grants would count forever: release them now instead.
+    log_.error("cannot watch the holder pid {}: {}; releasing its grants", holder.pid, std::strerror(errno));
+    release_holder(state_, state_.leases.remove(holder));
+  }
+}
+
+void Server::holder_exited(Holder& holder) {
+  log_.debug("holder pid {} exited; releasing {} grant(s)", holder.pid, holder.leases.size());
+  release_holder(state_, state_.leases.remove(holder));
+}
+
 void Server::reply(Session& session, Response response) {
+  if (response.new_holder != nullptr) watch_holder(*response.new_holder);
   auto size = proto::encode_reply(response.reply, buffer_.span());
   if (!size) {
     log_.error("cannot encode a reply: {}", size.error().message);

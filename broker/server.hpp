@@ -14,6 +14,7 @@
 
 #include "audit.hpp"
 #include "codec.hpp"
+#include "broker_state.hpp"
 #include "request_handler.hpp"
 #include "session.hpp"
 
@@ -46,12 +47,15 @@ class Server {
   [[nodiscard]] int milliseconds_to_next_deadline() const;
   [[nodiscard]] bool handle_signals();  // false: stop serving
   void watch(Session& session, std::uint32_t events);
+  void watch_holder(Holder& holder);
+  void holder_exited(Holder& holder);
 
   UniqueFd control_;
   UniqueFd epoll_;
   UniqueFd signals_;
   UniqueFd spare_fd_;  // released to accept-and-drop when out of descriptors
   BrokerState& state_;
+  Audit& audit_;
   spdlog::logger& log_;
   RequestHandler handler_;
 

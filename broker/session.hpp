@@ -11,14 +11,17 @@
 #include <sockbroker/fd.hpp>
 
 #include "identity.hpp"
+#include "watched.hpp"
 
 namespace sockbroker::broker {
 
 using Clock = std::chrono::steady_clock;
 
-struct Session {
+struct Session : Watched {
+  Session() : Watched(Kind::session) {}
   UniqueFd connection;
   policy::PeerIdentity peer;
+  UniqueFd pidfd;  // the connecting process (SO_PEERPIDFD): what grants are leased to
   Clock::time_point deadline;
   std::list<Session*>::iterator idle_position;  // in the server's deadline order
 

@@ -88,7 +88,7 @@ Status apply_options(int fd, const policy::SocketSpec& spec, std::vector<std::st
 
 }  // namespace
 
-Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec) {
+Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec, SocketRole role) {
   OpenedSocket out;
   out.fd.reset(::socket(spec.listen.family(), socket_type(spec.type) | SOCK_CLOEXEC, 0));
   if (!out.fd) return errno_error("socket");
@@ -99,7 +99,8 @@ Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec) {
   } else if (::bind(out.fd.get(), spec.listen.sockaddr_ptr(), spec.listen.length) != 0) {
     return errno_error("bind " + spec.listen.text);
   }
-  if (spec.type != proto::SocketType::datagram && ::listen(out.fd.get(), spec.backlog) != 0) {
+  if (role == SocketRole::serving && spec.type != proto::SocketType::datagram &&
+      ::listen(out.fd.get(), spec.backlog) != 0) {
     return errno_error("listen");
   }
   return out;

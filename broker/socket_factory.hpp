@@ -17,8 +17,16 @@ struct OpenedSocket {
   std::vector<std::string> notes;
 };
 
-// socket + options + bind (+ listen for stream and seqpacket). The descriptor
-// is blocking, as socket-activated services expect, and close-on-exec.
-[[nodiscard]] Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec);
+enum class SocketRole {
+  serving,      // bound and (stream, seqpacket) listening: what a holder accepts on
+  port_holder,  // reuse_port stream only: bound, never listening, so the port stays
+                // held between workers without connections being hashed to it
+};
+
+// socket + options + bind (+ listen for a serving stream or seqpacket socket).
+// The descriptor is blocking, as socket-activated services expect, and
+// close-on-exec.
+[[nodiscard]] Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec,
+                                                      SocketRole role = SocketRole::serving);
 
 }  // namespace sockbroker::broker

@@ -1,33 +1,56 @@
 #include "socket_table.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <set>
 
 #include "socket_factory.hpp"
 
 namespace sockbroker::broker {
+namespace {
+
+std::string describe(const Error& e) {
+  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
+}
+
+}  // namespace
+
+TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit, spdlog::logger& log) {
+  TableEntry entry;
+  entry.id = next_id_++;
+  entry.spec = spec;
+  auto fields = socket_json(spec);
+  const bool group = spec.reuse_port;
+  if (group && spec.type == proto::SocketType::datagram) {
+    // Members are made per grant; there is nothing to hold meanwhile.
+    log.info("socket \"{}\": reuse_port datagram group on {}; members are bound per grant", spec.name, spec.listen.text);
+    audit.emit("bind", std::move(fields));
+    return entry;
+  }
+  auto opened = open_policy_socket(spec, group ? SocketRole::port_holder : SocketRole::serving);
+  if (!opened) {
+    entry.error = describe(opened.error());
+    log.error("socket \"{}\": cannot bind {}: {}", spec.name, spec.listen.text, entry.error);
+    fields["error"] = entry.error;
+    audit.emit("bind_failed", std::move(fields));
+    return entry;
+  }
+  for (const auto& note : opened->notes) log.warn("socket \"{}\": {}", spec.name, note);
+  entry.socket = std::make_shared<const UniqueFd>(std::move(opened->fd));
+  log.info("socket \"{}\": bound {} ({}{})", spec.name, spec.listen.text, proto::to_string(spec.type),
+           group ? ", reuse_port group" : "");
+  audit.emit("bind", std::move(fields));
+  return entry;
+}
 
 SocketTable SocketTable::bind_all(const policy::Policy& policy, Audit& audit, spdlog::logger& log) {
   SocketTable table;
   table.entries_.reserve(policy.sockets.size());
-  for (const auto& spec : policy.sockets) {
-    TableEntry entry{spec, nullptr, {}, 0};
-    auto opened = open_policy_socket(spec);
-    nlohmann::ordered_json fields = socket_json(spec);
-    if (opened) {
-      for (const auto& note : opened->notes) log.warn("socket \"{}\": {}", spec.name, note);
-      entry.socket = std::make_shared<const UniqueFd>(std::move(opened->fd));
-      log.info("socket \"{}\": bound {} ({})", spec.name, spec.listen.text, proto::to_string(spec.type));
-      audit.emit("bind", std::move(fields));
-    } else {
-      const Error& e = opened.error();
-      entry.error = e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-      log.error("socket \"{}\": cannot bind {}: {}", spec.name, spec.listen.text, entry.error);
-      fields["error"] = entry.error;
-      audit.emit("bind_failed", std::move(fields));
-    }
-    table.entries_.push_back(std::move(entry));
-  }
+  for (const auto& spec : policy.sockets) table.entries_.push_back(table.open_entry(spec, audit, log));
   return table;
 }
 
@@ -39,7 +62,72 @@ TableEntry* SocketTable::find(std::string_view name) noexcept {
 }
 
 std::size_t SocketTable::bound_count() const noexcept {
-  return static_cast<std::size_t>(std::count_if(entries_.begin(), entries_.end(), [](const TableEntry& e) { return e.bound(); }));
+  return static_cast<std::size_t>(
+      std::count_if(entries_.begin(), entries_.end(), [](const TableEntry& e) { return e.serving(); }));
+}
+
+std::size_t SocketTable::shut_down(TableEntry& entry, LeaseTable& leases) {
+  std::vector<Lease> dropped = leases.drop_entry(entry.id);
+  // One shutdown per kernel socket: every holder of a shared socket has the same one.
+  std::set<int> done;
+  auto stop = [&](const std::shared_ptr<const UniqueFd>& socket) {
+    if (socket && socket->valid() && done.insert(socket->get()).second) ::shutdown(socket->get(), SHUT_RDWR);
+  };
+  for (const auto& lease : dropped) stop(lease.kernel_socket);
+  stop(entry.socket);
+  entry.live = 0;
+  return dropped.size();
+}
+
+std::optional<std::size_t> SocketTable::revoke(std::string_view name, LeaseTable& leases, Audit& audit,
+                                               spdlog::logger& log) {
+  TableEntry* entry = find(name);
+  if (entry == nullptr) return std::nullopt;
+  std::size_t shut = shut_down(*entry, leases);
+  policy::SocketSpec spec = entry->spec;
+  entry->socket.reset();  // release the address before binding it again
+  *entry = open_entry(spec, audit, log);
+  return shut;
+}
+
+SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& leases, Audit& audit,
+                                        spdlog::logger& log) {
+  Changes changes;
+  std::map<std::string, TableEntry, std::less<>> old;
+  for (auto& entry : entries_) old.emplace(entry.spec.name, std::move(entry));
+  entries_.clear();
+
+  // First let go of every address that is going away or changing, so that a new
+  // entry may take an address an old one had.
+  std::set<std::string, std::less<>> rebind;
+  for (auto& [name, entry] : old) {
+    const policy::SocketSpec* replacement = next.find(name);
+    if (replacement != nullptr && policy::same_binding(entry.spec, *replacement) && entry.serving()) continue;
+    if (replacement == nullptr) {
+      changes.removed.push_back(name);
+      // Removed: the broker closes its references; holders keep their sockets.
+      leases.drop_entry(entry.id);
+      log.info("socket \"{}\": removed from the policy; closed", name);
+    } else {
+      changes.changed.push_back(name);
+      rebind.insert(name);
+      shut_down(entry, leases);
+    }
+    entry.socket.reset();
+  }
+  for (const auto& spec : next.sockets) {
+    auto it = old.find(spec.name);
+    if (it != old.end() && !rebind.contains(spec.name)) {
+      TableEntry kept = std::move(it->second);
+      kept.spec = spec;  // rules and limits may have changed; the kernel socket has not
+      entries_.push_back(std::move(kept));
+      ++changes.unchanged;
+      continue;
+    }
+    if (it == old.end()) changes.added.push_back(spec.name);
+    entries_.push_back(open_entry(spec, audit, log));
+  }
+  return changes;
 }
 
 }  // namespace sockbroker::broker

@@ -1,5 +1,11 @@
-// The sockets the broker holds, by policy name: one shared kernel socket per
-// entry, bound at start-up so ports stay held while services are down.
+// The sockets the broker holds, by policy name, bound at start-up so ports stay
+// held while services are down.
+//
+// A shared entry has one kernel socket every grant duplicates. A reuse_port
+// entry makes a new member per grant; for stream sockets it keeps one bound,
+// never-listening member so the port stays held between workers (connections
+// are only hashed to listening members), and for datagram sockets none at all
+// (a bound UDP member receives its share of datagrams at once).
 #pragma once
 
 #include <spdlog/logger.h>
@@ -13,19 +19,21 @@
 #include <sockbroker/fd.hpp>
 
 #include "audit.hpp"
+#include "lease_table.hpp"
 #include "policy.hpp"
 
 namespace sockbroker::broker {
 
 struct TableEntry {
+  std::uint64_t id = 0;  // new for every (re)bind: leases remember which socket they got
   policy::SocketSpec spec;
-  // The one kernel socket every grant duplicates. Shared so that a reply still
-  // waiting to be sent keeps it alive even if the entry goes away.
-  std::shared_ptr<const UniqueFd> socket;
-  std::string error;  // why there is no socket
-  std::uint64_t grants = 0;
+  std::shared_ptr<const UniqueFd> socket;  // see above; null for a datagram reuse_port group
+  std::string error;                       // why it cannot serve; empty when it can
+  std::uint64_t grants = 0;                // since this entry was bound
+  std::uint32_t live = 0;                  // grants whose holders are alive
 
-  [[nodiscard]] bool bound() const noexcept { return socket != nullptr; }
+  [[nodiscard]] bool serving() const noexcept { return error.empty(); }
+  [[nodiscard]] const char* state() const noexcept { return serving() ? "bound" : "failed"; }
 };
 
 class SocketTable {
@@ -39,8 +47,27 @@ class SocketTable {
   [[nodiscard]] std::size_t bound_count() const noexcept;
   [[nodiscard]] std::size_t failed_count() const noexcept { return entries_.size() - bound_count(); }
 
+  struct Changes {
+    std::vector<std::string> added, changed, removed;
+    std::size_t unchanged = 0;
+  };
+  // Makes this table serve `next`: entries whose binding is unchanged keep their
+  // kernel socket (and counters); changed ones are revoked and bound afresh;
+  // removed ones are closed by the broker (holders keep what they have).
+  Changes apply(const policy::Policy& next, LeaseTable& leases, Audit& audit, spdlog::logger& log);
+
+  // Shuts down every kernel socket granted from the entry (listening sockets
+  // stop accepting in every process), forgets its leases and binds afresh.
+  // Returns how many live grants were shut down; false if there is no such entry.
+  [[nodiscard]] std::optional<std::size_t> revoke(std::string_view name, LeaseTable& leases, Audit& audit,
+                                                  spdlog::logger& log);
+
  private:
+  TableEntry open_entry(const policy::SocketSpec& spec, Audit& audit, spdlog::logger& log);
+  static std::size_t shut_down(TableEntry& entry, LeaseTable& leases);
+
   std::vector<TableEntry> entries_;  // sorted by name, like the policy
+  std::uint64_t next_id_ = 1;
 };
 
 }  // namespace sockbroker::broker

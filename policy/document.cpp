@@ -36,8 +36,8 @@ constexpr std::int64_t kMaxId = 4294967294;
 constexpr std::size_t kMaxQuoted = 200;
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"broker", "socket"};
-constexpr std::array<std::string_view, 5> kBrokerKeys = {"admin_group", "control_mode", "max_clients",
-                                                         "max_clients_per_uid", "request_timeout_ms"};
+constexpr std::array<std::string_view, 6> kBrokerKeys = {"admin_group",         "control_mode",       "max_clients",
+                                                         "max_clients_per_uid", "request_timeout_ms", "max_grants_per_client"};
 constexpr std::array<std::string_view, 18> kSocketKeys = {
     "listen",      "type",         "reuse_port",  "max_grants",     "backlog",        "bind_to_device",
     "free_bind",   "transparent",  "fast_open",   "v6only",         "receive_buffer", "send_buffer",
@@ -346,6 +346,8 @@ class DocumentReader {
         if (auto v = integer(name, value, 1, kMaxU32)) broker.max_clients = static_cast<std::uint32_t>(*v);
       } else if (name == "max_clients_per_uid") {
         if (auto v = integer(name, value, 1, kMaxU32)) broker.max_clients_per_uid = static_cast<std::uint32_t>(*v);
+      } else if (name == "max_grants_per_client") {
+        if (auto v = integer(name, value, 1, kMaxU32)) broker.max_grants_per_client = static_cast<std::uint32_t>(*v);
       } else if (name == "request_timeout_ms") {
         if (auto v = integer(name, value, 1, kMaxU32)) broker.request_timeout_ms = static_cast<std::uint32_t>(*v);
       } else {

@@ -85,6 +85,7 @@ void apply_broker_key(const std::string& key, const BrokerSettings& from, Broker
   if (key == "max_clients") to.max_clients = from.max_clients;
   if (key == "max_clients_per_uid") to.max_clients_per_uid = from.max_clients_per_uid;
   if (key == "request_timeout_ms") to.request_timeout_ms = from.request_timeout_ms;
+  if (key == "max_grants_per_client") to.max_grants_per_client = from.max_grants_per_client;
 }
 
 class Loader {

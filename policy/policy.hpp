@@ -72,6 +72,9 @@ struct BrokerSettings {
   std::uint32_t max_clients = 1024;
   std::uint32_t max_clients_per_uid = 64;
   std::uint32_t request_timeout_ms = 2000;
+  // Live grants one process may hold at once, over all sockets: bounds the
+  // descriptors (reuse_port members) the broker keeps on a client's behalf.
+  std::uint32_t max_grants_per_client = 256;
 };
 
 struct Policy {

@@ -165,6 +165,14 @@ Result<Request> decode_request(std::span<const std::byte> datagram) {
       }
       case wire::Request::LIST_SOCKETS:
         return Request{ListRequest{request.getListSockets().getCursor()}};
+      case wire::Request::RELOAD:
+        return Request{ReloadRequest{}};
+      case wire::Request::REVOKE: {
+        auto revoke = request.getRevoke();
+        auto name = text(revoke.getName());
+        if (!valid_socket_name(name)) return protocol_error("revoke: \"" + printable(name.substr(0, kMaxNameLength)) + "\" is not a socket name");
+        return Request{RevokeRequest{std::move(name)}};
+      }
     }
     return protocol_error("unknown request kind " + std::to_string(static_cast<unsigned>(request.which())));
   });
@@ -203,8 +211,15 @@ Result<Reply> decode_reply(std::span<const std::byte> datagram) {
           auto type = socket_type_from_wire(entry.getType());
           if (!type) return type.error();
           out.entries.push_back(SocketEntry{text(entry.getName()), *type, text(entry.getAddress()),
-                                            text(entry.getState()), text(entry.getDetail()), entry.getHolders()});
+                                            text(entry.getState()), text(entry.getDetail()), entry.getHolders(),
+                                            entry.getGrantsTotal(), entry.getMaxGrants(), entry.getReusePort()});
         }
+        return Reply{std::move(out)};
+      }
+      case wire::Reply::OUTCOME: {
+        auto outcome = reply.getOutcome();
+        Outcome out{outcome.getOk(), text(outcome.getMessage()), {}};
+        for (auto detail : outcome.getDetails()) out.details.push_back(text(detail));
         return Reply{std::move(out)};
       }
     }
@@ -230,8 +245,16 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
     body.setName(as_text(acquire->name));
     body.setFlags(acquire->flags);
     body.setWithNetns(acquire->with_netns);
+  } else if (const auto* list = std::get_if<ListRequest>(&request)) {
+    root.initListSockets().setCursor(list->cursor);
+  } else if (std::holds_alternative<ReloadRequest>(request)) {
+    root.setReload();
   } else {
-    root.initListSockets().setCursor(std::get<ListRequest>(request).cursor);
+    const auto& revoke = std::get<RevokeRequest>(request);
+    if (!valid_socket_name(revoke.name)) {
+      return Error{SOCKBROKER_E_INVALID, 0, "\"" + printable(revoke.name) + "\" is not a socket name"};
+    }
+    root.initRevoke().setName(as_text(revoke.name));
   }
   return finish(message, out);
 }
@@ -258,6 +281,25 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
       peer.setGid(failure->peer->gid);
       peer.setUnit(as_text(failure->peer->unit.substr(0, kMaxNameLength * 2)));
     }
+  } else if (const auto* outcome = std::get_if<Outcome>(&reply)) {
+    auto body = root.initOutcome();
+    body.setOk(outcome->ok);
+    body.setMessage(as_text(outcome->message.substr(0, kMaxMessageLength)));
+    // Keep the reply inside one datagram: as many details as fit, then a count.
+    std::vector<std::string> details;
+    std::size_t budget = kMaxDatagram - 256 - outcome->message.substr(0, kMaxMessageLength).size();
+    for (std::size_t i = 0; i < outcome->details.size(); ++i) {
+      std::string line = outcome->details[i].substr(0, 512);
+      std::size_t cost = 8 + (line.size() + 8) / 8 * 8;
+      if (cost + 64 > budget) {
+        details.push_back("... and " + std::to_string(outcome->details.size() - i) + " more");
+        break;
+      }
+      budget -= cost;
+      details.push_back(std::move(line));
+    }
+    auto list = body.initDetails(static_cast<unsigned>(details.size()));
+    for (unsigned i = 0; i < details.size(); ++i) list.set(i, as_text(details[i]));
   } else {
     const auto& listing = std::get<Listing>(reply);
     auto body = root.initListing();
@@ -273,6 +315,9 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
       entry.setState(as_text(in.state));
       entry.setDetail(as_text(in.detail));
       entry.setHolders(in.holders);
+      entry.setGrantsTotal(in.grants_total);
+      entry.setMaxGrants(in.max_grants);
+      entry.setReusePort(in.reuse_port);
     }
   }
   return finish(message, out);
@@ -281,7 +326,7 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
 std::size_t listing_entry_bound(const SocketEntry& entry) noexcept {
   // A list element of SocketEntry: its data and pointer words, plus each Text
   // rounded up to whole words including the NUL terminator.
-  constexpr std::size_t kStructBytes = 8 * (1 + 4);
+  constexpr std::size_t kStructBytes = 8 * (3 + 4);
   auto text_bytes = [](const std::string& s) { return (s.size() + 1 + 7) / 8 * 8; };
   return kStructBytes + text_bytes(entry.name) + text_bytes(entry.address) + text_bytes(entry.state) +
          text_bytes(entry.detail);

@@ -29,7 +29,13 @@ struct ListRequest {
   std::uint32_t cursor = 0;
 };
 
-using Request = std::variant<AcquireRequest, ListRequest>;
+struct ReloadRequest {};
+
+struct RevokeRequest {
+  std::string name;
+};
+
+using Request = std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest>;
 
 struct Grant {
   std::string name;
@@ -57,7 +63,10 @@ struct SocketEntry {
   std::string address;
   std::string state;   // admin view only
   std::string detail;  // admin view only
-  std::uint32_t holders = 0;
+  std::uint32_t holders = 0;       // live grants
+  std::uint64_t grants_total = 0;  // since start (or since the entry changed)
+  std::uint32_t max_grants = 0;
+  bool reuse_port = false;
 };
 
 struct Listing {
@@ -66,7 +75,14 @@ struct Listing {
   bool admin = false;
 };
 
-using Reply = std::variant<Grant, Failure, Listing>;
+// The answer to an administrator's reload or revoke.
+struct Outcome {
+  bool ok = false;
+  std::string message;
+  std::vector<std::string> details;
+};
+
+using Reply = std::variant<Grant, Failure, Listing, Outcome>;
 
 const char* to_string(SocketType type) noexcept;
 const char* to_string(ErrorCode code) noexcept;

@@ -35,7 +35,13 @@ struct Request {
   union {
     acquire @1 :Acquire;
     listSockets @2 :ListSockets;
+    reload @3 :Void;          # administrators: re-read the policy now
+    revoke @4 :Revoke;        # administrators: shut a socket down for every holder
   }
+}
+
+struct Revoke {
+  name @0 :Text;
 }
 
 struct Acquire {
@@ -54,7 +60,14 @@ struct Reply {
     grant @1 :Grant;
     failure @2 :Failure;
     listing @3 :Listing;
+    outcome @4 :Outcome;      # answer to reload and revoke
   }
+}
+
+struct Outcome {
+  ok @0 :Bool;
+  message @1 :Text;         # one line: what happened
+  details @2 :List(Text);   # e.g. the policy's diagnostics, one FILE:LINE:COL line each
 }
 
 struct Grant {
@@ -85,7 +98,10 @@ struct SocketEntry {
   # Filled for administrators only:
   state @3 :Text;       # "bound", "failed"
   detail @4 :Text;      # why it failed
-  holders @5 :UInt32;   # live grants
+  holders @5 :UInt32;   # live grants (holders still running)
+  grantsTotal @6 :UInt64;
+  maxGrants @7 :UInt32;   # 0: unlimited
+  reusePort @8 :Bool;
 }
 
 struct Listing {

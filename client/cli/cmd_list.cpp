@@ -1,6 +1,8 @@
 // sockbroker list: what the caller may acquire (everything, for administrators).
 #include <iomanip>
 #include <iostream>
+#include <sstream>
+#include <vector>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -22,15 +24,34 @@ void print_table(const SocketList& list) {
     name_width = std::max(name_width, s.name.size());
     address_width = std::max(address_width, s.address.size());
   }
+  // Columns are padded only when another follows: no trailing blanks.
   auto row = [&](const std::string& name, const std::string& type, const std::string& address,
-                 const std::string& state, const std::string& holders, const std::string& detail) {
-    std::cout << std::left << std::setw(static_cast<int>(name_width) + 2) << name << std::setw(11) << type
-              << std::setw(static_cast<int>(address_width) + 2) << address;
-    if (list.admin_view) std::cout << std::setw(8) << state << std::setw(9) << holders << detail;
-    std::cout << '\n';
+                 const std::vector<std::string>& admin_columns) {
+    std::ostringstream line;
+    line << std::left << std::setw(static_cast<int>(name_width) + 2) << name << std::setw(11) << type;
+    if (!list.admin_view) {
+      line << address;
+    } else {
+      line << std::setw(static_cast<int>(address_width) + 2) << address;
+      for (std::size_t i = 0; i < admin_columns.size(); ++i) {
+        if (i + 1 < admin_columns.size()) {
+          line << std::setw(9) << admin_columns[i];
+        } else {
+          line << admin_columns[i];
+        }
+      }
+    }
+    std::string text = line.str();
+    text.erase(text.find_last_not_of(' ') + 1);
+    std::cout << text << '\n';
   };
-  row("NAME", "TYPE", "ADDRESS", "STATE", "GRANTS", "");
-  for (const auto& s : list.sockets) row(s.name, s.type, s.address, s.state, std::to_string(s.holders), s.detail);
+  row("NAME", "TYPE", "ADDRESS", {"STATE", "HOLDERS", "GRANTS", "LIMIT", "NOTE"});
+  for (const auto& s : list.sockets) {
+    std::string note = s.detail.empty() ? (s.reuse_port ? "reuse_port group" : "") : s.detail;
+    row(s.name, s.type, s.address,
+        {s.state, std::to_string(s.holders), std::to_string(s.grants_total),
+         s.max_grants == 0 ? "-" : std::to_string(s.max_grants), note});
+  }
   if (list.sockets.empty()) std::cout << "(no socket is granted to you)\n";
 }
 
@@ -48,7 +69,10 @@ int list(const ListOptions& options, const GlobalOptions& global) {
     nlohmann::json entry{{"name", s.name}, {"type", s.type}, {"address", s.address}};
     if (sockets->admin_view) {
       entry["state"] = s.state;
-      entry["grants"] = s.holders;
+      entry["holders"] = s.holders;
+      entry["grants_total"] = s.grants_total;
+      entry["max_grants"] = s.max_grants;
+      entry["reuse_port"] = s.reuse_port;
       if (!s.detail.empty()) entry["error"] = s.detail;
     }
     out.push_back(std::move(entry));

@@ -22,5 +22,7 @@ Command add_run(CLI::App& app, const GlobalOptions& global);
 Command add_get(CLI::App& app, const GlobalOptions& global);
 Command add_list(CLI::App& app, const GlobalOptions& global);
 Command add_check(CLI::App& app);
+Command add_reload(CLI::App& app, const GlobalOptions& global);
+Command add_revoke(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace sockbroker::cli

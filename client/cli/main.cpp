@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   remember(add_get(app, global));
   remember(add_list(app, global));
   remember(add_check(app));
+  remember(add_reload(app, global));
+  remember(add_revoke(app, global));
 
   // Everything after the first "--" is the program to exec, taken verbatim:
   // none of it may be mistaken for an option of ours.

@@ -102,13 +102,37 @@ Result<SocketList> Client::list() {
     out.admin_view = listing->admin;
     for (auto& entry : listing->entries) {
       out.sockets.push_back(SocketInfo{std::move(entry.name), proto::to_string(entry.type), std::move(entry.address),
-                                       std::move(entry.state), std::move(entry.detail), entry.holders});
+                                       std::move(entry.state), std::move(entry.detail), entry.holders,
+                                       entry.grants_total, entry.max_grants, entry.reuse_port});
     }
     if (listing->next_cursor == 0) return out;
     if (listing->next_cursor <= cursor) return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker's listing went backwards"};
     cursor = listing->next_cursor;
   }
   return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker's listing did not end"};
+}
+
+namespace {
+
+Result<AdminOutcome> to_outcome(Result<detail::Exchanged> exchanged) {
+  if (!exchanged) return std::move(exchanged).error();
+  if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
+  auto* outcome = std::get_if<proto::Outcome>(&exchanged->reply);
+  if (outcome == nullptr) return unexpected_reply();
+  return AdminOutcome{outcome->ok, std::move(outcome->message), std::move(outcome->details)};
+}
+
+}  // namespace
+
+Result<AdminOutcome> Client::reload() {
+  return to_outcome(exchange_with_retry(*this, proto::Request{proto::ReloadRequest{}}, -1));
+}
+
+Result<AdminOutcome> Client::revoke(std::string_view name) {
+  if (!proto::valid_socket_name(name)) {
+    return Error{SOCKBROKER_E_INVALID, EINVAL, "\"" + std::string(name) + "\" is not a socket name"};
+  }
+  return to_outcome(exchange_with_retry(*this, proto::Request{proto::RevokeRequest{std::string(name)}}, -1));
 }
 
 Result<Grant> acquire(std::string_view name, std::string_view control) {

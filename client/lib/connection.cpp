@@ -47,11 +47,21 @@ Result<Exchanged> exchange(int connection, const proto::Request& request, int fd
   auto size = proto::encode_request(request, buffer.span());
   if (!size) return std::move(size).error();
   auto sent = proto::send_datagram(connection, std::span<const std::byte>(buffer.bytes, *size), fd_to_send);
+  int receive_flags = 0;
   if (!sent) {
+    int err = sent.error().sys_errno;
+    // A broker that refuses a connection (a limit) answers at once and hangs
+    // up before we speak: its answer may be waiting for us.
+    if (err != EPIPE && err != ECONNRESET) {
+      return Error{SOCKBROKER_E_UNAVAILABLE, err, std::string("cannot send to the broker: ") + std::strerror(err)};
+    }
+    receive_flags = MSG_DONTWAIT;
+  }
+  auto received = proto::receive_datagram(connection, buffer.span(), receive_flags);
+  if (!received && receive_flags != 0) {
     int err = sent.error().sys_errno;
     return Error{SOCKBROKER_E_UNAVAILABLE, err, std::string("cannot send to the broker: ") + std::strerror(err)};
   }
-  auto received = proto::receive_datagram(connection, buffer.span());
   if (!received && received.error().sys_errno == ECONNRESET) {
     // The broker answered and hung up (a refusal): the reset is reported
     // before the reply that is still queued for us.

@@ -41,7 +41,17 @@ struct SocketInfo {
   // The administrator's view only (is_admin_view on the listing):
   std::string state;    // "bound" or "failed"
   std::string detail;   // why it failed
-  std::uint32_t holders = 0;
+  std::uint32_t holders = 0;        // live grants: held by processes still running
+  std::uint64_t grants_total = 0;   // since the socket was (re)bound
+  std::uint32_t max_grants = 0;     // 0: unlimited
+  bool reuse_port = false;
+};
+
+// What an administrator's reload or revoke did.
+struct AdminOutcome {
+  bool ok = false;
+  std::string message;               // one line
+  std::vector<std::string> details;  // e.g. the policy's FILE:LINE:COL diagnostics
 };
 
 struct SocketList {
@@ -61,6 +71,11 @@ class Client {
   // For a netns = "request" socket: bind it inside the namespace netns_fd refers to.
   [[nodiscard]] Result<Grant> acquire_in_netns(std::string_view name, int netns_fd, int flags = 0);
   [[nodiscard]] Result<SocketList> list();
+  // Administrators (root or admin_group): re-read the policy now. A refused
+  // (invalid) policy is an AdminOutcome with ok = false, not an Error.
+  [[nodiscard]] Result<AdminOutcome> reload();
+  // Administrators: shut the socket down for every holder and bind it afresh.
+  [[nodiscard]] Result<AdminOutcome> revoke(std::string_view name);
 
   [[nodiscard]] const std::string& control_path() const noexcept { return path_; }
 

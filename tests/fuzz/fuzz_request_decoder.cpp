@@ -34,7 +34,9 @@ bool same(const Request& a, const Request& b) {
     const auto& y = std::get<AcquireRequest>(b);
     return x->name == y.name && x->flags == y.flags && x->with_netns == y.with_netns;
   }
-  return std::get<ListRequest>(a).cursor == std::get<ListRequest>(b).cursor;
+  if (const auto* x = std::get_if<ListRequest>(&a)) return x->cursor == std::get<ListRequest>(b).cursor;
+  if (const auto* x = std::get_if<RevokeRequest>(&a)) return x->name == std::get<RevokeRequest>(b).name;
+  return true;  // reload carries nothing
 }
 
 void check_outcome(const sockbroker::Result<Request>& result) {

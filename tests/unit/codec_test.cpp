@@ -40,7 +40,9 @@ std::string describe(const Request& request) {
     return "acquire{name=" + testing::PrintToString(a->name) + " flags=" + std::to_string(a->flags) +
            " netns=" + std::to_string(a->with_netns) + "}";
   }
-  return "list{cursor=" + std::to_string(std::get<ListRequest>(request).cursor) + "}";
+  if (const auto* l = std::get_if<ListRequest>(&request)) return "list{cursor=" + std::to_string(l->cursor) + "}";
+  if (const auto* r = std::get_if<RevokeRequest>(&request)) return "revoke{name=" + testing::PrintToString(r->name) + "}";
+  return "reload{}";
 }
 
 std::string describe(const SocketEntry& e) {
@@ -60,6 +62,11 @@ std::string describe(const Reply& reply) {
       out += " peer{pid=" + std::to_string(f->peer->pid) + " uid=" + std::to_string(f->peer->uid) +
              " gid=" + std::to_string(f->peer->gid) + " unit=" + testing::PrintToString(f->peer->unit) + "}";
     }
+    return out + "}";
+  }
+  if (const auto* o = std::get_if<Outcome>(&reply)) {
+    std::string out = "outcome{ok=" + std::to_string(o->ok) + " message=" + testing::PrintToString(o->message);
+    for (const auto& d : o->details) out += " detail=" + testing::PrintToString(d);
     return out + "}";
   }
   const auto& l = std::get<Listing>(reply);
@@ -230,6 +237,37 @@ TEST(CodecRoundTrip, ListCursor) {
   expect_request_round_trip(ListRequest{0});
   expect_request_round_trip(ListRequest{17});
   expect_request_round_trip(ListRequest{0xffffffff});
+}
+
+TEST(CodecRoundTrip, ReloadAndRevoke) {
+  expect_request_round_trip(ReloadRequest{});
+  expect_request_round_trip(RevokeRequest{"web"});
+}
+
+TEST(CodecRoundTrip, Outcome) {
+  expect_reply_round_trip(Outcome{true, "policy generation 2: 1 added", {"added: web", "removed: none"}});
+  expect_reply_round_trip(Outcome{false, "not reloaded", {}});
+}
+
+TEST(CodecEncode, OutcomeWithManyDetailsIsCutToFitOneDatagram) {
+  Outcome many{false, "policy not reloaded: 500 error(s)", {}};
+  for (int i = 0; i < 500; ++i) many.details.push_back("/etc/sockbroker/policy.toml:" + std::to_string(i) + ":1: error: x");
+  DatagramBuffer buffer;
+  auto size = encode_reply(many, buffer.span());
+  ASSERT_TRUE(size.ok()) << size.error().message;
+  auto decoded = decode_reply(std::span<const std::byte>(buffer.bytes, *size));
+  ASSERT_TRUE(decoded.ok());
+  const auto& out = std::get<Outcome>(*decoded);
+  ASSERT_GT(out.details.size(), 10u);
+  EXPECT_LT(out.details.size(), 500u);
+  EXPECT_TRUE(contains(out.details.back(), "more")) << out.details.back();
+}
+
+TEST(CodecHostile, RevokeOfAnInvalidNameIsRefused) {
+  DatagramBuffer buffer;
+  auto size = encode_request(RevokeRequest{"a/b"}, buffer.span());
+  ASSERT_FALSE(size.ok());
+  EXPECT_EQ(size.error().code, SOCKBROKER_E_INVALID);
 }
 
 TEST(CodecRoundTrip, Grant) {

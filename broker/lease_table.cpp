@@ -1,0 +1,56 @@
+#include "lease_table.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+
+#include <algorithm>
+
+namespace sockbroker::broker {
+namespace {
+
+bool exited(int pidfd) {
+  pollfd probe{pidfd, POLLIN, 0};
+  return ::poll(&probe, 1, 0) > 0 && (probe.revents & (POLLIN | POLLHUP)) != 0;
+}
+
+}  // namespace
+
+Result<LeaseTable::Found> LeaseTable::holder_for(pid_t pid, int session_pidfd, std::unique_ptr<Holder>& stale) {
+  if (auto it = holders_.find(pid); it != holders_.end()) {
+    if (!exited(it->second->pidfd.get())) return Found{it->second.get(), false};
+    stale = std::move(it->second);
+    holders_.erase(it);
+  }
+  UniqueFd pidfd(::fcntl(session_pidfd, F_DUPFD_CLOEXEC, 0));
+  if (!pidfd) return errno_error("fcntl(F_DUPFD_CLOEXEC) of a pidfd");
+  auto holder = std::make_unique<Holder>(pid, std::move(pidfd));
+  Holder* raw = holder.get();
+  holders_.emplace(pid, std::move(holder));
+  return Found{raw, true};
+}
+
+std::unique_ptr<Holder> LeaseTable::remove(const Holder& holder) {
+  auto it = holders_.find(holder.pid);
+  if (it == holders_.end() || it->second.get() != &holder) return nullptr;
+  auto out = std::move(it->second);
+  holders_.erase(it);
+  return out;
+}
+
+std::vector<Lease> LeaseTable::drop_entry(std::uint64_t entry_id) {
+  std::vector<Lease> dropped;
+  for (auto& [pid, holder] : holders_) {
+    auto& leases = holder->leases;
+    auto keep = std::stable_partition(leases.begin(), leases.end(), [&](const Lease& l) { return l.entry_id != entry_id; });
+    std::move(keep, leases.end(), std::back_inserter(dropped));
+    leases.erase(keep, leases.end());
+  }
+  return dropped;
+}
+
+bool LeaseTable::contains(const Holder* holder) const noexcept {
+  auto it = holders_.find(holder->pid);
+  return it != holders_.end() && it->second.get() == holder;
+}
+
+}  // namespace sockbroker::broker

@@ -1,0 +1,63 @@
+// Leases: which live process holds which grant. A grant is live while the
+// process that received it lives; the broker watches each holder's pidfd and
+// releases its leases the moment it exits, so max_grants counts only live
+// grants and no reuse_port member outlives its worker in the broker's hands
+// (connections hashed to an orphaned member would hang).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <sockbroker/fd.hpp>
+
+#include "watched.hpp"
+
+namespace sockbroker::broker {
+
+struct Lease {
+  std::string socket;      // the policy name
+  std::uint64_t entry_id;  // the table entry it was granted from (a reload or revoke makes a new one)
+  // The kernel socket the holder received, kept to count and revoke it. For a
+  // reuse_port member this is the broker's only reference besides the holder's.
+  std::shared_ptr<const UniqueFd> kernel_socket;
+};
+
+struct Holder : Watched {
+  Holder(pid_t p, UniqueFd fd) : Watched(Kind::holder), pid(p), pidfd(std::move(fd)) {}
+  pid_t pid;
+  UniqueFd pidfd;  // readable once the process has exited
+  std::vector<Lease> leases;
+};
+
+class LeaseTable {
+ public:
+  struct Found {
+    Holder* holder = nullptr;
+    bool created = false;  // new: the caller must watch holder->pidfd
+  };
+
+  // The record of the live process behind session_pidfd (whose pid is pid),
+  // made from a duplicate of session_pidfd if there is none. A record left by
+  // an exited process whose exit was not handled yet is handed back in
+  // `stale` to be released first, so a recycled pid never inherits leases.
+  [[nodiscard]] Result<Found> holder_for(pid_t pid, int session_pidfd, std::unique_ptr<Holder>& stale);
+
+  // Removes the holder (its process exited) and returns it with its leases.
+  [[nodiscard]] std::unique_ptr<Holder> remove(const Holder& holder);
+
+  // Drops every lease granted from entry_id (revoked or replaced), returning them.
+  std::vector<Lease> drop_entry(std::uint64_t entry_id);
+
+  [[nodiscard]] std::size_t holder_count() const noexcept { return holders_.size(); }
+  [[nodiscard]] bool contains(const Holder* holder) const noexcept;
+
+ private:
+  std::unordered_map<pid_t, std::unique_ptr<Holder>> holders_;
+};
+
+}  // namespace sockbroker::broker

@@ -1,0 +1,24 @@
+// Re-reading the policy: atomic. An invalid policy changes nothing; a valid one
+// replaces the snapshot and the table (see SocketTable::apply).
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <string>
+#include <vector>
+
+#include "audit.hpp"
+#include "broker_state.hpp"
+
+namespace sockbroker::broker {
+
+struct ReloadOutcome {
+  bool ok = false;
+  std::string message;               // one line
+  std::vector<std::string> details;  // diagnostics (FILE:LINE:COL: ...) or what changed
+};
+
+// Audits reload / reload_failed and tells systemd (RELOADING=1 ... READY=1).
+[[nodiscard]] ReloadOutcome reload_policy(BrokerState& state, Audit& audit, spdlog::logger& log);
+
+}  // namespace sockbroker::broker
