@@ -463,10 +463,42 @@ int probe_listen_fds() {
   return 0;
 }
 
+// `integration_tests --echo-server TAG`: a socket-activated worker that
+// answers every connection on its LISTEN_FDS sockets with "TAG\n". Exits 3
+// (printing why) when accept fails, e.g. after the broker revoked the socket.
+int echo_server(const std::string& tag) {
+  int n = ::sd_listen_fds(0);
+  if (n <= 0) {
+    std::cerr << "echo-server: no LISTEN_FDS\n";
+    return 2;
+  }
+  std::vector<pollfd> fds;
+  for (int i = 0; i < n; ++i) fds.push_back(pollfd{SD_LISTEN_FDS_START + i, POLLIN, 0});
+  std::cout << "ready" << std::endl;
+  for (;;) {
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      return 4;
+    }
+    for (auto& p : fds) {
+      if (p.revents == 0) continue;
+      int client = ::accept4(p.fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) {
+        std::cout << "accept: " << std::strerror(errno) << std::endl;
+        return 3;
+      }
+      std::string line = tag + "\n";
+      (void)!::write(client, line.data(), line.size());
+      ::close(client);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--probe-listen-fds") == 0) return probe_listen_fds();
+  if (argc > 2 && std::strcmp(argv[1], "--echo-server") == 0) return echo_server(argv[2]);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

@@ -1,0 +1,485 @@
+// reuse_port groups, quotas and leases, reload and revoke, the administrator's
+// listing: the broker's state over time, against the real kernel.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include <sockbroker/client.hpp>
+
+#include "harness.hpp"
+
+namespace {
+
+using sbtest::Background;
+using sbtest::Broker;
+using sbtest::TempDir;
+
+// A worker serving `socket` through `sockbroker run`, answering with its tag.
+std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag) {
+  return std::make_unique<Background>(
+      sbtest::kNobody, sbtest::kNogroup,
+      std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker.control(), "run", "-s", socket, "--",
+                               sbtest::programs().self, "--echo-server", tag});
+}
+
+// Waits until the worker printed "ready" (it holds its socket), up to 5 s.
+bool wait_ready(const Background& worker) {
+  for (int i = 0; i < 500; ++i) {
+    if (worker.output().find("ready") != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// As nobody in a child that exits at once: the grant's result and the inode
+// of the kernel socket it got ("ino:N"), or the error message.
+struct ChildGrant {
+  int exit_code;
+  std::string output;
+};
+ChildGrant acquire_and_report(const Broker& broker, const std::string& name) {
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire(name, broker.control());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 10 - grant.error().code;  // distinct exit per SOCKBROKER_E_* code
+    }
+    struct stat st {};
+    ::fstat(grant->fd.get(), &st);
+    sbtest::report(report_fd, "ino:" + std::to_string(st.st_ino));
+    return 0;
+  });
+  return {child.exit_code, child.output};
+}
+
+sbtest::ChildResult cli(uid_t uid, gid_t gid, const Broker& broker, std::vector<std::string> args) {
+  std::vector<std::string> argv{sbtest::programs().sockbroker, "--control", broker.control()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return sbtest::run_command_as(uid, gid, argv);
+}
+
+int connect_status(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 ? 0 : errno;
+  ::close(fd);
+  return rc;
+}
+
+std::string reuse_port_policy(std::uint16_t port, const std::string& extra = "") {
+  return "[socket.web]\nlisten = \"0.0.0.0:" + std::to_string(port) + "\"\nreuse_port = true\n" + extra +
+         "\n[[socket.web.allow]]\nuser = \"nobody\"\n";
+}
+
+TEST(ReusePort, TwoWorkersEachGetTheirOwnMemberAndShareTheConnections) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, reuse_port_policy(80));
+  ASSERT_TRUE(broker);
+  auto a = start_worker(*broker, "web", "A");
+  auto b = start_worker(*broker, "web", "B");
+  ASSERT_TRUE(wait_ready(*a)) << a->output();
+  ASSERT_TRUE(wait_ready(*b)) << b->output();
+
+  std::map<std::string, int> answered;
+  for (int i = 0; i < 200; ++i) answered[sbtest::tcp_exchange(80, "")]++;
+  EXPECT_GT(answered["A\n"], 0) << "A answered none of 200";
+  EXPECT_GT(answered["B\n"], 0) << "B answered none of 200";
+  EXPECT_EQ(answered["A\n"] + answered["B\n"], 200);
+
+  auto grants = broker->wait_for_events("grant", 2);
+  ASSERT_EQ(grants.size(), 2u);
+  EXPECT_EQ(grants[0]["reuse_port"], true);
+}
+
+TEST(ReusePort, AnotherUidCannotJoinTheGroupEvenWithoutLockdown) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  // A high port, so that the privilege check on low ports is not what refuses it.
+  auto broker = Broker::start(dir, reuse_port_policy(8080));
+  ASSERT_TRUE(broker);
+  auto worker = start_worker(*broker, "web", "A");
+  ASSERT_TRUE(wait_ready(*worker)) << worker->output();
+  auto intruder = sbtest::run_as_nobody([](int report_fd) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_port = htons(8080);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof any) == 0) return 1;
+    sbtest::report(report_fd, std::strerror(errno));
+    return errno == EADDRINUSE ? 0 : 2;
+  });
+  EXPECT_EQ(intruder.exit_code, 0) << intruder.output;
+}
+
+TEST(ReusePort, TheBrokerKeepsNoListeningMemberButHoldsThePort) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, reuse_port_policy(8081));
+  ASSERT_TRUE(broker);
+  // No worker: a connection must be refused, not queued on a broker-held member
+  // nobody will ever accept from.
+  EXPECT_EQ(connect_status(8081), ECONNREFUSED);
+  // Yet the port is held: another uid cannot take it.
+  auto squatter = sbtest::run_as_nobody([](int) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_port = htons(8081);
+    return ::bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof any) != 0 && errno == EADDRINUSE ? 0 : 1;
+  });
+  EXPECT_EQ(squatter.exit_code, 0);
+}
+
+TEST(ReusePort, DatagramGroupKeepsNoIdleMember) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, "[socket.dns]\nlisten = \"127.0.0.1:5353\"\ntype = \"datagram\"\nreuse_port = true\n"
+                                   "[[socket.dns.allow]]\nuser = \"nobody\"\n");
+  ASSERT_TRUE(broker);
+  // Nothing is bound before the first grant: a plain bind by root succeeds.
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(5353);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
+  ::close(fd);
+  auto grant = acquire_and_report(*broker, "dns");
+  EXPECT_EQ(grant.exit_code, 0) << grant.output;
+}
+
+TEST(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, reuse_port_policy(80, "max_grants = 2"));
+  ASSERT_TRUE(broker);
+  const int baseline = broker->settled_fd_count();
+  auto a = start_worker(*broker, "web", "A");
+  auto b = start_worker(*broker, "web", "B");
+  ASSERT_TRUE(wait_ready(*a));
+  ASSERT_TRUE(wait_ready(*b));
+
+  auto third = cli(sbtest::kNobody, sbtest::kNogroup, *broker, {"get", "web", "--", "/bin/true"});
+  EXPECT_EQ(third.exit_code, 75) << third.output;
+  EXPECT_NE(third.output.find("max_grants"), std::string::npos) << third.output;
+  auto denials = broker->wait_for_events("deny");
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0]["reason"], "quota");
+
+  a.reset();  // worker A exits: its lease ends
+  bool granted = false;
+  for (int i = 0; i < 100 && !granted; ++i) {
+    granted = acquire_and_report(*broker, "web").exit_code == 0;
+    if (!granted) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(granted);
+  b.reset();
+  // Every member dup and holder pidfd is gone with its holder.
+  EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
+}
+
+TEST(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, "[socket.web]\nlisten = \"0.0.0.0:80\"\nmax_grants = 1\n"
+                                   "[[socket.web.allow]]\nuser = \"nobody\"\n");
+  ASSERT_TRUE(broker);
+  int held[2], release[2];
+  ASSERT_EQ(::pipe2(held, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(release, O_CLOEXEC), 0);
+  std::thread holder_thread;
+  sbtest::ChildResult holder;
+  holder_thread = std::thread([&] {
+    holder = sbtest::run_as_nobody([&](int report_fd) {
+      auto client = sockbroker::Client::connect(broker->control());
+      if (!client) return 1;
+      // The same process asking again gets the same socket, not a second lease.
+      for (int i = 0; i < 5; ++i) {
+        auto grant = client->acquire("web");
+        if (!grant) {
+          sbtest::report(report_fd, grant.error().message);
+          return 2;
+        }
+      }
+      (void)!::write(held[1], "h", 1);
+      char byte;
+      (void)!::read(release[0], &byte, 1);  // hold the lease until told
+      return 0;
+    });
+  });
+  char byte;
+  ASSERT_EQ(::read(held[0], &byte, 1), 1);
+  // While it lives, another process is refused...
+  auto refused = acquire_and_report(*broker, "web");
+  EXPECT_EQ(refused.exit_code, 10 - SOCKBROKER_E_QUOTA) << refused.output;
+  ASSERT_EQ(::write(release[1], "r", 1), 1);
+  holder_thread.join();
+  EXPECT_EQ(holder.exit_code, 0) << holder.output;
+  // ...and once it has exited, granted.
+  bool granted = false;
+  for (int i = 0; i < 100 && !granted; ++i) {
+    granted = acquire_and_report(*broker, "web").exit_code == 0;
+    if (!granted) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(granted);
+  for (int fd : {held[0], held[1], release[0], release[1]}) ::close(fd);
+}
+
+TEST(Quota, PerClientCapOnLiveGrants) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, "[broker]\nmax_grants_per_client = 3\n" + reuse_port_policy(80));
+  ASSERT_TRUE(broker);
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!client) return 1;
+    std::vector<sockbroker::Grant> held;
+    for (int i = 0; i < 3; ++i) {
+      auto grant = client->acquire("web");
+      if (!grant) return 2;
+      held.push_back(std::move(*grant));
+    }
+    auto fourth = client->acquire("web");
+    if (fourth) return 3;
+    sbtest::report(report_fd, fourth.error().message);
+    return fourth.error().code == SOCKBROKER_E_QUOTA ? 0 : 4;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_NE(child.output.find("max_grants_per_client"), std::string::npos) << child.output;
+}
+
+const char* const kReloadPolicy = R"(
+[socket.web]
+listen = "0.0.0.0:80"
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.api]
+listen = "127.0.0.1:8443"
+[[socket.api.allow]]
+user = "nobody"
+
+[socket.old]
+listen = "127.0.0.1:9000"
+[[socket.old.allow]]
+user = "nobody"
+)";
+
+const char* const kReloadedPolicy = R"(
+[socket.web]
+listen = "0.0.0.0:80"
+backlog = 511
+[[socket.web.allow]]
+user = "nobody"
+[[socket.web.allow]]
+user = "daemon"
+
+[socket.api]
+listen = "127.0.0.1:8444"
+[[socket.api.allow]]
+user = "nobody"
+
+[socket.new]
+listen = "127.0.0.1:9001"
+[[socket.new.allow]]
+user = "nobody"
+)";
+
+TEST(Reload, UnchangedKeepsTheKernelSocketChangedIsReboundRemovedIsClosed) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  auto web_before = acquire_and_report(*broker, "web");
+  auto api_before = acquire_and_report(*broker, "api");
+  ASSERT_EQ(web_before.exit_code, 0) << web_before.output;
+  ASSERT_EQ(api_before.exit_code, 0) << api_before.output;
+
+  dir.write("policy.toml", kReloadedPolicy);
+  auto reloaded = cli(0, 0, *broker, {"reload"});
+  ASSERT_EQ(reloaded.exit_code, 0) << reloaded.output;
+  EXPECT_NE(reloaded.output.find("1 added, 1 rebound, 1 removed, 1 unchanged"), std::string::npos) << reloaded.output;
+
+  auto web_after = acquire_and_report(*broker, "web");
+  EXPECT_EQ(web_after.output, web_before.output) << "an unchanged entry must keep the same kernel socket";
+  auto api_after = acquire_and_report(*broker, "api");
+  ASSERT_EQ(api_after.exit_code, 0) << api_after.output;
+  EXPECT_NE(api_after.output, api_before.output) << "a changed entry is bound afresh";
+  EXPECT_EQ(connect_status(8444), 0);
+  EXPECT_EQ(connect_status(8443), ECONNREFUSED);
+  EXPECT_EQ(acquire_and_report(*broker, "new").exit_code, 0);
+  EXPECT_NE(acquire_and_report(*broker, "old").exit_code, 0);  // unknown now
+  EXPECT_EQ(connect_status(9000), ECONNREFUSED);                 // closed by the broker
+
+  auto events = broker->wait_for_events("reload");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0]["generation"], 2);
+  EXPECT_EQ(events[0]["added"], nlohmann::json({"new"}));
+  EXPECT_EQ(events[0]["changed"], nlohmann::json({"api"}));
+  EXPECT_EQ(events[0]["removed"], nlohmann::json({"old"}));
+}
+
+TEST(Reload, InvalidPolicyChangesNothingAndTheErrorsArePrinted) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  auto before = acquire_and_report(*broker, "web");
+  dir.write("policy.toml", "[socket.web]\nlisten = \"0.0.0.0:80\"\nbacklog = \"lots\"\n");
+  auto reloaded = cli(0, 0, *broker, {"reload"});
+  EXPECT_EQ(reloaded.exit_code, 78) << reloaded.output;
+  EXPECT_NE(reloaded.output.find(dir.file("policy.toml") + ":3:"), std::string::npos) << reloaded.output;
+  EXPECT_EQ(acquire_and_report(*broker, "web").output, before.output);
+  EXPECT_EQ(acquire_and_report(*broker, "old").exit_code, 0);  // still there
+  auto failed = broker->wait_for_events("reload_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0]["generation"], 1);
+}
+
+TEST(Reload, SighupReloads) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  dir.write("policy.toml", kReloadedPolicy);
+  ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
+  EXPECT_EQ(broker->wait_for_events("reload").size(), 1u);
+  EXPECT_EQ(acquire_and_report(*broker, "new").exit_code, 0);
+}
+
+TEST(Reload, OnlyAdministratorsMayReloadOrRevoke) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  auto reload = cli(sbtest::kNobody, sbtest::kNogroup, *broker, {"reload"});
+  EXPECT_EQ(reload.exit_code, 77) << reload.output;
+  EXPECT_NE(reload.output.find("uid 65534"), std::string::npos) << reload.output;
+  auto revoke = cli(sbtest::kNobody, sbtest::kNogroup, *broker, {"revoke", "web"});
+  EXPECT_EQ(revoke.exit_code, 77) << revoke.output;
+  auto denials = broker->wait_for_events("deny", 2);
+  ASSERT_EQ(denials.size(), 2u);
+  EXPECT_EQ(denials[0]["reason"], "not_admin");
+}
+
+TEST(Reload, AdminGroupMembersMayReload) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, std::string("[broker]\nadmin_group = \"nogroup\"\n") + kReloadPolicy);
+  ASSERT_TRUE(broker);
+  auto reload = cli(sbtest::kNobody, sbtest::kNogroup, *broker, {"reload", "--json"});
+  EXPECT_EQ(reload.exit_code, 0) << reload.output;
+  auto outcome = nlohmann::json::parse(reload.output);
+  EXPECT_EQ(outcome["ok"], true);
+}
+
+TEST(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  auto before = acquire_and_report(*broker, "web");
+  auto worker = start_worker(*broker, "web", "A");
+  ASSERT_TRUE(wait_ready(*worker)) << worker->output();
+  EXPECT_EQ(sbtest::tcp_exchange(80, ""), "A\n");
+
+  auto revoked = cli(0, 0, *broker, {"revoke", "web"});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
+  EXPECT_NE(revoked.output.find("revoked"), std::string::npos) << revoked.output;
+  // The holder's accept() fails: its listening socket was shut down.
+  EXPECT_EQ(worker->wait(), 3) << worker->output();
+  EXPECT_NE(worker->output().find("accept: "), std::string::npos) << worker->output();
+
+  auto after = acquire_and_report(*broker, "web");
+  ASSERT_EQ(after.exit_code, 0) << after.output;
+  EXPECT_NE(after.output, before.output);  // a fresh kernel socket
+  auto fresh = start_worker(*broker, "web", "B");
+  ASSERT_TRUE(wait_ready(*fresh)) << fresh->output();
+  EXPECT_EQ(sbtest::tcp_exchange(80, ""), "B\n");
+
+  auto events = broker->wait_for_events("revoke");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0]["socket"], "web");
+  EXPECT_EQ(events[0]["holders"], 1);
+}
+
+TEST(Revoke, UnknownNameExits65) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  EXPECT_EQ(cli(0, 0, *broker, {"revoke", "nosuch"}).exit_code, 65);
+}
+
+TEST(ReusePort, RevokeShutsEveryMemberDown) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, reuse_port_policy(80));
+  ASSERT_TRUE(broker);
+  auto a = start_worker(*broker, "web", "A");
+  auto b = start_worker(*broker, "web", "B");
+  ASSERT_TRUE(wait_ready(*a));
+  ASSERT_TRUE(wait_ready(*b));
+  auto revoked = cli(0, 0, *broker, {"revoke", "web"});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
+  EXPECT_EQ(a->wait(), 3) << a->output();
+  EXPECT_EQ(b->wait(), 3) << b->output();
+  EXPECT_EQ(broker->wait_for_events("revoke")[0]["holders"], 2);
+}
+
+TEST(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, reuse_port_policy(80, "max_grants = 4") +
+                                       "\n[socket.admin]\nlisten = \"127.0.0.1:443\"\n");
+  ASSERT_TRUE(broker);
+  auto worker = start_worker(*broker, "web", "A");
+  ASSERT_TRUE(wait_ready(*worker));
+  ASSERT_EQ(acquire_and_report(*broker, "web").exit_code, 0);  // a second grant, whose holder exits
+
+  auto admin = cli(0, 0, *broker, {"list", "--json"});
+  ASSERT_EQ(admin.exit_code, 0) << admin.output;
+  auto view = nlohmann::json::parse(admin.output);
+  EXPECT_EQ(view["admin"], true);
+  ASSERT_EQ(view["sockets"].size(), 2u);
+  const auto& web = view["sockets"][1];
+  EXPECT_EQ(web["name"], "web");
+  EXPECT_EQ(web["state"], "bound");
+  EXPECT_EQ(web["reuse_port"], true);
+  EXPECT_EQ(web["max_grants"], 4);
+  EXPECT_EQ(web["grants_total"], 2);
+  // The exited holder's lease may take a moment to be released.
+  for (int i = 0; i < 100 && view["sockets"][1]["holders"] != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    view = nlohmann::json::parse(cli(0, 0, *broker, {"list", "--json"}).output);
+  }
+  EXPECT_EQ(view["sockets"][1]["holders"], 1);
+
+  auto mine = cli(sbtest::kNobody, sbtest::kNogroup, *broker, {"list", "--json"});
+  auto user_view = nlohmann::json::parse(mine.output);
+  EXPECT_EQ(user_view["admin"], false);
+  ASSERT_EQ(user_view["sockets"].size(), 1u);
+  EXPECT_FALSE(user_view["sockets"][0].contains("holders"));
+
+  auto table = cli(0, 0, *broker, {"list"});
+  EXPECT_NE(table.output.find("HOLDERS"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("reuse_port group"), std::string::npos) << table.output;
+}
+
+}  // namespace
