@@ -15,23 +15,36 @@ bool exited(int pidfd) {
 
 }  // namespace
 
-Result<LeaseTable::Found> LeaseTable::holder_for(pid_t pid, int session_pidfd, std::unique_ptr<Holder>& stale) {
+void LeaseTable::forget(const Holder& holder) {
+  if (auto it = per_uid_.find(holder.uid); it != per_uid_.end() && --it->second == 0) per_uid_.erase(it);
+}
+
+std::size_t LeaseTable::holders_of(uid_t uid) const noexcept {
+  auto it = per_uid_.find(uid);
+  return it == per_uid_.end() ? 0 : it->second;
+}
+
+Result<LeaseTable::Found> LeaseTable::holder_for(pid_t pid, uid_t uid, int session_pidfd,
+                                                 std::unique_ptr<Holder>& stale) {
   if (auto it = holders_.find(pid); it != holders_.end()) {
     if (!exited(it->second->pidfd.get())) return Found{it->second.get(), false};
+    forget(*it->second);
     stale = std::move(it->second);
     holders_.erase(it);
   }
   UniqueFd pidfd(::fcntl(session_pidfd, F_DUPFD_CLOEXEC, 0));
   if (!pidfd) return errno_error("fcntl(F_DUPFD_CLOEXEC) of a pidfd");
-  auto holder = std::make_unique<Holder>(pid, std::move(pidfd));
+  auto holder = std::make_unique<Holder>(pid, uid, std::move(pidfd));
   Holder* raw = holder.get();
   holders_.emplace(pid, std::move(holder));
+  ++per_uid_[uid];
   return Found{raw, true};
 }
 
 std::unique_ptr<Holder> LeaseTable::remove(const Holder& holder) {
   auto it = holders_.find(holder.pid);
   if (it == holders_.end() || it->second.get() != &holder) return nullptr;
+  forget(holder);
   auto out = std::move(it->second);
   holders_.erase(it);
   return out;

@@ -28,8 +28,9 @@ struct Lease {
 };
 
 struct Holder : Watched {
-  Holder(pid_t p, UniqueFd fd) : Watched(Kind::holder), pid(p), pidfd(std::move(fd)) {}
+  Holder(pid_t p, uid_t u, UniqueFd fd) : Watched(Kind::holder), pid(p), uid(u), pidfd(std::move(fd)) {}
   pid_t pid;
+  uid_t uid;
   UniqueFd pidfd;  // readable once the process has exited
   std::vector<Lease> leases;
 };
@@ -45,7 +46,12 @@ class LeaseTable {
   // made from a duplicate of session_pidfd if there is none. A record left by
   // an exited process whose exit was not handled yet is handed back in
   // `stale` to be released first, so a recycled pid never inherits leases.
-  [[nodiscard]] Result<Found> holder_for(pid_t pid, int session_pidfd, std::unique_ptr<Holder>& stale);
+  [[nodiscard]] Result<Found> holder_for(pid_t pid, uid_t uid, int session_pidfd, std::unique_ptr<Holder>& stale);
+
+  // Whether holder_for(pid, ...) would make a new record: every record costs
+  // the broker a descriptor, so the caller bounds how many there are.
+  [[nodiscard]] bool has_record(pid_t pid) const noexcept { return holders_.contains(pid); }
+  [[nodiscard]] std::size_t holders_of(uid_t uid) const noexcept;
 
   // Removes the holder (its process exited) and returns it with its leases.
   [[nodiscard]] std::unique_ptr<Holder> remove(const Holder& holder);
@@ -57,7 +63,10 @@ class LeaseTable {
   [[nodiscard]] bool contains(const Holder* holder) const noexcept;
 
  private:
+  void forget(const Holder& holder);
+
   std::unordered_map<pid_t, std::unique_ptr<Holder>> holders_;
+  std::unordered_map<uid_t, std::size_t> per_uid_;
 };
 
 }  // namespace sockbroker::broker

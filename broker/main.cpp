@@ -44,19 +44,24 @@ std::string describe(const Error& e) {
   return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
 }
 
-// Each client holds one descriptor, each socket one more; keep headroom for
-// the loop's own and for replies in flight.
+// Each session costs two descriptors (the connection and the caller's pidfd),
+// each holder process one (its pidfd), each socket one; reuse_port members the
+// broker keeps for live workers come on top, so take all the soft limit may
+// have. Out of descriptors the broker drops new connections but keeps serving.
 void ensure_descriptor_budget(const policy::Policy& policy, spdlog::logger& log) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
-  rlim_t needed = policy.broker.max_clients + policy.sockets.size() + 64;
-  if (limit.rlim_cur < needed && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = std::min(needed, limit.rlim_max);
-    (void)::setrlimit(RLIMIT_NOFILE, &limit);
+  rlim_t needed = 3 * static_cast<rlim_t>(policy.broker.max_clients) + policy.sockets.size() + 64;
+  for (const auto& spec : policy.sockets) {
+    if (spec.reuse_port) needed += spec.max_grants != 0 ? spec.max_grants : 64;
+  }
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) (void)::getrlimit(RLIMIT_NOFILE, &limit);
   }
   if (limit.rlim_cur < needed) {
     log.warn("RLIMIT_NOFILE is {} but max_clients = {} and {} sockets need about {}; "
-             "connections beyond it will be dropped",
+             "connections beyond it will be dropped (raise LimitNOFILE)",
              limit.rlim_cur, policy.broker.max_clients, policy.sockets.size(), needed);
   }
 }

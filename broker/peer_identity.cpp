@@ -1,9 +1,8 @@
 #include "peer_identity.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
+#include <poll.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <systemd/sd-login.h>
 #include <unistd.h>
 
@@ -63,10 +62,15 @@ std::optional<std::string> cgroup_of(pid_t pid) {
   return out;
 }
 
-// The pidfd pins the process the kernel saw connect; signal 0 through it
-// succeeds only while that very process is alive (not a successor on its pid).
+// The pidfd pins the process the kernel saw connect; it turns readable once
+// that very process has exited (a successor on its pid does not count). poll
+// needs no privilege over the caller: pidfd_send_signal(pidfd, 0) would, and
+// fails with EPERM for another uid's process unless the broker keeps CAP_KILL,
+// which systemd/sockbroker.service does not give it. A zombie counts as gone,
+// and so does a poll that fails: what we read is then not used (fail closed).
 bool still_alive(int pidfd) {
-  return ::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0;
+  pollfd probe{pidfd, POLLIN, 0};
+  return ::poll(&probe, 1, 0) == 0;
 }
 
 }  // namespace

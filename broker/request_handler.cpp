@@ -109,8 +109,24 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   Holder* holder = nullptr;
   Holder* new_holder = nullptr;
   if (caller.pidfd >= 0) {
+    // Each process the broker tracks costs it a descriptor: as many as it
+    // admits connections, and per uid as many as one uid may connect.
+    const auto& limits = state_.policy.broker;
+    if (!state_.leases.has_record(peer.pid)) {
+      std::string full;
+      if (state_.leases.holder_count() >= limits.max_clients) {
+        full = "the broker already tracks max_clients (" + std::to_string(limits.max_clients) + ") holder processes";
+      } else if (state_.leases.holders_of(peer.uid) >= limits.max_clients_per_uid) {
+        full = "uid " + std::to_string(peer.uid) + " already has max_clients_per_uid (" +
+               std::to_string(limits.max_clients_per_uid) + ") processes holding grants";
+      }
+      if (!full.empty()) {
+        return deny(proto::ErrorCode::quota, "limit", "socket " + in_quotes(request.name) + ": " + full, request.name,
+                    peer);
+      }
+    }
     std::unique_ptr<Holder> stale;
-    auto found = state_.leases.holder_for(peer.pid, caller.pidfd, stale);
+    auto found = state_.leases.holder_for(peer.pid, peer.uid, caller.pidfd, stale);
     release_holder(state_, std::move(stale));
     if (!found) {
       return deny(proto::ErrorCode::system, "system",

@@ -21,6 +21,7 @@ namespace {
 // others: a chatty client cannot starve a quiet one.
 constexpr int kRequestsPerWake = 16;
 constexpr int kMaxEvents = 64;
+constexpr int kAcceptsPerWake = 32;
 
 // epoll_event.data.ptr values for the two descriptors that are not sessions.
 char control_tag;
@@ -37,7 +38,9 @@ bool peer_closed(int connection) {
 // which it sees before the reply we queued for it. Discard what it sent first.
 void discard_unread(int connection) {
   char scratch[64];
-  for (int i = 0; i < 64; ++i) {
+  // The receive queue is bounded by the socket's buffer (a few hundred
+  // datagrams at most); the bound only guards against a peer refilling it.
+  for (int i = 0; i < 8192; ++i) {
     // Without a control buffer any attached descriptors are released by the kernel.
     if (::recv(connection, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC) < 0) break;
   }
@@ -133,7 +136,9 @@ bool Server::handle_signals() {
 }
 
 void Server::accept_clients() {
-  for (;;) {
+  // A bounded batch per wake-up: a flood of connections must not keep the loop
+  // from serving the clients already connected.
+  for (int accepted = 0; accepted < kAcceptsPerWake; ++accepted) {
     int raw = ::accept4(control_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (raw >= 0) {
       admit(UniqueFd(raw));
@@ -141,14 +146,16 @@ void Server::accept_clients() {
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno == EMFILE || errno == ENFILE) {
-      // Out of descriptors the pending connection would stay readable forever
-      // and the loop would spin: free the spare, take the connection, drop it.
+      // Out of descriptors, a pending connection would keep the control socket
+      // readable and the loop would spin: free the spare, take one connection,
+      // drop it, and go back to serving (accept4 reports EMFILE even when
+      // nothing is queued, so retrying here would never end).
       log_.error("out of file descriptors; dropping a connection (raise LimitNOFILE or lower max_clients)");
       spare_fd_.reset();
       UniqueFd dropped(::accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC));
       dropped.reset();
       spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-      continue;
+      return;
     }
     if (errno != EAGAIN) log_.error("accept4: {}", std::strerror(errno));
     return;

@@ -44,12 +44,17 @@ Status set_buffer(int fd, int option, int requested, const char* name, std::vect
   return Ok{};
 }
 
-Status apply_options(int fd, const policy::SocketSpec& spec, std::vector<std::string>& notes) {
+Status apply_options(int fd, const policy::SocketSpec& spec, SocketRole role, std::vector<std::string>& notes) {
   const bool inet = !spec.listen.is_unix();
   const bool v6 = spec.listen.family() == AF_INET6;
-  if (inet && spec.type == proto::SocketType::stream) {
-    // So that a broker restart is not refused by connections in TIME_WAIT; this
-    // does not let anyone else share the port (that is SO_REUSEPORT).
+  if (inet && spec.type == proto::SocketType::stream && role == SocketRole::serving) {
+    // So that a bind is not refused by connections in TIME_WAIT (a broker
+    // restart, a reload). On a listening socket this lets no one else share
+    // the port. Never on a port holder: it is bound and never listens, and
+    // Linux lets any uid that sets SO_REUSEADDR bind and listen on the port of
+    // a non-listening SO_REUSEADDR socket, taking the port while the workers
+    // are down. SO_REUSEPORT already lets the holder bind next to TIME_WAIT
+    // leftovers of the group's own members (same uid).
     if (auto s = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"); !s) return s;
   }
   if (v6) {
@@ -92,10 +97,10 @@ Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec, SocketRo
   OpenedSocket out;
   out.fd.reset(::socket(spec.listen.family(), socket_type(spec.type) | SOCK_CLOEXEC, 0));
   if (!out.fd) return errno_error("socket");
-  if (auto s = apply_options(out.fd.get(), spec, out.notes); !s) return std::move(s).error();
+  if (auto s = apply_options(out.fd.get(), spec, role, out.notes); !s) return std::move(s).error();
 
   if (spec.listen.kind == policy::Address::Kind::unix_path) {
-    if (auto s = bind_unix_path(out.fd.get(), spec); !s) return std::move(s).error();
+    if (auto s = bind_unix_path(out.fd.get(), spec, out.notes); !s) return std::move(s).error();
   } else if (::bind(out.fd.get(), spec.listen.sockaddr_ptr(), spec.listen.length) != 0) {
     return errno_error("bind " + spec.listen.text);
   }

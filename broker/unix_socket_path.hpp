@@ -4,6 +4,9 @@
 
 #include <sockbroker/fd.hpp>
 
+#include <string>
+#include <vector>
+
 #include "policy.hpp"
 
 namespace sockbroker::broker {
@@ -11,8 +14,10 @@ namespace sockbroker::broker {
 // Binds fd inside a fresh root-only directory next to the final path, sets
 // owner, group and mode there, then renames it into place. Refuses a final path
 // that is a symlink, that exists and is not a socket, or that is a socket some
-// process is still listening on (only a stale socket is replaced). Missing
-// parent directories are created root-owned 0755.
-[[nodiscard]] Status bind_unix_path(int fd, const policy::SocketSpec& spec);
+// process may still use: only a stale socket, one that refuses connections,
+// is replaced. Missing parent directories are created root-owned 0755,
+// whatever the umask. Anything the operator should know that did not stop the
+// bind (a private directory that could not be removed) is appended to notes.
+[[nodiscard]] Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::string>& notes);
 
 }  // namespace sockbroker::broker

@@ -2,6 +2,7 @@
 // listing: the broker's state over time, against the real kernel.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -224,7 +225,13 @@ TEST(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
     });
   });
   char byte;
-  ASSERT_EQ(::read(held[0], &byte, 1), 1);
+  // Bounded: if the holder fails it never writes, and we hold the write end too.
+  pollfd ready{held[0], POLLIN, 0};
+  if (::poll(&ready, 1, 10000) != 1 || ::read(held[0], &byte, 1) != 1) {
+    ::write(release[1], "r", 1);
+    holder_thread.join();
+    FAIL() << "the holder never got its grants: " << holder.output;
+  }
   // While it lives, another process is refused...
   auto refused = acquire_and_report(*broker, "web");
   EXPECT_EQ(refused.exit_code, 10 - SOCKBROKER_E_QUOTA) << refused.output;

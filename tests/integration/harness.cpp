@@ -27,6 +27,8 @@
 #include <sstream>
 #include <thread>
 
+#include <sockbroker/client.hpp>
+
 namespace fs = std::filesystem;
 
 namespace sbtest {
@@ -39,6 +41,12 @@ void die(const char* what) {
 
 // Keeps the children we start from inheriting the test's descriptors, so a
 // broker's fd count is its own.
+// SOCKBROKER_TEST_CHILD_TIMEOUT (seconds) for long runs such as the soak.
+unsigned child_alarm_seconds() {
+  const char* value = std::getenv("SOCKBROKER_TEST_CHILD_TIMEOUT");
+  return value != nullptr ? static_cast<unsigned>(std::atoi(value)) : 60u;
+}
+
 void close_inherited_fds() { ::syscall(SYS_close_range, 3U, ~0U, 0U); }
 
 int decode_status(int status) {
@@ -182,7 +190,12 @@ std::optional<Broker> Broker::start(const TempDir& dir, const std::string& polic
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (std::chrono::steady_clock::now() < deadline) {
-    if (can_connect(control)) return Broker(pid, control, audit, log);
+    // Connectable is not yet serving: the loop makes its epoll, signalfd and
+    // spare descriptor after the control socket exists. One answered request
+    // proves it runs, so fd baselines taken now are stable.
+    if (can_connect(control) && sockbroker::Client::connect(control) && sockbroker::Client::connect(control)->list()) {
+      return Broker(pid, control, audit, log);
+    }
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == pid) {
       std::cerr << "sockbrokerd exited with " << decode_status(status) << " before serving:\n" << read_file(log);
@@ -303,7 +316,7 @@ ChildResult run_as(uid_t uid, gid_t gid, const std::function<int(int)>& fn) {
   if (pid == 0) {
     ::close(pipe_fds[0]);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::alarm(60);  // a hung child fails its test instead of the whole run
+    ::alarm(child_alarm_seconds());  // a hung child fails its test instead of the whole run
     drop_privileges(uid, gid);
     int rc = fn(pipe_fds[1]);
     _exit(rc);
