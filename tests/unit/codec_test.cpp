@@ -185,7 +185,8 @@ class Segment {
     if (table.size() % 2 != 0) table.push_back(0);
     Bytes out(table.size() * 4 + words_.size() * 8);
     std::memcpy(out.data(), table.data(), table.size() * 4);
-    std::memcpy(out.data() + table.size() * 4, words_.data(), words_.size() * 8);
+    // memcpy from an empty vector's null data() is undefined even for 0 bytes.
+    if (!words_.empty()) std::memcpy(out.data() + table.size() * 4, words_.data(), words_.size() * 8);
     return out;
   }
 
