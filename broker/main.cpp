@@ -17,6 +17,7 @@
 #include <sockbroker/client.hpp>
 
 #include "audit.hpp"
+#include "confinement.hpp"
 #include "control_socket.hpp"
 #include "loader.hpp"
 #include "server.hpp"
@@ -79,6 +80,7 @@ int main(int argc, char** argv) {
   std::string control = kDefaultControlPath;
   std::string audit_destination;
   std::string log_level = "info";
+  bool no_confine = false;
   app.add_option("--policy", policy_paths,
                  "policy file, or directory of *.toml read in lexical order (repeatable; default "
                  "/etc/sockbroker/policy.toml then /etc/sockbroker/policy.d/)");
@@ -88,6 +90,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or critical")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_flag("--no-confine", no_confine,
+               "for debugging only: keep every capability and skip NO_NEW_PRIVS and the seccomp filter "
+               "(by default the broker confines itself once its sockets are bound)");
   app.set_version_flag("--version", std::string("sockbrokerd ") + SOCKBROKER_VERSION);
   try {
     app.parse(argc, argv);
@@ -136,6 +141,19 @@ int main(int argc, char** argv) {
     return kExitOsErr;
   }
   std::string created_path = control_socket->created_path;
+
+  // Everything that needs full root is done: from here the broker keeps only
+  // what the policy needs (see confinement.hpp).
+  if (no_confine) {
+    log->warn("--no-confine: running with every capability and without the seccomp filter (debugging only)");
+  } else if (auto confined = broker::confine(state.policy, *log); !confined) {
+    log->critical("cannot confine the broker (drop capabilities, no_new_privs, seccomp): {}; not serving "
+                  "(--no-confine skips this, for debugging only)",
+                  describe(confined.error()));
+    if (!created_path.empty()) ::unlink(created_path.c_str());
+    audit->emit("stop", {{"pid", ::getpid()}, {"reason", "confinement"}});
+    return kExitOsErr;
+  }
 
   std::string status = "serving " + std::to_string(state.table.bound_count()) + " sockets" +
                        (state.table.failed_count() ? ", " + std::to_string(state.table.failed_count()) + " failed" : "");

@@ -252,7 +252,8 @@ void Server::serve(Session& session, std::uint32_t events) {
       return;
     }
     reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get()}));
-    if (session.pending || !sessions_.contains(&session)) return;
+    // reply() may have closed (freed) the session: ask the map before touching it.
+    if (!sessions_.contains(&session) || session.pending) return;
   }
 }
 

@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "confinement.hpp"
 #include "socket_factory.hpp"
 
 namespace sockbroker::broker {
@@ -34,6 +35,9 @@ TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit,
   auto opened = open_policy_socket(spec, group ? SocketRole::port_holder : SocketRole::serving);
   if (!opened) {
     entry.error = describe(opened.error());
+    // After confinement a refusal may mean a capability given up at start-up.
+    int err = opened.error().sys_errno;
+    if (err == EPERM || err == EACCES) entry.error += capability_hint(spec);
     log.error("socket \"{}\": cannot bind {}: {}", spec.name, spec.listen.text, entry.error);
     fields["error"] = entry.error;
     audit.emit("bind_failed", std::move(fields));

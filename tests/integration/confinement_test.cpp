@@ -1,0 +1,532 @@
+// The broker confines itself once its sockets are bound: only the capabilities
+// the policy needs (read back from /proc/PID/status), NO_NEW_PRIVS, its own
+// seccomp filter; and it still grants, reloads, revokes and makes Unix socket
+// paths under all of that.
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <seccomp.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sockbroker/client.hpp>
+
+#include "harness.hpp"
+
+namespace {
+
+using sbtest::Broker;
+using sbtest::TempDir;
+
+constexpr std::uint64_t bit(int capability) { return std::uint64_t{1} << capability; }
+
+// "Name:\tvalue" lines of /proc/PID/status.
+std::map<std::string, std::string> proc_status(pid_t pid) {
+  std::map<std::string, std::string> out;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    out[line.substr(0, colon)] = value;
+  }
+  return out;
+}
+
+std::uint64_t hex_field(const std::map<std::string, std::string>& status, const std::string& key) {
+  auto it = status.find(key);
+  return it == status.end() ? ~std::uint64_t{0} : std::stoull(it->second, nullptr, 16);
+}
+
+std::string hex(std::uint64_t value) {
+  std::ostringstream out;
+  out << std::hex << value;
+  return out.str();
+}
+
+// The control socket accepts (and Broker::start returns) as soon as it
+// listens; the broker confines itself after that and then logs "ready on".
+bool wait_until_ready(const Broker& broker) {
+  for (int i = 0; i < 500; ++i) {
+    if (broker.log().find("ready on") != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// Every capability set is exactly `caps` (none inheritable or ambient), and
+// the process runs with NO_NEW_PRIVS under a seccomp filter.
+void expect_confined(const Broker& broker, std::uint64_t caps) {
+  ASSERT_TRUE(wait_until_ready(broker)) << broker.log();
+  auto status = proc_status(broker.pid());
+  EXPECT_EQ(hex(hex_field(status, "CapEff")), hex(caps)) << broker.log();
+  EXPECT_EQ(hex(hex_field(status, "CapPrm")), hex(caps));
+  EXPECT_EQ(hex(hex_field(status, "CapBnd")), hex(caps));
+  EXPECT_EQ(hex_field(status, "CapInh"), 0u);
+  EXPECT_EQ(hex_field(status, "CapAmb"), 0u);
+  EXPECT_EQ(status["NoNewPrivs"], "1");
+  EXPECT_EQ(status["Seccomp"], "2");  // filter mode
+  EXPECT_GE(std::stoi(status["Seccomp_filters"]), 1);
+}
+
+// Acquires `name` as nobody in a child that exits at once: "" when granted,
+// else the broker's message.
+std::string acquire_as_nobody(const Broker& broker, const std::string& name) {
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire(name, broker.control());
+    if (!grant) sbtest::report(report_fd, grant.error().message);
+    return grant ? 0 : 1;
+  });
+  return child.exit_code == 0 ? "" : "not granted: " + child.output;
+}
+
+// Acquires `name` as nobody, locks down, and answers one stream connection
+// with "pong:" + what it read. Returns the child's exit status.
+int serve_one_as_nobody(const Broker& broker, const std::string& name, std::string* output) {
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto grant = sockbroker::acquire(name, broker.control());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    if (!sockbroker::lockdown()) return 2;
+    int client = ::accept4(grant->fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) {
+      sbtest::report(report_fd, std::string("accept: ") + std::strerror(errno));
+      return 3;
+    }
+    char buffer[256];
+    ssize_t n = ::read(client, buffer, sizeof buffer);
+    if (n <= 0) return 4;
+    std::string answer = "pong:" + std::string(buffer, static_cast<std::size_t>(n));
+    bool written = ::write(client, answer.data(), answer.size()) == static_cast<ssize_t>(answer.size());
+    ::close(client);
+    return written ? 0 : 5;
+  });
+  *output = child.output;
+  return child.exit_code;
+}
+
+sbtest::ChildResult cli_as_root(const Broker& broker, const std::vector<std::string>& args) {
+  std::vector<std::string> argv{sbtest::programs().sockbroker, "--control", broker.control()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return sbtest::run_command_as(0, 0, argv);
+}
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+  return text;
+}
+
+// ---------------------------------------------------------------------------
+// Which capabilities each policy feature keeps
+
+struct Case {
+  const char* name;
+  const char* socket;  // one [socket.x] table; @DIR@ is the test's directory
+  std::uint64_t extra;  // besides CAP_NET_BIND_SERVICE, kept always
+};
+
+void PrintTo(const Case& c, std::ostream* out) { *out << c.name; }
+
+class ConfinementCapabilities : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ConfinementCapabilities, KeepsExactlyWhatThePolicyNeeds) {
+  SBTEST_PREPARE();
+  const Case& c = GetParam();
+  TempDir dir;
+  auto broker = Broker::start(dir, replace_all(c.socket, "@DIR@", dir.path()));
+  ASSERT_TRUE(broker);
+  expect_confined(*broker, bit(CAP_NET_BIND_SERVICE) | c.extra);
+  // Bound under full root, so it serves whatever it needed.
+  EXPECT_TRUE(broker->wait_for_events("bind").size() == 1) << broker->log();
+  EXPECT_TRUE(broker->wait_for_events("bind_failed", 0).empty()) << broker->log();
+  EXPECT_NE(broker->log().find("confined: keeping CAP_NET_BIND_SERVICE"), std::string::npos) << broker->log();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Confinement, ConfinementCapabilities,
+    ::testing::Values(
+        Case{"Ipv4", "[socket.x]\nlisten = \"127.0.0.1:80\"\n[[socket.x.allow]]\nuser = \"nobody\"\n", 0},
+        // Neither needs a capability on Linux >= 5.7 (a first SO_BINDTODEVICE).
+        Case{"BindToDeviceAndFreeBind",
+             "[socket.x]\nlisten = \"192.0.2.1:80\"\nbind_to_device = \"lo\"\nfree_bind = true\n"
+             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             0},
+        Case{"Transparent", "[socket.x]\nlisten = \"127.0.0.1:81\"\ntransparent = true\n[[socket.x.allow]]\nuser = \"nobody\"\n",
+             bit(CAP_NET_ADMIN)},
+        Case{"UnixPath", "[socket.x]\nlisten = \"@DIR@/app.sock\"\n[[socket.x.allow]]\nuser = \"nobody\"\n",
+             bit(CAP_CHOWN) | bit(CAP_FOWNER)},
+        Case{"UnixPathOfAGroup",
+             "[socket.x]\nlisten = \"@DIR@/app.sock\"\nsocket_group = \"nogroup\"\nsocket_mode = \"0660\"\n"
+             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             bit(CAP_CHOWN) | bit(CAP_FOWNER)},
+        // Root may not write this file, yet must connect to it to tell whether
+        // it is stale before a revoke or rebind replaces it.
+        Case{"UnixPathRootCannotWrite",
+             "[socket.x]\nlisten = \"@DIR@/app.sock\"\nsocket_user = \"nobody\"\nsocket_mode = \"0600\"\n"
+             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             bit(CAP_CHOWN) | bit(CAP_FOWNER) | bit(CAP_DAC_OVERRIDE)},
+        // An abstract name is no file: nothing to chown.
+        Case{"AbstractName",
+             "[socket.x]\nlisten = \"@sockbroker-confinement-test\"\nallow_abstract = true\n"
+             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             0},
+        // readlink /proc/PID/exe of another uid is a ptrace access check.
+        Case{"ExecutableRule", "[socket.x]\nlisten = \"127.0.0.1:82\"\n[[socket.x.allow]]\nexecutable = \"/usr/bin/true\"\n",
+             bit(CAP_SYS_PTRACE)},
+        // /proc/PID/cgroup is world-readable, and the liveness check a poll.
+        Case{"UnitRule", "[socket.x]\nlisten = \"127.0.0.1:83\"\n[[socket.x.allow]]\nunit = \"web.service\"\n", 0},
+        Case{"CgroupRule", "[socket.x]\nlisten = \"127.0.0.1:84\"\n[[socket.x.allow]]\ncgroup = \"/system.slice\"\n", 0},
+        Case{"NetnsRequest", "[socket.x]\nlisten = \"127.0.0.1:85\"\nnetns = \"request\"\n[[socket.x.allow]]\nuser = \"nobody\"\n",
+             bit(CAP_SYS_ADMIN)}),
+    [](const ::testing::TestParamInfo<Case>& param) { return std::string(param.param.name); });
+
+// ---------------------------------------------------------------------------
+// Serving while confined
+
+const char* const kStartPolicy = R"(
+[broker]
+control_mode = "0666"
+
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.app]
+listen = "@DIR@/run/app.sock"
+socket_user = "nobody"
+socket_mode = "0600"
+[[socket.app.allow]]
+user = "nobody"
+)";
+
+// kStartPolicy plus a TCP socket and a second Unix path, owned by nogroup.
+const char* const kGrownPolicy = R"(
+[broker]
+control_mode = "0666"
+
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.app]
+listen = "@DIR@/run/app.sock"
+socket_user = "nobody"
+socket_mode = "0600"
+[[socket.app.allow]]
+user = "nobody"
+
+[socket.api]
+listen = "127.0.0.1:443"
+[[socket.api.allow]]
+user = "nobody"
+
+[socket.log]
+listen = "@DIR@/run/new/log.sock"
+type = "datagram"
+socket_group = "nogroup"
+socket_mode = "0660"
+[[socket.log.allow]]
+user = "nobody"
+)";
+
+TEST(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, replace_all(kStartPolicy, "@DIR@", dir.path()));
+  ASSERT_TRUE(broker);
+  const std::uint64_t caps = bit(CAP_NET_BIND_SERVICE) | bit(CAP_CHOWN) | bit(CAP_FOWNER) | bit(CAP_DAC_OVERRIDE);
+  expect_confined(*broker, caps);
+
+  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+
+  // SIGHUP: the policy grows by a TCP socket and a Unix path in a directory
+  // that does not exist yet; the broker makes both while confined.
+  dir.write("policy.toml", replace_all(kGrownPolicy, "@DIR@", dir.path()));
+  ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
+  auto reloads = broker->wait_for_events("reload");
+  ASSERT_EQ(reloads.size(), 1u) << broker->log();
+  EXPECT_EQ(reloads[0]["added"], nlohmann::json({"api", "log"})) << reloads[0];
+  EXPECT_TRUE(broker->wait_for_events("bind_failed", 0).empty()) << broker->log();
+  EXPECT_EQ(acquire_as_nobody(*broker, "api"), "");
+  EXPECT_EQ(acquire_as_nobody(*broker, "log"), "");
+  struct stat st {};
+  ASSERT_EQ(::lstat(dir.file("run/new/log.sock").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, sbtest::kNogroup);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+
+  // `sockbroker reload` (nothing changed) and `sockbroker revoke`.
+  auto reloaded = cli_as_root(*broker, {"reload"});
+  EXPECT_EQ(reloaded.exit_code, 0) << reloaded.output;
+  EXPECT_NE(reloaded.output.find("0 added, 0 rebound, 0 removed, 4 unchanged"), std::string::npos) << reloaded.output;
+  auto revoked = cli_as_root(*broker, {"revoke", "app"});
+  EXPECT_EQ(revoked.exit_code, 0) << revoked.output;
+  auto revokes = broker->wait_for_events("revoke");
+  ASSERT_EQ(revokes.size(), 1u);
+  EXPECT_EQ(revokes[0]["rebound"], true) << revokes[0];
+
+  // The Unix path, bound afresh by the revoke while confined, serves.
+  ASSERT_EQ(::lstat(dir.file("run/app.sock").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, sbtest::kNobody);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  std::string answer;
+  std::thread client([&] { answer = sbtest::unix_exchange(dir.file("run/app.sock"), "ping"); });
+  std::string output;
+  EXPECT_EQ(serve_one_as_nobody(*broker, "app", &output), 0) << output;
+  client.join();
+  EXPECT_EQ(answer, "pong:ping");
+
+  // Nothing of the above widened it, and it still answers.
+  expect_confined(*broker, caps);
+  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(broker->stop(), 0) << broker->log();
+}
+
+// A socket added by a reload that needs a capability the broker gave up at
+// start-up (IP_TRANSPARENT wants CAP_NET_ADMIN) fails to bind, says why, and
+// the broker keeps serving the rest.
+TEST(Confinement, ReloadedSocketNeedingADroppedCapabilityFailsAndTheBrokerStaysUp) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+)");
+  ASSERT_TRUE(broker);
+  expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
+
+  dir.write("policy.toml", R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.tproxy]
+listen = "127.0.0.1:8080"
+transparent = true
+[[socket.tproxy.allow]]
+user = "nobody"
+)");
+  auto reloaded = cli_as_root(*broker, {"reload"});
+  EXPECT_EQ(reloaded.exit_code, 0) << reloaded.output;
+  auto failed = broker->wait_for_events("bind_failed");
+  ASSERT_EQ(failed.size(), 1u) << broker->log();
+  EXPECT_EQ(failed[0]["socket"], "tproxy");
+  const std::string error = failed[0]["error"];
+  EXPECT_NE(error.find("IP_TRANSPARENT"), std::string::npos) << error;
+  EXPECT_NE(error.find(std::strerror(EPERM)), std::string::npos) << error;
+
+  auto denied = acquire_as_nobody(*broker, "tproxy");
+  EXPECT_NE(denied.find("IP_TRANSPARENT"), std::string::npos) << denied;
+  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
+  EXPECT_EQ(broker->stop(), 0) << broker->log();
+}
+
+// A Unix path owned by root needs no capability: a reload may add one to a
+// broker that kept neither CAP_CHOWN nor CAP_FOWNER. One owned by another user
+// does, and fails without harming the rest.
+TEST(Confinement, ReloadedUnixPathsWithoutChownCapability) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+)");
+  ASSERT_TRUE(broker);
+  expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
+
+  dir.write("policy.toml", replace_all(R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.rooted]
+listen = "@DIR@/rooted.sock"
+socket_mode = "0666"
+[[socket.rooted.allow]]
+user = "nobody"
+
+[socket.owned]
+listen = "@DIR@/owned.sock"
+socket_user = "nobody"
+[[socket.owned.allow]]
+user = "nobody"
+)",
+                                       "@DIR@", dir.path()));
+  ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
+  ASSERT_EQ(broker->wait_for_events("reload").size(), 1u) << broker->log();
+
+  struct stat st {};
+  ASSERT_EQ(::lstat(dir.file("rooted.sock").c_str(), &st), 0) << broker->log();
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0666u);
+  std::string answer;
+  std::thread client([&] { answer = sbtest::unix_exchange(dir.file("rooted.sock"), "ping"); });
+  std::string output;
+  EXPECT_EQ(serve_one_as_nobody(*broker, "rooted", &output), 0) << output;
+  client.join();
+  EXPECT_EQ(answer, "pong:ping");
+
+  auto failed = broker->wait_for_events("bind_failed");
+  ASSERT_EQ(failed.size(), 1u) << broker->log();
+  EXPECT_EQ(failed[0]["socket"], "owned");
+  const std::string error = failed[0]["error"];
+  EXPECT_NE(error.find("chown"), std::string::npos) << error;
+  EXPECT_NE(error.find(std::strerror(EPERM)), std::string::npos) << error;
+  // No half-made socket and no private directory left behind.
+  EXPECT_NE(::lstat(dir.file("owned.sock").c_str(), &st), 0);
+  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(broker->stop(), 0) << broker->log();
+}
+
+// Reading another uid's /proc/PID/exe takes CAP_SYS_PTRACE, kept only when a
+// rule names an executable. Without it the executable is unknown ("exe": null)
+// and an executable rule added by a reload fails closed until a restart.
+TEST(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+)");
+  ASSERT_TRUE(broker);
+  expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
+  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  auto grants = broker->wait_for_events("grant");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_TRUE(grants[0]["peer"]["exe"].is_null()) << grants[0];
+
+  // This very binary is what a forked child runs: the rule would match it.
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  dir.write("policy.toml", R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.mine]
+listen = "127.0.0.1:81"
+[[socket.mine.allow]]
+executable = ")" + self + R"("
+)");
+  ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
+  ASSERT_EQ(broker->wait_for_events("reload").size(), 1u) << broker->log();
+  EXPECT_NE(acquire_as_nobody(*broker, "mine"), "");
+  auto denials = broker->wait_for_events("deny");
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0]["socket"], "mine");
+  EXPECT_TRUE(denials[0]["peer"]["exe"].is_null()) << denials[0];
+  EXPECT_EQ(broker->stop(), 0) << broker->log();
+
+  // Started with that policy, the broker keeps CAP_SYS_PTRACE and grants.
+  TempDir again;
+  auto restarted = Broker::start(again, R"(
+[socket.mine]
+listen = "127.0.0.1:81"
+[[socket.mine.allow]]
+executable = ")" + self + R"("
+)");
+  ASSERT_TRUE(restarted);
+  expect_confined(*restarted, bit(CAP_NET_BIND_SERVICE) | bit(CAP_SYS_PTRACE));
+  EXPECT_EQ(acquire_as_nobody(*restarted, "mine"), "");
+  auto granted = restarted->wait_for_events("grant");
+  ASSERT_EQ(granted.size(), 1u);
+  EXPECT_EQ(granted[0]["peer"]["exe"], self) << granted[0];
+}
+
+// A broker that cannot confine itself does not serve: it exits 71 (EX_OSERR)
+// saying why, and removes the control socket it had made. Here a filter the
+// broker inherits refuses seccomp(2) itself.
+TEST(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("policy.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n[[socket.web.allow]]\nuser = \"nobody\"\n");
+  const std::string control = dir.file("control.sock");
+  const std::string log = dir.file("broker.log");
+  std::vector<std::string> args{SOCKBROKERD_PATH, "--policy", dir.file("policy.toml"), "--control", control,
+                                "--audit", dir.file("audit.log")};
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) _exit(125);
+    scmp_filter_ctx ctx = ::seccomp_init(SCMP_ACT_ALLOW);
+    if (ctx == nullptr || ::seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(seccomp), 0) != 0 ||
+        ::seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_SECCOMP)) != 0 ||
+        ::seccomp_load(ctx) != 0) {
+      _exit(126);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  std::ifstream in(log);
+  std::stringstream output;
+  output << in.rdbuf();
+  ASSERT_TRUE(WIFEXITED(status)) << output.str();
+  EXPECT_EQ(WEXITSTATUS(status), 71) << output.str();
+  EXPECT_NE(output.str().find("cannot confine the broker"), std::string::npos) << output.str();
+  EXPECT_EQ(output.str().find("ready on"), std::string::npos) << output.str();
+  struct stat st {};
+  EXPECT_NE(::lstat(control.c_str(), &st), 0) << "the control socket is left behind";
+}
+
+// --no-confine, for debugging: every capability stays and there is no filter.
+TEST(Confinement, NoConfineIsForDebuggingOnly) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+)",
+                              {"--no-confine"});
+  ASSERT_TRUE(broker);
+  ASSERT_TRUE(wait_until_ready(*broker)) << broker->log();
+  auto status = proc_status(broker->pid());
+  EXPECT_EQ(status["Seccomp"], "0");
+  EXPECT_EQ(status["NoNewPrivs"], "0");
+  EXPECT_NE(hex_field(status, "CapEff") & bit(CAP_SYS_ADMIN), 0u);
+  EXPECT_NE(broker->log().find("--no-confine"), std::string::npos) << broker->log();
+  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+}
+
+}  // namespace
