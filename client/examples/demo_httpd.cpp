@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
                "Run it through `sockbroker run -s NAME -- sockbroker-demo-httpd`."};
   int count = 0;
   app.add_option("--count", count, "exit after answering this many requests (0: serve forever)");
+  app.set_version_flag("--version", std::string("sockbroker-demo-httpd ") + SOCKBROKER_VERSION);
   CLI11_PARSE(app, argc, argv);
 
   char** names = nullptr;
