@@ -9,8 +9,27 @@
 #include <cstdlib>
 #include <cstring>
 
+// Newer than the installed kernel headers (include/uapi/asm-generic/socket.h).
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83
+#endif
+
 namespace sockbroker::broker {
 namespace {
+
+// No request of this protocol version carries a descriptor: where the kernel
+// can (Linux >= 6.16), refuse them at the sender, whose sendmsg then fails with
+// EPERM. Connections inherit the setting from the listening socket at connect
+// time, so there is no window; on older kernels what arrives is closed on
+// receipt.
+Status refuse_descriptors(int control) {
+  int pass_rights = 0;
+  if (::setsockopt(control, SOL_SOCKET, SO_PASSRIGHTS, &pass_rights, sizeof pass_rights) != 0 &&
+      errno != ENOPROTOOPT && errno != EINVAL) {
+    return errno_error("setsockopt(SO_PASSRIGHTS) on the control socket");
+  }
+  return Ok{};
+}
 
 Result<UniqueFd> from_systemd() {
   char** names = nullptr;
@@ -72,7 +91,10 @@ Status remove_stale(const std::string& path) {
 Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) {
   auto passed = from_systemd();
   if (!passed) return std::move(passed).error();
-  if (passed->valid()) return ControlSocket{std::move(*passed), {}};
+  if (passed->valid()) {
+    if (auto s = refuse_descriptors(passed->get()); !s) return std::move(s).error();
+    return ControlSocket{std::move(*passed), {}};
+  }
 
   sockaddr_un address{};
   if (path.empty() || path[0] != '/' || path.size() >= sizeof address.sun_path) {
@@ -96,6 +118,10 @@ Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) 
     Error e = errno_error("chmod \"" + path + "\"");
     ::unlink(path.c_str());
     return e;
+  }
+  if (auto s = refuse_descriptors(fd.get()); !s) {
+    ::unlink(path.c_str());
+    return std::move(s).error();
   }
   if (::listen(fd.get(), SOMAXCONN) != 0) {
     Error e = errno_error("listen \"" + path + "\"");

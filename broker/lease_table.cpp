@@ -16,6 +16,7 @@ bool exited(int pidfd) {
 }  // namespace
 
 void LeaseTable::forget(const Holder& holder) {
+  by_token_.erase(holder.token);
   if (auto it = per_uid_.find(holder.uid); it != per_uid_.end() && --it->second == 0) per_uid_.erase(it);
 }
 
@@ -34,8 +35,9 @@ Result<LeaseTable::Found> LeaseTable::holder_for(pid_t pid, uid_t uid, int sessi
   }
   UniqueFd pidfd(::fcntl(session_pidfd, F_DUPFD_CLOEXEC, 0));
   if (!pidfd) return errno_error("fcntl(F_DUPFD_CLOEXEC) of a pidfd");
-  auto holder = std::make_unique<Holder>(pid, uid, std::move(pidfd));
+  auto holder = std::make_unique<Holder>(make_token(WatchKind::holder, next_serial_++), pid, uid, std::move(pidfd));
   Holder* raw = holder.get();
+  by_token_.emplace(raw->token, raw);
   holders_.emplace(pid, std::move(holder));
   ++per_uid_[uid];
   return Found{raw, true};
@@ -61,9 +63,9 @@ std::vector<Lease> LeaseTable::drop_entry(std::uint64_t entry_id) {
   return dropped;
 }
 
-bool LeaseTable::contains(const Holder* holder) const noexcept {
-  auto it = holders_.find(holder->pid);
-  return it != holders_.end() && it->second.get() == holder;
+Holder* LeaseTable::by_token(std::uint64_t token) const noexcept {
+  auto it = by_token_.find(token);
+  return it == by_token_.end() ? nullptr : it->second;
 }
 
 }  // namespace sockbroker::broker

@@ -27,8 +27,9 @@ struct Lease {
   std::shared_ptr<const UniqueFd> kernel_socket;
 };
 
-struct Holder : Watched {
-  Holder(pid_t p, uid_t u, UniqueFd fd) : Watched(Kind::holder), pid(p), uid(u), pidfd(std::move(fd)) {}
+struct Holder {
+  Holder(std::uint64_t t, pid_t p, uid_t u, UniqueFd fd) : token(t), pid(p), uid(u), pidfd(std::move(fd)) {}
+  std::uint64_t token;  // what its epoll events carry (watched.hpp)
   pid_t pid;
   uid_t uid;
   UniqueFd pidfd;  // readable once the process has exited
@@ -60,13 +61,16 @@ class LeaseTable {
   std::vector<Lease> drop_entry(std::uint64_t entry_id);
 
   [[nodiscard]] std::size_t holder_count() const noexcept { return holders_.size(); }
-  [[nodiscard]] bool contains(const Holder* holder) const noexcept;
+  // The live holder an epoll event's token names, or nullptr if it is gone.
+  [[nodiscard]] Holder* by_token(std::uint64_t token) const noexcept;
 
  private:
   void forget(const Holder& holder);
 
   std::unordered_map<pid_t, std::unique_ptr<Holder>> holders_;
   std::unordered_map<uid_t, std::size_t> per_uid_;
+  std::unordered_map<std::uint64_t, Holder*> by_token_;
+  std::uint64_t next_serial_ = 1;
 };
 
 }  // namespace sockbroker::broker

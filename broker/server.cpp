@@ -23,9 +23,8 @@ constexpr int kRequestsPerWake = 16;
 constexpr int kMaxEvents = 64;
 constexpr int kAcceptsPerWake = 32;
 
-// epoll_event.data.ptr values for the two descriptors that are not sessions.
-char control_tag;
-char signal_tag;
+constexpr std::uint64_t kControlToken = make_token(WatchKind::control, 0);
+constexpr std::uint64_t kSignalToken = make_token(WatchKind::signal, 0);
 
 // On SOCK_SEQPACKET a read of 0 bytes is either an empty datagram or the end of
 // the stream; only the latter leaves the peer's side shut.
@@ -88,9 +87,9 @@ Status Server::run() {
 
   epoll_event event{};
   event.events = EPOLLIN;
-  event.data.ptr = &control_tag;
+  event.data.u64 = kControlToken;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &event) != 0) return errno_error("epoll_ctl(control)");
-  event.data.ptr = &signal_tag;
+  event.data.u64 = kSignalToken;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, signals_.get(), &event) != 0) return errno_error("epoll_ctl(signalfd)");
 
   std::array<epoll_event, kMaxEvents> events;
@@ -101,19 +100,21 @@ Status Server::run() {
       return errno_error("epoll_wait");
     }
     for (int i = 0; i < n; ++i) {
-      void* tag = events[i].data.ptr;
-      if (tag == &control_tag) {
-        accept_clients();
-      } else if (tag == &signal_tag) {
-        if (!handle_signals()) return Ok{};
-      } else if (static_cast<Watched*>(tag)->kind == Watched::Kind::holder) {
-        auto* holder = static_cast<Holder*>(static_cast<Watched*>(tag));
-        // An earlier event of this batch may have released it (pid recycled).
-        if (state_.leases.contains(holder)) holder_exited(*holder);
-      } else {
-        auto* session = static_cast<Session*>(static_cast<Watched*>(tag));
-        // An earlier event of this batch may have closed it.
-        if (sessions_.contains(session)) serve(*session, events[i].events);
+      const std::uint64_t token = events[i].data.u64;
+      switch (kind_of(token)) {
+        case WatchKind::control:
+          accept_clients();
+          break;
+        case WatchKind::signal:
+          if (!handle_signals()) return Ok{};
+          break;
+        case WatchKind::holder:
+          // Gone already if an earlier event of this batch released it.
+          if (Holder* holder = state_.leases.by_token(token)) holder_exited(*holder);
+          break;
+        case WatchKind::session:
+          if (auto it = session_tokens_.find(token); it != session_tokens_.end()) serve(*it->second, events[i].events);
+          break;
       }
     }
     expire_idle_sessions();
@@ -194,6 +195,8 @@ void Server::admit(UniqueFd connection) {
   ++sessions_per_uid_[s.peer.uid];
   s.idle_position = idle_order_.insert(idle_order_.end(), &s);
   s.deadline = Clock::now() + std::chrono::milliseconds(limits.request_timeout_ms);
+  s.token = make_token(WatchKind::session, next_session_serial_++);
+  session_tokens_.emplace(s.token, &s);
   sessions_.emplace(&s, std::move(session));
   watch(s, EPOLLIN | EPOLLRDHUP);
 }
@@ -201,7 +204,7 @@ void Server::admit(UniqueFd connection) {
 void Server::watch(Session& session, std::uint32_t events) {
   epoll_event event{};
   event.events = events;
-  event.data.ptr = static_cast<Watched*>(&session);
+  event.data.u64 = session.token;
   int op = EPOLL_CTL_MOD;
   if (::epoll_ctl(epoll_.get(), op, session.connection.get(), &event) != 0) {
     if (errno != ENOENT || ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session.connection.get(), &event) != 0) {
@@ -260,7 +263,7 @@ void Server::serve(Session& session, std::uint32_t events) {
 void Server::watch_holder(Holder& holder) {
   epoll_event event{};
   event.events = EPOLLIN;
-  event.data.ptr = static_cast<Watched*>(&holder);
+  event.data.u64 = holder.token;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, holder.pidfd.get(), &event) != 0) {
     // Unwatched, its grants would count forever: release them now instead.
     log_.error("cannot watch the holder pid {}: {}; releasing its grants", holder.pid, std::strerror(errno));
@@ -325,6 +328,7 @@ void Server::close_session(Session& session) {
   if (auto it = sessions_per_uid_.find(session.peer.uid); it != sessions_per_uid_.end() && --it->second == 0) {
     sessions_per_uid_.erase(it);
   }
+  session_tokens_.erase(session.token);
   sessions_.erase(&session);
 }
 

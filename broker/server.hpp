@@ -34,7 +34,6 @@ class Server {
   [[nodiscard]] std::size_t client_count() const noexcept { return sessions_.size(); }
 
  private:
-  enum class Wake { control, signal };
 
   void accept_clients();
   void admit(UniqueFd connection);
@@ -60,6 +59,8 @@ class Server {
   RequestHandler handler_;
 
   std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<std::uint64_t, Session*> session_tokens_;  // what epoll events name
+  std::uint64_t next_session_serial_ = 1;
   std::unordered_map<uid_t, std::uint32_t> sessions_per_uid_;
   std::list<Session*> idle_order_;  // earliest deadline first (all timeouts are equal)
   proto::DatagramBuffer buffer_;    // one request at a time: the loop is single-threaded

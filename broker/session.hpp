@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <optional>
@@ -17,8 +18,8 @@ namespace sockbroker::broker {
 
 using Clock = std::chrono::steady_clock;
 
-struct Session : Watched {
-  Session() : Watched(Kind::session) {}
+struct Session {
+  std::uint64_t token = 0;  // what its epoll events carry (watched.hpp)
   UniqueFd connection;
   policy::PeerIdentity peer;
   UniqueFd pidfd;  // the connecting process (SO_PEERPIDFD): what grants are leased to

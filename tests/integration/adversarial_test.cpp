@@ -883,24 +883,56 @@ TEST(Adversarial, NamesWithNulSlashColonOrNoTerminatorAreRejected) {
 // ---------------------------------------------------------------------------
 // Descriptors sent to the broker
 
+// Linux >= 6.16 has SO_PASSRIGHTS: the broker turns it off on its control
+// socket (accepted connections inherit it at connect), so a sendmsg carrying
+// SCM_RIGHTS fails at the sender with EPERM and nothing reaches the broker.
+// Older kernels deliver the descriptors, and the broker must close what
+// arrived (MSG_CTRUNC and unexpected descriptors are bad requests). Each test
+// checks whichever of the two this kernel does.
+bool kernel_refuses_rights() {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return false;
+  int off = 0;
+  bool supported = ::setsockopt(pair[1], SOL_SOCKET, 83 /* SO_PASSRIGHTS */, &off, sizeof off) == 0;
+  ::close(pair[0]);
+  ::close(pair[1]);
+  return supported;
+}
+
+// On a kernel with SO_PASSRIGHTS: the send is refused, nothing reaches the
+// broker, and the connection stays usable.
+void expect_refused_at_sender(const Broker& broker, const std::vector<int>& fds) {
+  UniqueFd conn = connect_control(broker.control());
+  ASSERT_TRUE(conn);
+  EXPECT_EQ(send_raw(conn.get(), acquire_request("nosuch"), fds), EPERM);
+  EXPECT_TRUE(list_page(conn.get(), 0)) << "the connection still serves after the refused send";
+}
+
 TEST(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreAllReleased) {
   SBTEST_PREPARE();
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
-  Pipe pipe;
-  // SCM_MAX_FD (253) references to the pipe's write end: its read end sees
-  // end of file only once every one of them is closed.
-  std::vector<int> fds(253, pipe.write.get());
-  UniqueFd conn = connect_control(broker->control());
-  EXPECT_EQ(send_raw(conn.get(), acquire_request("nosuch"), std::vector<int>(254, pipe.write.get())), EINVAL)
-      << "the kernel's limit is 253";
-  ASSERT_EQ(send_raw(conn.get(), acquire_request("nosuch"), fds), 0);
-  EXPECT_TRUE(rejected_then_hung_up(conn.get(), "ancillary data truncated"));
-  conn.reset();
-  pipe.write.reset();
-  EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "the broker kept a reference to the pipe";
+  if (kernel_refuses_rights()) {
+    Pipe pipe;
+    expect_refused_at_sender(*broker, std::vector<int>(253, pipe.write.get()));
+    pipe.write.reset();
+    EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "a reference to the pipe survived";
+  } else {
+    Pipe pipe;
+    // SCM_MAX_FD (253) references to the pipe's write end: its read end sees
+    // end of file only once every one of them is closed.
+    std::vector<int> fds(253, pipe.write.get());
+    UniqueFd conn = connect_control(broker->control());
+    EXPECT_EQ(send_raw(conn.get(), acquire_request("nosuch"), std::vector<int>(254, pipe.write.get())), EINVAL)
+        << "the kernel's limit is 253";
+    ASSERT_EQ(send_raw(conn.get(), acquire_request("nosuch"), fds), 0);
+    EXPECT_TRUE(rejected_then_hung_up(conn.get(), "ancillary data truncated"));
+    conn.reset();
+    pipe.write.reset();
+    EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "the broker kept a reference to the pipe";
+  }
   expect_still_serving(*broker, baseline);
 }
 
@@ -910,19 +942,28 @@ TEST(Adversarial, MoreDescriptorsThanTheBrokerTakesIsControlTruncation) {
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
-  Pipe pipe;
-  // The broker's control buffer takes kMaxReceivedFds; the kernel closes the
-  // rest and says MSG_CTRUNC, which the broker must not ignore.
-  const std::size_t fits = proto::kMaxReceivedFds;
-  EXPECT_TRUE(rejected_on_fresh_connection(*broker, acquire_request("nosuch"), std::to_string(fits) + " unexpected descriptor(s)",
-                                           std::vector<int>(fits, pipe.write.get())));
-  EXPECT_TRUE(rejected_on_fresh_connection(*broker, acquire_request("nosuch"), "ancillary data truncated",
-                                           std::vector<int>(fits + 1, pipe.write.get())));
-  auto bad = broker->wait_for_events("bad_request", 2);
-  ASSERT_EQ(bad.size(), 2u);
-  EXPECT_NE(bad[1]["message"].get<std::string>().find("truncated"), std::string::npos) << bad[1].dump();
-  pipe.write.reset();
-  EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "the broker kept a reference to the pipe";
+  if (kernel_refuses_rights()) {
+    Pipe pipe;
+    expect_refused_at_sender(*broker, std::vector<int>(proto::kMaxReceivedFds, pipe.write.get()));
+    expect_refused_at_sender(*broker, std::vector<int>(proto::kMaxReceivedFds + 1, pipe.write.get()));
+    EXPECT_TRUE(broker->wait_for_events("bad_request", 0).empty()) << "nothing reached the broker";
+    pipe.write.reset();
+    EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "a reference to the pipe survived";
+  } else {
+    Pipe pipe;
+    // The broker's control buffer takes kMaxReceivedFds; the kernel closes the
+    // rest and says MSG_CTRUNC, which the broker must not ignore.
+    const std::size_t fits = proto::kMaxReceivedFds;
+    EXPECT_TRUE(rejected_on_fresh_connection(*broker, acquire_request("nosuch"), std::to_string(fits) + " unexpected descriptor(s)",
+                                             std::vector<int>(fits, pipe.write.get())));
+    EXPECT_TRUE(rejected_on_fresh_connection(*broker, acquire_request("nosuch"), "ancillary data truncated",
+                                             std::vector<int>(fits + 1, pipe.write.get())));
+    auto bad = broker->wait_for_events("bad_request", 2);
+    ASSERT_EQ(bad.size(), 2u);
+    EXPECT_NE(bad[1]["message"].get<std::string>().find("truncated"), std::string::npos) << bad[1].dump();
+    pipe.write.reset();
+    EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "the broker kept a reference to the pipe";
+  }
   expect_still_serving(*broker, baseline);
 }
 
@@ -932,30 +973,40 @@ TEST(Adversarial, DescriptorsOnAnOtherwiseValidRequestAreClosed) {
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
-  {
-    // The write end goes to the broker: our read end sees EOF once our copy
-    // and the broker's are both closed, and not before.
+  if (kernel_refuses_rights()) {
     Pipe pipe;
-    EXPECT_TRUE(rejected_on_fresh_connection(*broker, list_request(0), "1 unexpected descriptor(s)", {pipe.write.get()}));
-    EXPECT_FALSE(other_end_closed(pipe.read.get(), POLLHUP, 0)) << "our own write end is still open";
-    pipe.write.reset();
-    EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "the broker kept the write end";
-  }
-  {
-    // The read end goes to the broker: writing fails (POLLERR, EPIPE) once no
-    // reader is left anywhere.
-    Pipe pipe;
-    EXPECT_TRUE(rejected_on_fresh_connection(*broker, list_request(0), "1 unexpected descriptor(s)", {pipe.read.get()}));
-    EXPECT_FALSE(other_end_closed(pipe.write.get(), POLLERR, 0)) << "our own read end is still open";
-    pipe.read.reset();
-    EXPECT_TRUE(other_end_closed(pipe.write.get(), POLLERR, 3000)) << "the broker kept the read end";
-  }
-  {
-    // The connection itself, sent over itself: an in-flight Unix socket (the
-    // kernel's garbage-collected case) that the broker must close too.
+    expect_refused_at_sender(*broker, {pipe.write.get()});
+    expect_refused_at_sender(*broker, {pipe.read.get()});
     UniqueFd conn = connect_control(broker->control());
-    ASSERT_EQ(send_raw(conn.get(), list_request(0), {conn.get()}), 0);
-    EXPECT_TRUE(rejected_then_hung_up(conn.get(), "1 unexpected descriptor(s)"));
+    EXPECT_EQ(send_raw(conn.get(), list_request(0), {conn.get()}), EPERM) << "the connection sent over itself";
+    pipe.write.reset();
+    EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "a reference to the pipe survived";
+  } else {
+    {
+      // The write end goes to the broker: our read end sees EOF once our copy
+      // and the broker's are both closed, and not before.
+      Pipe pipe;
+      EXPECT_TRUE(rejected_on_fresh_connection(*broker, list_request(0), "1 unexpected descriptor(s)", {pipe.write.get()}));
+      EXPECT_FALSE(other_end_closed(pipe.read.get(), POLLHUP, 0)) << "our own write end is still open";
+      pipe.write.reset();
+      EXPECT_TRUE(other_end_closed(pipe.read.get(), POLLHUP, 3000)) << "the broker kept the write end";
+    }
+    {
+      // The read end goes to the broker: writing fails (POLLERR, EPIPE) once no
+      // reader is left anywhere.
+      Pipe pipe;
+      EXPECT_TRUE(rejected_on_fresh_connection(*broker, list_request(0), "1 unexpected descriptor(s)", {pipe.read.get()}));
+      EXPECT_FALSE(other_end_closed(pipe.write.get(), POLLERR, 0)) << "our own read end is still open";
+      pipe.read.reset();
+      EXPECT_TRUE(other_end_closed(pipe.write.get(), POLLERR, 3000)) << "the broker kept the read end";
+    }
+    {
+      // The connection itself, sent over itself: an in-flight Unix socket (the
+      // kernel's garbage-collected case) that the broker must close too.
+      UniqueFd conn = connect_control(broker->control());
+      ASSERT_EQ(send_raw(conn.get(), list_request(0), {conn.get()}), 0);
+      EXPECT_TRUE(rejected_then_hung_up(conn.get(), "1 unexpected descriptor(s)"));
+    }
   }
   expect_still_serving(*broker, baseline);
 }

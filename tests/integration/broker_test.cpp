@@ -554,6 +554,37 @@ TEST(Broker, UnusableControlDirectoryExits71) {
   EXPECT_NE(output.find("writable"), std::string::npos) << output;
 }
 
+TEST(Broker, SymlinkedControlDirectoryExits71) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  ASSERT_EQ(::mkdir(dir.file("real").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink(dir.file("real").c_str(), dir.file("link").c_str()), 0);
+  std::string output;
+  EXPECT_EQ(sbtest::run_broker_to_exit(dir, {"--policy", dir.file("ok.toml"), "--control", dir.file("link/c.sock")}, &output),
+            71);
+  EXPECT_NE(output.find("symbolic link"), std::string::npos) << output;
+  EXPECT_NE(::access(dir.file("real/c.sock").c_str(), F_OK), 0) << "nothing was created through the link";
+}
+
+TEST(Broker, MissingControlDirectoryIsCreatedRootOwned0755) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  sbtest::Background broker(0, 0, {SOCKBROKERD_PATH, "--policy", dir.file("ok.toml"), "--control", dir.file("run/c.sock")});
+  bool created = false;
+  for (int i = 0; i < 500 && !created; ++i) {
+    created = ::access(dir.file("run/c.sock").c_str(), F_OK) == 0;
+    if (!created) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(created) << broker.output();
+  struct stat st {};
+  ASSERT_EQ(::lstat(dir.file("run").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+}
+
 TEST(Broker, UsageErrorExits64) {
   SBTEST_PREPARE();
   TempDir dir;

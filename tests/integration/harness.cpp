@@ -134,6 +134,8 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  // SOCKBROKER_TEST_KEEP_TEMP=1 keeps policies, audit and broker logs for a post-mortem.
+  if (std::getenv("SOCKBROKER_TEST_KEEP_TEMP") != nullptr) return;
   std::error_code ignored;
   fs::remove_all(path_, ignored);
 }
