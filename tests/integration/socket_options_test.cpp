@@ -24,6 +24,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -438,9 +439,17 @@ json nth_decision(const Broker& broker, const std::string& event, const std::str
   return nullptr;
 }
 
-#define SBTEST_REQUIRE_CGROUP2()                                                        \
-  do {                                                                                  \
-    if (cgroup2_root().empty()) GTEST_SKIP() << "no writable cgroup2 hierarchy found"; \
+// Unit and cgroup rules cannot be tested without a cgroup2 hierarchy to place
+// clients in; under SOCKBROKER_TEST_REQUIRE_ROOT=1 (CI) that must not pass silently.
+#define SBTEST_REQUIRE_CGROUP2()                                                                          \
+  do {                                                                                                    \
+    if (cgroup2_root().empty()) {                                                                         \
+      const char* require = std::getenv("SOCKBROKER_TEST_REQUIRE_ROOT");                                  \
+      if (require != nullptr && std::strcmp(require, "1") == 0) {                                         \
+        FAIL() << "no writable cgroup2 hierarchy, and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";  \
+      }                                                                                                   \
+      GTEST_SKIP() << "no writable cgroup2 hierarchy found";                                              \
+    }                                                                                                     \
   } while (0)
 
 // ---------------------------------------------------------------------------
