@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The installed tree, tested the way a user meets it: `cmake --install` into a
+# temporary prefix, then out-of-tree programs built against that prefix only
+#   - c_consumer.c with `pkg-config sockbroker` (shared, and static with --static)
+#   - cxx_consumer/ with find_package(sockbroker) (shared and static, and a
+#     C++-only project with the shared library)
+# each of which acquires a socket, as uid 65534, from the *installed*
+# sockbrokerd running in a private network namespace. Also checks the installed
+# headers, man pages, systemd units and examples.
+#
+# Usage: run.sh BUILD_DIR SOURCE_DIR      (ctest runs it; label "install")
+# Needs root (network namespace, port 80, uid switch): exits 77 (skip) without
+# it, or fails when SOCKBROKER_TEST_REQUIRE_ROOT=1.
+# SOCKBROKER_TEST_SANITIZE=1: the build under test is ASan+UBSan, so the
+# consumers are built with the same flags (an instrumented libsockbroker.a
+# does not link into a plain program).
+set -euo pipefail
+
+fail() { echo "install test: FAIL: $*" >&2; exit 1; }
+step() { echo "==> $*"; }
+
+[ $# -eq 2 ] || { echo "usage: $0 BUILD_DIR SOURCE_DIR" >&2; exit 64; }
+build=$(cd "$1" && pwd)
+source=$(cd "$2" && pwd)
+here="$source/tests/install"
+
+if [ "$(id -u)" -ne 0 ]; then
+  if [ "${SOCKBROKER_TEST_REQUIRE_ROOT:-}" = 1 ]; then
+    fail "needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it"
+  fi
+  echo "install test: SKIP: needs root (network namespace, port 80, uid 65534 clients)"
+  exit 77
+fi
+
+# Everything below runs in a private network namespace: port 80 here is not
+# the host's, and nothing is left listening when the script ends.
+if [ -z "${SOCKBROKER_INSTALL_TEST_NETNS:-}" ]; then
+  exec unshare --net env SOCKBROKER_INSTALL_TEST_NETNS=1 bash "$0" "$@"
+fi
+ip link set lo up || fail "cannot bring lo up in the private network namespace"
+
+# uid 65534 must reach the consumers, the libraries and the control socket.
+work=$(mktemp -d /tmp/sockbroker-install-test.XXXXXX)
+chmod 0755 "$work"
+broker_pid=
+cleanup() {
+  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
+    kill -TERM "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+flags=(-Wall -Wextra -Werror)
+sanitize=()
+if [ "${SOCKBROKER_TEST_SANITIZE:-0}" = 1 ]; then
+  sanitize=("-fsanitize=address,undefined" -fno-sanitize-recover=all)
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
+fi
+
+step "cmake --install $build --prefix $work/prefix"
+prefix="$work/prefix"
+cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1 ||
+  { cat "$work/install.log" >&2; fail "cmake --install failed (is the build complete? cmake --build $build)"; }
+
+pc=$(find "$prefix" -name sockbroker.pc -path '*/pkgconfig/*')
+[ -n "$pc" ] || fail "no sockbroker.pc installed under $prefix"
+export PKG_CONFIG_PATH
+PKG_CONFIG_PATH=$(dirname "$pc")
+libdir=$(pkg-config --variable=libdir sockbroker)
+includedir=$(pkg-config --variable=includedir sockbroker)
+# The .pc file locates itself (${pcfiledir}): its paths must be inside the prefix.
+[ "$(cd "$libdir" && pwd)" = "$(cd "$(dirname "$pc")/.." && pwd)" ] || fail "pkg-config libdir $libdir is not where sockbroker.pc is"
+[ "$(pkg-config --modversion sockbroker)" = "$(sed -n 's/^project(sockbroker VERSION \([0-9.]*\).*/\1/p' "$source/CMakeLists.txt")" ] ||
+  fail "pkg-config --modversion sockbroker does not match the project version"
+
+step "installed files"
+for f in sbin/sockbrokerd bin/sockbroker \
+         share/man/man1/sockbroker.1 share/man/man5/sockbroker.toml.5 share/man/man8/sockbrokerd.8 \
+         lib/systemd/system/sockbroker.socket lib/systemd/system/sockbroker.service \
+         share/doc/sockbroker/examples/demo.toml share/doc/sockbroker/examples/myapp.service \
+         include/sockbroker/client.h include/sockbroker/client.hpp include/sockbroker/fd.hpp; do
+  [ -f "$prefix/$f" ] || fail "$f is not installed"
+done
+for f in sbin/sockbrokerd bin/sockbroker; do [ -x "$prefix/$f" ] || fail "$f is not executable"; done
+[ -f "$libdir/libsockbroker.a" ] || fail "libsockbroker.a is not in $libdir"
+[ -L "$libdir/libsockbroker.so" ] || fail "libsockbroker.so (the link-time symlink) is not in $libdir"
+soname=$(readelf -d "$libdir/libsockbroker.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ -n "$soname" ] || fail "libsockbroker.so has no SONAME"
+[ -e "$libdir/$soname" ] || fail "SONAME $soname has no file in $libdir"
+for f in sockbrokerConfig.cmake sockbrokerConfigVersion.cmake sockbrokerSharedTargets.cmake sockbrokerStaticTargets.cmake; do
+  [ -f "$libdir/cmake/sockbroker/$f" ] || fail "cmake/sockbroker/$f is not installed in $libdir"
+done
+# The units start the binaries of *this* prefix, not the source's /usr/local.
+grep -qx "ExecStart=$prefix/sbin/sockbrokerd --audit journal" "$prefix/lib/systemd/system/sockbroker.service" ||
+  fail "sockbroker.service: ExecStart does not name $prefix/sbin/sockbrokerd"
+grep -q "^ExecStart=$prefix/bin/sockbroker run " "$prefix/share/doc/sockbroker/examples/myapp.service" ||
+  fail "examples/myapp.service: ExecStart does not name $prefix/bin/sockbroker"
+for page in "$prefix"/share/man/man*/*; do
+  warnings=$(groff -man -Tutf8 -ww -z "$page" 2>&1) || fail "groff failed on $page"
+  [ -z "$warnings" ] || fail "groff warns about $page: $warnings"
+  MANWIDTH=80 man -l "$page" >/dev/null 2>&1 || fail "man -l $page failed"
+done
+echo "installed: $(cd "$prefix" && find . -type f | wc -l) files; SONAME $soname"
+
+step "installed headers: public includes only, each compiles alone"
+if grep -n '#include "' "$includedir"/sockbroker/*; then fail "an installed header includes a private (quoted) header"; fi
+for h in "$includedir"/sockbroker/*.hpp "$includedir"/sockbroker/*.h; do
+  echo "#include <sockbroker/$(basename "$h")>" | c++ -std=c++20 "${flags[@]}" -fsyntax-only -I"$includedir" -x c++ - ||
+    fail "$(basename "$h") does not compile alone as C++20"
+done
+for h in "$includedir"/sockbroker/*.h; do
+  echo "#include <sockbroker/$(basename "$h")>" | cc -std=c11 -pedantic "${flags[@]}" -fsyntax-only -I"$includedir" -x c - ||
+    fail "$(basename "$h") does not compile alone as C11"
+done
+
+step "C consumer, shared: cc \$(pkg-config --cflags --libs sockbroker)"
+# shellcheck disable=SC2046 # word splitting of pkg-config output is intended
+cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$here/c_consumer.c" -o "$work/c_consumer" \
+  $(pkg-config --cflags --libs sockbroker) -Wl,-rpath,"$libdir" || fail "cannot build c_consumer against the installed library"
+readelf -d "$work/c_consumer" | grep -q "NEEDED.*\[$soname\]" || fail "c_consumer does not link $soname"
+
+step "C consumer, static: pkg-config --static, libsockbroker.a"
+# -l:libsockbroker.a picks the archive even though the .so sits beside it.
+# shellcheck disable=SC2046
+cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$here/c_consumer.c" -o "$work/c_consumer_static" \
+  $(pkg-config --cflags sockbroker) \
+  $(pkg-config --static --libs sockbroker | sed 's/-lsockbroker\b/-l:libsockbroker.a/') ||
+  fail "cannot link c_consumer statically with the flags of pkg-config --static --libs sockbroker"
+if readelf -d "$work/c_consumer_static" | grep -q "NEEDED.*libsockbroker"; then fail "c_consumer_static still needs libsockbroker.so"; fi
+
+step "C++ consumer: find_package(sockbroker COMPONENTS static), CMAKE_PREFIX_PATH=$prefix"
+cxx_flags="${sanitize[*]}"
+cmake -S "$here/cxx_consumer" -B "$work/cxx" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
+  -DCONSUMER_STATIC=ON -DCMAKE_CXX_FLAGS="$cxx_flags" -DCMAKE_C_FLAGS="$cxx_flags" >"$work/cxx-configure.log" 2>&1 ||
+  { cat "$work/cxx-configure.log" >&2; fail "find_package(sockbroker COMPONENTS static) failed"; }
+cmake --build "$work/cxx" >"$work/cxx-build.log" 2>&1 || { cat "$work/cxx-build.log" >&2; fail "cannot build cxx_consumer"; }
+readelf -d "$work/cxx/cxx_consumer" | grep -q "NEEDED.*\[$soname\]" || fail "cxx_consumer (sockbroker::client) does not link $soname"
+if readelf -d "$work/cxx/cxx_consumer_static" | grep -q "NEEDED.*libsockbroker"; then
+  fail "cxx_consumer_static (sockbroker::client_static) still needs libsockbroker.so"
+fi
+
+step "C++ consumer: a C++-only project, find_package(sockbroker) for the shared library"
+cmake -S "$here/cxx_consumer" -B "$work/cxx-only" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
+  -DCONSUMER_STATIC=OFF -DCMAKE_CXX_FLAGS="$cxx_flags" >"$work/cxx-only-configure.log" 2>&1 ||
+  { cat "$work/cxx-only-configure.log" >&2; fail "find_package(sockbroker) failed in a C++-only project"; }
+cmake --build "$work/cxx-only" >"$work/cxx-only-build.log" 2>&1 || { cat "$work/cxx-only-build.log" >&2; fail "cannot build the C++-only cxx_consumer"; }
+
+step "the installed sockbrokerd, in a private network namespace"
+mkdir -m 0755 "$work/run"
+cat >"$work/policy.toml" <<'TOML'
+[socket.web]
+listen = "127.0.0.1:80"
+
+[[socket.web.allow]]
+user = 65534
+TOML
+control="$work/run/control.sock"
+"$prefix/sbin/sockbrokerd" --policy "$work/policy.toml" --control "$control" --audit "$work/audit.log" \
+  2>"$work/broker.log" &
+broker_pid=$!
+for _ in $(seq 100); do
+  [ -S "$control" ] && break
+  kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.log" >&2; fail "sockbrokerd exited at start-up"; }
+  sleep 0.1
+done
+[ -S "$control" ] || { cat "$work/broker.log" >&2; fail "sockbrokerd did not create $control within 10 s"; }
+
+consumers=("$work/c_consumer" "$work/c_consumer_static" "$work/cxx/cxx_consumer" "$work/cxx/cxx_consumer_static"
+           "$work/cxx-only/cxx_consumer")
+for consumer in "${consumers[@]}"; do
+  step "as uid 65534: ${consumer#"$work"/}"
+  setpriv --reuid=65534 --regid=65534 --clear-groups "$consumer" "$control" web ||
+    { cat "$work/broker.log" >&2; fail "${consumer#"$work"/} did not get a listening socket from the installed broker"; }
+done
+
+step "stopping sockbrokerd (SIGTERM)"
+kill -TERM "$broker_pid"
+status=0
+wait "$broker_pid" || status=$?
+broker_pid=
+[ "$status" -eq 0 ] || { cat "$work/broker.log" >&2; fail "sockbrokerd exited with $status after SIGTERM"; }
+grants=$(grep -c '"event":"grant".*"uid":65534' "$work/audit.log" || true)
+[ "$grants" -eq "${#consumers[@]}" ] || fail "audit log has $grants grants to uid 65534, expected ${#consumers[@]}"
+[ ! -e "$control" ] || fail "sockbrokerd left $control behind"
+
+echo "install test: PASS (${#consumers[@]} consumers got their socket from the installed broker)"
