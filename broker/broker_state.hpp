@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "lease_table.hpp"
+#include "metrics.hpp"
 #include "policy.hpp"
 #include "socket_table.hpp"
 
@@ -18,6 +19,7 @@ struct BrokerState {
   SocketTable table;
   LeaseTable leases;
   std::uint64_t generation = 1;  // +1 per successful reload
+  Metrics metrics = {};          // what `sockbroker status` reports
 };
 
 // A holder's process exited (or its pid was found recycled): its grants stop

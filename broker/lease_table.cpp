@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 
@@ -14,6 +15,12 @@ bool exited(int pidfd) {
 }
 
 }  // namespace
+
+std::uint64_t socket_inode(int fd) noexcept {
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+}
 
 void LeaseTable::forget(const Holder& holder) {
   by_token_.erase(holder.token);

@@ -25,6 +25,10 @@ struct Lease {
   // The kernel socket the holder received, kept to count and revoke it. For a
   // reuse_port member this is the broker's only reference besides the holder's.
   std::shared_ptr<const UniqueFd> kernel_socket;
+  // st_ino of the socket granted (socket_inode()), recorded at grant time so the
+  // listing can name it even where the broker keeps no reference of its own;
+  // 0 if unknown. `sockbroker audit` matches it against the host's listeners.
+  std::uint64_t inode = 0;
 };
 
 struct Holder {
@@ -35,6 +39,9 @@ struct Holder {
   UniqueFd pidfd;  // readable once the process has exited
   std::vector<Lease> leases;
 };
+
+// st_ino of a descriptor (what /proc/PID/fd shows as "socket:[INODE]"); 0 if fstat fails.
+[[nodiscard]] std::uint64_t socket_inode(int fd) noexcept;
 
 class LeaseTable {
  public:
@@ -61,6 +68,13 @@ class LeaseTable {
   std::vector<Lease> drop_entry(std::uint64_t entry_id);
 
   [[nodiscard]] std::size_t holder_count() const noexcept { return holders_.size(); }
+  // Calls fn(lease) for every live lease; for listings.
+  template <class Fn>
+  void for_each_lease(Fn&& fn) const {
+    for (const auto& [pid, holder] : holders_) {
+      for (const Lease& lease : holder->leases) fn(lease);
+    }
+  }
   // The live holder an epoll event's token names, or nullptr if it is gone.
   [[nodiscard]] Holder* by_token(std::uint64_t token) const noexcept;
 

@@ -113,6 +113,110 @@ struct Scratch {
   std::array<capnp::word, kWordsPerDatagram + 8> words{};
 };
 
+// Status: every list and text is checked against the bound the encoder keeps,
+// so a Status that decodes is one our broker could have sent.
+Result<Reply> decode_status(wire::Status::Reader in) {
+  auto too_long = [](const char* what, std::size_t size, std::size_t limit) {
+    return protocol_error("status reply: " + std::string(what) + " of " + std::to_string(size) +
+                          " bytes exceeds the limit of " + std::to_string(limit));
+  };
+  if (in.getVersion().size() > kMaxStatusTextLength) return too_long("version", in.getVersion().size(), kMaxStatusTextLength);
+  if (in.getLastReloadMessage().size() > kMaxStatusTextLength) {
+    return too_long("last reload message", in.getLastReloadMessage().size(), kMaxStatusTextLength);
+  }
+  auto paths = in.getPolicyPaths();
+  if (paths.size() > kMaxStatusPaths) {
+    return protocol_error("status reply: " + std::to_string(paths.size()) + " policy paths, more than " +
+                          std::to_string(kMaxStatusPaths));
+  }
+  auto denials = in.getDenials();
+  if (denials.size() > kMaxStatusReasons) {
+    return protocol_error("status reply: " + std::to_string(denials.size()) + " denial reasons, more than " +
+                          std::to_string(kMaxStatusReasons));
+  }
+  StatusReport out;
+  out.version = text(in.getVersion());
+  out.pid = in.getPid();
+  out.start_time = in.getStartTime();
+  out.uptime_seconds = in.getUptimeSeconds();
+  out.policy_generation = in.getPolicyGeneration();
+  for (auto path : paths) {
+    if (path.size() > kMaxStatusPathLength) return too_long("policy path", path.size(), kMaxStatusPathLength);
+    out.policy_paths.push_back(text(path));
+  }
+  out.sockets_bound = in.getSocketsBound();
+  out.sockets_failed = in.getSocketsFailed();
+  out.grants_total = in.getGrantsTotal();
+  for (auto denial : denials) {
+    auto reason = denial.getReason();
+    if (reason.size() == 0 || reason.size() > kMaxReasonLength) {
+      return protocol_error("status reply: a denial reason of " + std::to_string(reason.size()) +
+                            " bytes (1.." + std::to_string(kMaxReasonLength) + " allowed)");
+    }
+    out.denials.push_back(ReasonCount{text(reason), denial.getCount()});
+  }
+  out.bad_requests = in.getBadRequests();
+  out.clients = in.getClients();
+  out.peak_clients = in.getPeakClients();
+  out.fds = in.getFds();
+  out.reloads_ok = in.getReloadsOk();
+  out.reloads_failed = in.getReloadsFailed();
+  out.last_reload_time = in.getLastReloadTime();
+  out.last_reload_ok = in.getLastReloadOk();
+  out.last_reload_message = text(in.getLastReloadMessage());
+  return Reply{std::move(out)};
+}
+
+// Keeps to the bounds decode_status checks, whatever the broker's state: paths
+// past the limit become one "... and N more" line, reasons past it fold into
+// "other" (the total stays right).
+void encode_status(const StatusReport& in, wire::Status::Builder out) {
+  out.setVersion(as_text(in.version.substr(0, kMaxStatusTextLength)));
+  out.setPid(in.pid);
+  out.setStartTime(in.start_time);
+  out.setUptimeSeconds(in.uptime_seconds);
+  out.setPolicyGeneration(in.policy_generation);
+  std::vector<std::string> paths;
+  for (std::size_t i = 0; i < in.policy_paths.size(); ++i) {
+    if (paths.size() + 1 == kMaxStatusPaths && in.policy_paths.size() > kMaxStatusPaths) {
+      paths.push_back("... and " + std::to_string(in.policy_paths.size() - i) + " more");
+      break;
+    }
+    paths.push_back(in.policy_paths[i].substr(0, kMaxStatusPathLength));
+  }
+  auto path_list = out.initPolicyPaths(static_cast<unsigned>(paths.size()));
+  for (unsigned i = 0; i < paths.size(); ++i) path_list.set(i, as_text(paths[i]));
+  out.setSocketsBound(in.sockets_bound);
+  out.setSocketsFailed(in.sockets_failed);
+  out.setGrantsTotal(in.grants_total);
+  std::vector<ReasonCount> denials;
+  const bool fold = in.denials.size() > kMaxStatusReasons;
+  for (std::size_t i = 0; i < in.denials.size(); ++i) {
+    const auto& denial = in.denials[i];
+    if (fold && i == kMaxStatusReasons - 1) denials.push_back(ReasonCount{"other", 0});
+    if (fold && i >= kMaxStatusReasons - 1) {
+      denials.back().count += denial.count;
+      continue;
+    }
+    std::string reason = denial.reason.empty() ? "unknown" : denial.reason.substr(0, kMaxReasonLength);
+    denials.push_back(ReasonCount{std::move(reason), denial.count});
+  }
+  auto denial_list = out.initDenials(static_cast<unsigned>(denials.size()));
+  for (unsigned i = 0; i < denials.size(); ++i) {
+    denial_list[i].setReason(as_text(denials[i].reason));
+    denial_list[i].setCount(denials[i].count);
+  }
+  out.setBadRequests(in.bad_requests);
+  out.setClients(in.clients);
+  out.setPeakClients(in.peak_clients);
+  out.setFds(in.fds);
+  out.setReloadsOk(in.reloads_ok);
+  out.setReloadsFailed(in.reloads_failed);
+  out.setLastReloadTime(in.last_reload_time);
+  out.setLastReloadOk(in.last_reload_ok);
+  out.setLastReloadMessage(as_text(in.last_reload_message.substr(0, kMaxStatusTextLength)));
+}
+
 }  // namespace
 
 const char* to_string(SocketType type) noexcept {
@@ -167,6 +271,8 @@ Result<Request> decode_request(std::span<const std::byte> datagram) {
         return Request{ListRequest{request.getListSockets().getCursor()}};
       case wire::Request::RELOAD:
         return Request{ReloadRequest{}};
+      case wire::Request::STATUS:
+        return Request{StatusRequest{}};
       case wire::Request::REVOKE: {
         auto revoke = request.getRevoke();
         auto name = text(revoke.getName());
@@ -210,12 +316,20 @@ Result<Reply> decode_reply(std::span<const std::byte> datagram) {
         for (auto entry : listing.getEntries()) {
           auto type = socket_type_from_wire(entry.getType());
           if (!type) return type.error();
+          auto inodes = entry.getInodes();
+          if (inodes.size() > kMaxInodesPerEntry) {
+            return protocol_error("listing entry with " + std::to_string(inodes.size()) + " inodes, more than " +
+                                  std::to_string(kMaxInodesPerEntry));
+          }
           out.entries.push_back(SocketEntry{text(entry.getName()), *type, text(entry.getAddress()),
                                             text(entry.getState()), text(entry.getDetail()), entry.getHolders(),
                                             entry.getGrantsTotal(), entry.getMaxGrants(), entry.getReusePort()});
+          for (std::uint64_t inode : inodes) out.entries.back().inodes.push_back(inode);
         }
         return Reply{std::move(out)};
       }
+      case wire::Reply::STATUS:
+        return decode_status(reply.getStatus());
       case wire::Reply::OUTCOME: {
         auto outcome = reply.getOutcome();
         Outcome out{outcome.getOk(), text(outcome.getMessage()), {}};
@@ -249,6 +363,8 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
     root.initListSockets().setCursor(list->cursor);
   } else if (std::holds_alternative<ReloadRequest>(request)) {
     root.setReload();
+  } else if (std::holds_alternative<StatusRequest>(request)) {
+    root.setStatus();
   } else {
     const auto& revoke = std::get<RevokeRequest>(request);
     if (!valid_socket_name(revoke.name)) {
@@ -300,6 +416,8 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
     }
     auto list = body.initDetails(static_cast<unsigned>(details.size()));
     for (unsigned i = 0; i < details.size(); ++i) list.set(i, as_text(details[i]));
+  } else if (const auto* status = std::get_if<StatusReport>(&reply)) {
+    encode_status(*status, root.initStatus());
   } else {
     const auto& listing = std::get<Listing>(reply);
     auto body = root.initListing();
@@ -318,6 +436,8 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
       entry.setGrantsTotal(in.grants_total);
       entry.setMaxGrants(in.max_grants);
       entry.setReusePort(in.reuse_port);
+      auto inodes = entry.initInodes(static_cast<unsigned>(std::min(in.inodes.size(), kMaxInodesPerEntry)));
+      for (unsigned j = 0; j < inodes.size(); ++j) inodes.set(j, in.inodes[j]);
     }
   }
   return finish(message, out);
@@ -326,10 +446,11 @@ Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
 std::size_t listing_entry_bound(const SocketEntry& entry) noexcept {
   // A list element of SocketEntry: its data and pointer words, plus each Text
   // rounded up to whole words including the NUL terminator.
-  constexpr std::size_t kStructBytes = 8 * (3 + 4);
+  // The inodes are a list of UInt64: one word each, no tag.
+  constexpr std::size_t kStructBytes = 8 * (3 + 5);
   auto text_bytes = [](const std::string& s) { return (s.size() + 1 + 7) / 8 * 8; };
   return kStructBytes + text_bytes(entry.name) + text_bytes(entry.address) + text_bytes(entry.state) +
-         text_bytes(entry.detail);
+         text_bytes(entry.detail) + 8 * std::min(entry.inodes.size(), kMaxInodesPerEntry);
 }
 
 }  // namespace sockbroker::proto

@@ -42,6 +42,19 @@ inline constexpr std::size_t kListingOverheadBound = 128;
 // A Failure reply's message is cut to this many bytes so that any failure fits.
 inline constexpr std::size_t kMaxMessageLength = 1024;
 
+// Socket inodes one listing entry carries; the encoder sends the first this many.
+inline constexpr std::size_t kMaxInodesPerEntry = 64;
+
+// A Status reply's bounded parts. With these, the largest Status encodes in
+// about 3.5 KiB: any Status fits one datagram. The encoder cuts (paths and
+// texts), or folds (reasons past the limit into "other"); the decoder refuses
+// more than these, as from a broker that is not ours.
+inline constexpr std::size_t kMaxStatusPaths = 8;
+inline constexpr std::size_t kMaxStatusPathLength = 256;
+inline constexpr std::size_t kMaxStatusReasons = 16;
+inline constexpr std::size_t kMaxReasonLength = 32;
+inline constexpr std::size_t kMaxStatusTextLength = 256;  // version, last reload message
+
 // True if name may be a socket name: 1..kMaxNameLength of [A-Za-z0-9_.-] (no ":", which
 // separates LISTEN_FDNAMES).
 [[nodiscard]] bool valid_socket_name(std::string_view name) noexcept;

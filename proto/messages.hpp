@@ -35,7 +35,10 @@ struct RevokeRequest {
   std::string name;
 };
 
-using Request = std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest>;
+// Administrators: the broker's counters (the per-socket rows are ListRequest pages).
+struct StatusRequest {};
+
+using Request = std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest, StatusRequest>;
 
 struct Grant {
   std::string name;
@@ -67,6 +70,7 @@ struct SocketEntry {
   std::uint64_t grants_total = 0;  // since start (or since the entry changed)
   std::uint32_t max_grants = 0;
   bool reuse_port = false;
+  std::vector<std::uint64_t> inodes = {};  // admin view only; at most kMaxInodesPerEntry
 };
 
 struct Listing {
@@ -82,7 +86,36 @@ struct Outcome {
   std::vector<std::string> details;
 };
 
-using Reply = std::variant<Grant, Failure, Listing, Outcome>;
+struct ReasonCount {
+  std::string reason;  // as audit deny events name it
+  std::uint64_t count = 0;
+};
+
+// The answer to an administrator's status request (wire: Status; named apart from
+// sockbroker::Status, the Result type); see sockbroker.capnp.
+struct StatusReport {
+  std::string version;
+  std::int32_t pid = 0;
+  std::int64_t start_time = 0;  // Unix seconds
+  std::uint64_t uptime_seconds = 0;
+  std::uint64_t policy_generation = 0;
+  std::vector<std::string> policy_paths;  // at most kMaxStatusPaths
+  std::uint32_t sockets_bound = 0;
+  std::uint32_t sockets_failed = 0;
+  std::uint64_t grants_total = 0;
+  std::vector<ReasonCount> denials;  // at most kMaxStatusReasons
+  std::uint64_t bad_requests = 0;
+  std::uint32_t clients = 0;
+  std::uint32_t peak_clients = 0;
+  std::uint32_t fds = 0;
+  std::uint64_t reloads_ok = 0;
+  std::uint64_t reloads_failed = 0;
+  std::int64_t last_reload_time = 0;  // 0: never
+  bool last_reload_ok = false;
+  std::string last_reload_message;
+};
+
+using Reply = std::variant<Grant, Failure, Listing, Outcome, StatusReport>;
 
 const char* to_string(SocketType type) noexcept;
 const char* to_string(ErrorCode code) noexcept;

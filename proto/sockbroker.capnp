@@ -37,6 +37,7 @@ struct Request {
     listSockets @2 :ListSockets;
     reload @3 :Void;          # administrators: re-read the policy now
     revoke @4 :Revoke;        # administrators: shut a socket down for every holder
+    status @5 :Void;          # administrators: the broker's counters (per socket: listSockets)
   }
 }
 
@@ -61,6 +62,7 @@ struct Reply {
     failure @2 :Failure;
     listing @3 :Listing;
     outcome @4 :Outcome;      # answer to reload and revoke
+    status @5 :Status;        # answer to status
   }
 }
 
@@ -102,10 +104,42 @@ struct SocketEntry {
   grantsTotal @6 :UInt64;
   maxGrants @7 :UInt32;   # 0: unlimited
   reusePort @8 :Bool;
+  inodes @9 :List(UInt64);   # st_ino of the kernel sockets held and granted (at most 64)
 }
 
 struct Listing {
   entries @0 :List(SocketEntry);
   nextCursor @1 :UInt32;   # 0 when this is the last page
   admin @2 :Bool;          # the caller sees the administrator's view
+}
+
+struct ReasonCount {
+  reason @0 :Text;     # as the audit log's deny events name it: "no_rule_matched", "quota", ...
+  count @1 :UInt64;
+}
+
+# The broker's counters, for `sockbroker status`. Fixed size but for the bounded
+# lists (proto/codec.hpp: kMaxStatusPaths, kMaxStatusReasons), so it always fits
+# one datagram; the per-socket rows (grants, holders, state) are the
+# administrator's listSockets pages, which are bounded and cursored already.
+struct Status {
+  version @0 :Text;             # the broker's version, e.g. "0.1.0"
+  pid @1 :Int32;
+  startTime @2 :Int64;          # Unix time (seconds) the broker started
+  uptimeSeconds @3 :UInt64;     # monotonic, immune to clock changes
+  policyGeneration @4 :UInt64;  # 1 at start, +1 per successful reload
+  policyPaths @5 :List(Text);   # the files the policy in force was read from
+  socketsBound @6 :UInt32;
+  socketsFailed @7 :UInt32;
+  grantsTotal @8 :UInt64;       # since start, every socket
+  denials @9 :List(ReasonCount);
+  badRequests @10 :UInt64;      # datagrams that did not decode
+  clients @11 :UInt32;          # control connections open now (this one included)
+  peakClients @12 :UInt32;
+  fds @13 :UInt32;              # descriptors the broker holds
+  reloadsOk @14 :UInt64;
+  reloadsFailed @15 :UInt64;
+  lastReloadTime @16 :Int64;    # Unix time (seconds); 0: never reloaded
+  lastReloadOk @17 :Bool;
+  lastReloadMessage @18 :Text;
 }

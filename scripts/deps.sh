@@ -20,6 +20,11 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # the demo and the integration tests: ip, unshare/setpriv, curl
   iproute2 util-linux curl
+  # the status test checks `sockbroker status --prometheus` with the reference parser
+  python3-prometheus-client
+  # the systemd tests: journald and journalctl (--audit journal), systemd-analyze,
+  # systemd-socket-activate
+  systemd
 )
 
 missing=()

@@ -73,6 +73,7 @@ int list(const ListOptions& options, const GlobalOptions& global) {
       entry["grants_total"] = s.grants_total;
       entry["max_grants"] = s.max_grants;
       entry["reuse_port"] = s.reuse_port;
+      entry["inodes"] = s.inodes;  // st_ino of the kernel sockets: ss -e shows them as ino:N
       if (!s.detail.empty()) entry["error"] = s.detail;
     }
     out.push_back(std::move(entry));

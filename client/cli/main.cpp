@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
   remember(add_check(app));
   remember(add_reload(app, global));
   remember(add_revoke(app, global));
+  remember(add_status(app, global));
+  remember(add_audit(app, global));
+  remember(add_doctor(app));
 
   // Everything after the first "--" is the program to exec, taken verbatim:
   // none of it may be mistaken for an option of ours.

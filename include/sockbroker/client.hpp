@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sockbroker {
@@ -45,6 +46,11 @@ struct SocketInfo {
   std::uint64_t grants_total = 0;   // since the socket was (re)bound
   std::uint32_t max_grants = 0;     // 0: unlimited
   bool reuse_port = false;
+  // Inodes (st_ino) of the kernel sockets behind this entry: the one the broker
+  // holds and each one it granted whose holder still runs (a reuse_port member
+  // per worker). What `ss -e` or /proc/PID/fd shows as "socket:[INODE]".
+  // At most proto::kMaxInodesPerEntry of them.
+  std::vector<std::uint64_t> inodes = {};
 };
 
 // What an administrator's reload or revoke did.
@@ -59,6 +65,31 @@ struct SocketList {
   bool admin_view = false;
 };
 
+// What `sockbroker status` shows: the broker's counters since it started.
+struct BrokerStatus {
+  std::string version;             // the broker's
+  int pid = 0;
+  std::int64_t start_time = 0;     // Unix seconds
+  std::uint64_t uptime_seconds = 0;
+  std::uint64_t policy_generation = 0;  // 1 at start, +1 per successful reload
+  std::vector<std::string> policy_paths;  // the files of the policy in force (at most 8 lines)
+  std::uint32_t sockets_bound = 0;
+  std::uint32_t sockets_failed = 0;
+  std::uint64_t grants_total = 0;
+  // Denials by the reason audit events give ("no_rule_matched", "quota", "not_admin", ...).
+  std::vector<std::pair<std::string, std::uint64_t>> denials;
+  std::uint64_t bad_requests = 0;  // datagrams that did not decode
+  std::uint32_t clients = 0;       // control connections now, this one included
+  std::uint32_t peak_clients = 0;
+  std::uint32_t fds = 0;           // descriptors the broker holds
+  std::uint64_t reloads_ok = 0;
+  std::uint64_t reloads_failed = 0;
+  std::int64_t last_reload_time = 0;  // Unix seconds; 0: never reloaded
+  bool last_reload_ok = false;
+  std::string last_reload_message;
+  std::vector<SocketInfo> sockets;  // every socket, the administrator's view of list()
+};
+
 // A connection to the broker, kept open for several requests. Not for use from
 // two threads at once. Reconnects once, transparently, if the broker dropped an
 // idle connection.
@@ -68,7 +99,12 @@ class Client {
   [[nodiscard]] static Result<Client> connect(std::string_view control = {});
 
   [[nodiscard]] Result<Grant> acquire(std::string_view name, int flags = 0);
-  // For a netns = "request" socket: bind it inside the namespace netns_fd refers to.
+  // For a netns = "request" socket: the broker binds it inside the network
+  // namespace netns_fd refers to (an open /proc/PID/ns/net or /run/netns/NAME,
+  // sent as SCM_RIGHTS; the caller keeps its own descriptor) and hands it over.
+  // A second grant in the same namespace while the first is held fails with
+  // SOCKBROKER_E_BIND ("address in use") unless the socket is reuse_port. For a
+  // netns = "broker" socket the namespace is ignored: a plain acquire().
   [[nodiscard]] Result<Grant> acquire_in_netns(std::string_view name, int netns_fd, int flags = 0);
   [[nodiscard]] Result<SocketList> list();
   // Administrators (root or admin_group): re-read the policy now. A refused
@@ -76,6 +112,8 @@ class Client {
   [[nodiscard]] Result<AdminOutcome> reload();
   // Administrators: shut the socket down for every holder and bind it afresh.
   [[nodiscard]] Result<AdminOutcome> revoke(std::string_view name);
+  // Administrators: the broker's counters, then every socket (list()'s pages).
+  [[nodiscard]] Result<BrokerStatus> status();
 
   [[nodiscard]] const std::string& control_path() const noexcept { return path_; }
 

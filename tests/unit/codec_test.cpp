@@ -19,7 +19,11 @@
 #include <string_view>
 #include <vector>
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
 #include "codec.hpp"
+#include "sockbroker.capnp.h"
 
 namespace sockbroker::proto {
 namespace {
@@ -42,13 +46,14 @@ std::string describe(const Request& request) {
   }
   if (const auto* l = std::get_if<ListRequest>(&request)) return "list{cursor=" + std::to_string(l->cursor) + "}";
   if (const auto* r = std::get_if<RevokeRequest>(&request)) return "revoke{name=" + testing::PrintToString(r->name) + "}";
+  if (std::holds_alternative<StatusRequest>(request)) return "status{}";
   return "reload{}";
 }
 
 std::string describe(const SocketEntry& e) {
   return "{" + testing::PrintToString(e.name) + " " + to_string(e.type) + " " + testing::PrintToString(e.address) +
          " " + testing::PrintToString(e.state) + " " + testing::PrintToString(e.detail) + " " +
-         std::to_string(e.holders) + "}";
+         std::to_string(e.holders) + " inodes=" + testing::PrintToString(e.inodes) + "}";
 }
 
 std::string describe(const Reply& reply) {
@@ -68,6 +73,19 @@ std::string describe(const Reply& reply) {
     std::string out = "outcome{ok=" + std::to_string(o->ok) + " message=" + testing::PrintToString(o->message);
     for (const auto& d : o->details) out += " detail=" + testing::PrintToString(d);
     return out + "}";
+  }
+  if (const auto* s = std::get_if<StatusReport>(&reply)) {
+    std::string out = "status{" + testing::PrintToString(s->version) + " pid=" + std::to_string(s->pid) +
+                      " start=" + std::to_string(s->start_time) + " up=" + std::to_string(s->uptime_seconds) +
+                      " gen=" + std::to_string(s->policy_generation) + " paths=" + testing::PrintToString(s->policy_paths) +
+                      " bound=" + std::to_string(s->sockets_bound) + " failed=" + std::to_string(s->sockets_failed) +
+                      " grants=" + std::to_string(s->grants_total) + " denials=";
+    for (const auto& d : s->denials) out += d.reason + ":" + std::to_string(d.count) + ",";
+    return out + " bad=" + std::to_string(s->bad_requests) + " clients=" + std::to_string(s->clients) + "/" +
+           std::to_string(s->peak_clients) + " fds=" + std::to_string(s->fds) + " reloads=" +
+           std::to_string(s->reloads_ok) + "/" + std::to_string(s->reloads_failed) + " last=" +
+           std::to_string(s->last_reload_time) + "," + std::to_string(s->last_reload_ok) + "," +
+           testing::PrintToString(s->last_reload_message) + "}";
   }
   const auto& l = std::get<Listing>(reply);
   std::string out = "listing{next=" + std::to_string(l.next_cursor) + " admin=" + std::to_string(l.admin);
@@ -817,6 +835,171 @@ TEST(CodecEncode, LongFailureMessagesAreCutAndStillEncode) {
   EXPECT_EQ(out.peer->unit, failure.peer->unit.substr(0, out.peer->unit.size()));
 
   expect_reply_round_trip(Failure{ErrorCode::system, std::string(kMaxMessageLength, 'e'), std::nullopt});
+}
+
+// ---------------------------------------------------------------------------
+// Status and socket inodes.
+
+StatusReport full_status() {
+  StatusReport s;
+  s.version = "0.1.0";
+  s.pid = 4242;
+  s.start_time = 1795354437;
+  s.uptime_seconds = 86400 * 3 + 5;
+  s.policy_generation = 7;
+  s.policy_paths = {"/etc/sockbroker/policy.toml", "/etc/sockbroker/policy.d/10-web.toml"};
+  s.sockets_bound = 10000;
+  s.sockets_failed = 2;
+  s.grants_total = 0xffffffffffffull;
+  s.denials = {{"no_rule_matched", 5}, {"not_admin", 1}, {"quota", 2}, {"unknown_socket", 3}};
+  s.bad_requests = 9;
+  s.clients = 3;
+  s.peak_clients = 1024;
+  s.fds = 10042;
+  s.reloads_ok = 4;
+  s.reloads_failed = 1;
+  s.last_reload_time = 1795354500;
+  s.last_reload_ok = false;
+  s.last_reload_message = "policy not reloaded: 1 error(s); generation 7 stays in force";
+  return s;
+}
+
+TEST(CodecRoundTrip, StatusRequestAndReply) {
+  expect_request_round_trip(StatusRequest{});
+  expect_reply_round_trip(full_status());
+  expect_reply_round_trip(StatusReport{});
+}
+
+TEST(CodecRoundTrip, ListingEntryInodes) {
+  Listing listing{{}, 0, true};
+  SocketEntry entry{"web", SocketType::stream, "0.0.0.0:80", "bound", "", 2, 5, 0, true};
+  entry.inodes = {123456, 0xffffffffffffffffull, 7};
+  listing.entries.push_back(entry);
+  expect_reply_round_trip(listing);
+}
+
+TEST(CodecEncode, LargestStatusIsCutToFitOneDatagram) {
+  StatusReport s = full_status();
+  s.version = std::string(5000, 'v');
+  s.last_reload_message = std::string(5000, 'm');
+  s.policy_paths.clear();
+  for (int i = 0; i < 100; ++i) s.policy_paths.push_back("/" + std::string(5000, 'p') + std::to_string(i));
+  s.denials.clear();
+  std::uint64_t total = 0;
+  for (std::uint64_t i = 0; i < 40; ++i) {
+    s.denials.push_back({"reason_" + std::string(100, 'r') + std::to_string(i), i + 1});
+    total += i + 1;
+  }
+  DatagramBuffer buffer;
+  auto size = encode_reply(s, buffer.span());
+  ASSERT_TRUE(size.ok()) << size.error().message;
+  auto reply = decode_reply(buffer.span().first(*size));
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  const auto& out = std::get<StatusReport>(*reply);
+  EXPECT_EQ(out.version.size(), kMaxStatusTextLength);
+  EXPECT_EQ(out.last_reload_message.size(), kMaxStatusTextLength);
+  ASSERT_EQ(out.policy_paths.size(), kMaxStatusPaths);
+  EXPECT_EQ(out.policy_paths[0], s.policy_paths[0].substr(0, kMaxStatusPathLength));
+  EXPECT_EQ(out.policy_paths.back(), "... and " + std::to_string(100 - kMaxStatusPaths + 1) + " more");
+  ASSERT_EQ(out.denials.size(), kMaxStatusReasons);
+  EXPECT_EQ(out.denials.back().reason, "other");
+  std::uint64_t decoded_total = 0;
+  for (const auto& d : out.denials) {
+    EXPECT_LE(d.reason.size(), kMaxReasonLength);
+    decoded_total += d.count;
+  }
+  EXPECT_EQ(decoded_total, total) << "folding must keep the total";
+  EXPECT_EQ(out.fds, s.fds);
+}
+
+TEST(CodecEncode, InodesPastTheLimitAreLeftOutAndBounded) {
+  SocketEntry entry{std::string(kMaxNameLength, 'n'), SocketType::stream, std::string(108, 'a'), "failed",
+                    std::string(256, 'd'), 1, 2, 3, true};
+  for (std::uint64_t i = 1; i <= 3 * kMaxInodesPerEntry; ++i) entry.inodes.push_back(i);
+  Listing listing{{entry}, 0, true};
+  DatagramBuffer buffer;
+  auto size = encode_reply(listing, buffer.span());
+  ASSERT_TRUE(size.ok()) << size.error().message;
+  EXPECT_LE(*size, kListingOverheadBound + listing_entry_bound(entry));
+  auto reply = decode_reply(buffer.span().first(*size));
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  const auto& inodes = std::get<Listing>(*reply).entries.at(0).inodes;
+  ASSERT_EQ(inodes.size(), kMaxInodesPerEntry);
+  EXPECT_EQ(inodes.front(), 1u);
+  EXPECT_EQ(inodes.back(), kMaxInodesPerEntry);
+}
+
+// A reply built with the generated API, beyond what our encoder would write:
+// what a broker that is not ours (or a bug) could send the client.
+template <class Fill>
+Bytes raw_reply(Fill&& fill) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<wire::Reply>();
+  root.setVersion(kProtocolVersion);
+  fill(root);
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  return Bytes(reinterpret_cast<const std::byte*>(bytes.begin()), reinterpret_cast<const std::byte*>(bytes.end()));
+}
+
+TEST(CodecHostile, StatusBeyondItsBoundsIsRefused) {
+  auto paths = raw_reply([](wire::Reply::Builder r) {
+    auto list = r.initStatus().initPolicyPaths(kMaxStatusPaths + 1);
+    for (unsigned i = 0; i < list.size(); ++i) list.set(i, "p");
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(paths)), "policy paths")) << protocol_error(decode_reply(paths));
+
+  auto long_path = raw_reply([](wire::Reply::Builder r) {
+    std::string path(kMaxStatusPathLength + 1, 'p');
+    r.initStatus().initPolicyPaths(1).set(0, path.c_str());
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(long_path)), "policy path"));
+
+  auto reasons = raw_reply([](wire::Reply::Builder r) {
+    auto list = r.initStatus().initDenials(kMaxStatusReasons + 1);
+    for (unsigned i = 0; i < list.size(); ++i) list[i].setReason("quota");
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(reasons)), "denial reasons"));
+
+  auto empty_reason = raw_reply([](wire::Reply::Builder r) { r.initStatus().initDenials(1)[0].setCount(3); });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(empty_reason)), "denial reason"));
+
+  auto long_reason = raw_reply([](wire::Reply::Builder r) {
+    std::string reason(kMaxReasonLength + 1, 'r');
+    r.initStatus().initDenials(1)[0].setReason(reason.c_str());
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(long_reason)), "denial reason"));
+
+  auto long_message = raw_reply([](wire::Reply::Builder r) {
+    std::string message(kMaxStatusTextLength + 1, 'm');
+    r.initStatus().setLastReloadMessage(message.c_str());
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(long_message)), "last reload message"));
+}
+
+TEST(CodecHostile, ListingEntryWithTooManyInodesIsRefused) {
+  auto bytes = raw_reply([](wire::Reply::Builder r) {
+    auto entry = r.initListing().initEntries(1)[0];
+    entry.setName("web");
+    entry.initInodes(kMaxInodesPerEntry + 1);
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(bytes)), "inodes"));
+}
+
+TEST(CodecHostile, StatusMutationsNeverCrash) {
+  // Every single-byte change of a full status reply ends in a reply or a
+  // protocol error, never in anything else.
+  Bytes bytes = encoded(full_status());
+  for (std::size_t i = 8; i < bytes.size(); ++i) {
+    for (unsigned bit = 0; bit < 8; ++bit) {
+      Bytes mutated = bytes;
+      mutated[i] ^= static_cast<std::byte>(1u << bit);
+      auto reply = decode_reply(mutated);
+      if (!reply.ok()) {
+        EXPECT_EQ(reply.error().code, SOCKBROKER_E_PROTOCOL);
+      }
+    }
+  }
 }
 
 TEST(CodecNames, ValidSocketName) {
