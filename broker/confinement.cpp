@@ -25,6 +25,7 @@
 #include "confinement.hpp"
 
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -253,6 +254,9 @@ constexpr Row only(When when, Row row) {
   return row;
 }
 
+// SO_PASSRIGHTS (Linux >= 6.16), newer than the installed kernel headers.
+constexpr std::uint64_t kSoPassRights = 83;
+
 // Socket types are compared without SOCK_NONBLOCK/SOCK_CLOEXEC.
 constexpr std::uint64_t kSockTypeMask = 0xf;
 // Opens that could create, truncate or write a file. O_TMPFILE includes
@@ -357,6 +361,8 @@ constexpr Row kSyscalls[] = {
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_IPV6), eq(2, IPV6_FREEBIND), "free_bind"),
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_IPV6), eq(2, IPV6_TRANSPARENT), "transparent"),
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_TCP), eq(2, TCP_FASTOPEN), "fast_open"),
+    allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, kSoPassRights),
+             "the control socket accepts namespace descriptors while a netns = \"request\" socket exists"),
 
     // --- the event loop and signals
     allow(SCMP_SYS(epoll_create1), "the loop"),
@@ -396,6 +402,8 @@ constexpr Row kSyscalls[] = {
 
     // --- netns = "request": enter the caller's network namespace to bind there.
     only(When::netns_request, allow_if(SCMP_SYS(setns), eq(1, CLONE_NEWNET), "netns = \"request\"")),
+    // Is the descriptor a client sent a network namespace? (netns_binder.cpp)
+    only(When::netns_request, allow_if(SCMP_SYS(ioctl), eq(1, NS_GET_NSTYPE), "netns = \"request\": check the namespace")),
 
     // --- sanitizer builds only: AddressSanitizer's raw open(2) and its pipe
     // probing whether memory is readable (UBSan's vptr check), LeakSanitizer's

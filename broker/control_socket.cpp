@@ -17,19 +17,12 @@
 namespace sockbroker::broker {
 namespace {
 
-// No request of this protocol version carries a descriptor: where the kernel
-// can (Linux >= 6.16), refuse them at the sender, whose sendmsg then fails with
-// EPERM. Connections inherit the setting from the listening socket at connect
-// time, so there is no window; on older kernels what arrives is closed on
-// receipt.
-Status refuse_descriptors(int control) {
-  int pass_rights = 0;
-  if (::setsockopt(control, SOL_SOCKET, SO_PASSRIGHTS, &pass_rights, sizeof pass_rights) != 0 &&
-      errno != ENOPROTOOPT && errno != EINVAL) {
-    return errno_error("setsockopt(SO_PASSRIGHTS) on the control socket");
-  }
-  return Ok{};
-}
+// Only an acquire of a netns = "request" socket carries a descriptor: until
+// the policy has one, and where the kernel can (Linux >= 6.16), refuse them at
+// the sender, whose sendmsg then fails with EPERM. Connections inherit the
+// setting from the listening socket at connect time, so there is no window; on
+// older kernels what arrives is closed on receipt.
+Status refuse_descriptors(int control) { return accept_descriptors(control, false); }
 
 Result<UniqueFd> from_systemd() {
   char** names = nullptr;
@@ -87,6 +80,15 @@ Status remove_stale(const std::string& path) {
 }
 
 }  // namespace
+
+Status accept_descriptors(int control, bool accept) {
+  int pass_rights = accept ? 1 : 0;
+  if (::setsockopt(control, SOL_SOCKET, SO_PASSRIGHTS, &pass_rights, sizeof pass_rights) != 0 &&
+      errno != ENOPROTOOPT && errno != EINVAL) {
+    return errno_error("setsockopt(SO_PASSRIGHTS) on the control socket");
+  }
+  return Ok{};
+}
 
 Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) {
   auto passed = from_systemd();

@@ -21,4 +21,11 @@ struct ControlSocket {
 // (another broker) is an error.
 [[nodiscard]] Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode);
 
+// Whether clients may attach descriptors to their requests (SO_PASSRIGHTS,
+// Linux >= 6.16; a no-op before). Open returns the socket refusing them; the
+// server accepts them while the policy has a netns = "request" socket, whose
+// requests carry a network namespace. Connections keep the setting the
+// listening socket had when they connected.
+[[nodiscard]] Status accept_descriptors(int control, bool accept);
+
 }  // namespace sockbroker::broker

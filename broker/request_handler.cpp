@@ -3,12 +3,16 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include "codec.hpp"
+#include "confinement.hpp"
 #include "matcher.hpp"
+#include "netns_binder.hpp"
 #include "reload.hpp"
 #include "socket_factory.hpp"
 
@@ -42,6 +46,23 @@ std::string describe(const Error& e) {
   return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
 }
 
+// The entry's own kernel socket first, then the granted ones, each once (every
+// grant of a shared socket is the same inode), at most kMaxInodesPerEntry.
+std::vector<std::uint64_t> entry_inodes(const TableEntry& entry,
+                                        const std::unordered_map<std::uint64_t, std::vector<std::uint64_t>>& granted) {
+  std::vector<std::uint64_t> inodes;
+  if (entry.socket) {
+    if (std::uint64_t own = socket_inode(entry.socket->get()); own != 0) inodes.push_back(own);
+  }
+  if (auto it = granted.find(entry.id); it != granted.end()) {
+    for (std::uint64_t inode : it->second) {
+      if (inodes.size() == proto::kMaxInodesPerEntry) break;
+      if (std::find(inodes.begin(), inodes.end(), inode) == inodes.end()) inodes.push_back(inode);
+    }
+  }
+  return inodes;
+}
+
 }  // namespace
 
 std::string describe_peer(const policy::PeerIdentity& peer) {
@@ -63,6 +84,8 @@ Response RequestHandler::handle(const proto::Request& request, const Caller& cal
           return list(body, caller);
         } else if constexpr (std::is_same_v<T, proto::ReloadRequest>) {
           return reload(caller);
+        } else if constexpr (std::is_same_v<T, proto::StatusRequest>) {
+          return status(caller);
         } else {
           return revoke(body, caller);
         }
@@ -72,6 +95,16 @@ Response RequestHandler::handle(const proto::Request& request, const Caller& cal
 
 Response RequestHandler::acquire(const proto::AcquireRequest& request, const Caller& caller) {
   const auto& peer = caller.identity;
+  // A netns = "request" socket is bound in the namespace the request carries;
+  // for any other socket a namespace sent along is ignored (the server closes it).
+  const policy::SocketSpec* named = state_.policy.find(request.name);
+  const bool in_request_netns = named != nullptr && named->netns == policy::NetnsMode::request;
+  std::optional<Result<std::uint64_t>> sent_netns;
+  if (in_request_netns && caller.netns_fd >= 0) sent_netns.emplace(network_namespace_inode(caller.netns_fd));
+  // Named in every audit event of the request, denials included.
+  const std::optional<std::uint64_t> netns =
+      sent_netns && sent_netns->ok() ? std::optional<std::uint64_t>(sent_netns->value()) : std::nullopt;
+
   const auto decision = policy::decide(state_.policy, peer, request.name);
   switch (decision.outcome) {
     case policy::Decision::Outcome::unknown_socket:
@@ -81,19 +114,25 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
       return deny(proto::ErrorCode::denied, "no_rule_matched",
                   "socket " + in_quotes(request.name) + ": permission denied: no allow rule matches " +
                       describe_peer(peer),
-                  request.name, peer);
+                  request.name, peer, nullptr, netns);
     case policy::Decision::Outcome::grant:
       break;
   }
   if (request.flags != 0) {
     return deny(proto::ErrorCode::invalid, "invalid",
                 "socket " + in_quotes(request.name) + ": unknown flags " + std::to_string(request.flags), request.name,
-                peer);
+                peer, nullptr, netns);
   }
-  if (request.with_netns) {
+  if (in_request_netns && !sent_netns) {
     return deny(proto::ErrorCode::invalid, "invalid",
-                "socket " + in_quotes(request.name) + ": binding in a requested network namespace is not supported yet",
+                "socket " + in_quotes(request.name) +
+                    " is bound in the requester's network namespace (netns = \"request\"), and the request carried "
+                    "none: send one (sockbroker get --netns PATH, Client::acquire_in_netns, sockbroker_acquire_netns)",
                 request.name, peer);
+  }
+  if (sent_netns && !sent_netns->ok()) {
+    return deny(proto::ErrorCode::invalid, "invalid",
+                "socket " + in_quotes(request.name) + ": " + describe(sent_netns->error()), request.name, peer);
   }
   TableEntry* entry = state_.table.find(request.name);
   if (entry == nullptr || !entry->serving()) {
@@ -122,7 +161,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
       }
       if (!full.empty()) {
         return deny(proto::ErrorCode::quota, "limit", "socket " + in_quotes(request.name) + ": " + full, request.name,
-                    peer);
+                    peer, nullptr, netns);
       }
     }
     std::unique_ptr<Holder> stale;
@@ -130,7 +169,8 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     release_holder(state_, std::move(stale));
     if (!found) {
       return deny(proto::ErrorCode::system, "system",
-                  "socket " + in_quotes(request.name) + ": " + describe(found.error()), request.name, peer);
+                  "socket " + in_quotes(request.name) + ": " + describe(found.error()), request.name, peer, nullptr,
+                  netns);
     }
     holder = found->holder;
     if (found->created) new_holder = holder;
@@ -138,51 +178,82 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     return deny(proto::ErrorCode::system, "system",
                 "socket " + in_quotes(request.name) +
                     ": cannot track who holds the grant (the kernel lacks SO_PEERPIDFD, Linux >= 6.5)",
-                request.name, peer);
+                request.name, peer, nullptr, netns);
   }
   // A process asking again for a shared socket it holds gets the same kernel
-  // socket: one holder, one lease. Every reuse_port grant is a new member.
+  // socket: one holder, one lease. Every reuse_port grant is a new member, and
+  // every netns = "request" grant a new socket.
   const bool already_held =
-      holder != nullptr && !spec.reuse_port &&
+      holder != nullptr && !spec.reuse_port && !in_request_netns &&
       std::any_of(holder->leases.begin(), holder->leases.end(), [&](const Lease& l) { return l.entry_id == entry->id; });
   if (!already_held) {
     if (spec.max_grants != 0 && entry->live >= spec.max_grants) {
       return deny(proto::ErrorCode::quota, "quota",
                   "socket " + in_quotes(request.name) + ": all " + std::to_string(spec.max_grants) +
                       " grants (max_grants) are held by running processes; try again when one exits",
-                  request.name, peer, new_holder);
+                  request.name, peer, new_holder, netns);
     }
     if (holder != nullptr && holder->leases.size() >= state_.policy.broker.max_grants_per_client) {
       return deny(proto::ErrorCode::quota, "quota",
                   "socket " + in_quotes(request.name) + ": this process already holds " +
                       std::to_string(holder->leases.size()) + " grants (max_grants_per_client)",
-                  request.name, peer, new_holder);
+                  request.name, peer, new_holder, netns);
     }
   }
 
   std::shared_ptr<const UniqueFd> granted = entry->socket;
-  if (spec.reuse_port) {
+  if (in_request_netns) {
+    auto bound = open_in_netns(spec, caller.netns_fd);
+    if (!bound) {
+      const int err = bound.error().sys_errno;
+      std::string why = describe(bound.error());
+      if (err == EADDRINUSE) {
+        why = std::string("address in use (a process in that namespace holds it") +
+              (spec.reuse_port ? "" : "; the next grant there succeeds once the holder closes it") + ")";
+      } else if (err == EPERM || err == EACCES) {
+        why += capability_hint(spec);
+      }
+      return deny(proto::ErrorCode::bind, "bind_failed",
+                  "socket " + in_quotes(request.name) + ": cannot bind " + spec.listen.text +
+                      " in network namespace net:[" + std::to_string(*netns) + "]: " + why,
+                  request.name, peer, new_holder, netns);
+    }
+    for (const auto& note : bound->notes) log_.warn("socket \"{}\": {}", spec.name, note);
+    granted = std::make_shared<const UniqueFd>(std::move(bound->fd));
+  } else if (spec.reuse_port) {
     // Only the broker (root) makes members, so no other uid can join the group.
     auto member = open_policy_socket(spec);
     if (!member) {
       return deny(proto::ErrorCode::bind, "bind_failed",
                   "socket " + in_quotes(request.name) + ": cannot bind a new reuse_port member on " +
                       spec.listen.text + ": " + describe(member.error()),
-                  request.name, peer);
+                  request.name, peer, new_holder);
     }
     granted = std::make_shared<const UniqueFd>(std::move(member->fd));
   }
   if (holder != nullptr && !already_held) {
-    holder->leases.push_back(Lease{spec.name, entry->id, granted});
+    // The broker keeps no reference to a socket bound in a requested namespace:
+    // it would keep the namespace alive after its container is gone. Such a
+    // lease counts; revoke cannot shut it down.
+    holder->leases.push_back(
+        Lease{spec.name, entry->id, in_request_netns ? nullptr : granted, socket_inode(granted->get())});
     ++entry->live;
   }
   ++entry->grants;
+  ++state_.metrics.grants;
 
-  auto fields = socket_json(spec);
-  fields["rule"] = decision.rule >= 0 ? nlohmann::ordered_json(decision.rule) : nlohmann::ordered_json(nullptr);
-  fields["peer"] = peer_json(peer);
-  if (spec.max_grants != 0) fields["live_grants"] = entry->live;
-  audit_.emit("grant", std::move(fields));
+  // The fast path (audit.hpp): the same line as socket_json + fields, unbuilt.
+  AuditLine line = audit_.begin("grant");
+  line.socket(spec);
+  if (decision.rule >= 0) {
+    line.field("rule", decision.rule);
+  } else {
+    line.field("rule", nullptr);
+  }
+  line.peer(peer);
+  if (netns) line.field("netns", *netns);
+  if (spec.max_grants != 0) line.field("live_grants", entry->live);
+  audit_.commit(line);
   return Response{proto::Grant{spec.name, spec.type, static_cast<std::uint16_t>(spec.listen.family()), spec.listen.text},
                   std::move(granted), new_holder};
 }
@@ -194,6 +265,14 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
   listing.admin = admin;
   std::size_t budget = proto::kMaxDatagram - proto::kListingOverheadBound;
   const auto& entries = state_.table.entries();
+  // The sockets granted from each entry, by entry id: reuse_port members live
+  // only in their holders (and leases), not in the table.
+  std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> granted_inodes;
+  if (admin) {
+    state_.leases.for_each_lease([&](const Lease& lease) {
+      if (lease.inode != 0) granted_inodes[lease.entry_id].push_back(lease.inode);
+    });
+  }
   std::size_t index = request.cursor;
   for (; index < entries.size(); ++index) {
     const TableEntry& entry = entries[index];
@@ -208,6 +287,7 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
       out.grants_total = entry.grants;
       out.max_grants = entry.spec.max_grants;
       out.reuse_port = entry.spec.reuse_port;
+      out.inodes = entry_inodes(entry, granted_inodes);
     }
     std::size_t cost = proto::listing_entry_bound(out);
     if (cost > budget) break;
@@ -223,6 +303,7 @@ std::optional<Response> RequestHandler::refuse_unless_admin(std::string_view wha
   std::string message = std::string(what) + ": permission denied: administrators only (root or admin_group); the broker saw " +
                         describe_peer(caller.identity);
   audit_.emit("deny", {{"reason", "not_admin"}, {"request", what}, {"peer", peer_json(caller.identity)}, {"message", message}});
+  state_.metrics.denied("not_admin");
   log_.info("deny {}", message);
   return Response{proto::Failure{proto::ErrorCode::denied, std::move(message), view_of(caller.identity)}, nullptr};
 }
@@ -231,6 +312,7 @@ Response RequestHandler::reload(const Caller& caller) {
   if (auto refused = refuse_unless_admin("reload", caller)) return std::move(*refused);
   log_.info("reload requested by {}", describe_peer(caller.identity));
   auto outcome = reload_policy(state_, audit_, log_);
+  state_.metrics.reloaded(outcome.ok, outcome.message);
   return Response{proto::Outcome{outcome.ok, std::move(outcome.message), std::move(outcome.details)}, nullptr};
 }
 
@@ -256,14 +338,47 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
   return Response{proto::Outcome{entry->serving(), std::move(message), {}}, nullptr};
 }
 
+Response RequestHandler::status(const Caller& caller) {
+  if (auto refused = refuse_unless_admin("status", caller)) return std::move(*refused);
+  const Metrics& m = state_.metrics;
+  proto::StatusReport out;
+  out.version = SOCKBROKER_VERSION;
+  out.pid = static_cast<std::int32_t>(::getpid());
+  out.start_time = m.start_time;
+  out.uptime_seconds = m.uptime_seconds();
+  out.policy_generation = state_.generation;
+  out.policy_paths = state_.policy.files;
+  out.sockets_bound = static_cast<std::uint32_t>(state_.table.bound_count());
+  out.sockets_failed = static_cast<std::uint32_t>(state_.table.failed_count());
+  out.grants_total = m.grants;
+  for (const auto& [reason, count] : m.denials) out.denials.push_back(proto::ReasonCount{reason, count});
+  out.bad_requests = m.bad_requests;
+  out.clients = m.clients;
+  out.peak_clients = m.peak_clients;
+  if (auto fds = count_open_fds()) {
+    out.fds = *fds;
+  } else {
+    log_.warn("status: cannot count the broker's descriptors: {}", describe(fds.error()));
+  }
+  out.reloads_ok = m.reloads_ok;
+  out.reloads_failed = m.reloads_failed;
+  out.last_reload_time = m.last_reload_time;
+  out.last_reload_ok = m.last_reload_ok;
+  out.last_reload_message = m.last_reload_message;
+  return Response{std::move(out), nullptr};
+}
+
 Response RequestHandler::deny(proto::ErrorCode code, std::string_view reason, std::string message,
-                              const std::string& socket, const policy::PeerIdentity& peer, Holder* new_holder) {
+                              const std::string& socket, const policy::PeerIdentity& peer, Holder* new_holder,
+                              std::optional<std::uint64_t> netns) {
   nlohmann::ordered_json fields{{"socket", socket}, {"reason", reason}, {"peer", peer_json(peer)}, {"message", message}};
+  if (netns) fields["netns"] = *netns;
   if (const auto* spec = state_.policy.find(socket)) {
     fields["local_addr"] = local_addr_json(spec->listen);
     fields["type"] = proto::to_string(spec->type);
   }
   audit_.emit("deny", std::move(fields));
+  state_.metrics.denied(reason);
   log_.info("deny {}: {}", describe_peer(peer), message);
   proto::Failure failure{code, std::move(message), view_of(peer)};
   return Response{std::move(failure), nullptr, new_holder};
@@ -271,6 +386,7 @@ Response RequestHandler::deny(proto::ErrorCode code, std::string_view reason, st
 
 Response RequestHandler::bad_request(const Error& error, const policy::PeerIdentity& peer) {
   audit_.emit("bad_request", {{"peer", peer_json(peer)}, {"reason", "malformed"}, {"message", error.message}});
+  ++state_.metrics.bad_requests;
   log_.info("bad request from {}: {}", describe_peer(peer), error.message);
   return Response{proto::Failure{proto::ErrorCode::protocol, error.message, view_of(peer)}, nullptr};
 }
@@ -278,6 +394,7 @@ Response RequestHandler::bad_request(const Error& error, const policy::PeerIdent
 Response RequestHandler::limit_reached(std::string_view what, const policy::PeerIdentity& peer) {
   std::string message = "the broker refuses more connections: " + std::string(what);
   audit_.emit("deny", {{"peer", peer_json(peer)}, {"reason", "limit"}, {"message", message}});
+  state_.metrics.denied("limit");
   log_.warn("{} for {}", message, describe_peer(peer));
   return Response{proto::Failure{proto::ErrorCode::quota, std::move(message), view_of(peer)}, nullptr};
 }

@@ -5,7 +5,9 @@
 
 #include <spdlog/logger.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 
 #include <sockbroker/fd.hpp>
 
@@ -26,6 +28,9 @@ struct Response {
 struct Caller {
   const policy::PeerIdentity& identity;
   int pidfd;
+  // The one descriptor an acquire may carry (a network namespace for a
+  // netns = "request" socket), untrusted, owned and closed by the server; -1: none.
+  int netns_fd = -1;
 };
 
 class RequestHandler {
@@ -46,12 +51,16 @@ class RequestHandler {
   Response list(const proto::ListRequest& request, const Caller& caller);
   Response reload(const Caller& caller);
   Response revoke(const proto::RevokeRequest& request, const Caller& caller);
+  // Administrators: the counters (Metrics) and what the table and policy say now.
+  Response status(const Caller& caller);
   // Administrators only; nullopt when the caller is one.
   std::optional<Response> refuse_unless_admin(std::string_view what, const Caller& caller);
   // new_holder: a holder record made for this request, which must be watched
   // even though the request is refused.
+  // netns: the namespace a netns = "request" acquire named, for the audit event.
   Response deny(proto::ErrorCode code, std::string_view reason, std::string message, const std::string& socket,
-                const policy::PeerIdentity& peer, Holder* new_holder = nullptr);
+                const policy::PeerIdentity& peer, Holder* new_holder = nullptr,
+                std::optional<std::uint64_t> netns = std::nullopt);
 
   BrokerState& state_;
   Audit& audit_;

@@ -26,6 +26,14 @@ TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit,
   entry.spec = spec;
   auto fields = socket_json(spec);
   const bool group = spec.reuse_port;
+  if (spec.netns == policy::NetnsMode::request) {
+    // Bound per grant inside the namespace the request names (netns_binder.hpp);
+    // holding one here would bind it in the broker's namespace, where it does
+    // not belong, and pin nothing useful.
+    log.info("socket \"{}\": {} ({}) is bound per grant, in the network namespace each request sends",
+             spec.name, spec.listen.text, proto::to_string(spec.type));
+    return entry;
+  }
   if (group && spec.type == proto::SocketType::datagram) {
     // Members are made per grant; there is nothing to hold meanwhile.
     log.info("socket \"{}\": reuse_port datagram group on {}; members are bound per grant", spec.name, spec.listen.text);

@@ -5,7 +5,9 @@
 // entry makes a new member per grant; for stream sockets it keeps one bound,
 // never-listening member so the port stays held between workers (connections
 // are only hashed to listening members), and for datagram sockets none at all
-// (a bound UDP member receives its share of datagrams at once).
+// (a bound UDP member receives its share of datagrams at once). A netns =
+// "request" entry holds nothing: each grant is bound in the requester's
+// namespace and owned by the holder alone (netns_binder.hpp).
 #pragma once
 
 #include <spdlog/logger.h>

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -24,7 +25,20 @@ struct RunOptions {
   bool no_lockdown = false;
   bool allow_listen = false;
   bool print_filter = false;
+  std::string netns;  // a network namespace to bind netns = "request" sockets in
 };
+
+// The namespace the broker should bind in, opened as given: the path names it
+// (/run/netns/NAME, /proc/PID/ns/net), the broker checks what it is.
+Result<UniqueFd> open_netns(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    int err = errno;
+    return Error{SOCKBROKER_E_INVALID, err,
+                 "cannot open the network namespace \"" + path + "\": " + std::strerror(err)};
+  }
+  return fd;
+}
 
 // Puts grants[i] at fd 3+i without close-on-exec. Every grant is first moved
 // above the target range, so placing one never overwrites another.
@@ -76,10 +90,16 @@ int run(const RunOptions& options, const GlobalOptions& global) {
 
   std::vector<Grant> grants;
   if (!options.sockets.empty()) {
+    UniqueFd netns;
+    if (!options.netns.empty()) {
+      auto opened = open_netns(options.netns);
+      if (!opened) return report(opened.error());
+      netns = std::move(*opened);
+    }
     auto client = Client::connect(global.control);
     if (!client) return report(client.error(), options.sockets.front());
     for (const auto& name : options.sockets) {
-      auto grant = client->acquire(name);
+      auto grant = netns ? client->acquire_in_netns(name, netns.get()) : client->acquire(name);
       if (!grant) return report(grant.error(), name);
       grants.push_back(std::move(*grant));
     }
@@ -109,6 +129,10 @@ void add_exec_options(CLI::App* cmd, RunOptions& options) {
   cmd->add_flag("--allow-listen", options.allow_listen,
                 "let the program call listen(2) (which auto-binds an unbound socket)");
   cmd->add_flag("--print-filter", options.print_filter, "print the lockdown filter as text and exit");
+  cmd->add_option("--netns", options.netns,
+                  "a network namespace (/run/netns/NAME, /proc/PID/ns/net) sent with every request: "
+                  "netns = \"request\" sockets are bound inside it, others ignore it")
+      ->option_text("PATH");
   cmd->footer("Everything after \"--\" is the program and its arguments, passed as they are.");
 }
 
@@ -122,7 +146,9 @@ Command add_run(CLI::App& app, const GlobalOptions& global) {
       "fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), as systemd socket activation does.\n"
       "Under the lockdown filter bind(2), listen(2), io_uring, SCTP and port-stealing socket options\n"
       "fail with EPERM.\n\n"
-      "Example: sockbroker run -s web -s metrics -- /usr/sbin/my-server --config /etc/my.conf");
+      "Example: sockbroker run -s web -s metrics -- /usr/sbin/my-server --config /etc/my.conf\n"
+      "Container runtime: sockbroker run --netns /run/netns/ctr1 -s web -- ip netns exec ctr1 my-server\n"
+      "(the broker binds \"web\" inside ctr1's network namespace; the program serves it from there).");
   cmd->add_option("-s,--socket", options->sockets, "a socket to acquire (repeatable; fd 3 is the first)");
   add_exec_options(cmd, *options);
   return [options, &global] { return run(*options, global); };
@@ -132,7 +158,8 @@ Command add_get(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<RunOptions>();
   auto name = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("get", "Same as `run -s NAME`, for one socket.\n\n"
-                                        "Example: sockbroker get web -- /usr/sbin/my-server");
+                                        "Example: sockbroker get web -- /usr/sbin/my-server\n"
+                                        "In a container's namespace: sockbroker get --netns /run/netns/ctr1 web -- my-server");
   cmd->add_option("name", *name, "the socket to acquire")->required();
   add_exec_options(cmd, *options);
   return [options, name, &global] {
