@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Runs the benchmark suite and prints one table of ratios: every figure next to
+# its baseline ("the limit" or the alternative), both measured in this run, with
+# p50 and p99. docs/PERFORMANCE.md says what each row measures.
+#
+# As root. Installs the optional comparison tools when missing (s6, libs6-dev,
+# skalibs-dev, authbind, wrk, hyperfine; SOCKBROKER_BENCH_NO_INSTALL=1 skips
+# that, and rows whose tool is missing print "not installed"), builds Release in
+# build-bench/, then:
+#   - build-bench/tests/bench/sockbroker_bench (Google Benchmark): items 1, 2,
+#     3, 5, 8 and s6-fdholder in-process;
+#   - hyperfine: whole processes (item 4, the command-line alternatives of item 6);
+#   - wrk: the data path (item 7).
+# Everything runs in private network namespaces; the host's ports are untouched.
+# About 5 minutes on 2 cores. Results stay in build-bench/bench-results/.
+#
+# Usage: scripts/bench.sh            (the whole suite)
+#        scripts/bench.sh --quick    (fewer process runs and shorter wrk runs)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build="$root/build-bench"
+results="$build/bench-results"
+bench_dir="$build/tests/bench"
+
+# ---- the inner part: the process and data-path benchmarks, in a private netns ----
+if [[ "${1:-}" == "--inner" ]]; then
+  quick="$2"
+  runs=300; wrk_seconds=4
+  if [[ "$quick" == 1 ]]; then runs=60; wrk_seconds=2; fi
+  ip link set lo up
+
+  # uid 65534 must execute the programs: the build tree may sit under a
+  # directory only root can enter, so they run from a private copy.
+  work=$(mktemp -d /tmp/sockbroker-bench.XXXXXX)
+  chmod 0755 "$work"
+  pids=()
+  cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+  }
+  trap cleanup EXIT
+  mkdir "$work/bin" "$work/out"
+  chmod 0777 "$work/out"
+  cp "$build/broker/sockbrokerd" "$build/client/sockbroker" \
+     "$bench_dir/sockbroker_bench_httpd" "$bench_dir/sockbroker_bench_bind" "$work/bin/"
+  chmod 0755 "$work/bin"/*
+  as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+
+  cat >"$work/policy.toml" <<'EOF'
+[broker]
+max_clients_per_uid = 1024
+
+[socket.web]
+listen = "127.0.0.1:80"
+backlog = 4096
+
+[[socket.web.allow]]
+user = "nobody"
+EOF
+  "$work/bin/sockbrokerd" --policy "$work/policy.toml" --control "$work/control.sock" \
+    --audit "$work/audit.log" --log-level warn 2>"$work/broker.log" &
+  broker=$!
+  pids+=("$broker")
+  for _ in $(seq 100); do [[ -S "$work/control.sock" ]] && break; sleep 0.05; done
+  "$work/bin/sockbroker" --control "$work/control.sock" list >/dev/null
+
+  # s6-fdholder holding one listening socket, for `s6-fdholder-retrieve ... true`.
+  s6_cmd=()
+  if command -v s6-fdholder-daemon >/dev/null && command -v s6-fdholder-retrieve >/dev/null; then
+    mkdir -p "$work/s6rules/uid/0/env" "$work/s6rules/uid/65534/env"
+    touch "$work/s6rules/uid/0/allow" "$work/s6rules/uid/65534/allow"
+    echo '.*' >"$work/s6rules/uid/0/env/S6_FDHOLDER_STORE_REGEX"
+    echo '.*' >"$work/s6rules/uid/65534/env/S6_FDHOLDER_RETRIEVE_REGEX"
+    s6-fdholder-daemon -i "$work/s6rules" "$work/s6.sock" &
+    pids+=("$!")
+    for _ in $(seq 100); do [[ -S "$work/s6.sock" ]] && break; sleep 0.05; done
+    chmod 0666 "$work/s6.sock"
+    # s6-fdholder-store stores its standard input: a socket bound by Python here.
+    /usr/bin/python3 -c '
+import os, socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 84)); s.listen(511)
+os.dup2(s.fileno(), 0)
+os.execvp("s6-fdholder-store", ["s6-fdholder-store", sys.argv[1], "tcp:web"])' "$work/s6.sock"
+    s6_cmd=(-n s6-fdholder-retrieve "s6-fdholder-retrieve $work/s6.sock tcp:web /usr/bin/true")
+  fi
+
+  # systemd-socket-activate binds, then waits for the first connection before it
+  # execs: a helper connects every 100 us, so its figure includes up to ~0.1 ms of that wait.
+  ssa_cmd=()
+  if command -v systemd-socket-activate >/dev/null; then
+    /usr/bin/python3 -c '
+import socket, time
+while True:
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", 8082))
+    except OSError:
+        time.sleep(0.0001)
+    s.close()' &
+    pids+=("$!")
+    ssa_cmd=(-n systemd-socket-activate "systemd-socket-activate -l 127.0.0.1:8082 /usr/bin/true")
+  fi
+
+  # authbind: the service binds port 83 itself, allowed by /etc/authbind/byport/83.
+  authbind_cmd=()
+  if command -v authbind >/dev/null; then
+    mkdir -p /etc/authbind/byport
+    touch /etc/authbind/byport/83
+    chown 65534 /etc/authbind/byport/83
+    chmod 0500 /etc/authbind/byport/83
+    authbind_cmd=(-n authbind "authbind $work/bin/sockbroker_bench_bind 83")
+  fi
+
+  if command -v hyperfine >/dev/null; then
+    echo "==> Whole processes (hyperfine, $runs runs each, as uid 65534)" >&2
+    "${as_nobody[@]}" hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/out/hyperfine.json" --style basic \
+      -n true "/usr/bin/true" \
+      -n two-execs "/usr/bin/env /usr/bin/true" \
+      -n sockbroker-run "$work/bin/sockbroker --control $work/control.sock run -s web -- /usr/bin/true" \
+      -n self-bind "$work/bin/sockbroker_bench_bind 8083" \
+      "${s6_cmd[@]}" "${ssa_cmd[@]}" "${authbind_cmd[@]}" >"$results/hyperfine.txt" 2>&1
+    cp "$work/out/hyperfine.json" "$results/hyperfine.json"
+  fi
+  [[ -n "${authbind_cmd[*]}" ]] && rm -f /etc/authbind/byport/83
+
+  if command -v wrk >/dev/null; then
+    echo "==> Data path (wrk, ${wrk_seconds}s per run, server on CPU 1, wrk on CPU 0)" >&2
+    serve() {  # variant: brokered | brokered-nolockdown | self-bound
+      case "$1" in
+        brokered) "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker" --control "$work/control.sock" \
+                    run -s web -- "$work/bin/sockbroker_bench_httpd" & port=80 ;;
+        brokered-nolockdown) "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker" --control "$work/control.sock" \
+                    run --no-lockdown -s web -- "$work/bin/sockbroker_bench_httpd" & port=80 ;;
+        self-bound) "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker_bench_httpd" --port 8080 & port=8080 ;;
+      esac
+      server=$!
+      for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.02; done
+    }
+    # Two rounds, interleaved, so that drift on the machine hits every variant alike.
+    for round in 1 2; do
+      for variant in self-bound brokered brokered-nolockdown; do
+        serve "$variant"
+        taskset -c 0 wrk -t1 -c32 -d"${wrk_seconds}s" --latency "http://127.0.0.1:$port/" \
+          >"$results/wrk-$variant-$round.txt"
+        kill "$server"; wait "$server" 2>/dev/null || true
+      done
+    done
+  fi
+  kill "$broker"
+  exit 0
+fi
+
+# ---- the outer part ----
+if ((EUID != 0)); then
+  echo "bench.sh: run as root: the suite starts sockbrokerd and binds ports in private network namespaces" >&2
+  exit 1
+fi
+quick=0
+[[ "${1:-}" == "--quick" ]] && quick=1
+
+"$root/scripts/deps.sh"
+if [[ "${SOCKBROKER_BENCH_NO_INSTALL:-0}" != 1 ]]; then
+  optional=(s6 libs6-dev skalibs-dev authbind wrk hyperfine)
+  missing=()
+  for package in "${optional[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$package")
+  done
+  if ((${#missing[@]} > 0)); then
+    echo "bench.sh: installing the comparison tools: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+echo "==> Building Release in $build"
+# -O2 (not CMake's -O3): GCC 12 reports false -Wrestrict positives at -O3 under -Werror.
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSOCKBROKER_WERROR=ON \
+  "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -g -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -g -DNDEBUG" >/dev/null
+cmake --build "$build" -j "$(nproc)" --target \
+  sockbrokerd sockbroker sockbroker_bench sockbroker_bench_httpd sockbroker_bench_bind >/dev/null
+
+rm -rf "$results"
+mkdir -p "$results"
+
+echo "==> Grants, throughput, scale (sockbroker_bench: about 2 minutes)"
+"$bench_dir/sockbroker_bench" --benchmark_format=json --benchmark_out="$results/benchmark.json" \
+  --benchmark_out_format=json >/dev/null
+
+unshare --net "$0" --inner "$quick"
+
+python3 "$root/tests/bench/report.py" "$results" | tee "$results/table.txt"

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Builds the benchmark table from one run's results (scripts/bench.sh).
+
+Reads RESULTS/benchmark.json (Google Benchmark, sockbroker_bench),
+RESULTS/hyperfine.json and RESULTS/wrk-*.txt, and prints one Markdown table:
+benchmark | figure p50 | p99 | baseline p50 | p99 | ratio | goal | verdict,
+then the machine. Every ratio compares two figures of the same run.
+Python standard library only.
+"""
+import json
+import os
+import platform
+import re
+import sys
+
+
+def load_benchmarks(results):
+    path = os.path.join(results, "benchmark.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        data = json.load(f)
+    out = {}
+    for b in data.get("benchmarks", []):
+        name = b["name"].split("/iterations:")[0]
+        out[name] = b
+    return out
+
+
+def percentile(values, p):
+    """Nearest rank, as sockbroker_bench computes it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+def load_hyperfine(results):
+    path = os.path.join(results, "hyperfine.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        data = json.load(f)
+    out = {}
+    for r in data.get("results", []):
+        times = [t * 1e6 for t in r.get("times", [])]  # seconds -> microseconds
+        out[r["command"]] = {"p50_us": percentile(times, 0.50), "p99_us": percentile(times, 0.99)}
+    return out
+
+
+UNITS = {"us": 1.0, "ms": 1000.0, "s": 1e6}
+
+
+def parse_wrk(path):
+    """Requests/s and latency p50/p99 (us) from `wrk --latency` output."""
+    with open(path) as f:
+        text = f.read()
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    lat = {}
+    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
+        lat[pct] = float(value) * UNITS[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", text)
+    return {"rps": float(rps.group(1)) if rps else None, "p50_us": lat.get("50"), "p99_us": lat.get("99"),
+            "errors": errors.group(0) if errors else ""}
+
+
+def load_wrk(results):
+    by_variant = {}
+    for name in sorted(os.listdir(results)):
+        m = re.match(r"wrk-(.+)-(\d+)\.txt$", name)
+        if m:
+            by_variant.setdefault(m.group(1), []).append(parse_wrk(os.path.join(results, name)))
+    out = {}
+    for variant, runs in by_variant.items():
+        rps = [r["rps"] for r in runs if r["rps"]]
+        p50 = [r["p50_us"] for r in runs if r["p50_us"] is not None]
+        p99 = [r["p99_us"] for r in runs if r["p99_us"] is not None]
+        out[variant] = {
+            "rps": sum(rps) / len(rps) if rps else None,
+            "p50_us": sum(p50) / len(p50) if p50 else None,
+            "p99_us": sum(p99) / len(p99) if p99 else None,
+            "errors": "; ".join(r["errors"] for r in runs if r["errors"]),
+        }
+    return out
+
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    if v >= 10000:
+        return f"{v / 1000:.1f} ms"
+    if v >= 100:
+        return f"{v:.0f} us"
+    return f"{v:.1f} us"
+
+
+def fmt_rate(v):
+    return "-" if v is None else f"{v:,.0f}/s"
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, fig=("-", "-"), base=("-", "-"), ratio="-", goal="-", verdict="-"):
+        self.rows.append([name, fig[0], fig[1], base[0], base[1], ratio, goal, verdict])
+
+    def missing(self, name, why, goal="-"):
+        self.add(name, (why, "-"), ("-", "-"), "-", goal, "n/a")
+
+    def render(self):
+        head = ["benchmark", "figure p50", "p99", "baseline p50", "p99", "ratio", "goal", "verdict"]
+        widths = [max(len(str(r[i])) for r in self.rows + [head]) for i in range(len(head))]
+        line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+        out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out += [line(r) for r in self.rows]
+        return "\n".join(out)
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+def counters(b):
+    return b.get("p50_us"), b.get("p99_us")
+
+
+def skipped(b):
+    return b is None or b.get("error_occurred")
+
+
+def latency_rows(t, bm, figure_prefix, limit_prefix, title, goal_p50, goal_p99):
+    for arg, placement in ((0, "same CPU"), (1, "split CPUs")):
+        fig = bm.get(f"{figure_prefix}/{arg}")
+        base = bm.get(f"{limit_prefix}/{arg}")
+        name = f"{title} ({placement})"
+        if skipped(fig) or skipped(base):
+            t.missing(name, "not run")
+            continue
+        f50, f99 = counters(fig)
+        b50, b99 = counters(base)
+        r50, r99 = f50 / b50, f99 / b99
+        if goal_p50 is None:
+            t.add(name, (fmt_us(f50), fmt_us(f99)), (fmt_us(b50), fmt_us(b99)), f"{r50:.2f}x / {r99:.2f}x",
+                  "(the limit)", "info")
+        else:
+            t.add(name, (fmt_us(f50), fmt_us(f99)), (fmt_us(b50), fmt_us(b99)), f"{r50:.2f}x / {r99:.2f}x",
+                  f"<= {goal_p50}x / <= {goal_p99}x", verdict(r50 <= goal_p50 and r99 <= goal_p99))
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: report.py RESULTS_DIR  (the directory scripts/bench.sh fills)", file=sys.stderr)
+        return 64
+    results = sys.argv[1]
+    bm = load_benchmarks(results)
+    hf = load_hyperfine(results)
+    wrk = load_wrk(results)
+    t = Table()
+
+    # 1-3: latencies against their limits.
+    latency_rows(t, bm, "BM_Grant_Shared", "BM_Limit_RoundTripFd",
+                 "1. shared grant vs 1 fd round trip", 1.3, 2)
+    latency_rows(t, bm, "BM_Grant_ReuseportMember", "BM_Limit_RoundTripReuseportMember",
+                 "2. reuse_port member vs round trip + socket/bind/listen", 1.3, 2)
+    latency_rows(t, bm, "BM_Grant_ConnectAcquireClose", "BM_Limit_ConnectRoundTripClose",
+                 "3. connect+acquire+close vs connect/accept + round trip", None, None)
+    for arg, placement in ((0, "same CPU"), (1, "split CPUs")):
+        fig = bm.get(f"BM_Grant_ConnectAcquireClose/{arg}")
+        s6 = bm.get(f"BM_Alt_S6FdholderConnectRetrieveClose/{arg}")
+        name = f"3. connect+acquire+close vs s6-fdholder, libs6 ({placement})"
+        if skipped(s6):
+            t.missing(name, (s6 or {}).get("error_message", "not installed"), "s6 >= 2x ours")
+        elif skipped(fig):
+            t.missing(name, "not run", "s6 >= 2x ours")
+        else:
+            speedup = s6["p50_us"] / fig["p50_us"]
+            t.add(name, (fmt_us(fig["p50_us"]), fmt_us(fig["p99_us"])), (fmt_us(s6["p50_us"]), fmt_us(s6["p99_us"])),
+                  f"{speedup:.2f}x faster", "s6 >= 2x ours", verdict(speedup >= 2))
+
+    # 4 and 6: whole processes.
+    run = hf.get("sockbroker-run")
+    plain = hf.get("true")
+    if run and plain:
+        r = run["p50_us"] / plain["p50_us"]
+        t.add("4. sockbroker run -s web -- true vs true", (fmt_us(run["p50_us"]), fmt_us(run["p99_us"])),
+              (fmt_us(plain["p50_us"]), fmt_us(plain["p99_us"])), f"{r:.2f}x", "<= 1.5x", verdict(r <= 1.5))
+    else:
+        t.missing("4. sockbroker run -s web -- true vs true", "not run (hyperfine missing)", "<= 1.5x")
+    floor = hf.get("two-execs")
+    if floor and plain:
+        # `sockbroker run` execs itself, then the program: two execs are its floor.
+        r = floor["p50_us"] / plain["p50_us"]
+        t.add("4. floor: env true (two execs, no broker) vs true", (fmt_us(floor["p50_us"]), fmt_us(floor["p99_us"])),
+              (fmt_us(plain["p50_us"]), fmt_us(plain["p99_us"])), f"{r:.2f}x", "-", "info")
+    for key, title in (("s6-fdholder-retrieve", "4/6. sockbroker run vs s6-fdholder-retrieve ... true"),
+                       ("systemd-socket-activate", "4/6. sockbroker run vs systemd-socket-activate ... true"),
+                       ("authbind", "6. sockbroker run vs authbind + own bind/listen"),
+                       ("self-bind", "6. sockbroker run vs own bind/listen (root-free port)")):
+        alt = hf.get(key)
+        if not (run and alt):
+            t.missing(title, "not installed")
+            continue
+        r = run["p50_us"] / alt["p50_us"]
+        goal = "< 1x (faster)" if key in ("s6-fdholder-retrieve", "systemd-socket-activate") else "-"
+        t.add(title, (fmt_us(run["p50_us"]), fmt_us(run["p99_us"])), (fmt_us(alt["p50_us"]), fmt_us(alt["p99_us"])),
+              f"{r:.2f}x", goal, verdict(r < 1) if goal != "-" else "info")
+
+    # 5: throughput.
+    for clients in (1, 4, 16, 64):
+        fig = bm.get(f"BM_Grant_Throughput/{clients}")
+        base = bm.get(f"BM_Limit_Throughput/{clients}")
+        name = f"5. grants/s, {clients} client{'s' if clients > 1 else ''} (vs bare epoll peer)"
+        if skipped(fig) or skipped(base):
+            t.missing(name, "not run")
+            continue
+        r = fig["per_s"] / base["per_s"]
+        if clients == 16:
+            t.add(name, (fmt_rate(fig["per_s"]), "-"), (fmt_rate(base["per_s"]), "-"), f"{r:.2f}x",
+                  ">= 50,000/s", verdict(fig["per_s"] >= 50000))
+        else:
+            t.add(name, (fmt_rate(fig["per_s"]), "-"), (fmt_rate(base["per_s"]), "-"), f"{r:.2f}x", "-", "info")
+
+    # 7: the data path.
+    for fig_key, base_key, title, goal in (
+            ("brokered", "self-bound", "7. HTTP req/s: brokered vs self-bound", 0.98),
+            ("brokered", "brokered-nolockdown", "7. HTTP req/s: lockdown on vs off", 0.97)):
+        fig, base = wrk.get(fig_key), wrk.get(base_key)
+        if not (fig and base and fig["rps"] and base["rps"]):
+            t.missing(title, "not run (wrk missing)", f">= {goal}x")
+            continue
+        r = fig["rps"] / base["rps"]
+        t.add(title + " (latency p50/p99)", (f"{fig['rps']:,.0f}/s", f"{fmt_us(fig['p50_us'])}/{fmt_us(fig['p99_us'])}"),
+              (f"{base['rps']:,.0f}/s", f"{fmt_us(base['p50_us'])}/{fmt_us(base['p99_us'])}"), f"{r:.3f}x",
+              f">= {goal}x", verdict(r >= goal))
+
+    # 8: scale.
+    for n in (100, 1000, 10000):
+        b = bm.get(f"BM_Scale_Check/{n}")
+        if skipped(b):
+            t.missing(f"8. sockbroker check, {n:,} sockets", "not run")
+            continue
+        goal = "< 200 ms" if n == 10000 else "-"
+        t.add(f"8. sockbroker check, {n:,} sockets", (fmt_us(b["p50_us"]), fmt_us(b["p99_us"])), ("-", "-"), "-",
+              goal, verdict(b["p99_us"] < 200000) if n == 10000 else "info")
+    for n in (100, 1000, 10000):
+        b = bm.get(f"BM_Scale_Startup/{n}")
+        if skipped(b):
+            t.missing(f"8. broker start-up, {n:,} sockets", "not run")
+            continue
+        t.add(f"8. broker start-up, {n:,} sockets", (fmt_us(b["p50_us"]), fmt_us(b["p99_us"])), ("-", "-"), "-",
+              "-", "info")
+    b = bm.get("BM_Scale_ReloadUnchanged/10000")
+    if skipped(b):
+        t.missing("8. reload unchanged, 10,000 sockets", "not run", "< 200 ms, 0 rebound")
+    else:
+        rebound = int(b["rebound"])
+        t.add(f"8. reload unchanged, 10,000 sockets ({rebound} rebound)", (fmt_us(b["p50_us"]), fmt_us(b["p99_us"])),
+              ("-", "-"), "-", "< 200 ms, 0 rebound", verdict(b["p99_us"] < 200000 and rebound == 0))
+    b = bm.get("BM_Scale_BrokerRss/1000")
+    if skipped(b):
+        t.missing("8. broker RSS", "not run")
+    else:
+        idle, loaded = b["idle_kib"] / 1024, b["loaded_kib"] / 1024
+        t.add("8. broker RSS idle", (f"{idle:.2f} MiB", "-"), ("-", "-"), "-", "< 8 MiB", verdict(idle < 8))
+        t.add("8. broker RSS, 1,000 connected clients", (f"{loaded:.2f} MiB", "-"), ("-", "-"), "-", "< 16 MiB",
+              verdict(loaded < 16))
+
+    print(t.render())
+    print()
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"Machine: {os.cpu_count()} CPUs, {cpu}, Linux {platform.release()}")
+    misses = sum(1 for r in t.rows if r[7] == "MISS")
+    print(f"{sum(1 for r in t.rows if r[7] == 'PASS')} PASS, {misses} MISS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
