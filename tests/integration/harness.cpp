@@ -19,6 +19,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -172,8 +173,11 @@ std::optional<Broker> Broker::start(const TempDir& dir, const std::string& polic
   std::string control = dir.file("control.sock");
   std::string audit = dir.file("audit.log");
   std::string log = dir.file("broker.log");
-  std::vector<std::string> args{SOCKBROKERD_PATH, "--policy", dir.file("policy.toml"), "--control", control,
-                                "--audit", audit};
+  std::vector<std::string> args{SOCKBROKERD_PATH, "--policy", dir.file("policy.toml"), "--control", control};
+  // A test that chooses the audit destination (the journal) gets no audit.log.
+  if (std::find(extra_args.begin(), extra_args.end(), "--audit") == extra_args.end()) {
+    args.insert(args.end(), {"--audit", audit});
+  }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
 
   pid_t pid = ::fork();
