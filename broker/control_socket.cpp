@@ -52,7 +52,13 @@ Status check_directory(const std::string& directory) {
   struct stat st {};
   if (::lstat(directory.c_str(), &st) != 0) {
     if (errno != ENOENT) return errno_error("lstat \"" + directory + "\"");
-    if (::mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) return errno_error("mkdir \"" + directory + "\"");
+    if (::mkdir(directory.c_str(), 0755) == 0) {
+      // The umask (UMask=0077 in a unit) narrows mkdir's mode, and a 0700
+      // directory would lock every client out of the socket inside.
+      if (::chmod(directory.c_str(), 0755) != 0) return errno_error("chmod 0755 \"" + directory + "\"");
+    } else if (errno != EEXIST) {
+      return errno_error("mkdir \"" + directory + "\"");
+    }
     if (::lstat(directory.c_str(), &st) != 0) return errno_error("lstat \"" + directory + "\"");
   }
   if (S_ISLNK(st.st_mode)) return Error{0, ELOOP, "\"" + directory + "\" is a symbolic link; refusing to use it"};

@@ -571,7 +571,11 @@ TEST(Broker, MissingControlDirectoryIsCreatedRootOwned0755) {
   SBTEST_PREPARE();
   TempDir dir;
   dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  // Under the unit's UMask=0077: the directory must still be 0755, or no
+  // client could reach the socket in it.
+  const mode_t old_umask = ::umask(077);
   sbtest::Background broker(0, 0, {SOCKBROKERD_PATH, "--policy", dir.file("ok.toml"), "--control", dir.file("run/c.sock")});
+  ::umask(old_umask);
   bool created = false;
   for (int i = 0; i < 500 && !created; ++i) {
     created = ::access(dir.file("run/c.sock").c_str(), F_OK) == 0;
