@@ -147,7 +147,12 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   // The lease: who holds this grant, so that it stops counting when they exit.
   Holder* holder = nullptr;
   Holder* new_holder = nullptr;
-  if (caller.pidfd >= 0) {
+  if (in_request_netns) {
+    // No lease: the broker keeps no reference to such a socket and cannot see
+    // when the container closes it, while the runtime that asked lives on for
+    // thousands of containers. Counting its grants until it exits would lock a
+    // long-lived runtime out after max_grants_per_client containers.
+  } else if (caller.pidfd >= 0) {
     // Each process the broker tracks costs it a descriptor: as many as it
     // admits connections, and per uid as many as one uid may connect.
     const auto& limits = state_.policy.broker;
@@ -186,7 +191,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   const bool already_held =
       holder != nullptr && !spec.reuse_port && !in_request_netns &&
       std::any_of(holder->leases.begin(), holder->leases.end(), [&](const Lease& l) { return l.entry_id == entry->id; });
-  if (!already_held) {
+  if (!already_held && !in_request_netns) {
     if (spec.max_grants != 0 && entry->live >= spec.max_grants) {
       return deny(proto::ErrorCode::quota, "quota",
                   "socket " + in_quotes(request.name) + ": all " + std::to_string(spec.max_grants) +

@@ -534,6 +534,12 @@ class DocumentReader {
     if (auto it = seen.find("backlog"); it != seen.end() && spec.type == proto::SocketType::datagram) {
       reporter_.warning(it->second.key, "backlog is ignored for datagram sockets");
     }
+    if (auto it = seen.find("max_grants"); it != seen.end() && spec.max_grants != 0 &&
+        spec.netns == NetnsMode::request) {
+      reporter_.warning(it->second.key,
+                        "max_grants is ignored for netns = \"request\" sockets: the broker keeps no reference to them "
+                        "and cannot see when they are closed");
+    }
     if (auto it = seen.find("fast_open"); it != seen.end() && spec.fast_open > 0) {
       reporter_.warning(it->second.value, "fast_open = " + std::to_string(spec.fast_open) +
                                               " enables TCP Fast Open: data in a SYN reaches the service before "

@@ -590,6 +590,12 @@ TEST(PolicyWarning, BacklogOnDatagram) {
             (Lines{"t.toml:4:1: warning: backlog is ignored for datagram sockets"}));
 }
 
+TEST(PolicyWarning, MaxGrantsOnARequestNetnsSocket) {
+  EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\nmax_grants = 4\n"),
+            (Lines{"t.toml:4:1: warning: max_grants is ignored for netns = \"request\" sockets: the broker keeps no "
+                   "reference to them and cannot see when they are closed"}));
+}
+
 TEST(PolicyWarning, BufferAboveKernelMaximum) {
   long rmem_max = read_proc_long("/proc/sys/net/core/rmem_max");
   long wmem_max = read_proc_long("/proc/sys/net/core/wmem_max");
