@@ -6,10 +6,14 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <systemd/sd-daemon.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <optional>
 
+#include "control_socket.hpp"
 #include "datagram.hpp"
 #include "peer_identity.hpp"
 #include "reload.hpp"
@@ -17,11 +21,8 @@
 namespace sockbroker::broker {
 namespace {
 
-// Datagrams handled per wake-up of one session before the loop looks at the
-// others: a chatty client cannot starve a quiet one.
-constexpr int kRequestsPerWake = 16;
 constexpr int kMaxEvents = 64;
-constexpr int kAcceptsPerWake = 32;
+constexpr int kAcceptAttemptsPerWake = 32;
 
 constexpr std::uint64_t kControlToken = make_token(WatchKind::control, 0);
 constexpr std::uint64_t kSignalToken = make_token(WatchKind::signal, 0);
@@ -93,7 +94,9 @@ Status Server::run() {
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, signals_.get(), &event) != 0) return errno_error("epoll_ctl(signalfd)");
 
   std::array<epoll_event, kMaxEvents> events;
+  if (watchdog_interval_.count() > 0) pet_watchdog();
   for (;;) {
+    sync_descriptor_passing();
     int n = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, milliseconds_to_next_deadline());
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -118,7 +121,15 @@ Status Server::run() {
       }
     }
     expire_idle_sessions();
+    if (watchdog_interval_.count() > 0 && Clock::now() >= next_watchdog_) pet_watchdog();
   }
+}
+
+void Server::pet_watchdog() {
+  ::sd_notify(0, "WATCHDOG=1");
+  // Half the interval, as sd_watchdog_enabled(3) advises: one late wake-up
+  // must not cost the broker its life.
+  next_watchdog_ = Clock::now() + watchdog_interval_ / 2;
 }
 
 bool Server::handle_signals() {
@@ -130,20 +141,24 @@ bool Server::handle_signals() {
     }
     if (info.ssi_signo == SIGHUP) {
       log_.info("SIGHUP: reloading the policy");
-      (void)reload_policy(state_, audit_, log_);
+      auto outcome = reload_policy(state_, audit_, log_);
+      state_.metrics.reloaded(outcome.ok, outcome.message);
     }
   }
   return true;
 }
 
 void Server::accept_clients() {
-  // A bounded batch per wake-up: a flood of connections must not keep the loop
-  // from serving the clients already connected.
-  for (int accepted = 0; accepted < kAcceptsPerWake; ++accepted) {
+  // One connection per wake-up, like one request per session: connections
+  // arrive one at a time, and a batch would end with an accept4 that only
+  // learns EAGAIN. A flood is taken in turn with the connected clients' requests
+  // (the watch is level-triggered), so it cannot keep them waiting. The bound
+  // only stops a run of aborted connections.
+  for (int attempt = 0; attempt < kAcceptAttemptsPerWake; ++attempt) {
     int raw = ::accept4(control_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (raw >= 0) {
       admit(UniqueFd(raw));
-      continue;
+      return;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno == EMFILE || errno == ENFILE) {
@@ -198,19 +213,24 @@ void Server::admit(UniqueFd connection) {
   s.token = make_token(WatchKind::session, next_session_serial_++);
   session_tokens_.emplace(s.token, &s);
   sessions_.emplace(&s, std::move(session));
-  watch(s, EPOLLIN | EPOLLRDHUP);
+  state_.metrics.connected();
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLRDHUP;
+  event.data.u64 = s.token;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, s.connection.get(), &event) != 0) {
+    log_.error("epoll_ctl(EPOLL_CTL_ADD): {}; dropping the connection", std::strerror(errno));
+    close_session(s);
+  }
 }
 
+// Only for sessions admit() added: they stay in the set until closed.
 void Server::watch(Session& session, std::uint32_t events) {
   epoll_event event{};
   event.events = events;
   event.data.u64 = session.token;
-  int op = EPOLL_CTL_MOD;
-  if (::epoll_ctl(epoll_.get(), op, session.connection.get(), &event) != 0) {
-    if (errno != ENOENT || ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, session.connection.get(), &event) != 0) {
-      log_.error("epoll_ctl: {}; dropping the connection", std::strerror(errno));
-      close_session(session);
-    }
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, session.connection.get(), &event) != 0) {
+    log_.error("epoll_ctl(EPOLL_CTL_MOD): {}; dropping the connection", std::strerror(errno));
+    close_session(session);
   }
 }
 
@@ -219,44 +239,70 @@ void Server::serve(Session& session, std::uint32_t events) {
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) flush_pending(session);
     return;
   }
-  for (int handled = 0; handled < kRequestsPerWake; ++handled) {
-    auto received = proto::receive_datagram(session.connection.get(), buffer_.span(), MSG_DONTWAIT);
-    if (!received) {
-      if (received.error().sys_errno != EAGAIN) close_session(session);
-      return;
-    }
-    // Every descriptor the client attached is closed when `received` goes out of
-    // scope: no request of this protocol version carries one the broker keeps.
-    const proto::Received& datagram = *received;
-    if (datagram.size == 0 && !datagram.truncated && datagram.fd_count == 0 &&
-        ((events & (EPOLLRDHUP | EPOLLHUP)) || peer_closed(session.connection.get()))) {
-      close_session(session);  // end of stream
-      return;
-    }
-    touch(session);
+  // One datagram per wake-up. A client has at most one request in flight, so
+  // a second receive would almost always cost a system call to learn EAGAIN;
+  // one that pipelines anyway is served on the next wake-ups (the watch is
+  // level-triggered) in turn with everyone else, so it cannot starve them.
+  auto received = proto::receive_datagram(session.connection.get(), buffer_.span(), MSG_DONTWAIT);
+  if (!received) {
+    if (received.error().sys_errno != EAGAIN) close_session(session);
+    return;
+  }
+  // Every descriptor the client attached is closed when `received` goes out of
+  // scope: the broker keeps none (an acquire's network namespace is only lent
+  // to the handler for the bind).
+  const proto::Received& datagram = *received;
+  if (datagram.size == 0 && !datagram.truncated && datagram.fd_count == 0 &&
+      ((events & (EPOLLRDHUP | EPOLLHUP)) || peer_closed(session.connection.get()))) {
+    close_session(session);  // end of stream
+    return;
+  }
+  touch(session);
 
-    Error problem;
-    if (datagram.truncated) {
-      problem = Error{0, 0, "datagram larger than " + std::to_string(proto::kMaxDatagram) + " bytes"};
-    } else if (datagram.control_truncated) {
-      problem = Error{0, 0, "too many descriptors attached (ancillary data truncated)"};
-    } else if (datagram.fd_count > 0) {
-      problem = Error{0, 0, std::to_string(datagram.fd_count) + " unexpected descriptor(s) attached"};
-    }
-    if (!problem.message.empty()) {
-      session.close_after_reply = true;
-      reply(session, handler_.bad_request(problem, session.peer));
-      return;
-    }
-    auto request = proto::decode_request(std::span<const std::byte>(buffer_.bytes, datagram.size));
-    if (!request) {
-      session.close_after_reply = true;
-      reply(session, handler_.bad_request(request.error(), session.peer));
-      return;
-    }
-    reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get()}));
-    // reply() may have closed (freed) the session: ask the map before touching it.
-    if (!sessions_.contains(&session) || session.pending) return;
+  Error problem;
+  if (datagram.truncated) {
+    problem = Error{0, 0, "datagram larger than " + std::to_string(proto::kMaxDatagram) + " bytes"};
+  } else if (datagram.control_truncated) {
+    problem = Error{0, 0, "too many descriptors attached (ancillary data truncated)"};
+  } else if (datagram.fd_count > 1) {
+    problem = Error{0, 0, std::to_string(datagram.fd_count) +
+                              " unexpected descriptor(s) attached; a request carries at most one (a network namespace)"};
+  }
+  if (!problem.message.empty()) {
+    session.close_after_reply = true;
+    reply(session, handler_.bad_request(problem, session.peer));
+    return;
+  }
+  auto request = proto::decode_request(std::span<const std::byte>(buffer_.bytes, datagram.size));
+  if (!request) {
+    session.close_after_reply = true;
+    reply(session, handler_.bad_request(request.error(), session.peer));
+    return;
+  }
+  // Exactly one descriptor, with exactly the request that says it sent one.
+  const auto* acquire = std::get_if<proto::AcquireRequest>(&*request);
+  const bool says_netns = acquire != nullptr && acquire->with_netns;
+  if (says_netns != (datagram.fd_count == 1)) {
+    session.close_after_reply = true;
+    Error mismatch{0, 0,
+                   says_netns ? "the request says a network namespace is attached, but no descriptor arrived"
+                              : "1 unexpected descriptor(s) attached (only an acquire with a network namespace carries one)"};
+    reply(session, handler_.bad_request(mismatch, session.peer));
+    return;
+  }
+  // reply() may close (free) the session: nothing touches it afterwards.
+  reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(),
+                                                  says_netns ? datagram.fds[0].get() : -1}));
+}
+
+void Server::sync_descriptor_passing() {
+  if (descriptors_generation_ == state_.generation) return;
+  descriptors_generation_ = state_.generation;
+  const bool wanted = std::any_of(state_.policy.sockets.begin(), state_.policy.sockets.end(),
+                                  [](const policy::SocketSpec& s) { return s.netns == policy::NetnsMode::request; });
+  // Logged, not fatal: the receive path checks and closes whatever arrives.
+  if (auto s = accept_descriptors(control_.get(), wanted); !s) {
+    log_.warn("cannot {} descriptors on the control socket: {}", wanted ? "accept" : "refuse", errno_text(s.error()));
   }
 }
 
@@ -330,6 +376,7 @@ void Server::close_session(Session& session) {
   }
   session_tokens_.erase(session.token);
   sessions_.erase(&session);
+  state_.metrics.disconnected();
 }
 
 void Server::expire_idle_sessions() {
@@ -342,8 +389,11 @@ void Server::expire_idle_sessions() {
 }
 
 int Server::milliseconds_to_next_deadline() const {
-  if (idle_order_.empty()) return -1;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(idle_order_.front()->deadline - Clock::now());
+  std::optional<Clock::time_point> next;
+  if (!idle_order_.empty()) next = idle_order_.front()->deadline;
+  if (watchdog_interval_.count() > 0 && (!next || next_watchdog_ < *next)) next = next_watchdog_;
+  if (!next) return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*next - Clock::now());
   return left.count() <= 0 ? 0 : static_cast<int>(left.count()) + 1;
 }
 

@@ -4,6 +4,7 @@
 
 #include <spdlog/logger.h>
 
+#include <chrono>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -33,6 +34,11 @@ class Server {
 
   [[nodiscard]] std::size_t client_count() const noexcept { return sessions_.size(); }
 
+  // systemd's WatchdogSec (WATCHDOG_USEC): the loop sends WATCHDOG=1 every half
+  // interval, from the loop itself, so a wedged loop stops the pings and systemd
+  // restarts the broker. Zero: no watchdog.
+  void set_watchdog_interval(std::chrono::microseconds interval) noexcept { watchdog_interval_ = interval; }
+
  private:
 
   void accept_clients();
@@ -45,8 +51,12 @@ class Server {
   void expire_idle_sessions();
   [[nodiscard]] int milliseconds_to_next_deadline() const;
   [[nodiscard]] bool handle_signals();  // false: stop serving
+  void pet_watchdog();
   void watch(Session& session, std::uint32_t events);
   void watch_holder(Holder& holder);
+  // Lets clients attach a namespace descriptor while (and only while) the
+  // current policy has a netns = "request" socket; checked once per reload.
+  void sync_descriptor_passing();
   void holder_exited(Holder& holder);
 
   UniqueFd control_;
@@ -64,6 +74,9 @@ class Server {
   std::unordered_map<uid_t, std::uint32_t> sessions_per_uid_;
   std::list<Session*> idle_order_;  // earliest deadline first (all timeouts are equal)
   proto::DatagramBuffer buffer_;    // one request at a time: the loop is single-threaded
+  std::uint64_t descriptors_generation_ = 0;  // the policy generation sync_descriptor_passing() applied
+  std::chrono::microseconds watchdog_interval_{0};
+  Clock::time_point next_watchdog_{};
 };
 
 }  // namespace sockbroker::broker
