@@ -1,32 +1,58 @@
 #include "audit.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/un.h>
 #include <systemd/sd-journal.h>
-
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <vector>
 
 namespace sockbroker::broker {
 namespace {
 
-// "2026-11-22T10:00:00.123456Z": UTC with microseconds, as the contract shows.
-std::string utc_timestamp() {
-  timespec now{};
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  tm parts{};
-  ::gmtime_r(&now.tv_sec, &parts);
-  char text[40];
-  std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &parts);
-  std::snprintf(text + n, sizeof text - n, ".%06ldZ", now.tv_nsec / 1000);
-  return text;
+// Socket specs whose fields are remembered: more than any sane policy holds at
+// once; past it the memory is simply started afresh (specs of old generations
+// are never asked for again).
+constexpr std::size_t kMaxRememberedSockets = 65536;
+
+constexpr auto kDumpErrors = nlohmann::ordered_json::error_handler_t::replace;
+
+// A JSON string exactly as nlohmann::json::dump writes it (ensure_ascii off,
+// invalid UTF-8 replaced). Nothing in printable ASCII but '"' and '\\' is
+// escaped by it, so such strings (names, paths, units: nearly all) are copied
+// as they are; anything else goes through nlohmann.
+void append_string(std::string& out, std::string_view text) {
+  const bool plain = std::all_of(text.begin(), text.end(), [](unsigned char c) {
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+  });
+  if (plain) {
+    out += '"';
+    out += text;
+    out += '"';
+    return;
+  }
+  out += nlohmann::ordered_json(std::string(text)).dump(-1, ' ', false, kDumpErrors);
+}
+
+// std::to_chars: fmt's back_inserter into a std::string goes a character at a time.
+template <class Int>
+void append_int(std::string& out, Int value) {
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  out.append(digits, end);
+}
+
+void append_local_addr(std::string& out, const policy::Address& address) {
+  out += local_addr_json(address).dump(-1, ' ', false, kDumpErrors);
 }
 
 // SOCKBROKER_PEER_UID=33 for {"peer":{"uid":33}}: journal field names are
@@ -45,7 +71,12 @@ void flatten(const std::string& prefix, const nlohmann::ordered_json& value, std
   out.push_back(prefix + "=" + (value.is_string() ? value.get<std::string>() : value.dump()));
 }
 
-void send_to_journal(std::string_view event, const nlohmann::ordered_json& fields, const std::string& line) {
+// The journal is not the fast path: the line is parsed back into its fields.
+void send_to_journal(const std::string& line) {
+  auto fields = nlohmann::ordered_json::parse(line, nullptr, false);
+  if (!fields.is_object()) return;  // cannot happen: the line was written as JSON
+  const std::string event = fields.value("event", "");
+  fields.erase("ts");  // the journal stamps its own time
   std::vector<std::string> entries;
   entries.push_back("MESSAGE=" + line);
   entries.push_back("SYSLOG_IDENTIFIER=sockbrokerd");
@@ -61,39 +92,179 @@ void send_to_journal(std::string_view event, const nlohmann::ordered_json& field
 }  // namespace
 
 Result<Audit> Audit::open(std::string_view destination) {
-  try {
-    std::shared_ptr<spdlog::logger> lines;
-    if (destination == "journal") {
-      return Audit(nullptr);
-    } else if (destination.empty()) {
-      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-    } else if (destination == "-") {
-      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stdout_sink_mt>());
-    } else {
-      lines = std::make_shared<spdlog::logger>(
-          "audit", std::make_shared<spdlog::sinks::basic_file_sink_mt>(std::string(destination), false));
+  if (destination == "journal") return Audit(UniqueFd(), -1);
+  if (destination.empty()) return Audit(UniqueFd(), STDERR_FILENO);
+  if (destination == "-") return Audit(UniqueFd(), STDOUT_FILENO);
+  const std::string path(destination);
+  // As the spdlog file sink this replaces did: a missing directory is made.
+  std::error_code ec;
+  if (auto parent = std::filesystem::path(path).parent_path(); !parent.empty()) {
+    std::filesystem::create_directories(parent, ec);
+  }
+  UniqueFd file(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666));
+  if (!file) {
+    const int err = errno;
+    return Error{0, err, "cannot open audit destination \"" + path + "\": " + std::strerror(err)};
+  }
+  const int fd = file.get();
+  return Audit(std::move(file), fd);
+}
+
+void Audit::emit(std::string_view event, const nlohmann::ordered_json& fields) {
+  AuditLine line = begin(event);
+  if (fields.is_object()) {
+    for (const auto& [key, value] : fields.items()) line.field(key, value);
+  }
+  commit(line);
+}
+
+AuditLine Audit::begin(std::string_view event) {
+  // "2026-11-22T10:00:00.123456Z": UTC with microseconds, as the contract
+  // shows. The date and time of day are formatted once per second.
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  if (now.tv_sec != stamped_second_) {
+    tm parts{};
+    ::gmtime_r(&now.tv_sec, &parts);
+    char text[32];
+    std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &parts);
+    second_prefix_.assign(text, n);
+    stamped_second_ = now.tv_sec;
+  }
+  line_.clear();
+  line_ += "{\"ts\":\"";
+  line_ += second_prefix_;
+  char micros[] = ".000000Z";
+  for (long left = now.tv_nsec / 1000, i = 6; i >= 1; --i, left /= 10) micros[i] = static_cast<char>('0' + left % 10);
+  line_ += micros;
+  line_ += "\",\"event\":";
+  append_string(line_, event);
+  return AuditLine(*this);
+}
+
+void Audit::commit(AuditLine& line) {
+  (void)line;  // its text is line_
+  line_ += '}';
+  if (fd_ < 0) {
+    send_to_journal(line_);
+    return;
+  }
+  line_ += '\n';
+  write_line();
+}
+
+void Audit::write_line() {
+  // One write(2) per line: with O_APPEND, lines from several writers never
+  // interleave, and a line is in the file as soon as the call returns.
+  std::string_view rest = line_;
+  while (!rest.empty()) {
+    ssize_t n = ::write(fd_, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    // Best effort, as the logger it replaces: the broker keeps serving; what
+    // went missing is said on stderr (the broker's log).
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      (void)::dprintf(STDERR_FILENO, "sockbrokerd: cannot write an audit line: %s\n", std::strerror(err));
+      return;
     }
-    lines->set_pattern("%v");
-    lines->set_level(spdlog::level::info);
-    lines->flush_on(spdlog::level::info);  // an audit line not on disk is not an audit line
-    return Audit(std::move(lines));
-  } catch (const spdlog::spdlog_ex& e) {
-    return Error{0, 0, "cannot open audit destination \"" + std::string(destination) + "\": " + e.what()};
+    rest.remove_prefix(static_cast<std::size_t>(n));
   }
 }
 
-void Audit::emit(std::string_view event, nlohmann::ordered_json fields) {
-  nlohmann::ordered_json line;
-  line["ts"] = utc_timestamp();
-  line["event"] = event;
-  line.update(fields);
-  std::string text = line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-  if (lines_) {
-    lines_->info(text);
-  } else {
-    fields["event"] = event;
-    send_to_journal(event, fields, text);
+const std::string& Audit::socket_fields(const policy::SocketSpec& spec) {
+  auto it = sockets_.find(&spec);
+  if (it != sockets_.end()) {
+    const SocketFields& known = it->second;
+    // The spec at this address may be a newer one (a reload): the remembered
+    // text serves only if every field it was made from is unchanged.
+    if (known.name == spec.name && known.type == spec.type && known.reuse_port == spec.reuse_port &&
+        known.listen.kind == spec.listen.kind && known.listen.length == spec.listen.length &&
+        known.listen.text == spec.listen.text &&
+        std::memcmp(&known.listen.storage, &spec.listen.storage, sizeof spec.listen.storage) == 0) {
+      return known.text;
+    }
   }
+  if (sockets_.size() >= kMaxRememberedSockets) sockets_.clear();
+  SocketFields made{spec.name, spec.listen, spec.type, spec.reuse_port, {}};
+  std::string& text = made.text;
+  text += "\"socket\":";
+  append_string(text, spec.name);
+  text += ",\"local_addr\":";
+  append_local_addr(text, spec.listen);
+  text += ",\"type\":";
+  append_string(text, proto::to_string(spec.type));
+  text += spec.reuse_port ? ",\"reuse_port\":true" : ",\"reuse_port\":false";
+  return sockets_.insert_or_assign(&spec, std::move(made)).first->second.text;
+}
+
+std::string& AuditLine::key(std::string_view name) {
+  std::string& out = audit_.line_;
+  out += ',';
+  append_string(out, name);
+  out += ':';
+  return out;
+}
+
+AuditLine& AuditLine::field(std::string_view name, std::int64_t value) {
+  append_int(key(name), value);
+  return *this;
+}
+
+AuditLine& AuditLine::field(std::string_view name, std::uint64_t value) {
+  append_int(key(name), value);
+  return *this;
+}
+
+AuditLine& AuditLine::field(std::string_view name, bool value) {
+  key(name) += value ? "true" : "false";
+  return *this;
+}
+
+AuditLine& AuditLine::field(std::string_view name, std::nullptr_t) {
+  key(name) += "null";
+  return *this;
+}
+
+AuditLine& AuditLine::field(std::string_view name, std::string_view value) {
+  append_string(key(name), value);
+  return *this;
+}
+
+AuditLine& AuditLine::field(std::string_view name, const nlohmann::ordered_json& value) {
+  if (value.is_string()) return field(name, std::string_view(value.get_ref<const std::string&>()));
+  key(name) += value.dump(-1, ' ', false, kDumpErrors);
+  return *this;
+}
+
+AuditLine& AuditLine::socket(const policy::SocketSpec& spec) {
+  std::string& out = audit_.line_;
+  out += ',';
+  out += audit_.socket_fields(spec);
+  return *this;
+}
+
+AuditLine& AuditLine::peer(const policy::PeerIdentity& peer) {
+  std::string& out = key("peer");
+  out += "{\"pid\":";
+  append_int(out, peer.pid);
+  out += ",\"uid\":";
+  append_int(out, peer.uid);
+  out += ",\"gid\":";
+  append_int(out, peer.gid);
+  out += ",\"unit\":";
+  if (peer.unit) {
+    append_string(out, *peer.unit);
+  } else {
+    out += "null";
+  }
+  out += ",\"exe\":";
+  if (peer.executable) {
+    append_string(out, *peer.executable);
+  } else {
+    out += "null";
+  }
+  out += '}';
+  return *this;
 }
 
 nlohmann::ordered_json peer_json(const policy::PeerIdentity& peer) {

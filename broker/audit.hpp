@@ -4,12 +4,16 @@
 // sin_addr, sin_port, sin6_addr, sun_path) so existing detection rules read them.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <spdlog/logger.h>
 
-#include <memory>
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include <sockbroker/fd.hpp>
 
@@ -19,6 +23,42 @@
 
 namespace sockbroker::broker {
 
+class Audit;
+
+// One event under construction, written straight as JSON text into the
+// Audit's reused buffer: a grant costs no allocation and no JSON tree. Fields
+// appear in the order they are added, after "ts" and "event". Keys are the
+// caller's literals; values are escaped exactly as nlohmann::json dumps them, so
+// lines are the same bytes as Audit::emit writes for the same fields.
+class AuditLine {
+ public:
+  AuditLine& field(std::string_view key, std::int64_t value);
+  AuditLine& field(std::string_view key, std::uint64_t value);
+  AuditLine& field(std::string_view key, int value) { return field(key, static_cast<std::int64_t>(value)); }
+  AuditLine& field(std::string_view key, unsigned value) { return field(key, static_cast<std::uint64_t>(value)); }
+  AuditLine& field(std::string_view key, bool value);
+  AuditLine& field(std::string_view key, std::nullptr_t);
+  AuditLine& field(std::string_view key, std::string_view value);
+  AuditLine& field(std::string_view key, const char* value) { return field(key, std::string_view(value)); }
+  AuditLine& field(std::string_view key, const std::string& value) { return field(key, std::string_view(value)); }
+  // Anything else (arrays, nested objects): dumped by nlohmann.
+  AuditLine& field(std::string_view key, const nlohmann::ordered_json& value);
+  template <class T>
+  AuditLine& field(std::string_view key, const std::optional<T>& value) {
+    return value ? field(key, *value) : field(key, nullptr);
+  }
+  // "socket", "local_addr", "type", "reuse_port": what socket_json() holds.
+  AuditLine& socket(const policy::SocketSpec& spec);
+  // "peer": what peer_json() holds.
+  AuditLine& peer(const policy::PeerIdentity& peer);
+
+ private:
+  friend class Audit;
+  explicit AuditLine(Audit& audit) : audit_(audit) {}
+  std::string& key(std::string_view name);
+  Audit& audit_;
+};
+
 class Audit {
  public:
   // destination: "" (stderr, the default), "-" (stdout), "journal"
@@ -27,11 +67,36 @@ class Audit {
   [[nodiscard]] static Result<Audit> open(std::string_view destination);
 
   // Stamps `ts` and `event` onto fields and writes one line.
-  void emit(std::string_view event, nlohmann::ordered_json fields);
+  void emit(std::string_view event, const nlohmann::ordered_json& fields);
+
+  // The fast path: begin() stamps `ts` and `event`, the caller adds fields,
+  // commit() writes the line. One line at a time (the broker's loop is
+  // single-threaded): begin() discards a line not committed.
+  [[nodiscard]] AuditLine begin(std::string_view event);
+  void commit(AuditLine& line);
 
  private:
-  explicit Audit(std::shared_ptr<spdlog::logger> lines) : lines_(std::move(lines)) {}
-  std::shared_ptr<spdlog::logger> lines_;  // null: the journal
+  friend class AuditLine;
+  Audit(UniqueFd owned, int fd) : owned_(std::move(owned)), fd_(fd) {}
+
+  // The constant part of a socket's events, made once per socket (and again
+  // when the policy changes it), checked against the spec on every use.
+  struct SocketFields {
+    std::string name;
+    policy::Address listen;
+    proto::SocketType type;
+    bool reuse_port;
+    std::string text;
+  };
+  const std::string& socket_fields(const policy::SocketSpec& spec);
+  void write_line();
+
+  UniqueFd owned_;  // the audit file, when it is one
+  int fd_ = -1;     // where lines go; -1: the journal
+  std::string line_;
+  std::int64_t stamped_second_ = -1;  // the second line_'s cached date prefix is for
+  std::string second_prefix_;         // "2026-11-22T10:00:00"
+  std::unordered_map<const policy::SocketSpec*, SocketFields> sockets_;
 };
 
 // The "peer" object of an event.

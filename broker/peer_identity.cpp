@@ -1,14 +1,20 @@
 #include "peer_identity.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <systemd/sd-login.h>
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 
 // Older kernel headers than the kernel: values from include/uapi/asm-generic/socket.h.
 #ifndef SO_PEERGROUPS
@@ -46,20 +52,105 @@ std::optional<std::string> executable_of(pid_t pid) {
   return std::string(target.data(), static_cast<std::size_t>(n));
 }
 
-std::optional<std::string> unit_of(pid_t pid) {
+// sd_pid_get_unit's answer, and whether it is a property of the cgroup (a unit,
+// or none: ENODATA, ENXIO) rather than of a failed read (the process gone).
+struct UnitAnswer {
+  std::optional<std::string> unit;
+  bool of_cgroup = false;
+};
+
+UnitAnswer unit_from_libsystemd(pid_t pid) {
   char* unit = nullptr;
-  if (::sd_pid_get_unit(pid, &unit) < 0 || unit == nullptr) return std::nullopt;
+  const int r = ::sd_pid_get_unit(pid, &unit);
+  if (r < 0 || unit == nullptr) return {std::nullopt, r == -ENODATA || r == -ENXIO};
   std::string out(unit);
   std::free(unit);
-  return out;
+  return {std::move(out), true};
 }
 
-std::optional<std::string> cgroup_of(pid_t pid) {
+std::optional<std::string> cgroup_from_libsystemd(pid_t pid) {
   char* cgroup = nullptr;
   if (::sd_pid_get_cgroup(pid, &cgroup) < 0 || cgroup == nullptr) return std::nullopt;
   std::string out(cgroup);
   std::free(cgroup);
   return out;
+}
+
+bool is_cgroup2(const char* path) {
+  struct statfs fs {};
+  return ::statfs(path, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+// Whether systemd's own hierarchy is cgroup v2, decided (and cached) as
+// libsystemd does: v2 alone, or the hybrid layout (a tmpfs with v2 at
+// unified/, or at systemd/ for v232). The hierarchy does not change under a
+// running broker.
+bool unified_cgroups() {
+  static const bool unified = [] {
+    if (is_cgroup2("/sys/fs/cgroup/")) return true;
+    struct statfs fs {};
+    if (::statfs("/sys/fs/cgroup/", &fs) != 0 || fs.f_type != TMPFS_MAGIC) return false;
+    return is_cgroup2("/sys/fs/cgroup/unified/") || is_cgroup2("/sys/fs/cgroup/systemd/");
+  }();
+  return unified;
+}
+
+// What sd_pid_get_cgroup() returns when systemd's hierarchy is v2: the path on
+// the "0::" line of /proc/PID/cgroup. It reads the file a character at a time
+// through stdio; one read(2) here costs a fraction of that on every connection.
+// Anything unusual (cgroup v1 only, a file longer than the buffer) is left to
+// libsystemd.
+std::optional<std::string> cgroup_of(pid_t pid) {
+  if (!unified_cgroups()) return cgroup_from_libsystemd(pid);
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/cgroup", static_cast<int>(pid));
+  UniqueFd file(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!file) return std::nullopt;  // the process is gone: as libsystemd (ESRCH)
+  std::array<char, 4096> text;  // only [0, size) is read
+  std::size_t size = 0;
+  // A /proc file made in one go (seq_file single_open) arrives whole in the
+  // first read when it fits, so a short read is the end (libsystemd's
+  // read_virtual_file relies on the same): no second read to learn EOF.
+  for (;;) {
+    const std::size_t wanted = text.size() - size;
+    ssize_t n = ::read(file.get(), text.data() + size, wanted);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::nullopt;
+    size += static_cast<std::size_t>(n);
+    if (n == 0 || static_cast<std::size_t>(n) < wanted) break;
+    if (size == text.size()) return cgroup_from_libsystemd(pid);
+  }
+  std::string_view lines(text.data(), size);
+  while (!lines.empty()) {
+    const std::size_t end = lines.find('\n');
+    std::string_view line = lines.substr(0, end);
+    lines = end == std::string_view::npos ? std::string_view() : lines.substr(end + 1);
+    if (line.starts_with("0::")) return std::string(line.substr(3));
+  }
+  return std::nullopt;
+}
+
+// The unit of a process is a function of its cgroup path (and of PID 1's,
+// which does not change): libsystemd reads /proc/PID/cgroup and /proc/1/cgroup
+// through stdio, a character at a time, on every call. So it is asked once per
+// cgroup, and only remembered when the process was still in that cgroup after
+// libsystemd read it (a process that moved in between proves nothing). A
+// process can only move within the cgroups delegated to it, all of which
+// belong to the same unit, so it cannot plant a wrong answer for anyone.
+// Bounded: past the limit the memory starts afresh. Only the broker's loop
+// thread reads peers.
+constexpr std::size_t kMaxRememberedCgroups = 4096;
+
+std::optional<std::string> unit_of(pid_t pid, const std::optional<std::string>& cgroup) {
+  if (!cgroup || !unified_cgroups()) return unit_from_libsystemd(pid).unit;
+  static std::unordered_map<std::string, std::optional<std::string>> units;
+  if (auto it = units.find(*cgroup); it != units.end()) return it->second;
+  UnitAnswer answer = unit_from_libsystemd(pid);
+  if (answer.of_cgroup && cgroup_of(pid) == cgroup) {
+    if (units.size() >= kMaxRememberedCgroups) units.clear();
+    units.emplace(*cgroup, answer.unit);
+  }
+  return std::move(answer.unit);
 }
 
 // The pidfd pins the process the kernel saw connect; it turns readable once
@@ -100,9 +191,9 @@ Result<Peer> read_peer(int connection) {
   out.pidfd.reset(raw_pidfd);
   if (cred.pid <= 0) return out;
 
-  auto unit = unit_of(cred.pid);
-  auto executable = executable_of(cred.pid);
   auto cgroup = cgroup_of(cred.pid);
+  auto unit = unit_of(cred.pid, cgroup);
+  auto executable = executable_of(cred.pid);
   if (!still_alive(out.pidfd.get())) return out;  // what we read may belong to a successor
   peer.unit = std::move(unit);
   peer.executable = std::move(executable);
