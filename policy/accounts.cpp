@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 namespace sockbroker::policy::detail {
@@ -38,14 +40,43 @@ Result<std::optional<Id>> find(const std::string& name, const char* what, Lookup
   }
 }
 
+// Failures are remembered too: a backend that is down for the first rule of a
+// load is down for the ten thousandth, and need not time out again for it.
+struct Remembered {
+  int scopes = 0;
+  std::unordered_map<std::string, Result<std::optional<uid_t>>> users;
+  std::unordered_map<std::string, Result<std::optional<gid_t>>> groups;
+};
+thread_local Remembered remembered;
+
+template <class Id, class Lookup>
+Result<std::optional<Id>> cached(std::unordered_map<std::string, Result<std::optional<Id>>>& memory,
+                                 const std::string& name, Lookup lookup) {
+  if (remembered.scopes == 0) return lookup();
+  if (auto it = memory.find(name); it != memory.end()) return it->second;
+  return memory.emplace(name, lookup()).first->second;
+}
+
 }  // namespace
 
 Result<std::optional<uid_t>> find_user(const std::string& name) {
-  return find<passwd, uid_t>(name, "user", ::getpwnam_r, [](const passwd& p) { return p.pw_uid; });
+  return cached<uid_t>(remembered.users, name, [&] {
+    return find<passwd, uid_t>(name, "user", ::getpwnam_r, [](const passwd& p) { return p.pw_uid; });
+  });
 }
 
 Result<std::optional<gid_t>> find_group(const std::string& name) {
-  return find<group, gid_t>(name, "group", ::getgrnam_r, [](const group& g) { return g.gr_gid; });
+  return cached<gid_t>(remembered.groups, name, [&] {
+    return find<group, gid_t>(name, "group", ::getgrnam_r, [](const group& g) { return g.gr_gid; });
+  });
+}
+
+AccountCache::AccountCache() { ++remembered.scopes; }
+
+AccountCache::~AccountCache() {
+  if (--remembered.scopes > 0) return;
+  remembered.users.clear();
+  remembered.groups.clear();
 }
 
 }  // namespace sockbroker::policy::detail

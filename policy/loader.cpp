@@ -16,6 +16,7 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "accounts.hpp"
 #include "conflict.hpp"
 #include "document.hpp"
 
@@ -240,6 +241,7 @@ class Loader {
 }  // namespace
 
 LoadResult load_policy(const std::vector<std::string>& paths, const LoadOptions& options) {
+  detail::AccountCache accounts;  // one lookup per account name per load
   Loader loader(options);
   if (paths.empty()) {
     loader.add_file(kDefaultPolicyFile);
@@ -253,6 +255,7 @@ LoadResult load_policy(const std::vector<std::string>& paths, const LoadOptions&
 }
 
 LoadResult load_policy_text(std::string_view text, std::string_view file_name, const LoadOptions& options) {
+  detail::AccountCache accounts;  // one lookup per account name per load
   Loader loader(options);
   loader.add_text(text, std::string(file_name));
   return loader.finish();
