@@ -140,6 +140,14 @@ as_nobody "$sockbroker" get --control "$control" admin-api -- true || denied_sta
 echo "exit code: $denied_status"
 ((denied_status == 77)) || die "expected exit code 77 (permission denied), got $denied_status"
 
+step "sockbroker status (as root: what the broker has done since it started)"
+"$sockbroker" status --control "$control"
+
+step "sockbroker audit (every listener in this namespace, from the kernel's sock_diag)"
+audit_status=0
+"$sockbroker" audit --control "$control" || audit_status=$?
+((audit_status == 0)) || die "sockbroker audit found an unexpected listener (exit $audit_status)"
+
 step "Stopping sockbrokerd (SIGTERM)"
 kill -TERM "$broker_pid"
 broker_status=0

@@ -100,19 +100,6 @@ std::string policy(const std::string& broker_settings = "", const std::string& m
 // ---------------------------------------------------------------------------
 // Processes
 
-// Acquires `name` as uid/gid in a child that then exits (ending its lease).
-// Returns the child's exit status: 0 when granted.
-int acquire_in_child(const Broker& broker, const std::string& name, uid_t uid = sbtest::kNobody,
-                     gid_t gid = sbtest::kNogroup) {
-  auto child = sbtest::run_as(uid, gid, [&](int report_fd) {
-    auto grant = sockbroker::acquire(name, broker.control());
-    if (!grant) sbtest::report(report_fd, grant.error().message);
-    return grant ? 0 : 1;
-  });
-  if (child.exit_code != 0) std::cerr << "acquire of \"" << name << "\" as uid " << uid << " failed: " << child.output;
-  return child.exit_code;
-}
-
 // 'R', 'S', 'T' (stopped), 'Z' ... from /proc/PID/stat; '?' if it is gone.
 char process_state(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -125,83 +112,14 @@ char process_state(pid_t pid) {
 void expect_still_serving(const Broker& broker, int baseline) {
   char state = process_state(broker.pid());
   EXPECT_TRUE(state != 'Z' && state != '?') << "sockbrokerd died:\n" << broker.log();
-  EXPECT_EQ(acquire_in_child(broker, "web"), 0) << "a well-behaved client was not served";
+  EXPECT_TRUE(sbtest::grants(broker, "web")) << "a well-behaved client was not served";
   EXPECT_EQ(broker.wait_for_fd_count(baseline), baseline) << broker.fd_listing();
 }
 
-std::string read_all(int fd) {
-  std::string out;
-  char buffer[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-// A child that runs in the background while the test goes on (sbtest::run_as
-// waits for its child). Dropped to uid/gid; killed and reaped if not waited for.
-class Child {
- public:
-  Child(uid_t uid, gid_t gid, const std::function<int(int report_fd)>& fn) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) std::abort();
-    pid_ = ::fork();
-    if (pid_ < 0) std::abort();
-    if (pid_ == 0) {
-      ::close(fds[0]);
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      ::alarm(60);  // a hung child fails its test instead of the whole run
-      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(120);
-      _exit(fn(fds[1]));
-    }
-    ::close(fds[1]);
-    report_.reset(fds[0]);
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  [[nodiscard]] pid_t pid() const { return pid_; }
-
-  sbtest::ChildResult wait() {
-    sbtest::ChildResult result;
-    result.output = read_all(report_.get());
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
-    return result;
-  }
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd report_;
-};
-
-// A one-byte signal between the test and its children.
-struct Pipe {
-  UniqueFd read, write;
-  Pipe() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) std::abort();
-    read.reset(fds[0]);
-    write.reset(fds[1]);
-  }
-};
-void notify(const Pipe& pipe) { (void)!::write(pipe.write.get(), "x", 1); }
-bool await(const Pipe& pipe, int timeout_ms = 30000) {
-  pollfd p{pipe.read.get(), POLLIN, 0};
-  char byte;
-  return ::poll(&p, 1, timeout_ms) == 1 && ::read(pipe.read.get(), &byte, 1) == 1;
-}
+using sbtest::await;
+using sbtest::Child;
+using sbtest::notify;
+using sbtest::Pipe;
 
 // SIGSTOP on the broker, so that what clients do meanwhile happens before it
 // accepts or reads anything; SIGCONT when resumed or destroyed (declare it after
@@ -226,14 +144,7 @@ class PausedBroker {
 // ---------------------------------------------------------------------------
 // The control socket, byte by byte
 
-UniqueFd connect_control(const std::string& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) fd.reset();
-  return fd;
-}
+using sbtest::connect_control;
 
 // One datagram with `fds` attached (SCM_RIGHTS). Returns 0 or the errno.
 int send_raw(int sock, std::span<const std::byte> bytes, const std::vector<int>& fds = {}, int flags = 0) {
@@ -1025,7 +936,7 @@ TEST(Adversarial, IdleClientIsDroppedAtRequestTimeout) {
   UniqueFd asked_once = connect_control(broker->control());
   ASSERT_TRUE(idle && asked_once);
   ASSERT_TRUE(list_page(asked_once.get(), 0));  // active once, then idle
-  EXPECT_EQ(acquire_in_child(*broker, "web"), 0) << "served while the idle ones wait";
+  EXPECT_TRUE(sbtest::grants(*broker, "web")) << "served while the idle ones wait";
   Incoming end = receive(idle.get(), 3000);
   auto waited = Clock::now() - connected;
   EXPECT_EQ(end.size, 0) << describe(end);
@@ -1085,12 +996,12 @@ TEST(Adversarial, TenThousandConnectionsFromOneUidAreCappedAndOthersStillServed)
     return await(release) ? 0 : 5;
   });
   ASSERT_TRUE(await(holding));
-  EXPECT_EQ(acquire_in_child(*broker, "web", kDaemon, kDaemonGroup), 0) << "another uid while 64 are held";
+  EXPECT_TRUE(sbtest::grants(*broker, "web", kDaemon, kDaemonGroup)) << "another uid while 64 are held";
   notify(flood);
   // Served during the flood, too.
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(acquire_in_child(*broker, "web", kDaemon, kDaemonGroup), 0);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(*broker, "web", kDaemon, kDaemonGroup));
   ASSERT_TRUE(await(flooded, 60000));
-  EXPECT_EQ(acquire_in_child(*broker, "web", kDaemon, kDaemonGroup), 0);
+  EXPECT_TRUE(sbtest::grants(*broker, "web", kDaemon, kDaemonGroup));
   // Each admitted connection costs two descriptors: it and its pidfd.
   EXPECT_EQ(broker->wait_for_fd_count(baseline + 2 * kAllowed), baseline + 2 * kAllowed) << broker->fd_listing();
   notify(release);
@@ -1150,7 +1061,7 @@ TEST(Adversarial, ClientThatNeverReadsCostsOneReplyAndOthersAreServed) {
   // One session (connection, pidfd) and one holder pidfd: a pending reply
   // carries the shared socket, not a copy of it.
   EXPECT_EQ(broker->wait_for_fd_count(baseline + 3), baseline + 3) << broker->fd_listing();
-  EXPECT_EQ(acquire_in_child(*broker, "web"), 0) << "served while one client sits on its replies";
+  EXPECT_TRUE(sbtest::grants(*broker, "web")) << "served while one client sits on its replies";
   notify(read_now);
   auto result = greedy.wait();
   EXPECT_EQ(result.exit_code, 0) << result.output;
@@ -1387,7 +1298,7 @@ user = "nobody"
 )"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
-  ASSERT_EQ(acquire_in_child(*broker, "exe_only"), 0) << "a live process running " << self << " qualifies";
+  ASSERT_TRUE(sbtest::grants(*broker, "exe_only")) << "a live process running " << self << " qualifies";
 
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), 0);
@@ -1452,18 +1363,6 @@ std::string reuse_port_group(std::uint16_t port) {
          "\"\nreuse_port = true\n[[socket.group.allow]]\nuser = \"nobody\"\n";
 }
 
-int bind_with_reuseport(std::uint16_t port, in_addr_t address) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  int one = 1;
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_port = htons(port);
-  in.sin_addr.s_addr = htonl(address);
-  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&in), sizeof in) == 0 ? 0 : errno;
-}
-
 TEST(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
   SBTEST_PREPARE();
   TempDir dir;
@@ -1487,7 +1386,7 @@ TEST(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
   for (uid_t intruder : {kDaemon, sbtest::kNobody}) {
     auto attempt = sbtest::run_as(intruder, intruder == kDaemon ? kDaemonGroup : sbtest::kNogroup, [&](int report_fd) {
       for (in_addr_t address : {INADDR_ANY, INADDR_LOOPBACK}) {
-        int err = bind_with_reuseport(kPort, address);
+        int err = sbtest::bind_tcp(address, kPort, {.addr = true, .port = true});
         sbtest::report(report_fd, std::strerror(err));
         if (err != EADDRINUSE) return 1;
       }
@@ -1579,11 +1478,8 @@ TEST(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
   SBTEST_PREPARE();
   std::string name = "sockbroker-adversarial-" + std::to_string(::getpid());
   UniqueFd squatter(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path + 1, name.data(), name.size());
-  auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  ASSERT_EQ(::bind(squatter.get(), reinterpret_cast<sockaddr*>(&address), length), 0) << std::strerror(errno);
+  const sbtest::AbstractAddress address = sbtest::abstract_address(name);
+  ASSERT_EQ(::bind(squatter.get(), address.get(), address.length), 0) << std::strerror(errno);
   ASSERT_EQ(::listen(squatter.get(), 4), 0);
 
   TempDir dir;
@@ -1594,16 +1490,11 @@ TEST(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
   auto failed = broker->wait_for_events("bind_failed");
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0]["socket"], "abstract");
-  auto refused = sbtest::run_as_nobody([&](int report_fd) {
-    auto grant = sockbroker::acquire("abstract", broker->control());
-    if (grant) return 1;
-    sbtest::report(report_fd, grant.error().message);
-    return grant.error().code == SOCKBROKER_E_BIND ? 0 : 2;
-  });
-  EXPECT_EQ(refused.exit_code, 0) << refused.output;
+  auto refused = sbtest::acquire_as_nobody(*broker, "abstract");
+  EXPECT_EQ(refused.code, SOCKBROKER_E_BIND) << refused.message;
   // The squatter still owns its name: nothing was taken from it.
   UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), length), 0);
+  EXPECT_EQ(::connect(probe.get(), address.get(), address.length), 0);
   UniqueFd accepted(::accept4(squatter.get(), nullptr, nullptr, SOCK_CLOEXEC));
   EXPECT_TRUE(accepted);
   probe.reset();
@@ -1617,7 +1508,7 @@ TEST(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
     ASSERT_TRUE(outcome) << outcome.error().message;
     EXPECT_TRUE(outcome->ok) << outcome->message;
   }
-  EXPECT_EQ(acquire_in_child(*broker, "abstract"), 0);
+  EXPECT_TRUE(sbtest::grants(*broker, "abstract"));
   const int rebound = baseline + 1;  // the broker now holds the abstract socket
   expect_still_serving(*broker, rebound);
 }
@@ -1645,18 +1536,13 @@ TEST(Adversarial, SymlinkedUnixSocketPathIsBindFailedAndLeftAlone) {
   EXPECT_EQ(fs::read_symlink(dir.file("run/app.sock")).string(), dir.file("precious"));
   EXPECT_EQ(fs::read_symlink(dir.file("run/dangling.sock")).string(), dir.file("victim.sock"));
   EXPECT_FALSE(fs::exists(fs::symlink_status(dir.file("victim.sock"))));
-  std::ifstream precious(dir.file("precious"));
-  std::string content((std::istreambuf_iterator<char>(precious)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(content, "do not touch\n");
+  EXPECT_EQ(sbtest::read_file(dir.file("precious")), "do not touch\n");
   EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(dir.file("precious"))));
   std::size_t entries = 0;
   for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir.file("run"))) ++entries;
   EXPECT_EQ(entries, 2u) << "a leftover private directory or socket in run/";
-  auto refused = sbtest::run_as_nobody([&](int) {
-    auto grant = sockbroker::acquire("app", broker->control());
-    return !grant && grant.error().code == SOCKBROKER_E_BIND ? 0 : 1;
-  });
-  EXPECT_EQ(refused.exit_code, 0);
+  auto refused = sbtest::acquire_as_nobody(*broker, "app");
+  EXPECT_EQ(refused.code, SOCKBROKER_E_BIND) << refused.message;
   expect_still_serving(*broker, baseline);
 }
 
@@ -1765,9 +1651,7 @@ TEST(Adversarial, ReloadStormWhileClientsAcquire) {
         ++failures;
         continue;
       }
-      struct stat st {};
-      ::fstat(grant->fd.get(), &st);
-      (i == 0 ? first_inode : last_inode) = std::to_string(st.st_ino);
+      (i == 0 ? first_inode : last_inode) = std::to_string(sbtest::inode_of(grant->fd.get()));
       if (i == 0) notify(started);
     }
     // An unchanged entry keeps its kernel socket through every reload.
@@ -1782,7 +1666,7 @@ TEST(Adversarial, ReloadStormWhileClientsAcquire) {
   // of sockets serving.
   EXPECT_GE(broker->wait_for_events("reload").size(), 1u);
   EXPECT_TRUE(broker->wait_for_events("reload_failed", 0).empty());
-  EXPECT_EQ(acquire_in_child(*broker, "daemon_only", kDaemon, kDaemonGroup), 0);
+  EXPECT_TRUE(sbtest::grants(*broker, "daemon_only", kDaemon, kDaemonGroup));
   expect_still_serving(*broker, baseline);
 }
 
@@ -1838,15 +1722,9 @@ TEST(Adversarial, ReusePortPortHolderCannotBeTakenWithReuseAddr) {
     auto attempt = sbtest::run_as(intruder, intruder == kDaemon ? kDaemonGroup : sbtest::kNogroup, [&](int report_fd) {
       int taken = 0;
       for (in_addr_t address : {INADDR_ANY, INADDR_LOOPBACK}) {
-        UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        int one = 1;
-        ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        sockaddr_in in{};
-        in.sin_family = AF_INET;
-        in.sin_port = htons(kPort);
-        in.sin_addr.s_addr = htonl(address);
-        if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&in), sizeof in) != 0) {
-          sbtest::report(report_fd, std::string("bind: ") + std::strerror(errno));
+        UniqueFd fd;
+        if (int err = sbtest::bind_tcp(address, kPort, {.addr = true}, &fd); err != 0) {
+          sbtest::report(report_fd, std::string("bind: ") + std::strerror(err));
           continue;
         }
         sbtest::report(report_fd, "bound " + std::to_string(address));

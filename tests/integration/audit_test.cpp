@@ -50,10 +50,7 @@ const std::string kSelfComm = "integration_tes";
 UniqueFd inet_listener(int type, std::uint32_t address, std::uint16_t port) {
   UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
   EXPECT_TRUE(fd) << std::strerror(errno);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(address);
-  sin.sin_port = htons(port);
+  sockaddr_in sin = sbtest::ipv4_address(port, address);
   EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0) << std::strerror(errno);
   if (type == SOCK_STREAM) {
     EXPECT_EQ(::listen(fd.get(), 8), 0) << std::strerror(errno);

@@ -11,8 +11,6 @@
 
 #include <gtest/gtest.h>
 
-#include <iostream>
-
 #include <atomic>
 #include <barrier>
 #include <cstring>
@@ -28,61 +26,19 @@ namespace {
 using sbtest::Broker;
 using sbtest::TempDir;
 
-const char* const kWebPolicy = R"(
-[broker]
-control_mode = "0666"
-
-[socket.web]
-listen = "0.0.0.0:80"
-
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.dns]
-listen = "127.0.0.1:53"
-type = "datagram"
-
-[[socket.dns.allow]]
-group = "nogroup"
-
-[socket.admin]
-listen = "127.0.0.1:443"
-
-[[socket.admin.allow]]
-user = "root"
-)";
+const std::string kWebPolicy = std::string("[broker]\ncontrol_mode = \"0666\"\n") + sbtest::kWebDnsAdminSockets;
 
 // kWebPolicy with other [broker] settings.
 std::string with_broker_settings(const std::string& settings) {
-  std::string sockets = kWebPolicy;
-  return "[broker]\n" + settings + "\n" + sockets.substr(sockets.find("[socket.web]"));
-}
-
-// Acquires `name` as nobody in a child that then exits (ending its lease).
-// Returns the child's exit status: 0 when granted.
-int acquire_in_child(const Broker& broker, const std::string& name) {
-  auto child = sbtest::run_as_nobody([&](int report_fd) {
-    auto grant = sockbroker::acquire(name, broker.control());
-    if (!grant) sbtest::report(report_fd, grant.error().message);
-    return grant ? 0 : 1;
-  });
-  if (child.exit_code != 0) std::cerr << "acquire of \"" << name << "\" failed: " << child.output;
-  return child.exit_code;
+  return "[broker]\n" + settings + "\n" + sbtest::kWebDnsAdminSockets;
 }
 
 // Serves one TCP connection on fd: reads what comes, answers "pong:" + it.
 int serve_one_tcp(int fd, int report_fd) {
-  int client = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
-  if (client < 0) {
-    sbtest::report(report_fd, std::string("accept: ") + std::strerror(errno));
+  if (std::string error = sbtest::answer_pong(fd); !error.empty()) {
+    sbtest::report(report_fd, error);
     return 10;
   }
-  char buffer[256];
-  ssize_t n = ::read(client, buffer, sizeof buffer);
-  if (n <= 0) return 11;
-  std::string answer = "pong:" + std::string(buffer, static_cast<std::size_t>(n));
-  if (::write(client, answer.data(), answer.size()) != static_cast<ssize_t>(answer.size())) return 12;
-  ::close(client);
   return 0;
 }
 
@@ -259,13 +215,9 @@ TEST(Broker, UnreachableBrokerIsUnavailable) {
 TEST(Broker, SocketThatCannotBeBoundIsReportedAndTheOthersServe) {
   SBTEST_PREPARE();
   // Occupy 127.0.0.1:443 before the broker starts.
-  int squatter = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(443);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(squatter, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(::listen(squatter, 1), 0);
+  sockbroker::UniqueFd squatter;
+  ASSERT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 443, {}, &squatter), 0);
+  ASSERT_EQ(::listen(squatter.get(), 1), 0);
 
   TempDir dir;
   auto broker = Broker::start(dir, kWebPolicy);
@@ -280,7 +232,6 @@ TEST(Broker, SocketThatCannotBeBoundIsReportedAndTheOthersServe) {
   EXPECT_EQ(admin.error().code, SOCKBROKER_E_BIND);
   auto web = sockbroker::acquire("web", broker->control());
   EXPECT_TRUE(web) << web.error().message;
-  ::close(squatter);
 }
 
 TEST(Broker, LockdownRefusesBindListenIoUringAndReusePortButServesTheGrant) {
@@ -365,23 +316,20 @@ TEST(Broker, IdleClientIsDroppedAndOthersAreServedMeanwhile) {
   auto broker = Broker::start(dir, with_broker_settings("request_timeout_ms = 300"));
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
-  int idle = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, broker->control().c_str(), sizeof address.sun_path - 1);
-  ASSERT_EQ(::connect(idle, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  sockbroker::UniqueFd idle = sbtest::connect_control(broker->control());
+  ASSERT_TRUE(idle) << std::strerror(errno);
 
   // Served while the idle one waits; a child, so that its lease ends with it.
-  EXPECT_EQ(acquire_in_child(*broker, "web"), 0);
+  EXPECT_TRUE(sbtest::grants(*broker, "web"));
 
   auto started = std::chrono::steady_clock::now();
   char byte;
   timeval timeout{5, 0};
-  ::setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  EXPECT_EQ(::recv(idle, &byte, 1, 0), 0);  // end of stream: the broker hung up
+  ::setsockopt(idle.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  EXPECT_EQ(::recv(idle.get(), &byte, 1, 0), 0);  // end of stream: the broker hung up
   auto waited = std::chrono::steady_clock::now() - started;
   EXPECT_LT(waited, std::chrono::seconds(4));
-  ::close(idle);
+  idle.reset();
   EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
 }
 
@@ -441,11 +389,8 @@ TEST(Broker, GarbageDatagramsLeakNothingAndServiceContinues) {
   std::vector<int> spare_fds;
   for (int i = 0; i < 100; ++i) spare_fds.push_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   for (int i = 0; i < 1000; ++i) {
-    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, broker->control().c_str(), sizeof address.sun_path - 1);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << i;
+    sockbroker::UniqueFd fd = sbtest::connect_control(broker->control());
+    ASSERT_TRUE(fd) << i << ": " << std::strerror(errno);
     std::size_t size;
     switch (i % 5) {
       case 0: size = 0; break;
@@ -470,12 +415,11 @@ TEST(Broker, GarbageDatagramsLeakNothingAndServiceContinues) {
       std::memcpy(CMSG_DATA(cmsg), spare_fds.data(), sizeof(int) * spare_fds.size());
     }
     // 64 KiB may exceed the socket's send buffer: that is a send error, not a broker one.
-    (void)::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    ::close(fd);
+    (void)::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
   }
   for (int fd : spare_fds) ::close(fd);
 
-  EXPECT_EQ(acquire_in_child(*broker, "web"), 0);
+  EXPECT_TRUE(sbtest::grants(*broker, "web"));
   EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
   EXPECT_GT(broker->wait_for_events("bad_request", 100).size(), 100u);
   EXPECT_EQ(::kill(broker->pid(), 0), 0);
@@ -486,19 +430,16 @@ TEST(Broker, MalformedRequestGetsAProtocolErrorReply) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebPolicy);
   ASSERT_TRUE(broker);
-  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, broker->control().c_str(), sizeof address.sun_path - 1);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  sockbroker::UniqueFd fd = sbtest::connect_control(broker->control());
+  ASSERT_TRUE(fd) << std::strerror(errno);
   const char garbage[16] = "not capnproto!";
-  ASSERT_EQ(::send(fd, garbage, sizeof garbage, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof garbage));
+  ASSERT_EQ(::send(fd.get(), garbage, sizeof garbage, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof garbage));
   char reply[4096];
   timeval timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  EXPECT_GT(::recv(fd, reply, sizeof reply, 0), 0);  // a Failure reply
-  EXPECT_EQ(::recv(fd, reply, sizeof reply, 0), 0);  // then the broker hangs up
-  ::close(fd);
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  EXPECT_GT(::recv(fd.get(), reply, sizeof reply, 0), 0);  // a Failure reply
+  EXPECT_EQ(::recv(fd.get(), reply, sizeof reply, 0), 0);  // then the broker hangs up
+  fd.reset();
   auto bad = broker->wait_for_events("bad_request");
   ASSERT_EQ(bad.size(), 1u);
   EXPECT_EQ(bad[0]["peer"]["uid"], 0);
@@ -576,12 +517,8 @@ TEST(Broker, MissingControlDirectoryIsCreatedRootOwned0755) {
   const mode_t old_umask = ::umask(077);
   sbtest::Background broker(0, 0, {SOCKBROKERD_PATH, "--policy", dir.file("ok.toml"), "--control", dir.file("run/c.sock")});
   ::umask(old_umask);
-  bool created = false;
-  for (int i = 0; i < 500 && !created; ++i) {
-    created = ::access(dir.file("run/c.sock").c_str(), F_OK) == 0;
-    if (!created) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(created) << broker.output();
+  ASSERT_TRUE(sbtest::wait_until([&] { return ::access(dir.file("run/c.sock").c_str(), F_OK) == 0; }))
+      << broker.output();
   struct stat st {};
   ASSERT_EQ(::lstat(dir.file("run").c_str(), &st), 0);
   EXPECT_TRUE(S_ISDIR(st.st_mode));

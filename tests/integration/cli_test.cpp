@@ -11,32 +11,9 @@ namespace {
 using sbtest::Broker;
 using sbtest::TempDir;
 
-const char* const kPolicy = R"(
-[socket.web]
-listen = "0.0.0.0:80"
+using sbtest::cli_as_nobody;
 
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.dns]
-listen = "127.0.0.1:53"
-type = "datagram"
-
-[[socket.dns.allow]]
-group = "nogroup"
-
-[socket.admin]
-listen = "127.0.0.1:443"
-
-[[socket.admin.allow]]
-user = "root"
-)";
-
-sbtest::ChildResult cli_as_nobody(const Broker& broker, std::vector<std::string> args) {
-  std::vector<std::string> argv{sbtest::programs().sockbroker, "--control", broker.control()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, argv);
-}
+const char* const kPolicy = sbtest::kWebDnsAdminSockets;
 
 TEST(Cli, RunPassesListenFdsThatSdListenFdsAccepts) {
   SBTEST_PREPARE();

@@ -64,13 +64,15 @@ std::string hex(std::uint64_t value) {
 
 // The control socket accepts (and Broker::start returns) as soon as it
 // listens; the broker confines itself after that and then logs "ready on".
-bool wait_until_ready(const Broker& broker) {
-  for (int i = 0; i < 500; ++i) {
-    if (broker.log().find("ready on") != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
-}
+bool wait_until_ready(const Broker& broker) { return broker.wait_for_log("ready on"); }
+
+// The one socket most cases start from.
+const char* const kWebOnly = R"(
+[socket.web]
+listen = "127.0.0.1:80"
+[[socket.web.allow]]
+user = "nobody"
+)";
 
 // Every capability set is exactly `caps` (none inheritable or ambient), and
 // the process runs with NO_NEW_PRIVS under a seccomp filter.
@@ -89,13 +91,9 @@ void expect_confined(const Broker& broker, std::uint64_t caps) {
 
 // Acquires `name` as nobody in a child that exits at once: "" when granted,
 // else the broker's message.
-std::string acquire_as_nobody(const Broker& broker, const std::string& name) {
-  auto child = sbtest::run_as_nobody([&](int report_fd) {
-    auto grant = sockbroker::acquire(name, broker.control());
-    if (!grant) sbtest::report(report_fd, grant.error().message);
-    return grant ? 0 : 1;
-  });
-  return child.exit_code == 0 ? "" : "not granted: " + child.output;
+std::string refusal(const Broker& broker, const std::string& name) {
+  auto acquired = sbtest::acquire_as_nobody(broker, name);
+  return acquired.granted ? "" : "not granted: " + acquired.message;
 }
 
 // Acquires `name` as nobody, locks down, and answers one stream connection
@@ -108,28 +106,28 @@ int serve_one_as_nobody(const Broker& broker, const std::string& name, std::stri
       return 1;
     }
     if (!sockbroker::lockdown()) return 2;
-    int client = ::accept4(grant->fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) {
-      sbtest::report(report_fd, std::string("accept: ") + std::strerror(errno));
+    if (std::string error = sbtest::answer_pong(grant->fd.get()); !error.empty()) {
+      sbtest::report(report_fd, error);
       return 3;
     }
-    char buffer[256];
-    ssize_t n = ::read(client, buffer, sizeof buffer);
-    if (n <= 0) return 4;
-    std::string answer = "pong:" + std::string(buffer, static_cast<std::size_t>(n));
-    bool written = ::write(client, answer.data(), answer.size()) == static_cast<ssize_t>(answer.size());
-    ::close(client);
-    return written ? 0 : 5;
+    return 0;
   });
   *output = child.output;
   return child.exit_code;
 }
 
-sbtest::ChildResult cli_as_root(const Broker& broker, const std::vector<std::string>& args) {
-  std::vector<std::string> argv{sbtest::programs().sockbroker, "--control", broker.control()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return sbtest::run_command_as(0, 0, argv);
+// A client pings the Unix socket at `path` while nobody, holding `name`
+// locked down, answers it.
+void expect_serves_ping(const Broker& broker, const std::string& name, const std::string& path) {
+  std::string answer;
+  std::thread client([&] { answer = sbtest::unix_exchange(path, "ping"); });
+  std::string output;
+  EXPECT_EQ(serve_one_as_nobody(broker, name, &output), 0) << name << ": " << output;
+  client.join();
+  EXPECT_EQ(answer, "pong:ping") << name;
 }
+
+using sbtest::cli_as_root;
 
 std::string replace_all(std::string text, const std::string& from, const std::string& to) {
   for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
@@ -158,8 +156,10 @@ TEST_P(ConfinementCapabilities, KeepsExactlyWhatThePolicyNeeds) {
   auto broker = Broker::start(dir, replace_all(c.socket, "@DIR@", dir.path()));
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE) | c.extra);
-  // Bound under full root, so it serves whatever it needed.
-  EXPECT_TRUE(broker->wait_for_events("bind").size() == 1) << broker->log();
+  // Bound under full root, so it serves whatever it needed. A netns = "request"
+  // socket is bound at grant time instead, in the requester's namespace.
+  const std::size_t binds_at_start = std::string(c.name) == "NetnsRequest" ? 0 : 1;
+  EXPECT_EQ(broker->wait_for_events("bind", binds_at_start).size(), binds_at_start) << broker->log();
   EXPECT_TRUE(broker->wait_for_events("bind_failed", 0).empty()) << broker->log();
   EXPECT_NE(broker->log().find("confined: keeping CAP_NET_BIND_SERVICE"), std::string::npos) << broker->log();
 }
@@ -223,22 +223,7 @@ user = "nobody"
 )";
 
 // kStartPolicy plus a TCP socket and a second Unix path, owned by nogroup.
-const char* const kGrownPolicy = R"(
-[broker]
-control_mode = "0666"
-
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.app]
-listen = "@DIR@/run/app.sock"
-socket_user = "nobody"
-socket_mode = "0600"
-[[socket.app.allow]]
-user = "nobody"
-
+const std::string kGrownPolicy = std::string(kStartPolicy) + R"(
 [socket.api]
 listen = "127.0.0.1:443"
 [[socket.api.allow]]
@@ -261,7 +246,7 @@ TEST(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
   const std::uint64_t caps = bit(CAP_NET_BIND_SERVICE) | bit(CAP_CHOWN) | bit(CAP_FOWNER) | bit(CAP_DAC_OVERRIDE);
   expect_confined(*broker, caps);
 
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(refusal(*broker, "web"), "");
 
   // SIGHUP: the policy grows by a TCP socket and a Unix path in a directory
   // that does not exist yet; the broker makes both while confined.
@@ -271,8 +256,8 @@ TEST(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
   ASSERT_EQ(reloads.size(), 1u) << broker->log();
   EXPECT_EQ(reloads[0]["added"], nlohmann::json({"api", "log"})) << reloads[0];
   EXPECT_TRUE(broker->wait_for_events("bind_failed", 0).empty()) << broker->log();
-  EXPECT_EQ(acquire_as_nobody(*broker, "api"), "");
-  EXPECT_EQ(acquire_as_nobody(*broker, "log"), "");
+  EXPECT_EQ(refusal(*broker, "api"), "");
+  EXPECT_EQ(refusal(*broker, "log"), "");
   struct stat st {};
   ASSERT_EQ(::lstat(dir.file("run/new/log.sock").c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
@@ -294,16 +279,11 @@ TEST(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
   ASSERT_EQ(::lstat(dir.file("run/app.sock").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, sbtest::kNobody);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
-  std::string answer;
-  std::thread client([&] { answer = sbtest::unix_exchange(dir.file("run/app.sock"), "ping"); });
-  std::string output;
-  EXPECT_EQ(serve_one_as_nobody(*broker, "app", &output), 0) << output;
-  client.join();
-  EXPECT_EQ(answer, "pong:ping");
+  expect_serves_ping(*broker, "app", dir.file("run/app.sock"));
 
   // Nothing of the above widened it, and it still answers.
   expect_confined(*broker, caps);
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(refusal(*broker, "web"), "");
   EXPECT_EQ(broker->stop(), 0) << broker->log();
 }
 
@@ -313,21 +293,11 @@ TEST(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
 TEST(Confinement, ReloadedSocketNeedingADroppedCapabilityFailsAndTheBrokerStaysUp) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, kWebOnly);
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
 
-  dir.write("policy.toml", R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-
+  dir.write("policy.toml", std::string(kWebOnly) + R"(
 [socket.tproxy]
 listen = "127.0.0.1:8080"
 transparent = true
@@ -343,9 +313,9 @@ user = "nobody"
   EXPECT_NE(error.find("IP_TRANSPARENT"), std::string::npos) << error;
   EXPECT_NE(error.find(std::strerror(EPERM)), std::string::npos) << error;
 
-  auto denied = acquire_as_nobody(*broker, "tproxy");
+  auto denied = refusal(*broker, "tproxy");
   EXPECT_NE(denied.find("IP_TRANSPARENT"), std::string::npos) << denied;
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(refusal(*broker, "web"), "");
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
   EXPECT_EQ(broker->stop(), 0) << broker->log();
 }
@@ -356,21 +326,11 @@ user = "nobody"
 TEST(Confinement, ReloadedUnixPathsWithoutChownCapability) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, kWebOnly);
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
 
-  dir.write("policy.toml", replace_all(R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-
+  dir.write("policy.toml", replace_all(std::string(kWebOnly) + R"(
 [socket.rooted]
 listen = "@DIR@/rooted.sock"
 socket_mode = "0666"
@@ -391,12 +351,7 @@ user = "nobody"
   ASSERT_EQ(::lstat(dir.file("rooted.sock").c_str(), &st), 0) << broker->log();
   EXPECT_EQ(st.st_uid, 0u);
   EXPECT_EQ(st.st_mode & 07777, 0666u);
-  std::string answer;
-  std::thread client([&] { answer = sbtest::unix_exchange(dir.file("rooted.sock"), "ping"); });
-  std::string output;
-  EXPECT_EQ(serve_one_as_nobody(*broker, "rooted", &output), 0) << output;
-  client.join();
-  EXPECT_EQ(answer, "pong:ping");
+  expect_serves_ping(*broker, "rooted", dir.file("rooted.sock"));
 
   auto failed = broker->wait_for_events("bind_failed");
   ASSERT_EQ(failed.size(), 1u) << broker->log();
@@ -406,7 +361,7 @@ user = "nobody"
   EXPECT_NE(error.find(std::strerror(EPERM)), std::string::npos) << error;
   // No half-made socket and no private directory left behind.
   EXPECT_NE(::lstat(dir.file("owned.sock").c_str(), &st), 0);
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(refusal(*broker, "web"), "");
   EXPECT_EQ(broker->stop(), 0) << broker->log();
 }
 
@@ -416,27 +371,17 @@ user = "nobody"
 TEST(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, kWebOnly);
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(refusal(*broker, "web"), "");
   auto grants = broker->wait_for_events("grant");
   ASSERT_EQ(grants.size(), 1u);
   EXPECT_TRUE(grants[0]["peer"]["exe"].is_null()) << grants[0];
 
   // This very binary is what a forked child runs: the rule would match it.
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  dir.write("policy.toml", R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-
+  dir.write("policy.toml", std::string(kWebOnly) + R"(
 [socket.mine]
 listen = "127.0.0.1:81"
 [[socket.mine.allow]]
@@ -444,7 +389,7 @@ executable = ")" + self + R"("
 )");
   ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
   ASSERT_EQ(broker->wait_for_events("reload").size(), 1u) << broker->log();
-  EXPECT_NE(acquire_as_nobody(*broker, "mine"), "");
+  EXPECT_NE(refusal(*broker, "mine"), "");
   auto denials = broker->wait_for_events("deny");
   ASSERT_EQ(denials.size(), 1u);
   EXPECT_EQ(denials[0]["socket"], "mine");
@@ -461,7 +406,7 @@ executable = ")" + self + R"("
 )");
   ASSERT_TRUE(restarted);
   expect_confined(*restarted, bit(CAP_NET_BIND_SERVICE) | bit(CAP_SYS_PTRACE));
-  EXPECT_EQ(acquire_as_nobody(*restarted, "mine"), "");
+  EXPECT_EQ(refusal(*restarted, "mine"), "");
   auto granted = restarted->wait_for_events("grant");
   ASSERT_EQ(granted.size(), 1u);
   EXPECT_EQ(granted[0]["peer"]["exe"], self) << granted[0];
@@ -473,7 +418,7 @@ executable = ")" + self + R"("
 TEST(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
   SBTEST_PREPARE();
   TempDir dir;
-  dir.write("policy.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n[[socket.web.allow]]\nuser = \"nobody\"\n");
+  dir.write("policy.toml", kWebOnly);
   const std::string control = dir.file("control.sock");
   const std::string log = dir.file("broker.log");
   std::vector<std::string> args{SOCKBROKERD_PATH, "--policy", dir.file("policy.toml"), "--control", control,
@@ -497,13 +442,11 @@ TEST(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
   }
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  std::ifstream in(log);
-  std::stringstream output;
-  output << in.rdbuf();
-  ASSERT_TRUE(WIFEXITED(status)) << output.str();
-  EXPECT_EQ(WEXITSTATUS(status), 71) << output.str();
-  EXPECT_NE(output.str().find("cannot confine the broker"), std::string::npos) << output.str();
-  EXPECT_EQ(output.str().find("ready on"), std::string::npos) << output.str();
+  const std::string output = sbtest::read_file(log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 71) << output;
+  EXPECT_NE(output.find("cannot confine the broker"), std::string::npos) << output;
+  EXPECT_EQ(output.find("ready on"), std::string::npos) << output;
   struct stat st {};
   EXPECT_NE(::lstat(control.c_str(), &st), 0) << "the control socket is left behind";
 }
@@ -512,13 +455,7 @@ TEST(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
 TEST(Confinement, NoConfineIsForDebuggingOnly) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-)",
-                              {"--no-confine"});
+  auto broker = Broker::start(dir, kWebOnly, {"--no-confine"});
   ASSERT_TRUE(broker);
   ASSERT_TRUE(wait_until_ready(*broker)) << broker->log();
   auto status = proc_status(broker->pid());
@@ -526,7 +463,7 @@ user = "nobody"
   EXPECT_EQ(status["NoNewPrivs"], "0");
   EXPECT_NE(hex_field(status, "CapEff") & bit(CAP_SYS_ADMIN), 0u);
   EXPECT_NE(broker->log().find("--no-confine"), std::string::npos) << broker->log();
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), "");
+  EXPECT_EQ(refusal(*broker, "web"), "");
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -56,40 +57,32 @@ int decode_status(int status) {
   return -1;
 }
 
-std::string read_all(int fd) {
-  std::string out;
-  char buffer[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void drop_privileges(uid_t uid, gid_t gid) {
   if (::setgroups(0, nullptr) != 0) die("setgroups");
   if (::setgid(gid) != 0) die("setgid");
   if (::setuid(uid) != 0) die("setuid");
 }
 
-bool can_connect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-  ::close(fd);
-  return ok;
+// Child side of ChildSetup: a step that fails is reported and ends the child.
+void become(const ChildSetup& setup, int report_fd) {
+  auto fail = [&](const std::string& what) {
+    int err = errno;
+    report(report_fd, "setup: " + what + ": " + std::strerror(err));
+    _exit(100);
+  };
+  if (!setup.cgroup_procs.empty()) {
+    int procs = ::open(setup.cgroup_procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (procs < 0) fail("open " + setup.cgroup_procs);
+    std::string self = std::to_string(::getpid());
+    if (::write(procs, self.data(), self.size()) != static_cast<ssize_t>(self.size())) fail("write " + setup.cgroup_procs);
+    ::close(procs);
+  }
+  if (::setgroups(setup.groups.size(), setup.groups.data()) != 0) fail("setgroups");
+  if (::setgid(setup.gid) != 0) fail("setgid");
+  if (::setuid(setup.uid) != 0) fail("setuid");
 }
+
+bool can_connect(const std::string& path) { return static_cast<bool>(connect_control(path)); }
 
 std::string exchange_on(int fd, const std::string& send, int timeout_ms, bool stream) {
   if (::send(fd, send.data(), send.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(send.size())) return "<send failed>";
@@ -116,15 +109,103 @@ void enter_private_netns() {
   static bool entered = false;
   if (entered) return;
   if (::unshare(CLONE_NEWNET) != 0) die("unshare(CLONE_NEWNET)");
-  // A new network namespace starts with lo down.
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (std::string error = bring_loopback_up(); !error.empty()) {
+    std::cerr << error << "\n";
+    std::abort();
+  }
+  entered = true;
+}
+
+std::string bring_loopback_up() {
+  sockbroker::UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return std::string("socket: ") + std::strerror(errno);
   ifreq request{};
   std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
-  if (::ioctl(fd, SIOCGIFFLAGS, &request) != 0) die("SIOCGIFFLAGS lo");
+  if (::ioctl(fd.get(), SIOCGIFFLAGS, &request) != 0) return std::string("SIOCGIFFLAGS lo: ") + std::strerror(errno);
   request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
-  if (::ioctl(fd, SIOCSIFFLAGS, &request) != 0) die("SIOCSIFFLAGS lo");
-  ::close(fd);
-  entered = true;
+  if (::ioctl(fd.get(), SIOCSIFFLAGS, &request) != 0) return std::string("SIOCSIFFLAGS lo: ") + std::strerror(errno);
+  return "";
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout, std::chrono::milliseconds interval) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+    std::this_thread::sleep_for(interval);
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+std::uint64_t inode_of(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
+}
+
+sockaddr_in ipv4_address(std::uint16_t port, std::uint32_t host_address) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(host_address);
+  return address;
+}
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  return address;
+}
+
+AbstractAddress abstract_address(const std::string& name) {
+  AbstractAddress out;
+  out.address.sun_family = AF_UNIX;
+  const std::size_t size = std::min(name.size(), sizeof out.address.sun_path - 1);
+  std::memcpy(out.address.sun_path + 1, name.data(), size);
+  out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + size);
+  return out;
+}
+
+sockbroker::UniqueFd connect_control(const std::string& control) {
+  sockbroker::UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd) return fd;
+  sockaddr_un address = unix_address(control);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    int err = errno;
+    fd.reset();
+    errno = err;
+  }
+  return fd;
+}
+
+int bind_tcp(std::uint32_t host_address, std::uint16_t port, Reuse reuse, sockbroker::UniqueFd* bound) {
+  sockbroker::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return errno;
+  const int one = 1;
+  if (reuse.addr && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) return errno;
+  if (reuse.port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) return errno;
+  sockaddr_in address = ipv4_address(port, host_address);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return errno;
+  if (bound != nullptr) *bound = std::move(fd);
+  return 0;
 }
 
 TempDir::TempDir() {
@@ -227,6 +308,10 @@ Broker::~Broker() {
 
 std::string Broker::log() const { return read_file(log_); }
 
+bool Broker::wait_for_log(const std::string& needle, std::chrono::milliseconds timeout) const {
+  return wait_until([&] { return log().find(needle) != std::string::npos; }, timeout);
+}
+
 int Broker::fd_count() const {
   int n = 0;
   std::error_code ec;
@@ -260,11 +345,8 @@ std::string Broker::fd_listing() const {
 }
 
 int Broker::wait_for_fd_count(int expected) const {
-  int n = fd_count();
-  for (int i = 0; i < 500 && n != expected; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    n = fd_count();
-  }
+  int n = -1;
+  wait_until([&] { return (n = fd_count()) == expected; });
   return n;
 }
 
@@ -280,14 +362,15 @@ std::vector<nlohmann::json> Broker::audit_events() const {
 
 std::vector<nlohmann::json> Broker::wait_for_events(const std::string& event, std::size_t at_least) const {
   std::vector<nlohmann::json> matching;
-  for (int i = 0; i < 200; ++i) {
-    matching.clear();
-    for (auto& e : audit_events()) {
-      if (e.value("event", "") == event) matching.push_back(std::move(e));
-    }
-    if (matching.size() >= at_least) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  wait_until(
+      [&] {
+        matching.clear();
+        for (auto& e : audit_events()) {
+          if (e.value("event", "") == event) matching.push_back(std::move(e));
+        }
+        return matching.size() >= at_least;
+      },
+      std::chrono::seconds(2));
   return matching;
 }
 
@@ -314,28 +397,136 @@ void report(int report_fd, const std::string& line) {
   (void)!::write(report_fd, text.data(), text.size());
 }
 
-ChildResult run_as(uid_t uid, gid_t gid, const std::function<int(int)>& fn) {
+Child::Child(const ChildSetup& setup, const std::function<int(int)>& fn) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) die("pipe2");
-  pid_t pid = ::fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
+  pid_ = ::fork();
+  if (pid_ < 0) die("fork");
+  if (pid_ == 0) {
     ::close(pipe_fds[0]);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::alarm(child_alarm_seconds());  // a hung child fails its test instead of the whole run
-    drop_privileges(uid, gid);
-    int rc = fn(pipe_fds[1]);
-    _exit(rc);
+    become(setup, pipe_fds[1]);
+    _exit(fn(pipe_fds[1]));
   }
   ::close(pipe_fds[1]);
+  report_.reset(pipe_fds[0]);
+}
+
+Child::~Child() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+bool Child::exited() const {
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return true;  // gone already
+  return info.si_pid == pid_;
+}
+
+ChildResult Child::wait() {
   ChildResult result;
-  result.output = read_all(pipe_fds[0]);
-  ::close(pipe_fds[0]);
+  result.output = read_all(report_.get());
+  report_.reset();
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  if (::waitpid(pid_, &status, 0) != pid_) die("waitpid");
+  pid_ = -1;
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
   return result;
+}
+
+ChildResult run_as(const ChildSetup& setup, const std::function<int(int)>& fn) { return Child(setup, fn).wait(); }
+
+Pipe::Pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) die("pipe2");
+  read.reset(fds[0]);
+  write.reset(fds[1]);
+}
+
+void notify(const Pipe& pipe) {
+  if (::write(pipe.write.get(), "x", 1) != 1) die("notify: write");
+}
+
+bool await(const Pipe& pipe, int timeout_ms) {
+  pollfd p{pipe.read.get(), POLLIN, 0};
+  char byte;
+  return ::poll(&p, 1, timeout_ms) == 1 && ::read(pipe.read.get(), &byte, 1) == 1;
+}
+
+ChildResult cli_as(uid_t uid, gid_t gid, const Broker& broker, const std::vector<std::string>& args) {
+  std::vector<std::string> argv{programs().sockbroker, "--control", broker.control()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command_as(uid, gid, argv);
+}
+
+namespace {
+
+// The child side of acquire_as: acquire, probe, report one JSON line.
+int acquire_and_report(const std::string& control, const std::string& name, int report_fd, const GrantProbe& probe) {
+  auto grant = sockbroker::acquire(name, control);
+  if (!grant) {
+    report(report_fd, nlohmann::json{{"code", grant.error().code}, {"message", grant.error().message}}.dump());
+    return 0;
+  }
+  nlohmann::json out{{"granted", true}, {"family", grant->family}, {"address", grant->address}};
+  if (probe) out["probe"] = probe(grant->fd.get());
+  report(report_fd, out.dump());
+  return 0;
+}
+
+Acquired parse_acquired(const ChildResult& child) {
+  Acquired out;
+  if (child.exit_code != 0) {
+    out.message = "child exited " + std::to_string(child.exit_code) + " (signal " + std::to_string(child.signal) +
+                  "): " + child.output;
+    return out;
+  }
+  nlohmann::json reported = nlohmann::json::parse(child.output, nullptr, false);
+  if (reported.is_discarded()) {
+    out.message = "unparseable report: " + child.output;
+    return out;
+  }
+  out.granted = reported.value("granted", false);
+  out.code = reported.value("code", 0);
+  out.message = reported.value("message", child.output);
+  out.family = reported.value("family", 0);
+  out.address = reported.value("address", "");
+  if (reported.contains("probe")) out.probe = reported["probe"];
+  return out;
+}
+
+}  // namespace
+
+Acquired acquire_as(const ChildSetup& setup, const Broker& broker, const std::string& name, const GrantProbe& probe) {
+  return parse_acquired(
+      run_as(setup, [&](int report_fd) { return acquire_and_report(broker.control(), name, report_fd, probe); }));
+}
+
+::testing::AssertionResult grants(const Broker& broker, const std::string& name, uid_t uid, gid_t gid) {
+  Acquired acquired = acquire_as(ChildSetup{uid, gid, {}, {}}, broker, name);
+  if (acquired.granted) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "acquire of \"" << name << "\" as uid " << uid << " failed: " << acquired.message;
+}
+
+std::string answer_pong(int listener, sockaddr_storage* peer) {
+  sockaddr_storage from{};
+  socklen_t from_length = sizeof from;
+  sockbroker::UniqueFd client(::accept4(listener, reinterpret_cast<sockaddr*>(&from), &from_length, SOCK_CLOEXEC));
+  if (!client) return std::string("accept: ") + std::strerror(errno);
+  if (peer != nullptr) *peer = from;
+  char buffer[256];
+  ssize_t n = ::read(client.get(), buffer, sizeof buffer);
+  if (n < 0) return std::string("read: ") + std::strerror(errno);
+  if (n == 0) return "read: end of stream before the ping";
+  std::string answer = "pong:" + std::string(buffer, static_cast<std::size_t>(n));
+  if (::write(client.get(), answer.data(), answer.size()) != static_cast<ssize_t>(answer.size())) {
+    return std::string("write: ") + std::strerror(errno);
+  }
+  return "";
 }
 
 ChildResult run_command_as(uid_t uid, gid_t gid, const std::vector<std::string>& argv_in,
@@ -406,39 +597,34 @@ int Background::wait() {
 
 std::string Background::output() const { return read_file(output_path_); }
 
+bool Background::wait_for_output(const std::string& needle, std::chrono::milliseconds timeout) const {
+  return wait_until([&] { return output().find(needle) != std::string::npos; }, timeout);
+}
+
+namespace {
+
+// One exchange with 127.0.0.1:port over a socket of `type` (stream or datagram).
+std::string loopback_exchange(int type, std::uint16_t port, const std::string& send, int timeout_ms) {
+  sockbroker::UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  if (!fd) return "<socket failed>";
+  sockaddr_in address = ipv4_address(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return "<connect failed>";
+  return exchange_on(fd.get(), send, timeout_ms, type == SOCK_STREAM);
+}
+
+}  // namespace
+
 std::string tcp_exchange(std::uint16_t port, const std::string& send, int timeout_ms) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out = "<connect failed>";
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-    out = exchange_on(fd, send, timeout_ms, true);
-  }
-  ::close(fd);
-  return out;
+  return loopback_exchange(SOCK_STREAM, port, send, timeout_ms);
 }
 
 std::string udp_exchange(std::uint16_t port, const std::string& send, int timeout_ms) {
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out = "<connect failed>";
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-    out = exchange_on(fd, send, timeout_ms, false);
-  }
-  ::close(fd);
-  return out;
+  return loopback_exchange(SOCK_DGRAM, port, send, timeout_ms);
 }
 
 std::string unix_exchange(const std::string& path, const std::string& send, int timeout_ms) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  sockaddr_un address = unix_address(path);
   std::string out = "<connect failed>";
   if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
     out = exchange_on(fd, send, timeout_ms, true);

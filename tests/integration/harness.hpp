@@ -3,13 +3,20 @@
 // and dropped to uid/gid 65534 (nobody/nogroup). No mocks of the kernel.
 #pragma once
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <sockbroker/fd.hpp>
 
 #include "require_root.hpp"
 
@@ -18,9 +25,78 @@ namespace sbtest {
 inline constexpr uid_t kNobody = 65534;
 inline constexpr gid_t kNogroup = 65534;
 
+// Three sockets of three fates for uid 65534: "web" (0.0.0.0:80) granted to
+// user nobody, "dns" (127.0.0.1:53, datagram) to group nogroup, "admin"
+// (127.0.0.1:443) to root only. Prefix a [broker] table to change settings.
+inline constexpr const char* kWebDnsAdminSockets = R"(
+[socket.web]
+listen = "0.0.0.0:80"
+
+[[socket.web.allow]]
+user = "nobody"
+
+[socket.dns]
+listen = "127.0.0.1:53"
+type = "datagram"
+
+[[socket.dns.allow]]
+group = "nogroup"
+
+[socket.admin]
+listen = "127.0.0.1:443"
+
+[[socket.admin.allow]]
+user = "root"
+)";
+
 // Moves this test process into a fresh network namespace with "lo" up, once.
 // Every test binary run by ctest is one test, so namespaces never leak across tests.
 void enter_private_netns();
+
+// Sets "lo" up in the calling thread's network namespace (a new one starts
+// with it down). Returns "" or what failed, with the errno's text.
+std::string bring_loopback_up();
+
+// Polls `done` every `interval` until it holds or `timeout` has passed; returns
+// its last answer. For state the broker or a child reaches asynchronously.
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                std::chrono::milliseconds interval = std::chrono::milliseconds(10));
+
+// ---------------------------------------------------------------------------
+// Files, descriptors, addresses
+
+// The whole file ("" when it cannot be read).
+std::string read_file(const std::string& path);
+// Everything up to end of file (EINTR retried; stops at the first error).
+std::string read_all(int fd);
+// The inode of what fd refers to (a socket's identity), or 0 if fstat fails.
+std::uint64_t inode_of(int fd);
+
+// 127.0.0.1:port unless another (host-order) IPv4 address is given.
+sockaddr_in ipv4_address(std::uint16_t port, std::uint32_t host_address = INADDR_LOOPBACK);
+// A Unix path address; the full sizeof(sockaddr_un) is its length.
+sockaddr_un unix_address(const std::string& path);
+// An abstract Unix address ("name" without its leading NUL) and the exact
+// length bind/connect must get: the name has no terminating NUL.
+struct AbstractAddress {
+  sockaddr_un address{};
+  socklen_t length = 0;
+  [[nodiscard]] const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&address); }
+};
+AbstractAddress abstract_address(const std::string& name);
+
+// A SOCK_SEQPACKET connection to a broker's control socket; empty (errno set)
+// when connect(2) fails.
+sockbroker::UniqueFd connect_control(const std::string& control);
+
+// Binds a fresh TCP socket of this process to address:port with the options
+// given: 0 or the errno of the call that failed. The bound socket goes to
+// *bound when asked for (to listen on it), else is closed.
+struct Reuse {
+  bool addr = false;  // SO_REUSEADDR
+  bool port = false;  // SO_REUSEPORT
+};
+int bind_tcp(std::uint32_t host_address, std::uint16_t port, Reuse reuse = {}, sockbroker::UniqueFd* bound = nullptr);
 
 // A 0755 temporary directory removed (recursively) on destruction.
 class TempDir {
@@ -61,6 +137,10 @@ class Broker {
   [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] const std::string& control() const { return control_; }
   [[nodiscard]] std::string log() const;  // what it printed on stderr
+  // Waits (up to `timeout`) until the log contains `needle`, e.g. "ready on",
+  // which the broker prints once it has confined itself.
+  [[nodiscard]] bool wait_for_log(const std::string& needle,
+                                  std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
 
   // Descriptors the broker holds right now (/proc/PID/fd).
   [[nodiscard]] int fd_count() const;
@@ -96,10 +176,54 @@ struct ChildResult {
   std::string output;  // what the child wrote to `report` (fn) or stdout+stderr (command)
 };
 
-// Forks; the child drops to uid/gid (no supplementary groups) and runs fn,
-// whose return value is its exit status. fn may write diagnostics to report_fd.
-ChildResult run_as(uid_t uid, gid_t gid, const std::function<int(int report_fd)>& fn);
+// Who a child becomes, set up while it is still root: it joins the cgroup
+// (if any), sets its supplementary groups, then its gid and uid. A setup step
+// that fails is reported ("setup: setuid: ...") and the child exits 100.
+struct ChildSetup {
+  uid_t uid = kNobody;
+  gid_t gid = kNogroup;
+  std::vector<gid_t> groups;  // supplementary groups: none unless given
+  std::string cgroup_procs;   // a cgroup.procs file to join first, if any
+};
+
+// A forked child that becomes `setup` and runs fn, whose return value is its
+// exit status, while the test goes on. fn may write diagnostics to report_fd.
+// Killed and reaped on destruction unless waited for; SIGKILLed if the test
+// process dies, and by SIGALRM after SOCKBROKER_TEST_CHILD_TIMEOUT (60 s).
+class Child {
+ public:
+  Child(const ChildSetup& setup, const std::function<int(int report_fd)>& fn);
+  Child(uid_t uid, gid_t gid, const std::function<int(int report_fd)>& fn) : Child(ChildSetup{uid, gid, {}, {}}, fn) {}
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child();
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  // Whether it has exited, without reaping it (wait() still reports how).
+  [[nodiscard]] bool exited() const;
+  // Reads what it reported until it exits, then reaps it.
+  ChildResult wait();
+
+ private:
+  pid_t pid_ = -1;
+  sockbroker::UniqueFd report_;
+};
+
+// Child(...).wait(): runs fn in a child that is `setup` (or uid/gid with no
+// supplementary groups) and returns how it ended.
+ChildResult run_as(const ChildSetup& setup, const std::function<int(int report_fd)>& fn);
+inline ChildResult run_as(uid_t uid, gid_t gid, const std::function<int(int report_fd)>& fn) {
+  return run_as(ChildSetup{uid, gid, {}, {}}, fn);
+}
 inline ChildResult run_as_nobody(const std::function<int(int report_fd)>& fn) { return run_as(kNobody, kNogroup, fn); }
+
+// A one-byte signal between the test and its children (both ends close-on-exec).
+struct Pipe {
+  sockbroker::UniqueFd read, write;
+  Pipe();
+};
+void notify(const Pipe& pipe);
+// Whether a byte came within timeout_ms (and consumes it).
+bool await(const Pipe& pipe, int timeout_ms = 30000);
 
 // Forks and execs argv as uid/gid, capturing stdout and stderr together.
 ChildResult run_command_as(uid_t uid, gid_t gid, const std::vector<std::string>& argv,
@@ -114,6 +238,10 @@ class Background {
   Background& operator=(const Background&) = delete;
   int wait();  // exit status, or 128 + signal
   [[nodiscard]] std::string output() const;  // stdout+stderr so far (after wait: all)
+  // Waits (up to `timeout`) until its output contains `needle`, e.g. the
+  // "ready" an --echo-server worker prints once it holds its socket.
+  [[nodiscard]] bool wait_for_output(const std::string& needle,
+                                     std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
 
  private:
   pid_t pid_ = -1;
@@ -123,6 +251,49 @@ class Background {
 
 // Writes a formatted line to report_fd (child side).
 void report(int report_fd, const std::string& line);
+
+// `sockbroker --control <the broker's> args...` as uid/gid, stdout and stderr together.
+ChildResult cli_as(uid_t uid, gid_t gid, const Broker& broker, const std::vector<std::string>& args);
+inline ChildResult cli_as_root(const Broker& broker, const std::vector<std::string>& args) {
+  return cli_as(0, 0, broker, args);
+}
+inline ChildResult cli_as_nobody(const Broker& broker, const std::vector<std::string>& args) {
+  return cli_as(kNobody, kNogroup, broker, args);
+}
+
+// ---------------------------------------------------------------------------
+// Grants, asked for in a child: the lease ends when the child exits, so the
+// test process itself never holds one (a live holder the broker rightly keeps).
+
+// The outcome of one acquire made in a child.
+struct Acquired {
+  bool granted = false;
+  int code = 0;          // SOCKBROKER_E_* when not granted
+  std::string message;   // the broker's explanation, or what went wrong in the child
+  int family = 0;        // of the grant, as the broker described it
+  std::string address;
+  nlohmann::json probe;  // what the probe read on the granted descriptor
+};
+
+// Runs in the child on the granted descriptor; what it returns comes back as
+// Acquired::probe.
+using GrantProbe = std::function<nlohmann::json(int fd)>;
+
+// Acquires `name` in a child that is `setup` and runs `probe` there.
+Acquired acquire_as(const ChildSetup& setup, const Broker& broker, const std::string& name, const GrantProbe& probe = {});
+inline Acquired acquire_as_nobody(const Broker& broker, const std::string& name, const GrantProbe& probe = {}) {
+  return acquire_as(ChildSetup{}, broker, name, probe);
+}
+
+// Whether the broker grants `name` to uid/gid, asked in a child that then
+// exits; a failure names the socket, the uid and the broker's answer.
+::testing::AssertionResult grants(const Broker& broker, const std::string& name, uid_t uid = kNobody,
+                                  gid_t gid = kNogroup);
+
+// Accepts one stream connection on `listener`, reads what the client sends
+// and answers "pong:" + it. Returns "" or what failed; the client's address
+// goes to *peer when asked for.
+std::string answer_pong(int listener, sockaddr_storage* peer = nullptr);
 
 // One TCP or UDP exchange with 127.0.0.1:port from this (root) process.
 std::string tcp_exchange(std::uint16_t port, const std::string& send, int timeout_ms = 5000);

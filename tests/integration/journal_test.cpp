@@ -65,16 +65,18 @@ std::vector<nlohmann::json> broker_entries() {
   return entries;
 }
 
+// The entries of one audit event; waits up to 5 s for at least `at_least`.
 std::vector<nlohmann::json> wait_for_entries(const std::string& event, std::size_t at_least) {
   std::vector<nlohmann::json> matching;
-  for (int i = 0; i < 100; ++i) {
-    matching.clear();
-    for (auto& entry : broker_entries()) {
-      if (entry.value("SOCKBROKER_EVENT", "") == event) matching.push_back(std::move(entry));
-    }
-    if (matching.size() >= at_least) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  sbtest::wait_until(
+      [&] {
+        matching.clear();
+        for (auto& entry : broker_entries()) {
+          if (entry.value("SOCKBROKER_EVENT", "") == event) matching.push_back(std::move(entry));
+        }
+        return matching.size() >= at_least;
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(50));
   return matching;
 }
 
@@ -86,12 +88,12 @@ TEST(Journal, AuditEventsAreStructuredJournalEntries) {
   ASSERT_EQ(isolated, "");
 
   Background journald(0, 0, {kJournald});
-  bool listening = false;
-  for (int i = 0; i < 200 && !listening; ++i) {
-    struct stat st {};
-    listening = ::stat("/run/systemd/journal/socket", &st) == 0 && S_ISSOCK(st.st_mode);
-    if (!listening) std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
+  const bool listening = sbtest::wait_until(
+      [] {
+        struct stat st {};
+        return ::stat("/run/systemd/journal/socket", &st) == 0 && S_ISSOCK(st.st_mode);
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(25));
   ASSERT_TRUE(listening) << "journald did not start:\n" << journald.output();
 
   TempDir dir;
@@ -103,10 +105,10 @@ allow = [{ user = "nobody" }]
                               {"--audit", "journal"});
   ASSERT_TRUE(broker);
 
-  auto granted = sbtest::run_as_nobody([&](int) { return sockbroker::acquire("web", broker->control()) ? 0 : 1; });
-  EXPECT_EQ(granted.exit_code, 0) << granted.output;
-  auto denied = sbtest::run_as(1234, 1234, [&](int) { return sockbroker::acquire("web", broker->control()) ? 0 : 1; });
-  EXPECT_EQ(denied.exit_code, 1) << denied.output;
+  auto granted = sbtest::acquire_as_nobody(*broker, "web");
+  EXPECT_TRUE(granted.granted) << granted.message;
+  auto denied = sbtest::acquire_as(sbtest::ChildSetup{1234, 1234, {}, {}}, *broker, "web");
+  EXPECT_EQ(denied.code, SOCKBROKER_E_DENIED) << denied.message;
 
   auto grants = wait_for_entries("grant", 1);
   ASSERT_EQ(grants.size(), 1u) << "journal entries of sockbrokerd: " << broker_entries().size();

@@ -685,10 +685,7 @@ TEST(Lockdown, RefusesRootAsWell) {
 // ---------------------------------------------------------------------------
 // The Landlock layer alone, with the seccomp layer switched off
 
-bool skips_are_forbidden() {
-  const char* require = std::getenv("SOCKBROKER_TEST_REQUIRE_ROOT");
-  return require != nullptr && std::strcmp(require, "1") == 0;
-}
+bool skips_are_forbidden() { return sockbroker_skips_are_forbidden(); }
 
 TEST(LockdownLandlock, RefusesTcpBindWithoutSeccomp) {
   auto abi = sockbroker::lockdown_layers::landlock_abi_version();

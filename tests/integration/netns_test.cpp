@@ -54,10 +54,7 @@ user = 65534
 )";
 }
 
-std::uint64_t inode_of(int fd) {
-  struct stat st {};
-  return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
-}
+using sbtest::inode_of;
 
 std::uint64_t netns_inode_of_pid(pid_t pid) {
   struct stat st {};
@@ -83,13 +80,7 @@ Netns make_netns() {
   Netns ns;
   ns.fd.reset(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   ns.inode = inode_of(ns.fd.get());
-  UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  ifreq request{};
-  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
-  EXPECT_EQ(::ioctl(probe.get(), SIOCGIFFLAGS, &request), 0);
-  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
-  EXPECT_EQ(::ioctl(probe.get(), SIOCSIFFLAGS, &request), 0);
-  probe.reset();
+  EXPECT_EQ(sbtest::bring_loopback_up(), "");
   if (::setns(home.get(), CLONE_NEWNET) != 0) std::abort();  // the rest of the test would run in the wrong place
   return ns;
 }

@@ -8,11 +8,17 @@
 #include <cstdlib>
 #include <cstring>
 
+// Whether SOCKBROKER_TEST_REQUIRE_ROOT=1 (CI): then a missing precondition
+// (root, cgroup2, a kernel feature) must fail the test instead of skipping it.
+inline bool sockbroker_skips_are_forbidden() {
+  const char* require = std::getenv("SOCKBROKER_TEST_REQUIRE_ROOT");
+  return require != nullptr && std::strcmp(require, "1") == 0;
+}
+
 #define SOCKBROKER_REQUIRE_ROOT()                                                                       \
   do {                                                                                                  \
     if (::geteuid() != 0) {                                                                             \
-      const char* require = std::getenv("SOCKBROKER_TEST_REQUIRE_ROOT");                                \
-      if (require != nullptr && std::strcmp(require, "1") == 0) {                                       \
+      if (sockbroker_skips_are_forbidden()) {                                                           \
         FAIL() << "this test needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it";        \
       }                                                                                                 \
       GTEST_SKIP() << "needs root (network namespaces, uid switching, low ports); run as root to test"; \

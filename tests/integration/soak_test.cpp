@@ -2,13 +2,7 @@
 // clients. The broker must grant every valid request, leak no descriptor and
 // keep its memory bounded. SOCKBROKER_SOAK_REQUESTS sets the total (CI runs
 // 20,000 with the integration tests; `ctest -L soak` runs 1,000,000).
-#include <fcntl.h>
-#include <grp.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -36,18 +30,14 @@ long status_kib(pid_t pid, const std::string& field) {
 }
 
 void send_garbage(const std::string& control, std::mt19937& random) {
-  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, control.c_str(), sizeof address.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+  sockbroker::UniqueFd fd = sbtest::connect_control(control);
+  if (fd) {
     char bytes[512];
     for (auto& b : bytes) b = static_cast<char>(random());
-    (void)::send(fd, bytes, random() % sizeof bytes, MSG_NOSIGNAL);
+    (void)::send(fd.get(), bytes, random() % sizeof bytes, MSG_NOSIGNAL);
     char reply[4096];
-    (void)::recv(fd, reply, sizeof reply, 0);  // the broker's protocol error, then it hangs up
+    (void)::recv(fd.get(), reply, sizeof reply, 0);  // the broker's protocol error, then it hangs up
   }
-  ::close(fd);
 }
 
 TEST(Soak, MixedRequestsFromFiftyClients) {
@@ -122,36 +112,13 @@ listen = "127.0.0.1:443"
                                   std::to_string(wrong_denials.load()));
     return failed_grants == 0 && wrong_denials == 0 ? 0 : 1;
   };
-  int report[2];
-  ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(report[0]);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::setgroups(0, nullptr) != 0 || ::setgid(sbtest::kNogroup) != 0 || ::setuid(sbtest::kNobody) != 0) _exit(99);
-    _exit(workload(report[1]));
-  }
-  ::close(report[1]);
-  // Sample the broker's descriptors while the clients run; the report pipe is
-  // non-blocking so that sampling goes on.
-  ::fcntl(report[0], F_SETFL, O_NONBLOCK);
-  std::string output;
-  int status = 0;
-  for (;;) {
-    char buffer[4096];
-    ssize_t n;
-    while ((n = ::read(report[0], buffer, sizeof buffer)) > 0) output.append(buffer, static_cast<std::size_t>(n));
+  sbtest::Child workers(sbtest::kNobody, sbtest::kNogroup, workload);
+  // Sample the broker's descriptors while the clients run.
+  while (!workers.exited()) {
     peak_fds = std::max(peak_fds, broker->fd_count());
-    if (::waitpid(pid, &status, WNOHANG) == pid) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  char buffer[4096];
-  ssize_t n;
-  while ((n = ::read(report[0], buffer, sizeof buffer)) > 0) output.append(buffer, static_cast<std::size_t>(n));
-  ::close(report[0]);
-  sbtest::ChildResult child{WIFEXITED(status) ? WEXITSTATUS(status) : -1, WIFSIGNALED(status) ? WTERMSIG(status) : 0,
-                            output};
+  const sbtest::ChildResult child = workers.wait();
 
   EXPECT_EQ(child.exit_code, 0) << child.output;
   const long peak_rss = status_kib(broker->pid(), "VmHWM");

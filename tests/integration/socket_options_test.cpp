@@ -51,12 +51,10 @@ constexpr gid_t kDaemonGid = 1;
 // ---------------------------------------------------------------------------
 // Helpers
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using sbtest::Acquired;
+using sbtest::acquire_as_nobody;
+using sbtest::ChildSetup;
+const auto& read_text = sbtest::read_file;
 
 long read_sysctl(const std::string& path) {
   std::ifstream in(path);
@@ -96,80 +94,42 @@ json device_option(int fd) {
   return std::string(name);  // NUL-terminated by the kernel; "" when unbound
 }
 
-// The outcome of one acquire made in a child.
-struct Acquired {
-  bool granted = false;
-  int code = 0;         // SOCKBROKER_E_* when not granted
-  std::string message;  // the broker's explanation, or what the child reported
-  int family = 0;       // of the grant, as the broker described it
-  std::string address;
-  json probe;           // what the probe read on the granted descriptor
-};
-
-// The child side: acquire, run probe on the descriptor, report one JSON line.
-int acquire_and_report(const std::string& control, const std::string& name, int report_fd,
-                       const std::function<json(int)>& probe) {
-  auto grant = sockbroker::acquire(name, control);
-  if (!grant) {
-    sbtest::report(report_fd, json{{"code", grant.error().code}, {"message", grant.error().message}}.dump());
-    return 0;
-  }
-  json out{{"granted", true}, {"family", grant->family}, {"address", grant->address}};
-  if (probe) out["probe"] = probe(grant->fd.get());
-  sbtest::report(report_fd, out.dump());
-  return 0;
-}
-
-Acquired parse_acquired(const sbtest::ChildResult& child) {
-  Acquired out;
-  if (child.exit_code != 0) {
-    out.message = "child exited " + std::to_string(child.exit_code) + " (signal " + std::to_string(child.signal) +
-                  "): " + child.output;
-    return out;
-  }
-  json reported = json::parse(child.output, nullptr, false);
-  if (reported.is_discarded()) {
-    out.message = "unparseable report: " + child.output;
-    return out;
-  }
-  out.granted = reported.value("granted", false);
-  out.code = reported.value("code", 0);
-  out.message = reported.value("message", child.output);
-  out.family = reported.value("family", 0);
-  out.address = reported.value("address", "");
-  if (reported.contains("probe")) out.probe = reported["probe"];
-  return out;
-}
-
-// Acquires `name` as nobody in a child (so the lease ends when it exits) and
-// runs `probe` on the granted descriptor there.
-Acquired acquire_as_nobody(const Broker& broker, const std::string& name, const std::function<json(int)>& probe = {}) {
-  return parse_acquired(sbtest::run_as_nobody(
-      [&](int report_fd) { return acquire_and_report(broker.control(), name, report_fd, probe); }));
+// SO_RCVBUF and SO_SNDBUF, as the kernel keeps them (doubled).
+json buffer_sizes(int fd) {
+  return json{{"rcvbuf", int_option(fd, SOL_SOCKET, SO_RCVBUF)}, {"sndbuf", int_option(fd, SOL_SOCKET, SO_SNDBUF)}};
 }
 
 // Serves one stream connection on fd: answers "pong:" + what it read. Returns
 // what it saw of the peer, for the test to check.
 json serve_one(int fd) {
   sockaddr_storage peer{};
-  socklen_t peer_length = sizeof peer;
-  int client = ::accept4(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC);
-  if (client < 0) return json{{"error", std::string("accept: ") + std::strerror(errno)}};
-  char buffer[256];
-  ssize_t n = ::read(client, buffer, sizeof buffer);
-  if (n <= 0) {
-    ::close(client);
-    return json{{"error", "read"}};
-  }
-  std::string answer = "pong:" + std::string(buffer, static_cast<std::size_t>(n));
-  bool written = ::write(client, answer.data(), answer.size()) == static_cast<ssize_t>(answer.size());
-  ::close(client);
-  json out{{"served", written}, {"peer_family", peer.ss_family}};
+  if (std::string error = sbtest::answer_pong(fd, &peer); !error.empty()) return json{{"error", error}};
+  json out{{"served", true}, {"peer_family", peer.ss_family}};
   if (peer.ss_family == AF_INET6) {
     char text[INET6_ADDRSTRLEN] = {};
     ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, text, sizeof text);
     out["peer_address"] = text;
   }
+  return out;
+}
+
+// IPV6_V6ONLY, then one connection served.
+json v6only_and_serve(int fd) {
+  return json{{"v6only", int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY)}, {"served", serve_one(fd)}};
+}
+
+// What a ping (sent by `exchange` from a thread of this process) got back
+// while nobody held `name`, answering it in `probe`.
+struct Pinged {
+  Acquired grant;
+  std::string answer;
+};
+Pinged ping_while_served(const Broker& broker, const std::string& name, const std::function<std::string()>& exchange,
+                         const sbtest::GrantProbe& probe = [](int fd) -> json { return serve_one(fd); }) {
+  Pinged out;
+  std::thread client([&] { out.answer = exchange(); });
+  out.grant = acquire_as_nobody(broker, name, probe);
+  client.join();
   return out;
 }
 
@@ -201,20 +161,15 @@ std::string tcp6_exchange(std::uint16_t port, const std::string& send) {
 }
 
 std::string abstract_exchange(const std::string& name, const std::string& send) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path + 1, name.data(), name.size());
-  auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  return exchange_with(AF_UNIX, reinterpret_cast<sockaddr*>(&address), length, send);
+  const sbtest::AbstractAddress address = sbtest::abstract_address(name);
+  return exchange_with(AF_UNIX, address.get(), address.length, send);
 }
 
 // connect(2) to a Unix path as uid/gid: 0 or the errno it failed with.
 int unix_connect_errno_as(uid_t uid, gid_t gid, const std::string& path) {
   auto child = sbtest::run_as(uid, gid, [&](int) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    sockaddr_un address = sbtest::unix_address(path);
     int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 ? 0 : errno;
     ::close(fd);
     return rc;
@@ -226,9 +181,7 @@ int unix_connect_errno_as(uid_t uid, gid_t gid, const std::string& path) {
 // or (once closed) stale.
 int bind_unix(const std::string& path, int type) {
   int fd = ::socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  sockaddr_un address = sbtest::unix_address(path);
   if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
     ADD_FAILURE() << "bind " << path << ": " << std::strerror(errno);
   }
@@ -337,14 +290,6 @@ class TestCgroup {
   std::vector<std::string> created_;
 };
 
-// How a client child is set up, while still root, before it runs.
-struct ChildSetup {
-  uid_t uid = sbtest::kNobody;
-  gid_t gid = sbtest::kNogroup;
-  std::vector<gid_t> groups;   // supplementary groups (run_as clears them)
-  std::string cgroup_procs;    // cgroup.procs to join first, if any
-};
-
 ChildSetup in_cgroup(const TestCgroup& cgroup, uid_t uid = sbtest::kNobody, gid_t gid = sbtest::kNogroup) {
   ChildSetup setup;
   setup.uid = uid;
@@ -368,60 +313,8 @@ ChildSetup with_groups(gid_t gid, std::vector<gid_t> groups) {
   return setup;
 }
 
-// Like sbtest::run_as, with supplementary groups and a cgroup: forks; the child
-// joins the cgroup, sets its groups, drops to uid/gid and runs fn.
-sbtest::ChildResult run_child(const ChildSetup& setup, const std::function<int(int)>& fn) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    ADD_FAILURE() << "pipe2: " << std::strerror(errno);
-    return {};
-  }
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork: " << std::strerror(errno);
-    return {};
-  }
-  if (pid == 0) {
-    ::close(pipe_fds[0]);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::alarm(60);
-    auto fail = [&](const char* what) {
-      int err = errno;
-      sbtest::report(pipe_fds[1], std::string("setup: ") + what + ": " + std::strerror(err));
-      _exit(100);
-    };
-    if (!setup.cgroup_procs.empty()) {
-      int procs = ::open(setup.cgroup_procs.c_str(), O_WRONLY | O_CLOEXEC);
-      std::string self = std::to_string(::getpid());
-      if (procs < 0 || ::write(procs, self.data(), self.size()) != static_cast<ssize_t>(self.size())) {
-        fail("cgroup.procs");
-      }
-      ::close(procs);
-    }
-    if (::setgroups(setup.groups.size(), setup.groups.data()) != 0) fail("setgroups");
-    if (::setgid(setup.gid) != 0) fail("setgid");
-    if (::setuid(setup.uid) != 0) fail("setuid");
-    _exit(fn(pipe_fds[1]));
-  }
-  ::close(pipe_fds[1]);
-  sbtest::ChildResult result;
-  char buffer[4096];
-  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) != 0;) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    result.output.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(pipe_fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
-  return result;
-}
-
 Acquired acquire_with(const Broker& broker, const std::string& name, const ChildSetup& setup) {
-  return parse_acquired(
-      run_child(setup, [&](int report_fd) { return acquire_and_report(broker.control(), name, report_fd, {}); }));
+  return sbtest::acquire_as(setup, broker, name);
 }
 
 // Decision number `index` (0-based, in audit order) of kind `event` ("grant",
@@ -444,8 +337,7 @@ json nth_decision(const Broker& broker, const std::string& event, const std::str
 #define SBTEST_REQUIRE_CGROUP2()                                                                          \
   do {                                                                                                    \
     if (cgroup2_root().empty()) {                                                                         \
-      const char* require = std::getenv("SOCKBROKER_TEST_REQUIRE_ROOT");                                  \
-      if (require != nullptr && std::strcmp(require, "1") == 0) {                                         \
+      if (sockbroker_skips_are_forbidden()) {                                                             \
         FAIL() << "no writable cgroup2 hierarchy, and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";  \
       }                                                                                                   \
       GTEST_SKIP() << "no writable cgroup2 hierarchy found";                                              \
@@ -523,15 +415,12 @@ receive_buffer = 100000
 user = "nobody"
 )");
   ASSERT_TRUE(broker);
-  auto buffers = [](int fd) -> json {
-    return json{{"rcvbuf", int_option(fd, SOL_SOCKET, SO_RCVBUF)}, {"sndbuf", int_option(fd, SOL_SOCKET, SO_SNDBUF)}};
-  };
-  auto stream = acquire_as_nobody(*broker, "buffers", buffers);
+  auto stream = acquire_as_nobody(*broker, "buffers", buffer_sizes);
   ASSERT_TRUE(stream.granted) << stream.message;
   EXPECT_EQ(stream.probe["rcvbuf"], 2 * 65536) << stream.probe;
   EXPECT_EQ(stream.probe["sndbuf"], 2 * 131072) << stream.probe;
 
-  auto dgram = acquire_as_nobody(*broker, "dgram", buffers);
+  auto dgram = acquire_as_nobody(*broker, "dgram", buffer_sizes);
   ASSERT_TRUE(dgram.granted) << dgram.message;
   EXPECT_EQ(dgram.probe["rcvbuf"], 2 * 100000) << dgram.probe;
 
@@ -561,9 +450,7 @@ send_buffer = )" + std::to_string(send) + R"(
 user = "nobody"
 )");
   ASSERT_TRUE(broker);
-  auto big = acquire_as_nobody(*broker, "big", [](int fd) -> json {
-    return json{{"rcvbuf", int_option(fd, SOL_SOCKET, SO_RCVBUF)}, {"sndbuf", int_option(fd, SOL_SOCKET, SO_SNDBUF)}};
-  });
+  auto big = acquire_as_nobody(*broker, "big", buffer_sizes);
   // Clamped, not refused: the socket is bound and granted.
   ASSERT_TRUE(big.granted) << big.message;
   EXPECT_EQ(big.probe["rcvbuf"], 2 * rmem_max) << big.probe;
@@ -593,15 +480,11 @@ user = "nobody"
   // Nothing listens on IPv4 port 8105: the connection is refused outright.
   EXPECT_EQ(sbtest::tcp_exchange(8105, "ping", 1000), "<connect failed>");
 
-  std::string answer;
-  std::thread client([&] { answer = tcp6_exchange(8105, "ping"); });
-  auto six = acquire_as_nobody(*broker, "six", [](int fd) -> json {
-    return json{{"v6only", int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY)}, {"served", serve_one(fd)}};
-  });
-  client.join();
+  auto pinged = ping_while_served(*broker, "six", [&] { return tcp6_exchange(8105, "ping"); }, v6only_and_serve);
+  const Acquired& six = pinged.grant;
   ASSERT_TRUE(six.granted) << six.message;
   EXPECT_EQ(six.probe["v6only"], 1) << six.probe;
-  EXPECT_EQ(answer, "pong:ping");
+  EXPECT_EQ(pinged.answer, "pong:ping");
 }
 
 TEST(SocketOptions, V6OnlyFalseAlsoAcceptsIPv4On127001) {
@@ -615,15 +498,12 @@ v6only = false
 user = "nobody"
 )");
   ASSERT_TRUE(broker);
-  std::string answer;
-  std::thread client([&] { answer = sbtest::tcp_exchange(8106, "ping"); });  // IPv4 127.0.0.1
-  auto dual = acquire_as_nobody(*broker, "dual", [](int fd) -> json {
-    return json{{"v6only", int_option(fd, IPPROTO_IPV6, IPV6_V6ONLY)}, {"served", serve_one(fd)}};
-  });
-  client.join();
+  // From IPv4 127.0.0.1.
+  auto pinged = ping_while_served(*broker, "dual", [&] { return sbtest::tcp_exchange(8106, "ping"); }, v6only_and_serve);
+  const Acquired& dual = pinged.grant;
   ASSERT_TRUE(dual.granted) << dual.message;
   EXPECT_EQ(dual.probe["v6only"], 0) << dual.probe;
-  EXPECT_EQ(answer, "pong:ping");
+  EXPECT_EQ(pinged.answer, "pong:ping");
   // The IPv4 client reached the IPv6 socket as a v4-mapped address.
   EXPECT_EQ(dual.probe["served"]["peer_family"], AF_INET6) << dual.probe;
   EXPECT_EQ(dual.probe["served"]["peer_address"], "::ffff:127.0.0.1") << dual.probe;
@@ -763,31 +643,24 @@ bind_to_device = "lo"
 user = "nobody"
 )");
   ASSERT_TRUE(broker);
-  std::string answer;
-  std::thread client([&] { answer = sbtest::tcp_exchange(8114, "ping"); });
-  auto local = acquire_as_nobody(*broker, "local", [](int fd) -> json {
+  auto pinged = ping_while_served(*broker, "local", [&] { return sbtest::tcp_exchange(8114, "ping"); }, [](int fd) -> json {
     return json{{"device", device_option(fd)}, {"served", serve_one(fd)}};
   });
-  client.join();
+  const Acquired& local = pinged.grant;
   ASSERT_TRUE(local.granted) << local.message;
   EXPECT_EQ(local.probe["device"], "lo") << local.probe;
-  EXPECT_EQ(answer, "pong:ping");  // traffic on lo reaches it
+  EXPECT_EQ(pinged.answer, "pong:ping");  // traffic on lo reaches it
 }
 
 // Another uid's bind(2) on the address a policy socket holds, from a process
 // that is not locked down (any local user): 0 or the errno it failed with.
 int squat_errno_as_nobody(std::uint16_t port, bool reuse_addr, bool reuse_port) {
   auto child = sbtest::run_as_nobody([&](int report_fd) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (reuse_addr) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (reuse_port) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return errno;
-    if (::listen(fd, 1) != 0) return errno;
+    sockbroker::UniqueFd fd;
+    if (int err = sbtest::bind_tcp(INADDR_LOOPBACK, port, {.addr = reuse_addr, .port = reuse_port}, &fd); err != 0) {
+      return err;
+    }
+    if (::listen(fd.get(), 1) != 0) return errno;
     sbtest::report(report_fd, "bound and listening on 127.0.0.1:" + std::to_string(port));
     return 0;
   });
@@ -952,12 +825,9 @@ user = "nobody"
   EXPECT_EQ(entries(elsewhere.path()), std::set<std::string>{"precious"});
 
   // The other socket serves.
-  std::string answer;
-  std::thread client([&] { answer = sbtest::unix_exchange(good, "ping"); });
-  auto served = acquire_as_nobody(*broker, "good", [](int fd) -> json { return serve_one(fd); });
-  client.join();
-  ASSERT_TRUE(served.granted) << served.message;
-  EXPECT_EQ(answer, "pong:ping");
+  auto served = ping_while_served(*broker, "good", [&] { return sbtest::unix_exchange(good, "ping"); });
+  ASSERT_TRUE(served.grant.granted) << served.grant.message;
+  EXPECT_EQ(served.answer, "pong:ping");
   for (const auto& name : entries(dir.path())) EXPECT_EQ(name.rfind(".sockbroker", 0), std::string::npos) << name;
 }
 
@@ -1025,12 +895,9 @@ user = "nobody"
   EXPECT_EQ(st.st_gid, sbtest::kNogroup);
   EXPECT_EQ(st.st_mode & 07777, 0660u);
 
-  std::string answer;
-  std::thread client([&] { answer = sbtest::unix_exchange(path, "ping"); });
-  auto served = acquire_as_nobody(*broker, "app", [](int fd) -> json { return serve_one(fd); });
-  client.join();
-  ASSERT_TRUE(served.granted) << served.message;
-  EXPECT_EQ(answer, "pong:ping");
+  auto served = ping_while_served(*broker, "app", [&] { return sbtest::unix_exchange(path, "ping"); });
+  ASSERT_TRUE(served.grant.granted) << served.grant.message;
+  EXPECT_EQ(served.answer, "pong:ping");
 }
 
 // A datagram socket has no listen(2): a stale one is told from a live one by
@@ -1051,9 +918,7 @@ user = "nobody"
   EXPECT_TRUE(bound(*broker, "log")) << read_text(dir.file("audit.log"));
   // Queued on the broker's socket before anyone holds it, read by the holder.
   int sender = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  sockaddr_un address = sbtest::unix_address(path);
   EXPECT_EQ(::sendto(sender, "entry", 5, 0, reinterpret_cast<sockaddr*>(&address), sizeof address), 5)
       << std::strerror(errno);
   ::close(sender);
@@ -1131,9 +996,7 @@ TEST(UnixSocket, LiveSocketWithAFullBacklogIsStillRefused) {
   std::vector<int> queued;
   for (int i = 0; i < 4; ++i) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    sockaddr_un address = sbtest::unix_address(path);
     int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
     queued.push_back(fd);
     if (rc != 0 && errno == EAGAIN) break;
@@ -1180,9 +1043,7 @@ user = "nobody"
 
   // Its owner still receives what is sent to the path.
   int sender = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  sockaddr_un address = sbtest::unix_address(path);
   EXPECT_EQ(::sendto(sender, "log", 3, 0, reinterpret_cast<sockaddr*>(&address), sizeof address), 3)
       << std::strerror(errno);
   char buffer[8] = {};
@@ -1266,12 +1127,9 @@ user = "nobody"
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(entries(deep), std::set<std::string>{base});
 
-  std::string answer;
-  std::thread client([&] { answer = sbtest::unix_exchange(path, "ping"); });
-  auto served = acquire_as_nobody(*broker, "long", [](int fd) -> json { return serve_one(fd); });
-  client.join();
-  ASSERT_TRUE(served.granted) << served.message;
-  EXPECT_EQ(answer, "pong:ping");
+  auto served = ping_while_served(*broker, "long", [&] { return sbtest::unix_exchange(path, "ping"); });
+  ASSERT_TRUE(served.grant.granted) << served.grant.message;
+  EXPECT_EQ(served.answer, "pong:ping");
 }
 
 TEST(UnixSocket, AbstractNameIsGrantedAndReachable) {
@@ -1286,26 +1144,22 @@ allow_abstract = true
 user = "nobody"
 )");
   ASSERT_TRUE(broker);
-  std::string answer;
-  std::thread client([&] { answer = abstract_exchange(name, "ping"); });
-  auto served = parse_acquired(sbtest::run_as_nobody([&](int report_fd) {
-    return acquire_and_report(broker->control(), "abs", report_fd, [](int fd) -> json {
-      sockaddr_un bound{};
-      socklen_t length = sizeof bound;
-      std::string bound_name;
-      if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) == 0 &&
-          length > offsetof(sockaddr_un, sun_path) + 1 && bound.sun_path[0] == '\0') {
-        bound_name.assign(bound.sun_path + 1, length - offsetof(sockaddr_un, sun_path) - 1);
-      }
-      return json{{"bound", bound_name}, {"served", serve_one(fd)}};
-    });
-  }));
-  client.join();
+  auto pinged = ping_while_served(*broker, "abs", [&] { return abstract_exchange(name, "ping"); }, [](int fd) -> json {
+    sockaddr_un bound{};
+    socklen_t length = sizeof bound;
+    std::string bound_name;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) == 0 &&
+        length > offsetof(sockaddr_un, sun_path) + 1 && bound.sun_path[0] == '\0') {
+      bound_name.assign(bound.sun_path + 1, length - offsetof(sockaddr_un, sun_path) - 1);
+    }
+    return json{{"bound", bound_name}, {"served", serve_one(fd)}};
+  });
+  const Acquired& served = pinged.grant;
   ASSERT_TRUE(served.granted) << served.message;
   EXPECT_EQ(served.family, AF_UNIX);
   EXPECT_EQ(served.address, "@" + name);
   EXPECT_EQ(served.probe["bound"], name) << served.probe;  // no trailing NUL in the name
-  EXPECT_EQ(answer, "pong:ping");
+  EXPECT_EQ(pinged.answer, "pong:ping");
 }
 
 // ---------------------------------------------------------------------------
@@ -1533,7 +1387,7 @@ unit = "web.service"
   as_root.uid = 0;
   as_root.gid = 0;
   // In a child of its own, so that this test process keeps its bounding set.
-  auto outcome = run_child(as_root, [&](int report_fd) {
+  auto outcome = sbtest::run_as(as_root, [&](int report_fd) {
     if (::prctl(PR_CAPBSET_DROP, CAP_KILL, 0, 0, 0) != 0) {
       sbtest::report(report_fd, std::string("PR_CAPBSET_DROP: ") + std::strerror(errno));
       return 10;

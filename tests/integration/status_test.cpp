@@ -54,40 +54,35 @@ listen = "192.0.2.1:81"
 user = "nobody"
 )";
 
-sbtest::ChildResult cli_as(uid_t uid, const Broker& broker, std::vector<std::string> args) {
-  std::vector<std::string> argv{sbtest::programs().sockbroker, "--control", broker.control()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return sbtest::run_command_as(uid, uid == 0 ? 0 : sbtest::kNogroup, argv);
+// `sockbroker` as root (uid 0) or as nobody (any other uid given).
+sbtest::ChildResult cli(uid_t uid, const Broker& broker, const std::vector<std::string>& args) {
+  return uid == 0 ? sbtest::cli_as_root(broker, args) : sbtest::cli_as_nobody(broker, args);
 }
 
-// Acquires `name` as nobody in a child that exits at once; returns its error code (0: granted).
-int acquire_as_nobody(const Broker& broker, const std::string& name) {
-  auto child = sbtest::run_as_nobody([&](int) {
-    auto grant = sockbroker::acquire(name, broker.control());
-    return grant ? 0 : -grant.error().code;
-  });
-  return child.exit_code;
+// Acquires `name` as nobody in a child that exits at once; returns its error
+// code (0: granted; 1 when the child failed before an answer: no SOCKBROKER_E_*).
+int acquire_code(const Broker& broker, const std::string& name) {
+  auto acquired = sbtest::acquire_as_nobody(broker, name);
+  if (acquired.granted) return 0;
+  if (acquired.code == 0) ADD_FAILURE() << "acquire of \"" << name << "\": " << acquired.message;
+  return acquired.code != 0 ? acquired.code : 1;
 }
 
 // A datagram that is not a message, from nobody: one bad request.
 void send_garbage_as_nobody(const Broker& broker) {
   auto child = sbtest::run_as_nobody([&](int report_fd) {
-    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", broker.control().c_str());
-    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    sockbroker::UniqueFd fd = sbtest::connect_control(broker.control());
+    if (!fd) {
       sbtest::report(report_fd, std::string("connect: ") + std::strerror(errno));
       return 1;
     }
     const char garbage[8] = {'n', 'o', 't', ' ', 'c', 'a', 'p', 'n'};
     char reply[4096];
     // The broker answers (a protocol failure) before it counts the next request.
-    if (::send(fd, garbage, sizeof garbage, 0) != sizeof garbage || ::recv(fd, reply, sizeof reply, 0) <= 0) {
+    if (::send(fd.get(), garbage, sizeof garbage, 0) != sizeof garbage || ::recv(fd.get(), reply, sizeof reply, 0) <= 0) {
       sbtest::report(report_fd, std::string("send/recv: ") + std::strerror(errno));
       return 2;
     }
-    ::close(fd);
     return 0;
   });
   ASSERT_EQ(child.exit_code, 0) << child.output;
@@ -109,7 +104,7 @@ std::set<std::uint64_t> socket_inodes_of(pid_t pid) {
 }
 
 nlohmann::json status_json(const Broker& broker) {
-  auto result = cli_as(0, broker, {"status", "--json"});
+  auto result = cli(0, broker, {"status", "--json"});
   EXPECT_EQ(result.exit_code, 0) << result.output;
   return nlohmann::json::parse(result.output);
 }
@@ -130,8 +125,8 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   ASSERT_TRUE(broker);
 
   // Grants: web twice (each holder exits at once), workers once (held below).
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), 0);
-  EXPECT_EQ(acquire_as_nobody(*broker, "web"), 0);
+  EXPECT_EQ(acquire_code(*broker, "web"), 0);
+  EXPECT_EQ(acquire_code(*broker, "web"), 0);
   sbtest::Background holder(sbtest::kNobody, sbtest::kNogroup,
                             {sbtest::programs().sockbroker, "--control", broker->control(), "run", "-s", "workers",
                              "--", "/bin/sleep", "30"});
@@ -140,11 +135,11 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   const pid_t holder_pid = grants[2]["peer"]["pid"].get<pid_t>();
 
   // One denial of each reason a client can provoke.
-  EXPECT_EQ(acquire_as_nobody(*broker, "admin"), -SOCKBROKER_E_DENIED);          // no_rule_matched
-  EXPECT_EQ(acquire_as_nobody(*broker, "nosuch"), -SOCKBROKER_E_UNKNOWN);        // unknown_socket
-  EXPECT_EQ(acquire_as_nobody(*broker, "unroutable"), -SOCKBROKER_E_BIND);       // bind_failed
-  EXPECT_EQ(acquire_as_nobody(*broker, "workers"), -SOCKBROKER_E_QUOTA);         // quota: max_grants = 1
-  auto refused = cli_as(sbtest::kNobody, *broker, {"status"});                   // not_admin
+  EXPECT_EQ(acquire_code(*broker, "admin"), SOCKBROKER_E_DENIED);           // no_rule_matched
+  EXPECT_EQ(acquire_code(*broker, "nosuch"), SOCKBROKER_E_UNKNOWN);         // unknown_socket
+  EXPECT_EQ(acquire_code(*broker, "unroutable"), SOCKBROKER_E_BIND);        // bind_failed
+  EXPECT_EQ(acquire_code(*broker, "workers"), SOCKBROKER_E_QUOTA);          // quota: max_grants = 1
+  auto refused = cli(sbtest::kNobody, *broker, {"status"});                  // not_admin
   EXPECT_EQ(refused.exit_code, 77) << refused.output;
   EXPECT_EQ(std::count(refused.output.begin(), refused.output.end(), '\n'), 1) << refused.output;
   EXPECT_NE(refused.output.find("status: permission denied: administrators only"), std::string::npos)
@@ -153,20 +148,21 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   send_garbage_as_nobody(*broker);
 
   // One reload that works, one that is refused.
-  EXPECT_EQ(cli_as(0, *broker, {"reload"}).exit_code, 0);
+  EXPECT_EQ(cli(0, *broker, {"reload"}).exit_code, 0);
   dir.write("policy.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\nlisen = 1\n");
-  EXPECT_EQ(cli_as(0, *broker, {"reload"}).exit_code, 78);
+  EXPECT_EQ(cli(0, *broker, {"reload"}).exit_code, 78);
   dir.write("policy.toml", kPolicy);
 
   // The holder's reuse_port member, once `sockbroker run` has exec'd sleep.
   std::set<std::uint64_t> held;
-  for (int i = 0; i < 200 && held.empty(); ++i) {
-    std::ifstream comm("/proc/" + std::to_string(holder_pid) + "/comm");
-    std::string name;
-    std::getline(comm, name);
-    if (name == "sleep") held = socket_inodes_of(holder_pid);
-    if (held.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  sbtest::wait_until(
+      [&] {
+        if (sbtest::read_file("/proc/" + std::to_string(holder_pid) + "/comm") == "sleep\n") {
+          held = socket_inodes_of(holder_pid);
+        }
+        return !held.empty();
+      },
+      std::chrono::seconds(2));
   ASSERT_EQ(held.size(), 1u) << "the holder should hold exactly its member";
 
   // What the broker holds while idle, plus the status connection and its pidfd.
@@ -219,7 +215,7 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   EXPECT_EQ(socket_named(status, "admin")["grants_total"], 0);
 
   // The same numbers for humans.
-  auto human = cli_as(0, *broker, {"status"});
+  auto human = cli(0, *broker, {"status"});
   ASSERT_EQ(human.exit_code, 0) << human.output;
   for (const char* line : {"Sockets: 3 bound, 1 failed", "Grants: 3", "Denials: 5", "Bad requests: 1",
                            "Reloads: 1 ok, 1 failed", "Denials by reason:", "  no_rule_matched  1",
@@ -228,7 +224,7 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   }
 
   // The Prometheus text, read by the reference parser.
-  auto prometheus = cli_as(0, *broker, {"status", "--prometheus"});
+  auto prometheus = cli(0, *broker, {"status", "--prometheus"});
   ASSERT_EQ(prometheus.exit_code, 0) << prometheus.output;
   dir.write("metrics.prom", prometheus.output);
   auto parsed = sbtest::run_command_as(
