@@ -42,7 +42,13 @@ void discard_unread(int connection) {
   // datagrams at most); the bound only guards against a peer refilling it.
   for (int i = 0; i < 8192; ++i) {
     // Without a control buffer any attached descriptors are released by the kernel.
-    if (::recv(connection, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC) < 0) break;
+    ssize_t n = ::recv(connection, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC);
+    if (n < 0) break;
+    // 0 is an empty datagram or the end of the stream. A peer that has hung up
+    // reads no reply, so there is nothing left to protect; and at the end of
+    // the stream every further recv returns 0 too, which once cost the broker
+    // 8,192 system calls (~12 ms) per hostile connection.
+    if (n == 0 && peer_closed(connection)) break;
   }
 }
 
