@@ -1,11 +1,13 @@
 #include "audit.hpp"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/un.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
 
 #include <algorithm>
 #include <cctype>
@@ -13,7 +15,6 @@
 #include <charconv>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
 #include <vector>
 
 namespace sockbroker::broker {
@@ -92,22 +93,26 @@ void send_to_journal(const std::string& line) {
 }  // namespace
 
 Result<Audit> Audit::open(std::string_view destination) {
-  if (destination == "journal") return Audit(UniqueFd(), -1);
-  if (destination.empty()) return Audit(UniqueFd(), STDERR_FILENO);
-  if (destination == "-") return Audit(UniqueFd(), STDOUT_FILENO);
-  const std::string path(destination);
-  // As the spdlog file sink this replaces did: a missing directory is made.
-  std::error_code ec;
-  if (auto parent = std::filesystem::path(path).parent_path(); !parent.empty()) {
-    std::filesystem::create_directories(parent, ec);
+  try {
+    std::shared_ptr<spdlog::logger> lines;
+    if (destination == "journal") {
+      return Audit(nullptr);
+    } else if (destination.empty()) {
+      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    } else if (destination == "-") {
+      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stdout_sink_mt>());
+    } else {
+      lines = std::make_shared<spdlog::logger>(
+          "audit", std::make_shared<spdlog::sinks::basic_file_sink_mt>(std::string(destination), false));
+    }
+    // The line is already JSON: the logger adds nothing but the newline.
+    lines->set_pattern("%v");
+    lines->set_level(spdlog::level::info);
+    lines->flush_on(spdlog::level::info);  // an audit line not on disk is not an audit line
+    return Audit(std::move(lines));
+  } catch (const spdlog::spdlog_ex& e) {
+    return Error{0, 0, "cannot open audit destination \"" + std::string(destination) + "\": " + e.what()};
   }
-  UniqueFd file(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666));
-  if (!file) {
-    const int err = errno;
-    return Error{0, err, "cannot open audit destination \"" + path + "\": " + std::strerror(err)};
-  }
-  const int fd = file.get();
-  return Audit(std::move(file), fd);
 }
 
 void Audit::emit(std::string_view event, const nlohmann::ordered_json& fields) {
@@ -145,30 +150,12 @@ AuditLine Audit::begin(std::string_view event) {
 void Audit::commit(AuditLine& line) {
   (void)line;  // its text is line_
   line_ += '}';
-  if (fd_ < 0) {
+  if (!lines_) {
     send_to_journal(line_);
     return;
   }
-  line_ += '\n';
-  write_line();
-}
-
-void Audit::write_line() {
-  // One write(2) per line: with O_APPEND, lines from several writers never
-  // interleave, and a line is in the file as soon as the call returns.
-  std::string_view rest = line_;
-  while (!rest.empty()) {
-    ssize_t n = ::write(fd_, rest.data(), rest.size());
-    if (n < 0 && errno == EINTR) continue;
-    // Best effort, as the logger it replaces: the broker keeps serving; what
-    // went missing is said on stderr (the broker's log).
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      (void)::dprintf(STDERR_FILENO, "sockbrokerd: cannot write an audit line: %s\n", std::strerror(err));
-      return;
-    }
-    rest.remove_prefix(static_cast<std::size_t>(n));
-  }
+  // Logged as it is, not as a format string: the line holds the caller's bytes.
+  lines_->log(spdlog::level::info, spdlog::string_view_t(line_.data(), line_.size()));
 }
 
 const std::string& Audit::socket_fields(const policy::SocketSpec& spec) {

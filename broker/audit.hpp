@@ -9,6 +9,7 @@
 #include <spdlog/logger.h>
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -77,7 +78,7 @@ class Audit {
 
  private:
   friend class AuditLine;
-  Audit(UniqueFd owned, int fd) : owned_(std::move(owned)), fd_(fd) {}
+  explicit Audit(std::shared_ptr<spdlog::logger> lines) : lines_(std::move(lines)) {}
 
   // The constant part of a socket's events, made once per socket (and again
   // when the policy changes it), checked against the spec on every use.
@@ -89,10 +90,8 @@ class Audit {
     std::string text;
   };
   const std::string& socket_fields(const policy::SocketSpec& spec);
-  void write_line();
 
-  UniqueFd owned_;  // the audit file, when it is one
-  int fd_ = -1;     // where lines go; -1: the journal
+  std::shared_ptr<spdlog::logger> lines_;  // null: the journal
   std::string line_;
   std::int64_t stamped_second_ = -1;  // the second line_'s cached date prefix is for
   std::string second_prefix_;         // "2026-11-22T10:00:00"

@@ -47,21 +47,7 @@ TEST(Soak, MixedRequestsFromFiftyClients) {
   constexpr int kClients = 50;
 
   sbtest::TempDir dir;
-  auto broker = sbtest::Broker::start(dir, R"(
-[socket.web]
-listen = "0.0.0.0:80"
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.dns]
-listen = "127.0.0.1:53"
-type = "datagram"
-[[socket.dns.allow]]
-group = "nogroup"
-
-[socket.admin]
-listen = "127.0.0.1:443"
-)");
+  auto broker = sbtest::Broker::start(dir, sbtest::kWebDnsAdminSockets);
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
   int peak_fds = baseline;
