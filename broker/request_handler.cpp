@@ -93,6 +93,12 @@ Response RequestHandler::handle(const proto::Request& request, const Caller& cal
       request);
 }
 
+Holder* RequestHandler::remembered_holder(const Caller& caller) const {
+  if (caller.holder_token == nullptr || *caller.holder_token == 0) return nullptr;
+  Holder* holder = state_.leases.by_token(*caller.holder_token);
+  return holder != nullptr && holder->pid == caller.identity.pid ? holder : nullptr;
+}
+
 Response RequestHandler::acquire(const proto::AcquireRequest& request, const Caller& caller) {
   const auto& peer = caller.identity;
   // A netns = "request" socket is bound in the namespace the request carries;
@@ -152,6 +158,13 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     // when the container closes it, while the runtime that asked lives on for
     // thousands of containers. Counting its grants until it exits would lock a
     // long-lived runtime out after max_grants_per_client containers.
+  } else if (Holder* known = remembered_holder(caller)) {
+    // A kept-open connection asking again: its holder was found alive on an
+    // earlier grant and is still in the table (its exit event not yet seen at
+    // most, which only a process that inherited the connection could
+    // exploit, to get a grant counted against the dead holder until that event
+    // is handled a moment later). Saves a poll(2) of the pidfd per grant.
+    holder = known;
   } else if (caller.pidfd >= 0) {
     // Each process the broker tracks costs it a descriptor: as many as it
     // admits connections, and per uid as many as one uid may connect.
@@ -179,6 +192,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     }
     holder = found->holder;
     if (found->created) new_holder = holder;
+    if (caller.holder_token != nullptr) *caller.holder_token = holder->token;
   } else if (spec.reuse_port || spec.max_grants != 0) {
     return deny(proto::ErrorCode::system, "system",
                 "socket " + in_quotes(request.name) +

@@ -31,6 +31,9 @@ struct Caller {
   // The one descriptor an acquire may carry (a network namespace for a
   // netns = "request" socket), untrusted, owned and closed by the server; -1: none.
   int netns_fd = -1;
+  // The session's memory of its holder (Session::holder_token): read to skip
+  // the liveness check on a kept-open connection, written once it is done.
+  std::uint64_t* holder_token = nullptr;
 };
 
 class RequestHandler {
@@ -53,6 +56,8 @@ class RequestHandler {
   Response revoke(const proto::RevokeRequest& request, const Caller& caller);
   // Administrators: the counters (Metrics) and what the table and policy say now.
   Response status(const Caller& caller);
+  // The holder this caller's session already found alive, if still tracked.
+  [[nodiscard]] Holder* remembered_holder(const Caller& caller) const;
   // Administrators only; nullopt when the caller is one.
   std::optional<Response> refuse_unless_admin(std::string_view what, const Caller& caller);
   // new_holder: a holder record made for this request, which must be watched

@@ -23,6 +23,9 @@ struct Session {
   UniqueFd connection;
   policy::PeerIdentity peer;
   UniqueFd pidfd;  // the connecting process (SO_PEERPIDFD): what grants are leased to
+  // The lease table's holder for that process, once a grant has checked it is
+  // alive (LeaseTable tokens are never reused); 0: not yet known.
+  std::uint64_t holder_token = 0;
   Clock::time_point deadline;
   std::list<Session*>::iterator idle_position;  // in the server's deadline order
 
