@@ -12,7 +12,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <seccomp.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -22,7 +24,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <vector>
+#include <span>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -35,7 +40,12 @@
 #include <string_view>
 #include <thread>
 
+#include "../../client/lib/lockdown_filter.hpp"
 #include "../../client/lib/lockdown_layers.hpp"
+
+namespace embedded {
+#include "lockdown_bpf.inc"
+}  // namespace embedded
 #include "require_root.hpp"
 
 namespace {
@@ -794,6 +804,37 @@ TEST(LockdownGolden, IntArgumentsAreComparedOnTheirLow32Bits) {
     }
     EXPECT_GT(high_words, 0) << "no argument comparisons in the filter at all:\n" << *text;
   }
+}
+
+// The program lockdown() loads was compiled at build time
+// (client/tools/lockdown_bpf_gen.cpp); the golden files review the table's
+// text. This ties the two: the embedded program is exactly what libseccomp
+// makes of the table now.
+std::vector<sock_filter> program_from_table(const LockdownOptions& options) {
+  auto filter = sockbroker::lockdown_filter::build_filter(options);
+  EXPECT_TRUE(filter.ok());
+  if (!filter.ok()) return {};
+  UniqueFd memory(::memfd_create("lockdown-bpf", MFD_CLOEXEC));
+  EXPECT_EQ(seccomp_export_bpf(filter->get(), memory.get()), 0);
+  std::vector<sock_filter> program;
+  sock_filter instruction{};
+  for (off_t offset = 0; ::pread(memory.get(), &instruction, sizeof instruction, offset) == sizeof instruction;
+       offset += sizeof instruction) {
+    program.push_back(instruction);
+  }
+  return program;
+}
+
+bool same_program(std::span<const sock_filter> a, const std::vector<sock_filter>& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](const sock_filter& x, const sock_filter& y) {
+           return x.code == y.code && x.jt == y.jt && x.jf == y.jf && x.k == y.k;
+         });
+}
+
+TEST(LockdownGolden, EmbeddedProgramIsWhatLibseccompMakesOfTheTable) {
+  EXPECT_TRUE(same_program(embedded::kLockdownProgram, program_from_table({})));
+  EXPECT_TRUE(same_program(embedded::kLockdownAllowListenProgram, program_from_table(LockdownOptions{.allow_listen = true})));
+  EXPECT_FALSE(same_program(embedded::kLockdownProgram, program_from_table(LockdownOptions{.allow_listen = true})));
 }
 
 }  // namespace
