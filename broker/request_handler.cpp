@@ -1,3 +1,4 @@
+#include "printable.hpp"
 #include "request_handler.hpp"
 
 #include <grp.h>
@@ -40,7 +41,6 @@ std::string group_name(gid_t gid) {
   return {};
 }
 
-std::string in_quotes(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
 std::string describe(const Error& e) {
   return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
@@ -70,7 +70,7 @@ std::string describe_peer(const policy::PeerIdentity& peer) {
   if (auto name = user_name(peer.uid); !name.empty()) out += " (" + name + ")";
   out += ", gid " + std::to_string(peer.gid);
   if (auto name = group_name(peer.gid); !name.empty()) out += " (" + name + ")";
-  out += ", unit " + (peer.unit ? in_quotes(*peer.unit) : std::string("none"));
+  out += ", unit " + (peer.unit ? proto::quoted(*peer.unit) : std::string("none"));
   return out;
 }
 
@@ -115,10 +115,10 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   switch (decision.outcome) {
     case policy::Decision::Outcome::unknown_socket:
       return deny(proto::ErrorCode::unknown_socket, "unknown_socket",
-                  "no socket named " + in_quotes(request.name) + " in the policy", request.name, peer);
+                  "no socket named " + proto::quoted(request.name) + " in the policy", request.name, peer);
     case policy::Decision::Outcome::no_rule_matched:
       return deny(proto::ErrorCode::denied, "no_rule_matched",
-                  "socket " + in_quotes(request.name) + ": permission denied: no allow rule matches " +
+                  "socket " + proto::quoted(request.name) + ": permission denied: no allow rule matches " +
                       describe_peer(peer),
                   request.name, peer, nullptr, netns);
     case policy::Decision::Outcome::grant:
@@ -126,25 +126,25 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   }
   if (request.flags != 0) {
     return deny(proto::ErrorCode::invalid, "invalid",
-                "socket " + in_quotes(request.name) + ": unknown flags " + std::to_string(request.flags), request.name,
+                "socket " + proto::quoted(request.name) + ": unknown flags " + std::to_string(request.flags), request.name,
                 peer, nullptr, netns);
   }
   if (in_request_netns && !sent_netns) {
     return deny(proto::ErrorCode::invalid, "invalid",
-                "socket " + in_quotes(request.name) +
+                "socket " + proto::quoted(request.name) +
                     " is bound in the requester's network namespace (netns = \"request\"), and the request carried "
                     "none: send one (sockbroker get --netns PATH, Client::acquire_in_netns, sockbroker_acquire_netns)",
                 request.name, peer);
   }
   if (sent_netns && !sent_netns->ok()) {
     return deny(proto::ErrorCode::invalid, "invalid",
-                "socket " + in_quotes(request.name) + ": " + describe(sent_netns->error()), request.name, peer);
+                "socket " + proto::quoted(request.name) + ": " + describe(sent_netns->error()), request.name, peer);
   }
   TableEntry* entry = state_.table.find(request.name);
   if (entry == nullptr || !entry->serving()) {
     std::string why = entry != nullptr ? entry->error : "not bound";
     return deny(proto::ErrorCode::bind, "bind_failed",
-                "socket " + in_quotes(request.name) + ": the broker could not bind " + decision.socket->listen.text +
+                "socket " + proto::quoted(request.name) + ": the broker could not bind " + decision.socket->listen.text +
                     ": " + why,
                 request.name, peer);
   }
@@ -178,7 +178,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
                std::to_string(limits.max_clients_per_uid) + ") processes holding grants";
       }
       if (!full.empty()) {
-        return deny(proto::ErrorCode::quota, "limit", "socket " + in_quotes(request.name) + ": " + full, request.name,
+        return deny(proto::ErrorCode::quota, "limit", "socket " + proto::quoted(request.name) + ": " + full, request.name,
                     peer, nullptr, netns);
       }
     }
@@ -187,7 +187,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     release_holder(state_, std::move(stale));
     if (!found) {
       return deny(proto::ErrorCode::system, "system",
-                  "socket " + in_quotes(request.name) + ": " + describe(found.error()), request.name, peer, nullptr,
+                  "socket " + proto::quoted(request.name) + ": " + describe(found.error()), request.name, peer, nullptr,
                   netns);
     }
     holder = found->holder;
@@ -195,7 +195,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     if (caller.holder_token != nullptr) *caller.holder_token = holder->token;
   } else if (spec.reuse_port || spec.max_grants != 0) {
     return deny(proto::ErrorCode::system, "system",
-                "socket " + in_quotes(request.name) +
+                "socket " + proto::quoted(request.name) +
                     ": cannot track who holds the grant (the kernel lacks SO_PEERPIDFD, Linux >= 6.5)",
                 request.name, peer, nullptr, netns);
   }
@@ -208,13 +208,13 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   if (!already_held && !in_request_netns) {
     if (spec.max_grants != 0 && entry->live >= spec.max_grants) {
       return deny(proto::ErrorCode::quota, "quota",
-                  "socket " + in_quotes(request.name) + ": all " + std::to_string(spec.max_grants) +
+                  "socket " + proto::quoted(request.name) + ": all " + std::to_string(spec.max_grants) +
                       " grants (max_grants) are held by running processes; try again when one exits",
                   request.name, peer, new_holder, netns);
     }
     if (holder != nullptr && holder->leases.size() >= state_.policy.broker.max_grants_per_client) {
       return deny(proto::ErrorCode::quota, "quota",
-                  "socket " + in_quotes(request.name) + ": this process already holds " +
+                  "socket " + proto::quoted(request.name) + ": this process already holds " +
                       std::to_string(holder->leases.size()) + " grants (max_grants_per_client)",
                   request.name, peer, new_holder, netns);
     }
@@ -233,7 +233,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
         why += capability_hint(spec);
       }
       return deny(proto::ErrorCode::bind, "bind_failed",
-                  "socket " + in_quotes(request.name) + ": cannot bind " + spec.listen.text +
+                  "socket " + proto::quoted(request.name) + ": cannot bind " + spec.listen.text +
                       " in network namespace net:[" + std::to_string(*netns) + "]: " + why,
                   request.name, peer, new_holder, netns);
     }
@@ -244,7 +244,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     auto member = open_policy_socket(spec);
     if (!member) {
       return deny(proto::ErrorCode::bind, "bind_failed",
-                  "socket " + in_quotes(request.name) + ": cannot bind a new reuse_port member on " +
+                  "socket " + proto::quoted(request.name) + ": cannot bind a new reuse_port member on " +
                       spec.listen.text + ": " + describe(member.error()),
                   request.name, peer, new_holder);
     }
@@ -340,7 +340,7 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
   auto shut = state_.table.revoke(request.name, state_.leases, audit_, log_);
   if (!shut) {
     return deny(proto::ErrorCode::unknown_socket, "unknown_socket",
-                "no socket named " + in_quotes(request.name) + " in the policy", request.name, caller.identity);
+                "no socket named " + proto::quoted(request.name) + " in the policy", request.name, caller.identity);
   }
   const TableEntry* entry = state_.table.find(request.name);
   auto fields = socket_json(entry->spec);
@@ -349,7 +349,7 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
   fields["rebound"] = entry->serving();
   if (!entry->serving()) fields["error"] = entry->error;
   audit_.emit("revoke", std::move(fields));
-  std::string message = "socket " + in_quotes(request.name) + " revoked: " + std::to_string(*shut) +
+  std::string message = "socket " + proto::quoted(request.name) + " revoked: " + std::to_string(*shut) +
                         " live grant(s) shut down; " +
                         (entry->serving() ? "bound afresh for future grants"
                                           : "could not bind it again: " + entry->error);

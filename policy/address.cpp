@@ -3,6 +3,7 @@
 // Deliberately strict: no name resolution, no implicit ports, no alternative
 // spellings a reviewer could misread (leading zeros, "+80", hex). The broker
 // binds exactly what the operator wrote, and `sockbroker check` says why not.
+#include "printable.hpp"
 #include "address.hpp"
 
 #include <arpa/inet.h>
@@ -18,29 +19,19 @@
 namespace sockbroker::policy {
 namespace {
 
+
 // sun_path keeps room for the terminating NUL the kernel does not need but
 // every tool that prints the path (ss, lsof) expects.
 constexpr std::size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
 
 Error invalid(std::string message) { return Error{SOCKBROKER_E_INVALID, 0, std::move(message)}; }
 
-// Appended piece by piece: "\"" + std::string(text) makes GCC 12 -O3 report a
-// false -Wrestrict (the insert at position 0 of operator+(const char*, string&&)).
-std::string quoted(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 2);
-  out += '"';
-  out += text;
-  out += '"';
-  return out;
-}
-
 Result<std::uint16_t> parse_port(std::string_view text) {
   if (text.empty()) return invalid("missing port after ':'");
   for (char c : text) {
-    if (c < '0' || c > '9') return invalid("port " + quoted(text) + " is not a decimal number");
+    if (c < '0' || c > '9') return invalid("port " + proto::quoted(text) + " is not a decimal number");
   }
-  if (text.size() > 1 && text.front() == '0') return invalid("port " + quoted(text) + " has a leading zero");
+  if (text.size() > 1 && text.front() == '0') return invalid("port " + proto::quoted(text) + " has a leading zero");
   // More than five digits is out of range whatever they are; checking the
   // length first keeps the arithmetic below from overflowing.
   unsigned long value = 0;
@@ -115,14 +106,14 @@ Result<Address> parse_inet6(std::string_view text) {
   sin6->sin6_family = AF_INET6;
   std::string host_z(host);  // inet_pton wants a NUL-terminated string
   if (::inet_pton(AF_INET6, host_z.c_str(), &sin6->sin6_addr) != 1) {
-    return invalid(quoted(host) + " is not an IPv6 address");
+    return invalid(proto::quoted(host) + " is not an IPv6 address");
   }
   if (has_scope) {
     if (scope.empty()) return invalid("empty interface name after '%'");
-    if (scope.size() >= IF_NAMESIZE) return invalid("unknown interface " + quoted(scope) + " in the scope");
+    if (scope.size() >= IF_NAMESIZE) return invalid("unknown interface " + proto::quoted(scope) + " in the scope");
     std::string scope_z(scope);
     unsigned index = ::if_nametoindex(scope_z.c_str());
-    if (index == 0) return invalid("unknown interface " + quoted(scope) + " in the scope");
+    if (index == 0) return invalid("unknown interface " + proto::quoted(scope) + " in the scope");
     sin6->sin6_scope_id = index;
   }
   auto port = parse_port(rest.substr(1));
@@ -152,7 +143,7 @@ Result<Address> parse_inet4(std::string_view text) {
   // inet_pton (unlike inet_aton) takes only the four-part dotted decimal form,
   // so "127.1" or "0x7f.0.0.1" cannot slip through meaning something else.
   if (::inet_pton(AF_INET, host_z.c_str(), &sin->sin_addr) != 1) {
-    return invalid(quoted(host) + " is not an IPv4 address (names are not resolved; write the address)");
+    return invalid(proto::quoted(host) + " is not an IPv4 address (names are not resolved; write the address)");
   }
   auto port = parse_port(text.substr(colon + 1));
   if (!port) return std::move(port).error();

@@ -31,9 +31,6 @@ constexpr std::int64_t kMaxU32 = 4294967295;
 // (uid_t)-1 and (gid_t)-1 mean "no change" to chown(2) and "invalid" to
 // SO_PEERCRED: never a real account.
 constexpr std::int64_t kMaxId = 4294967294;
-// A quoted user string longer than this is cut in messages: one diagnostic
-// stays one readable line whatever the file holds.
-constexpr std::size_t kMaxQuoted = 200;
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"broker", "socket"};
 constexpr std::array<std::string_view, 6> kBrokerKeys = {"admin_group",         "control_mode",       "max_clients",
@@ -48,28 +45,6 @@ constexpr std::array<std::string_view, 11> kUnitSuffixes = {".service",   ".sock
                                                             ".automount", ".swap",   ".device"};
 
 }  // namespace
-
-std::string quoted(std::string_view text) {
-  std::string out = "\"";
-  std::size_t n = std::min(text.size(), kMaxQuoted);
-  for (std::size_t i = 0; i < n; ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      static constexpr char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (n < text.size()) out += "...";
-  out += '"';
-  return out;
-}
 
 namespace {
 

@@ -3,6 +3,8 @@
 // loader (loader.cpp) reads files and checks what spans several documents.
 #pragma once
 
+#include "printable.hpp"
+
 #include <toml++/toml.h>
 
 #include <optional>
@@ -59,9 +61,8 @@ struct ParsedDocument {
 [[nodiscard]] ParsedDocument read_document(const toml::table& root, const std::string& file, const HostLimits& limits,
                                            Reporter& reporter);
 
-// User text for a message: quoted, escaped (a newline in a value cannot forge a
-// second diagnostic line) and cut when very long.
-[[nodiscard]] std::string quoted(std::string_view text);
+// User text for a message: quoted, escaped and cut when very long.
+using proto::quoted;
 
 // "FILE:LINE:COL", for messages that point at another place.
 [[nodiscard]] std::string to_string(const SourcePos& where);

@@ -1,5 +1,7 @@
 #include "printable.hpp"
 
+#include <algorithm>
+
 namespace sockbroker::proto {
 
 std::string printable(std::string_view text) {
@@ -16,6 +18,25 @@ std::string printable(std::string_view text) {
       out += c;
     }
   }
+  return out;
+}
+
+std::string quoted(std::string_view text) {
+  constexpr std::size_t kMaxQuoted = 200;
+  std::string out(1, '"');
+  const std::size_t n = std::min(text.size(), kMaxQuoted);
+  out.reserve(n + 2);
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = text[i];
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else {
+      out += printable(std::string_view(&text[i], 1));
+    }
+  }
+  if (n < text.size()) out += "...";
+  out += '"';
   return out;
 }
 

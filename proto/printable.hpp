@@ -11,4 +11,9 @@ namespace sockbroker::proto {
 // text with every control byte (< 0x20, 0x7f) written as \xNN.
 [[nodiscard]] std::string printable(std::string_view text);
 
+// User text for a message, as every message in the project names it: in
+// double quotes, '"' and '\\' escaped, control bytes as \xNN (a newline in a
+// value cannot forge a second line), cut with "..." past 200 bytes.
+[[nodiscard]] std::string quoted(std::string_view text);
+
 }  // namespace sockbroker::proto

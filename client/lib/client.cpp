@@ -6,11 +6,13 @@
 #include <string>
 #include <string_view>
 
+#include "printable.hpp"
 #include "codec.hpp"
 #include "connection.hpp"
 
 namespace sockbroker {
 namespace {
+
 
 // Guards list pagination against a broker that keeps answering "more".
 constexpr int kMaxListPages = 4096;
@@ -20,17 +22,6 @@ Error failure_error(const proto::Failure& failure) {
 }
 
 Error unexpected_reply() { return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker answered with the wrong kind of reply"}; }
-
-// Appended piece by piece: "\"" + std::string(name) makes GCC 12 -O3 report a
-// false -Wrestrict (the insert at position 0 of operator+(const char*, string&&)).
-std::string quoted(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 2);
-  out += '"';
-  out += text;
-  out += '"';
-  return out;
-}
 
 }  // namespace
 
@@ -81,7 +72,7 @@ Result<Grant> to_grant(Result<detail::Exchanged> exchanged) {
 Result<proto::Request> acquire_request(std::string_view name, int flags, bool with_netns) {
   if (!proto::valid_socket_name(name)) {
     return Error{SOCKBROKER_E_INVALID, EINVAL,
-                 quoted(name) + " is not a socket name (1-" + std::to_string(proto::kMaxNameLength) +
+                 proto::quoted(name) + " is not a socket name (1-" + std::to_string(proto::kMaxNameLength) +
                      " characters of A-Z a-z 0-9 _ . -)"};
   }
   if (flags != 0) return Error{SOCKBROKER_E_INVALID, EINVAL, "unknown flags " + std::to_string(flags)};
@@ -163,7 +154,7 @@ Result<AdminOutcome> Client::reload() {
 
 Result<AdminOutcome> Client::revoke(std::string_view name) {
   if (!proto::valid_socket_name(name)) {
-    return Error{SOCKBROKER_E_INVALID, EINVAL, quoted(name) + " is not a socket name"};
+    return Error{SOCKBROKER_E_INVALID, EINVAL, proto::quoted(name) + " is not a socket name"};
   }
   return to_outcome(exchange_with_retry(*this, proto::Request{proto::RevokeRequest{std::string(name)}}, -1));
 }
