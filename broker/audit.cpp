@@ -6,6 +6,7 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
+#include <spdlog/formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
@@ -90,23 +91,35 @@ void send_to_journal(const std::string& line) {
   (void)::sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
 }
 
+// An audit line is finished JSON: the sink gets it and a newline, nothing
+// else. spdlog's own pattern formatter ("%v") would still work out the time,
+// level and padding of every line only to print none of them.
+class LineFormatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
+    dest.push_back('\n');
+  }
+  [[nodiscard]] std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<LineFormatter>(); }
+};
+
 }  // namespace
 
 Result<Audit> Audit::open(std::string_view destination) {
   try {
+    // _st sinks: only the broker's one loop thread writes audit lines.
     std::shared_ptr<spdlog::logger> lines;
     if (destination == "journal") {
       return Audit(nullptr);
     } else if (destination.empty()) {
-      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stderr_sink_st>());
     } else if (destination == "-") {
-      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stdout_sink_mt>());
+      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stdout_sink_st>());
     } else {
       lines = std::make_shared<spdlog::logger>(
-          "audit", std::make_shared<spdlog::sinks::basic_file_sink_mt>(std::string(destination), false));
+          "audit", std::make_shared<spdlog::sinks::basic_file_sink_st>(std::string(destination), false));
     }
-    // The line is already JSON: the logger adds nothing but the newline.
-    lines->set_pattern("%v");
+    lines->set_formatter(std::make_unique<LineFormatter>());
     lines->set_level(spdlog::level::info);
     lines->flush_on(spdlog::level::info);  // an audit line not on disk is not an audit line
     return Audit(std::move(lines));
