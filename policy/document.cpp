@@ -21,6 +21,7 @@
 
 #include "accounts.hpp"
 #include "codec.hpp"
+#include "sort_records.hpp"
 
 namespace sockbroker::policy::detail {
 namespace {
@@ -173,10 +174,9 @@ class DocumentReader {
     }
     // toml++ keeps tables sorted by key; "later" in duplicate and conflict
     // messages means later in the file, so restore the written order.
-    std::stable_sort(
-        document.sockets.begin(), document.sockets.end(), [](const ParsedSocket& a, const ParsedSocket& b) {
-          return std::pair(a.spec.where.line, a.spec.where.column) < std::pair(b.spec.where.line, b.spec.where.column);
-        });
+    stable_sort_records(document.sockets, [](const ParsedSocket& a, const ParsedSocket& b) {
+      return std::pair(a.spec.where.line, a.spec.where.column) < std::pair(b.spec.where.line, b.spec.where.column);
+    });
     return document;
   }
 

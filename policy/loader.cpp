@@ -19,6 +19,7 @@
 #include "accounts.hpp"
 #include "conflict.hpp"
 #include "document.hpp"
+#include "sort_records.hpp"
 
 namespace sockbroker::policy {
 namespace {
@@ -174,8 +175,7 @@ class Loader {
     policy.files = std::move(files_);
     policy.sockets.reserve(sockets_.size());
     for (auto& parsed : sockets_) policy.sockets.push_back(std::move(parsed.spec));
-    std::sort(policy.sockets.begin(), policy.sockets.end(),
-              [](const SocketSpec& a, const SocketSpec& b) { return a.name < b.name; });
+    detail::stable_sort_records(policy.sockets, [](const SocketSpec& a, const SocketSpec& b) { return a.name < b.name; });
     result.policy = std::move(policy);
     return result;
   }
