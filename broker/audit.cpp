@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <vector>
@@ -109,6 +111,8 @@ Result<Audit> Audit::open(std::string_view destination) {
   try {
     // _st sinks: only the broker's one loop thread writes audit lines.
     std::shared_ptr<spdlog::logger> lines;
+    bool buffered = false;
+    std::size_t buffer_capacity = 0;
     if (destination == "journal") {
       return Audit(nullptr);
     } else if (destination.empty()) {
@@ -118,11 +122,24 @@ Result<Audit> Audit::open(std::string_view destination) {
     } else {
       lines = std::make_shared<spdlog::logger>(
           "audit", std::make_shared<spdlog::sinks::basic_file_sink_st>(std::string(destination), false));
+      buffered = true;
+      // glibc gives a FILE a buffer of the file's st_blksize, or BUFSIZ when
+      // that is larger or unknown (libio/filedoalloc.c). Lines are flushed
+      // before they would overflow it, so that stdio never writes half a line.
+      struct stat st {};
+      buffer_capacity = BUFSIZ;
+      if (::stat(std::string(destination).c_str(), &st) == 0 && st.st_blksize > 0 && st.st_blksize < BUFSIZ) {
+        buffer_capacity = static_cast<std::size_t>(st.st_blksize);
+      }
     }
     lines->set_formatter(std::make_unique<LineFormatter>());
     lines->set_level(spdlog::level::info);
-    lines->flush_on(spdlog::level::info);  // an audit line not on disk is not an audit line
-    return Audit(std::move(lines));
+    // Written when commit() or the loop says so (set_flush_interval), not by spdlog.
+    lines->flush_on(spdlog::level::off);
+    Audit audit(std::move(lines));
+    audit.buffered_ = buffered;
+    audit.buffer_capacity_ = buffer_capacity;
+    return audit;
   } catch (const spdlog::spdlog_ex& e) {
     return Error{0, 0, "cannot open audit destination \"" + std::string(destination) + "\": " + e.what()};
   }
@@ -167,8 +184,30 @@ void Audit::commit(AuditLine& line) {
     send_to_journal(line_);
     return;
   }
+  // Each write(2) ends with a whole line, so that a crash never leaves half of one.
+  const std::size_t bytes = line_.size() + 1;
+  if (buffered_ && unwritten_bytes_ + bytes > buffer_capacity_) flush();
   // Logged as it is, not as a format string: the line holds the caller's bytes.
   lines_->log(spdlog::level::info, spdlog::string_view_t(line_.data(), line_.size()));
+  if (!buffered_) return;  // stdout and stderr sinks write every line themselves
+  unwritten_bytes_ += bytes;
+  if (flush_interval_.count() == 0) {
+    flush();
+  } else if (!first_unwritten_) {
+    first_unwritten_ = std::chrono::steady_clock::now();
+  }
+}
+
+std::optional<std::chrono::steady_clock::time_point> Audit::flush_deadline() const noexcept {
+  if (!first_unwritten_) return std::nullopt;
+  return *first_unwritten_ + flush_interval_;
+}
+
+void Audit::flush() {
+  if (unwritten_bytes_ == 0) return;
+  unwritten_bytes_ = 0;
+  first_unwritten_.reset();
+  lines_->flush();
 }
 
 const std::string& Audit::socket_fields(const policy::SocketSpec& spec) {

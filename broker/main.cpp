@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   std::string control = kDefaultControlPath;
   std::string audit_destination;
   std::string log_level = "info";
+  unsigned audit_flush_ms = 10;
   bool no_confine = false;
   app.add_option("--policy", policy_paths,
                  "policy file, or directory of *.toml read in lexical order (repeatable; default "
@@ -90,6 +91,12 @@ int main(int argc, char** argv) {
   app.add_option("--control", control, "control socket path (ignored when systemd passes the socket)")
       ->capture_default_str();
   app.add_option("--audit", audit_destination, "audit events: a file path, \"journal\", or \"-\" for stdout (default: stderr)");
+  app.add_option("--audit-flush-ms", audit_flush_ms,
+                 "an audit file gets its lines in batches, at most this long after the first unwritten one "
+                 "(one write per burst of grants, not one per grant; a crash or SIGKILL loses at most that "
+                 "long's lines). 0 writes every line before the reply it records is sent")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1000u));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or critical")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -124,6 +131,7 @@ int main(int argc, char** argv) {
     log->critical("{}", audit.error().message);
     return kExitCantCreate;
   }
+  audit->set_flush_interval(std::chrono::milliseconds(audit_flush_ms));
   if (auto s = broker::Server::block_signals(); !s) {
     log->critical("{}", describe(s.error()));
     return kExitOsErr;
@@ -165,6 +173,7 @@ int main(int argc, char** argv) {
 
   std::string status = "serving " + std::to_string(state.table.bound_count()) + " sockets" +
                        (state.table.failed_count() ? ", " + std::to_string(state.table.failed_count()) + " failed" : "");
+  audit->flush();  // start and bind, before anyone is told the broker is ready
   log->info("ready on {}: {}", created_path.empty() ? "the socket systemd passed" : created_path, status);
   ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
 
@@ -181,6 +190,7 @@ int main(int argc, char** argv) {
   ::sd_notify(0, "STOPPING=1");
   if (!created_path.empty()) ::unlink(created_path.c_str());
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : describe(served.error())}});
+  audit->flush();
   if (!served) {
     log->critical("{}", describe(served.error()));
     return kExitOsErr;

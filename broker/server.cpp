@@ -127,7 +127,9 @@ Status Server::run() {
       }
     }
     expire_idle_sessions();
-    if (watchdog_interval_.count() > 0 && Clock::now() >= next_watchdog_) pet_watchdog();
+    const auto now = Clock::now();
+    if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
+    if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
 }
 
@@ -398,6 +400,7 @@ int Server::milliseconds_to_next_deadline() const {
   std::optional<Clock::time_point> next;
   if (!idle_order_.empty()) next = idle_order_.front()->deadline;
   if (watchdog_interval_.count() > 0 && (!next || next_watchdog_ < *next)) next = next_watchdog_;
+  if (auto due = audit_.flush_deadline(); due && (!next || *due < *next)) next = *due;
   if (!next) return -1;
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*next - Clock::now());
   return left.count() <= 0 ? 0 : static_cast<int>(left.count()) + 1;

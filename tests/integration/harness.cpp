@@ -352,7 +352,11 @@ int Broker::wait_for_fd_count(int expected) const {
 
 std::vector<nlohmann::json> Broker::audit_events() const {
   std::vector<nlohmann::json> events;
-  std::istringstream lines(read_file(audit_));
+  std::string text = read_file(audit_);
+  // A line without its newline is still being written (a reader can see a
+  // write(2) that spans two pages half done): it is read next time.
+  text.erase(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
+  std::istringstream lines(text);
   for (std::string line; std::getline(lines, line);) {
     if (line.empty()) continue;
     events.push_back(nlohmann::json::parse(line));
