@@ -54,7 +54,10 @@ Status apply_options(int fd, const policy::SocketSpec& spec, SocketRole role, st
     // Linux lets any uid that sets SO_REUSEADDR bind and listen on the port of
     // a non-listening SO_REUSEADDR socket, taking the port while the workers
     // are down. SO_REUSEPORT already lets the holder bind next to TIME_WAIT
-    // leftovers of the group's own members (same uid).
+    // leftovers of the group's own members (same uid). Members need it all
+    // the same: their TIME_WAIT leftovers carry their SO_REUSEADDR, which is
+    // what lets a later shared socket (the policy no longer says reuse_port)
+    // bind the port before they expire (ReusePort.ItsTimeWait... test).
     if (auto s = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"); !s) return s;
   }
   if (v6) {

@@ -11,8 +11,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include <sockbroker/client.hpp>
@@ -112,6 +114,57 @@ TEST(ReusePort, TheBrokerKeepsNoListeningMemberButHoldsThePort) {
   // Yet the port is held: another uid cannot take it.
   auto squatter = sbtest::run_as_nobody([](int) { return sbtest::bind_tcp(INADDR_ANY, 8081) == EADDRINUSE ? 0 : 1; });
   EXPECT_EQ(squatter.exit_code, 0);
+}
+
+// How many IPv4 TCP sockets on `port` are in each state (/proc/net/tcp "st",
+// e.g. 0x06 TIME_WAIT, 0x0A LISTEN), in this network namespace.
+std::map<int, int> tcp_states_on(std::uint16_t port) {
+  std::map<int, int> states;
+  std::istringstream table(sbtest::read_file("/proc/net/tcp"));
+  std::string line;
+  std::getline(table, line);  // the header
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    auto colon = local.find(':');
+    if (colon == std::string::npos || std::stoi(local.substr(colon + 1), nullptr, 16) != port) continue;
+    states[std::stoi(state, nullptr, 16)]++;
+  }
+  return states;
+}
+
+// Members get SO_REUSEADDR although the group's own TIME_WAIT leftovers never
+// block a SO_REUSEPORT bind: without it, those leftovers (carrying no
+// SO_REUSEADDR) refuse the port to a broker whose policy no longer says
+// reuse_port, for the 60 s of TIME_WAIT.
+TEST(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket) {
+  SBTEST_PREPARE();
+  constexpr std::uint16_t kPort = 8082;
+  constexpr int kTimeWait = 0x06;
+  {
+    TempDir dir;
+    auto broker = Broker::start(dir, reuse_port_policy(kPort));
+    ASSERT_TRUE(broker);
+    auto worker = start_worker(*broker, "web", "A");
+    ASSERT_TRUE(wait_ready(*worker)) << worker->output();
+    // The worker writes its tag and closes; reading to the end before closing
+    // leaves the worker's side of each connection in TIME_WAIT.
+    for (int i = 0; i < 5; ++i) {
+      sockbroker::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      sockaddr_in address = sbtest::ipv4_address(kPort);
+      ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
+      char buffer[64];
+      while (::recv(fd.get(), buffer, sizeof buffer, 0) > 0) {
+      }
+    }
+    ASSERT_GT(tcp_states_on(kPort)[kTimeWait], 0) << "no worker-side TIME_WAIT: the test proves nothing";
+  }
+  TempDir dir;
+  auto shared = Broker::start(dir, "[socket.web]\nlisten = \"0.0.0.0:" + std::to_string(kPort) +
+                                       "\"\n[[socket.web.allow]]\nuser = \"nobody\"\n");
+  ASSERT_TRUE(shared);
+  EXPECT_TRUE(acquire_and_report(*shared, "web").granted) << shared->log();
 }
 
 TEST(ReusePort, DatagramGroupKeepsNoIdleMember) {
