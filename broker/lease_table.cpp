@@ -22,6 +22,11 @@ std::uint64_t socket_inode(int fd) noexcept {
   return static_cast<std::uint64_t>(st.st_ino);
 }
 
+std::uint64_t Lease::current_inode() const noexcept {
+  if (inode != 0) return inode;
+  return kernel_socket ? socket_inode(kernel_socket->get()) : 0;
+}
+
 void LeaseTable::forget(const Holder& holder) {
   by_token_.erase(holder.token);
   if (auto it = per_uid_.find(holder.uid); it != per_uid_.end() && --it->second == 0) per_uid_.erase(it);

@@ -25,10 +25,15 @@ struct Lease {
   // The kernel socket the holder received, kept to count and revoke it. For a
   // reuse_port member this is the broker's only reference besides the holder's.
   std::shared_ptr<const UniqueFd> kernel_socket;
-  // st_ino of the socket granted (socket_inode()), recorded at grant time so the
-  // listing can name it even where the broker keeps no reference of its own;
-  // 0 if unknown. `sockbroker audit` matches it against the host's listeners.
+  // st_ino of the socket granted, recorded at grant time only where the broker
+  // keeps no reference of its own (netns = "request"); otherwise 0, and the
+  // listing asks kernel_socket (a grant need not pay an fstat(2) for a listing
+  // that may never come).
   std::uint64_t inode = 0;
+
+  // What `sockbroker list` shows and `sockbroker audit` matches against the
+  // host's listeners; 0 if unknown.
+  [[nodiscard]] std::uint64_t current_inode() const noexcept;
 };
 
 struct Holder {

@@ -47,17 +47,19 @@ std::string describe(const Error& e) {
 }
 
 // The entry's own kernel socket first, then the granted ones, each once (every
-// grant of a shared socket is the same inode), at most kMaxInodesPerEntry.
+// grant of a shared socket is the entry's own socket), at most kMaxInodesPerEntry.
 std::vector<std::uint64_t> entry_inodes(const TableEntry& entry,
-                                        const std::unordered_map<std::uint64_t, std::vector<std::uint64_t>>& granted) {
+                                        const std::unordered_map<std::uint64_t, std::vector<const Lease*>>& granted) {
   std::vector<std::uint64_t> inodes;
   if (entry.socket) {
     if (std::uint64_t own = socket_inode(entry.socket->get()); own != 0) inodes.push_back(own);
   }
   if (auto it = granted.find(entry.id); it != granted.end()) {
-    for (std::uint64_t inode : it->second) {
+    for (const Lease* lease : it->second) {
       if (inodes.size() == proto::kMaxInodesPerEntry) break;
-      if (std::find(inodes.begin(), inodes.end(), inode) == inodes.end()) inodes.push_back(inode);
+      if (lease->kernel_socket && lease->kernel_socket == entry.socket) continue;
+      const std::uint64_t inode = lease->current_inode();
+      if (inode != 0 && std::find(inodes.begin(), inodes.end(), inode) == inodes.end()) inodes.push_back(inode);
     }
   }
   return inodes;
@@ -255,7 +257,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     // it would keep the namespace alive after its container is gone. Such a
     // lease counts; revoke cannot shut it down.
     holder->leases.push_back(
-        Lease{spec.name, entry->id, in_request_netns ? nullptr : granted, socket_inode(granted->get())});
+        Lease{spec.name, entry->id, in_request_netns ? nullptr : granted, in_request_netns ? socket_inode(granted->get()) : 0});
     ++entry->live;
   }
   ++entry->grants;
@@ -286,11 +288,9 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
   const auto& entries = state_.table.entries();
   // The sockets granted from each entry, by entry id: reuse_port members live
   // only in their holders (and leases), not in the table.
-  std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> granted_inodes;
+  std::unordered_map<std::uint64_t, std::vector<const Lease*>> granted_leases;
   if (admin) {
-    state_.leases.for_each_lease([&](const Lease& lease) {
-      if (lease.inode != 0) granted_inodes[lease.entry_id].push_back(lease.inode);
-    });
+    state_.leases.for_each_lease([&](const Lease& lease) { granted_leases[lease.entry_id].push_back(&lease); });
   }
   std::size_t index = request.cursor;
   for (; index < entries.size(); ++index) {
@@ -306,7 +306,7 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
       out.grants_total = entry.grants;
       out.max_grants = entry.spec.max_grants;
       out.reuse_port = entry.spec.reuse_port;
-      out.inodes = entry_inodes(entry, granted_inodes);
+      out.inodes = entry_inodes(entry, granted_leases);
     }
     std::size_t cost = proto::listing_entry_bound(out);
     if (cost > budget) break;
