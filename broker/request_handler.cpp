@@ -243,7 +243,7 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
     granted = std::make_shared<const UniqueFd>(std::move(bound->fd));
   } else if (spec.reuse_port) {
     // Only the broker (root) makes members, so no other uid can join the group.
-    auto member = open_policy_socket(spec);
+    auto member = state_.table.new_member(*entry);
     if (!member) {
       return deny(proto::ErrorCode::bind, "bind_failed",
                   "socket " + proto::quoted(request.name) + ": cannot bind a new reuse_port member on " +

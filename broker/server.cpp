@@ -103,6 +103,7 @@ Status Server::run() {
   if (watchdog_interval_.count() > 0) pet_watchdog();
   for (;;) {
     sync_descriptor_passing();
+    state_.table.make_spares(log_);
     int n = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, milliseconds_to_next_deadline());
     if (n < 0) {
       if (errno == EINTR) continue;

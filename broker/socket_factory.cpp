@@ -44,21 +44,26 @@ Status set_buffer(int fd, int option, int requested, const char* name, std::vect
   return Ok{};
 }
 
+// For serving inet stream sockets only, so that a bind is not refused by
+// connections in TIME_WAIT (a broker restart, a reload). On a listening socket
+// this lets no one else share the port. Never on a port holder (or a spare
+// member, which is one until granted): it is bound and never listens, and Linux
+// lets any uid that sets SO_REUSEADDR bind and listen on the port of a
+// non-listening SO_REUSEADDR socket, taking the port while the workers are
+// down. SO_REUSEPORT already lets the holder bind next to TIME_WAIT leftovers
+// of the group's own members (same uid). Members need it all the same: their
+// TIME_WAIT leftovers carry their SO_REUSEADDR, which is what lets a later
+// shared socket (the policy no longer says reuse_port) bind the port before
+// they expire (ReusePort.ItsTimeWait... test).
+Status set_reuse_addr(int fd, const policy::SocketSpec& spec) {
+  if (spec.listen.is_unix() || spec.type != proto::SocketType::stream) return Ok{};
+  return set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+}
+
 Status apply_options(int fd, const policy::SocketSpec& spec, SocketRole role, std::vector<std::string>& notes) {
-  const bool inet = !spec.listen.is_unix();
   const bool v6 = spec.listen.family() == AF_INET6;
-  if (inet && spec.type == proto::SocketType::stream && role == SocketRole::serving) {
-    // So that a bind is not refused by connections in TIME_WAIT (a broker
-    // restart, a reload). On a listening socket this lets no one else share
-    // the port. Never on a port holder: it is bound and never listens, and
-    // Linux lets any uid that sets SO_REUSEADDR bind and listen on the port of
-    // a non-listening SO_REUSEADDR socket, taking the port while the workers
-    // are down. SO_REUSEPORT already lets the holder bind next to TIME_WAIT
-    // leftovers of the group's own members (same uid). Members need it all
-    // the same: their TIME_WAIT leftovers carry their SO_REUSEADDR, which is
-    // what lets a later shared socket (the policy no longer says reuse_port)
-    // bind the port before they expire (ReusePort.ItsTimeWait... test).
-    if (auto s = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"); !s) return s;
+  if (role == SocketRole::serving) {
+    if (auto s = set_reuse_addr(fd, spec); !s) return s;
   }
   if (v6) {
     if (auto s = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, spec.v6only ? 1 : 0, "IPV6_V6ONLY"); !s) return s;
@@ -112,6 +117,12 @@ Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec, SocketRo
     return errno_error("listen");
   }
   return out;
+}
+
+Status start_serving(int fd, const policy::SocketSpec& spec) {
+  if (auto s = set_reuse_addr(fd, spec); !s) return s;
+  if (spec.type != proto::SocketType::datagram && ::listen(fd, spec.backlog) != 0) return errno_error("listen");
+  return Ok{};
 }
 
 }  // namespace sockbroker::broker

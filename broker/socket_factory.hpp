@@ -29,4 +29,8 @@ enum class SocketRole {
 [[nodiscard]] Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec,
                                                       SocketRole role = SocketRole::serving);
 
+// Makes a socket opened as a port_holder what a serving one is: SO_REUSEADDR
+// (inet stream) and listen(2).
+[[nodiscard]] Status start_serving(int fd, const policy::SocketSpec& spec);
+
 }  // namespace sockbroker::broker

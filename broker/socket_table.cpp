@@ -9,13 +9,19 @@
 #include <set>
 
 #include "confinement.hpp"
-#include "socket_factory.hpp"
 
 namespace sockbroker::broker {
 namespace {
 
 std::string describe(const Error& e) {
   return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
+}
+
+// Only a stream group's member can wait unlistened: a bound UDP member would
+// get its share of datagrams at once, and a Unix path binds once.
+bool takes_spares(const policy::SocketSpec& spec) {
+  return spec.reuse_port && spec.type == proto::SocketType::stream && !spec.listen.is_unix() &&
+         spec.netns != policy::NetnsMode::request;
 }
 
 }  // namespace
@@ -78,6 +84,36 @@ std::size_t SocketTable::bound_count() const noexcept {
       std::count_if(entries_.begin(), entries_.end(), [](const TableEntry& e) { return e.serving(); }));
 }
 
+Result<OpenedSocket> SocketTable::new_member(TableEntry& entry) {
+  if (takes_spares(entry.spec)) {
+    const bool listed = std::any_of(spares_wanted_.begin(), spares_wanted_.end(),
+                                    [&](const auto& wanted) { return wanted.first == entry.id; });
+    if (!listed) spares_wanted_.emplace_back(entry.id, entry.spec.name);
+  }
+  if (entry.spare) {
+    UniqueFd spare = std::move(entry.spare);
+    if (start_serving(spare.get(), entry.spec)) return OpenedSocket{std::move(spare), {}};
+    // Closed; a member made afresh says what is wrong, if anything still is.
+  }
+  return open_policy_socket(entry.spec);
+}
+
+void SocketTable::make_spares(spdlog::logger& log) {
+  for (const auto& [id, name] : spares_wanted_) {
+    TableEntry* entry = find(name);
+    // Gone or rebound by a reload or revoke since: its successor asks anew.
+    if (entry == nullptr || entry->id != id || entry->spare || !entry->serving()) continue;
+    auto opened = open_policy_socket(entry->spec, SocketRole::port_holder);
+    if (!opened) {
+      // The next grant makes its member the whole way, and reports the error if it persists.
+      log.debug("socket \"{}\": no spare member: {}", name, describe(opened.error()));
+      continue;
+    }
+    entry->spare = std::move(opened->fd);
+  }
+  spares_wanted_.clear();
+}
+
 std::size_t SocketTable::shut_down(TableEntry& entry, LeaseTable& leases) {
   std::vector<Lease> dropped = leases.drop_entry(entry.id);
   // One shutdown per kernel socket: every holder of a shared socket has the same one.
@@ -98,6 +134,7 @@ std::optional<std::size_t> SocketTable::revoke(std::string_view name, LeaseTable
   std::size_t shut = shut_down(*entry, leases);
   policy::SocketSpec spec = entry->spec;
   entry->socket.reset();  // release the address before binding it again
+  entry->spare.reset();
   *entry = open_entry(spec, audit, log);
   return shut;
 }
@@ -126,12 +163,14 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
       shut_down(entry, leases);
     }
     entry.socket.reset();
+    entry.spare.reset();
   }
   for (const auto& spec : next.sockets) {
     auto it = old.find(spec.name);
     if (it != old.end() && !rebind.contains(spec.name)) {
       TableEntry kept = std::move(it->second);
       kept.spec = spec;  // rules and limits may have changed; the kernel socket has not
+      kept.spare.reset();  // made with the old spec's options; the next grant makes one anew
       entries_.push_back(std::move(kept));
       ++changes.unchanged;
       continue;

@@ -167,6 +167,49 @@ TEST(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket) {
   EXPECT_TRUE(acquire_and_report(*shared, "web").granted) << shared->log();
 }
 
+// After a grant the broker binds the next member ahead (a spare, not
+// listening): it must take no connection, let no one else in, and serve the
+// next worker.
+TEST(ReusePort, TheSpareMemberTakesNoConnectionsLetsNoOneInAndServesTheNextWorker) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  constexpr std::uint16_t kPort = 8084;
+  auto broker = Broker::start(dir, reuse_port_policy(kPort));
+  ASSERT_TRUE(broker);
+  auto first = start_worker(*broker, "web", "A");
+  ASSERT_TRUE(wait_ready(*first)) << first->output();
+  EXPECT_EQ(sbtest::tcp_exchange(kPort, ""), "A\n");
+  first.reset();  // its member goes; the spare made after its grant stays
+  ASSERT_TRUE(sbtest::wait_until([&] { return connect_status(kPort) == ECONNREFUSED; }))
+      << "a connection was queued with no worker to accept it";
+  for (uid_t intruder : {sbtest::kNobody, uid_t{1}}) {
+    auto squatter = sbtest::run_as(intruder, intruder == 1 ? gid_t{1} : sbtest::kNogroup, [&](int report_fd) {
+      for (sbtest::Reuse reuse : {sbtest::Reuse{false, false}, sbtest::Reuse{true, false}, sbtest::Reuse{false, true},
+                                  sbtest::Reuse{true, true}}) {
+        int err = sbtest::bind_tcp(INADDR_ANY, kPort, reuse);
+        if (err != EADDRINUSE) {
+          sbtest::report(report_fd, "SO_REUSEADDR " + std::to_string(reuse.addr) + " SO_REUSEPORT " +
+                                        std::to_string(reuse.port) + ": bind " +
+                                        (err == 0 ? "succeeded" : std::strerror(err)));
+          return 1;
+        }
+      }
+      return 0;
+    });
+    EXPECT_EQ(squatter.exit_code, 0) << "uid " << intruder << ": " << squatter.output;
+  }
+  auto second = start_worker(*broker, "web", "B");
+  ASSERT_TRUE(wait_ready(*second)) << second->output();
+  EXPECT_EQ(sbtest::tcp_exchange(kPort, ""), "B\n");
+  auto third = start_worker(*broker, "web", "C");
+  ASSERT_TRUE(wait_ready(*third)) << third->output();
+  std::map<std::string, int> answered;
+  for (int i = 0; i < 100; ++i) answered[sbtest::tcp_exchange(kPort, "")]++;
+  EXPECT_GT(answered["B\n"], 0);
+  EXPECT_GT(answered["C\n"], 0);
+  EXPECT_EQ(answered["B\n"] + answered["C\n"], 100);
+}
+
 TEST(ReusePort, DatagramGroupKeepsNoIdleMember) {
   SBTEST_PREPARE();
   TempDir dir;
@@ -204,7 +247,8 @@ TEST(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
   EXPECT_TRUE(granted_within_2s(*broker, "web"));
   b.reset();
   // Every member dup and holder pidfd is gone with its holder.
-  EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
+  const int expected = baseline + sbtest::kSpareMember;
+  EXPECT_EQ(broker->wait_for_fd_count(expected), expected) << broker->fd_listing();
 }
 
 TEST(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {

@@ -23,6 +23,10 @@
 namespace sbtest {
 
 inline constexpr uid_t kNobody = 65534;
+// Descriptors a reuse_port stream group keeps once it has granted a member: the
+// next member, bound ahead (SocketTable::new_member). One per group, however
+// many grants: fd-count checks add it to a baseline taken before the first.
+inline constexpr int kSpareMember = 1;
 inline constexpr gid_t kNogroup = 65534;
 
 // Three sockets of three fates for uid 65534: "web" (0.0.0.0:80) granted to
