@@ -137,6 +137,43 @@ TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
   EXPECT_EQ(cli_as_nobody(*broker, {"--help"}).exit_code, 0);
 }
 
+// main() builds only the command it is asked for: every command must still be
+// found under its name (with --control before or after it), and help without
+// one, or with an unknown one, must still list them all.
+TEST(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  const std::vector<std::string> all{"run", "get", "list", "check", "reload", "revoke", "status", "audit", "doctor"};
+  for (const auto& command : all) {
+    auto help = cli_as_nobody(*broker, {command, "--help"});
+    EXPECT_EQ(help.exit_code, 0) << command << ": " << help.output;
+    EXPECT_NE(help.output.find("sockbroker " + command), std::string::npos) << command << ": " << help.output;
+  }
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--help"}, {"-h"}, {"frobnicate", "--help"}}) {
+    auto help = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
+                                       [&] {
+                                         std::vector<std::string> argv{sbtest::programs().sockbroker};
+                                         argv.insert(argv.end(), args.begin(), args.end());
+                                         return argv;
+                                       }());
+    for (const auto& command : all) {
+      EXPECT_NE(help.output.find("  " + command), std::string::npos) << args[0] << ": " << command << "\n" << help.output;
+    }
+  }
+  // --control before and after the command name, and as --control=PATH.
+  for (const std::vector<std::string>& argv :
+       {std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker->control(), "list"},
+        {sbtest::programs().sockbroker, "list", "--control", broker->control()},
+        {sbtest::programs().sockbroker, "--control=" + broker->control(), "list"}}) {
+    auto listed = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, argv);
+    EXPECT_EQ(listed.exit_code, 0) << listed.output;
+    EXPECT_NE(listed.output.find("web"), std::string::npos) << listed.output;
+  }
+}
+
 TEST(Cli, DemoHttpdServesThroughRunAsNobody) {
   SBTEST_PREPARE();
   TempDir dir;
