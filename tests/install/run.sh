@@ -119,7 +119,7 @@ step "C consumer, shared: cc \$(pkg-config --cflags --libs sockbroker)"
 # shellcheck disable=SC2046 # word splitting of pkg-config output is intended
 cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$here/c_consumer.c" -o "$work/c_consumer" \
   $(pkg-config --cflags --libs sockbroker) -Wl,-rpath,"$libdir" || fail "cannot build c_consumer against the installed library"
-readelf -d "$work/c_consumer" | grep -q "NEEDED.*\[$soname\]" || fail "c_consumer does not link $soname"
+readelf -d "$work/c_consumer" | grep "NEEDED.*\[$soname\]" >/dev/null || fail "c_consumer does not link $soname"
 
 step "C consumer, static: pkg-config --static, libsockbroker.a"
 # -l:libsockbroker.a picks the archive even though the .so sits beside it.
@@ -128,7 +128,7 @@ cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$here/c_consumer.c" -o "$w
   $(pkg-config --cflags sockbroker) \
   $(pkg-config --static --libs sockbroker | sed 's/-lsockbroker\b/-l:libsockbroker.a/') ||
   fail "cannot link c_consumer statically with the flags of pkg-config --static --libs sockbroker"
-if readelf -d "$work/c_consumer_static" | grep -q "NEEDED.*libsockbroker"; then fail "c_consumer_static still needs libsockbroker.so"; fi
+if readelf -d "$work/c_consumer_static" | grep "NEEDED.*libsockbroker" >/dev/null; then fail "c_consumer_static still needs libsockbroker.so"; fi
 
 step "C++ consumer: find_package(sockbroker COMPONENTS static), CMAKE_PREFIX_PATH=$prefix"
 cxx_flags="${sanitize[*]}"
@@ -136,8 +136,8 @@ cmake -S "$here/cxx_consumer" -B "$work/cxx" -DCMAKE_PREFIX_PATH="$prefix" -DCMA
   -DCONSUMER_STATIC=ON -DCMAKE_CXX_FLAGS="$cxx_flags" -DCMAKE_C_FLAGS="$cxx_flags" >"$work/cxx-configure.log" 2>&1 ||
   { cat "$work/cxx-configure.log" >&2; fail "find_package(sockbroker COMPONENTS static) failed"; }
 cmake --build "$work/cxx" >"$work/cxx-build.log" 2>&1 || { cat "$work/cxx-build.log" >&2; fail "cannot build cxx_consumer"; }
-readelf -d "$work/cxx/cxx_consumer" | grep -q "NEEDED.*\[$soname\]" || fail "cxx_consumer (sockbroker::client) does not link $soname"
-if readelf -d "$work/cxx/cxx_consumer_static" | grep -q "NEEDED.*libsockbroker"; then
+readelf -d "$work/cxx/cxx_consumer" | grep "NEEDED.*\[$soname\]" >/dev/null || fail "cxx_consumer (sockbroker::client) does not link $soname"
+if readelf -d "$work/cxx/cxx_consumer_static" | grep "NEEDED.*libsockbroker" >/dev/null; then
   fail "cxx_consumer_static (sockbroker::client_static) still needs libsockbroker.so"
 fi
 

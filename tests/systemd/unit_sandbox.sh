@@ -279,7 +279,9 @@ environment=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin L
 # A sanitized build (SOCKBROKER_SANITIZE) keeps the sanitizers' settings, but
 # not the leak check: LeakSanitizer's tracer needs ptrace(2), which no
 # @system-service unit allows (and no such unit runs a sanitized broker).
-if ldd "$sockbrokerd" 2>/dev/null | grep -q libasan; then
+# (grep without -q: under pipefail, a grep that quits at the first match
+# can kill ldd with SIGPIPE and make the whole test fail.)
+if ldd "$sockbrokerd" 2>/dev/null | grep libasan >/dev/null; then
   environment+=(ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
   [ -z "${UBSAN_OPTIONS:-}" ] || environment+=(UBSAN_OPTIONS="$UBSAN_OPTIONS")
   note "sanitized build: the broker runs with detect_leaks=0 (LeakSanitizer needs ptrace)"
@@ -414,8 +416,8 @@ step "as uid 65534: acquire web (80/tcp), dns (53/udp), app (Unix path), workers
 for socket in web dns app workers workers; do get "$socket"; done
 [ "$(stat -c '%U:%G %a %F' "$unix_path")" = "nobody:nogroup 600 socket" ] ||
   fail "$unix_path is $(stat -c '%U:%G %a %F' "$unix_path"), the policy says nobody:nogroup 0600"
-ss -Hltn 'sport = :80' | grep -q . || fail "nothing listens on port 80"
-ss -Hlun 'sport = :53' | grep -q . || fail "no UDP socket on port 53"
+ss -Hltn 'sport = :80' | grep . >/dev/null || fail "nothing listens on port 80"
+ss -Hlun 'sport = :53' | grep . >/dev/null || fail "no UDP socket on port 53"
 
 step "as uid 65534: acquire container (netns = \"request\") in /run/netns/$netns"
 # Not through as_nobody: $! must be the process that becomes sleep, to stop it.
@@ -423,13 +425,13 @@ setpriv --reuid=65534 --regid=65534 --clear-groups \
   "$sockbroker" --control "$control" get --netns "/run/netns/$netns" container -- sleep 10 &
 holder_pid=$!
 for _ in $(seq 50); do
-  ip netns exec "$netns" ss -Hltn 'sport = :443' | grep -q . && break
+  ip netns exec "$netns" ss -Hltn 'sport = :443' | grep . >/dev/null && break
   kill -0 "$holder_pid" 2>/dev/null || break
   sleep 0.1
 done
-ip netns exec "$netns" ss -Hltn 'sport = :443' | grep -q . ||
+ip netns exec "$netns" ss -Hltn 'sport = :443' | grep . >/dev/null ||
   fail "no socket listens on 127.0.0.1:443 in $netns: the broker could not bind it there"
-! ss -Hltn 'sport = :443' | grep -q . || fail "container was bound in the broker's namespace, not in $netns"
+! ss -Hltn 'sport = :443' | grep . >/dev/null || fail "container was bound in the broker's namespace, not in $netns"
 kill -TERM "$holder_pid" 2>/dev/null || true
 wait "$holder_pid" 2>/dev/null || true
 holder_pid=
@@ -453,7 +455,7 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 [ "$(grep -c '"event":"reload"' "$work/audit.log" || true)" -ge 2 ] || fail "no reload event after SIGHUP"
-! ss -Hltn 'sport = :81' | grep -q . || fail "port 81 is still bound after SIGHUP removed it"
+! ss -Hltn 'sport = :81' | grep . >/dev/null || fail "port 81 is still bound after SIGHUP removed it"
 
 step "still alive and serving"
 kill -0 "$pid" 2>/dev/null || fail "sockbrokerd died"
