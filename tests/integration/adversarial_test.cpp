@@ -1718,8 +1718,9 @@ TEST(Adversarial, ReusePortPortHolderCannotBeTakenWithReuseAddr) {
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   // With no worker the broker holds the port with a bound, non-listening
-  // member that has SO_REUSEADDR. Two SO_REUSEADDR sockets may share a port
-  // while neither listens: check that this does not let anyone in.
+  // socket. Two SO_REUSEADDR sockets may share a port while neither listens,
+  // which is why that socket never has SO_REUSEADDR: check that an intruder
+  // setting it gets nowhere.
   for (uid_t intruder : {kDaemon, sbtest::kNobody}) {
     auto attempt = sbtest::run_as(intruder, intruder == kDaemon ? kDaemonGroup : sbtest::kNogroup, [&](int report_fd) {
       int taken = 0;
