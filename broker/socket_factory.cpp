@@ -60,6 +60,11 @@ Status set_reuse_addr(int fd, const policy::SocketSpec& spec) {
   return set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
 }
 
+Status listen_unless_datagram(int fd, const policy::SocketSpec& spec) {
+  if (spec.type != proto::SocketType::datagram && ::listen(fd, spec.backlog) != 0) return errno_error("listen");
+  return Ok{};
+}
+
 Status apply_options(int fd, const policy::SocketSpec& spec, SocketRole role, std::vector<std::string>& notes) {
   const bool v6 = spec.listen.family() == AF_INET6;
   if (role == SocketRole::serving) {
@@ -112,17 +117,15 @@ Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec, SocketRo
   } else if (::bind(out.fd.get(), spec.listen.sockaddr_ptr(), spec.listen.length) != 0) {
     return errno_error("bind " + spec.listen.text);
   }
-  if (role == SocketRole::serving && spec.type != proto::SocketType::datagram &&
-      ::listen(out.fd.get(), spec.backlog) != 0) {
-    return errno_error("listen");
+  if (role == SocketRole::serving) {
+    if (auto s = listen_unless_datagram(out.fd.get(), spec); !s) return std::move(s).error();
   }
   return out;
 }
 
 Status start_serving(int fd, const policy::SocketSpec& spec) {
   if (auto s = set_reuse_addr(fd, spec); !s) return s;
-  if (spec.type != proto::SocketType::datagram && ::listen(fd, spec.backlog) != 0) return errno_error("listen");
-  return Ok{};
+  return listen_unless_datagram(fd, spec);
 }
 
 }  // namespace sockbroker::broker
