@@ -15,7 +15,6 @@
 #include <array>
 #include <climits>
 #include <cstdint>
-#include <map>
 #include <span>
 #include <string_view>
 
@@ -150,10 +149,37 @@ bool has_unit_suffix(std::string_view unit) {
   });
 }
 
-// What one key held, for checks that look at several keys together.
-struct Seen {
-  SourcePos key;
-  SourcePos value;
+// kSocketKeys.size() when KEY is not a socket key.
+constexpr std::size_t socket_key_index(std::string_view key) {
+  return static_cast<std::size_t>(std::find(kSocketKeys.begin(), kSocketKeys.end(), key) - kSocketKeys.begin());
+}
+
+// The index of a key the code names, found while compiling; a misspelt one
+// does not compile.
+consteval std::size_t socket_key(std::string_view key) {
+  const std::size_t index = socket_key_index(key);
+  if (index == kSocketKeys.size()) throw "not a socket key";
+  return index;
+}
+
+// Where each key of one [socket.NAME] table was written, for the checks that
+// look at several keys together. Line and column only: the file name joins
+// them when a message is made, so a socket without mistakes copies no strings.
+class SeenKeys {
+ public:
+  struct Seen {
+    toml::source_position key;
+    toml::source_position value;
+  };
+
+  void add(std::size_t index, const toml::key& key, const toml::node& value) {
+    slots_[index] = Seen{key.source().begin, value.source().begin};
+  }
+  // nullptr when the table did not set the key (an index from socket_key).
+  [[nodiscard]] const Seen* find(std::size_t index) const { return slots_[index] ? &*slots_[index] : nullptr; }
+
+ private:
+  std::array<std::optional<Seen>, kSocketKeys.size()> slots_{};
 };
 
 class DocumentReader {
@@ -181,8 +207,9 @@ class DocumentReader {
   }
 
  private:
-  SourcePos at(const toml::source_region& region) const {
-    return SourcePos{file_, static_cast<int>(region.begin.line), static_cast<int>(region.begin.column)};
+  SourcePos at(const toml::source_region& region) const { return at(region.begin); }
+  SourcePos at(const toml::source_position& position) const {
+    return SourcePos{file_, static_cast<int>(position.line), static_cast<int>(position.column)};
   }
 
   void unknown_key(const toml::key& key, const std::string& where, std::span<const std::string_view> known) {
@@ -339,6 +366,7 @@ class DocumentReader {
       wrong_type("socket", node, "a table of sockets ([socket.NAME])");
       return;
     }
+    document.sockets.reserve(document.sockets.size() + table->size());
     for (auto&& [key, value] : *table) {
       if (auto parsed = read_socket(key, value)) document.sockets.push_back(std::move(*parsed));
     }
@@ -361,15 +389,16 @@ class DocumentReader {
     SocketSpec& spec = parsed.spec;
     spec.name = name;
     spec.where = at(table->source());
-    std::map<std::string, Seen, std::less<>> seen;
+    SeenKeys seen;
 
     for (auto&& [k, value] : *table) {
-      const std::string field(k.str());
-      if (std::find(kSocketKeys.begin(), kSocketKeys.end(), field) == kSocketKeys.end()) {
+      const std::string_view field = k.str();
+      const std::size_t index = socket_key_index(field);
+      if (index == kSocketKeys.size()) {
         unknown_key(k, "in " + socket_header(name), kSocketKeys);
         continue;
       }
-      seen.emplace(field, Seen{at(k.source()), at(value.source())});
+      seen.add(index, k, value);
       if (field == "listen") {
         if (const std::string* text = string(field, value)) {
           parsed.listen_pos = at(value.source());
@@ -447,7 +476,7 @@ class DocumentReader {
       }
     }
 
-    if (!seen.contains("listen")) {
+    if (seen.find(socket_key("listen")) == nullptr) {
       reporter_.error(spec.where, "socket " + quoted(name) + " has no listen address (listen = \"...\")");
     }
     if (parsed.usable) check_address_fit(parsed, seen);
@@ -456,87 +485,89 @@ class DocumentReader {
   }
 
   // Options that only some kinds of address can take.
-  void check_address_fit(ParsedSocket& parsed, const std::map<std::string, Seen, std::less<>>& seen) {
+  void check_address_fit(ParsedSocket& parsed, const SeenKeys& seen) {
     const SocketSpec& spec = parsed.spec;
     const Address& address = spec.listen;
-    const std::string listen = quoted(address.text);
+    // Quoted only for a message: most sockets have none to make.
+    const auto listen = [&] { return quoted(address.text); };
 
     if (address.kind == Address::Kind::unix_abstract && !spec.allow_abstract) {
       // Abstract names have no file permissions: any process in the network
       // namespace can connect, so the operator must opt in.
       reporter_.error(parsed.listen_pos,
-                      "abstract address " + listen + " needs allow_abstract = true in " + socket_header(spec.name));
+                      "abstract address " + listen() + " needs allow_abstract = true in " + socket_header(spec.name));
     }
     if (address.kind != Address::Kind::unix_path) {
-      for (const char* key : {"socket_user", "socket_group", "socket_mode"}) {
-        if (auto it = seen.find(key); it != seen.end()) {
-          reporter_.error(it->second.key, std::string(key) + " applies only to Unix socket paths, not " + listen);
+      for (std::size_t key : {socket_key("socket_user"), socket_key("socket_group"), socket_key("socket_mode")}) {
+        if (const auto* it = seen.find(key); it != nullptr) {
+          reporter_.error(at(it->key),
+                          std::string(kSocketKeys[key]) + " applies only to Unix socket paths, not " + listen());
         }
       }
     }
     if (address.is_unix()) {
-      if (auto it = seen.find("reuse_port"); it != seen.end() && spec.reuse_port) {
-        reporter_.error(it->second.key, "reuse_port does not apply to Unix sockets");
+      if (const auto* it = seen.find(socket_key("reuse_port")); it != nullptr && spec.reuse_port) {
+        reporter_.error(at(it->key), "reuse_port does not apply to Unix sockets");
       }
-      const std::pair<const char*, bool> ip_only[] = {
-          {"bind_to_device", spec.bind_to_device.has_value()},
-          {"free_bind", spec.free_bind},
-          {"transparent", spec.transparent},
+      const std::pair<std::size_t, bool> ip_only[] = {
+          {socket_key("bind_to_device"), spec.bind_to_device.has_value()},
+          {socket_key("free_bind"), spec.free_bind},
+          {socket_key("transparent"), spec.transparent},
       };
       for (const auto& [key, set] : ip_only) {
-        auto it = seen.find(key);
-        if (set && it != seen.end()) {
-          reporter_.error(it->second.key, std::string(key) + " applies only to IP sockets, not " + listen);
+        const auto* it = seen.find(key);
+        if (set && it != nullptr) {
+          reporter_.error(at(it->key), std::string(kSocketKeys[key]) + " applies only to IP sockets, not " + listen());
         }
       }
     }
-    if (auto it = seen.find("fast_open"); it != seen.end() && spec.fast_open > 0) {
+    if (const auto* it = seen.find(socket_key("fast_open")); it != nullptr && spec.fast_open > 0) {
       if (address.is_unix() || spec.type != proto::SocketType::stream) {
-        reporter_.error(it->second.key, "fast_open applies only to TCP (type = \"stream\" on an IP address)");
+        reporter_.error(at(it->key), "fast_open applies only to TCP (type = \"stream\" on an IP address)");
       }
     }
-    if (auto it = seen.find("v6only"); it != seen.end() && address.kind != Address::Kind::inet6) {
-      reporter_.warning(it->second.key, "v6only applies only to IPv6 addresses; it is ignored for " + listen);
+    if (const auto* it = seen.find(socket_key("v6only")); it != nullptr && address.kind != Address::Kind::inet6) {
+      reporter_.warning(at(it->key), "v6only applies only to IPv6 addresses; it is ignored for " + listen());
     }
     if (address.is_wildcard()) {
       reporter_.warning(parsed.listen_pos,
-                        "listen " + listen + " listens on every interface; name the address it should serve");
+                        "listen " + listen() + " listens on every interface; name the address it should serve");
     }
   }
 
   // Settings that are valid but weaken the socket or will not do what they say.
-  void check_options(const SocketSpec& spec, const std::map<std::string, Seen, std::less<>>& seen) {
-    if (auto it = seen.find("backlog"); it != seen.end() && spec.type == proto::SocketType::datagram) {
-      reporter_.warning(it->second.key, "backlog is ignored for datagram sockets");
+  void check_options(const SocketSpec& spec, const SeenKeys& seen) {
+    if (const auto* it = seen.find(socket_key("backlog")); it != nullptr && spec.type == proto::SocketType::datagram) {
+      reporter_.warning(at(it->key), "backlog is ignored for datagram sockets");
     }
-    if (auto it = seen.find("max_grants"); it != seen.end() && spec.max_grants != 0 &&
+    if (const auto* it = seen.find(socket_key("max_grants")); it != nullptr && spec.max_grants != 0 &&
         spec.netns == NetnsMode::request) {
-      reporter_.warning(it->second.key,
+      reporter_.warning(at(it->key),
                         "max_grants is ignored for netns = \"request\" sockets: the broker keeps no reference to them "
                         "and cannot see when they are closed");
     }
-    if (auto it = seen.find("fast_open"); it != seen.end() && spec.fast_open > 0) {
-      reporter_.warning(it->second.value, "fast_open = " + std::to_string(spec.fast_open) +
+    if (const auto* it = seen.find(socket_key("fast_open")); it != nullptr && spec.fast_open > 0) {
+      reporter_.warning(at(it->value), "fast_open = " + std::to_string(spec.fast_open) +
                                               " enables TCP Fast Open: data in a SYN reaches the service before "
                                               "the handshake completes and can be replayed");
     }
-    if (auto it = seen.find("free_bind"); it != seen.end() && spec.free_bind) {
-      reporter_.warning(it->second.value, "free_bind = true lets the socket bind an address the host does not have");
+    if (const auto* it = seen.find(socket_key("free_bind")); it != nullptr && spec.free_bind) {
+      reporter_.warning(at(it->value), "free_bind = true lets the socket bind an address the host does not have");
     }
-    if (auto it = seen.find("transparent"); it != seen.end() && spec.transparent) {
-      reporter_.warning(it->second.value,
+    if (const auto* it = seen.find(socket_key("transparent")); it != nullptr && spec.transparent) {
+      reporter_.warning(at(it->value),
                         "transparent = true lets the socket accept traffic addressed to other hosts (TPROXY)");
     }
-    check_buffer(seen, "receive_buffer", spec.receive_buffer, limits_.rmem_max, "net.core.rmem_max");
-    check_buffer(seen, "send_buffer", spec.send_buffer, limits_.wmem_max, "net.core.wmem_max");
+    check_buffer(seen, socket_key("receive_buffer"), spec.receive_buffer, limits_.rmem_max, "net.core.rmem_max");
+    check_buffer(seen, socket_key("send_buffer"), spec.send_buffer, limits_.wmem_max, "net.core.wmem_max");
   }
 
-  void check_buffer(const std::map<std::string, Seen, std::less<>>& seen, const char* key,
-                    const std::optional<int>& size, const std::optional<long>& limit, const char* sysctl) {
-    auto it = seen.find(key);
-    if (it == seen.end() || !size || !limit || *size <= *limit) return;
-    reporter_.warning(it->second.value, std::string(key) + " = " + std::to_string(*size) + " exceeds " + sysctl +
-                                            "; the kernel will clamp it to " + std::to_string(*limit));
+  void check_buffer(const SeenKeys& seen, std::size_t key, const std::optional<int>& size,
+                    const std::optional<long>& limit, const char* sysctl) {
+    const auto* it = seen.find(key);
+    if (it == nullptr || !size || !limit || *size <= *limit) return;
+    reporter_.warning(at(it->value), std::string(kSocketKeys[key]) + " = " + std::to_string(*size) + " exceeds " +
+                                         sysctl + "; the kernel will clamp it to " + std::to_string(*limit));
   }
 
   void read_rules(const std::string& socket, const toml::node& node, SocketSpec& spec) {

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <system_error>
 #include <unordered_map>
@@ -161,7 +162,11 @@ class Loader {
     }
     detail::ParsedDocument document = detail::read_document(root, file, limits_, reporter_);
     merge_broker(document);
-    for (auto& parsed : document.sockets) sockets_.push_back(std::move(parsed));
+    // One move of the whole range: pushing one at a time regrows the vector
+    // while the document's copy and the TOML tree are still alive, which was
+    // the peak of a large policy's memory.
+    sockets_.insert(sockets_.end(), std::make_move_iterator(document.sockets.begin()),
+                    std::make_move_iterator(document.sockets.end()));
   }
 
   LoadResult finish() {
