@@ -83,7 +83,7 @@ import os, socket, sys
 s = socket.socket(); s.bind(("127.0.0.1", 84)); s.listen(511)
 os.dup2(s.fileno(), 0)
 os.execvp("s6-fdholder-store", ["s6-fdholder-store", sys.argv[1], "tcp:web"])' "$work/s6.sock"
-    s6_cmd=(-n s6-fdholder-retrieve "s6-fdholder-retrieve $work/s6.sock tcp:web /usr/bin/true")
+    s6_cmd=(-n s6-fdholder-retrieve "$(command -v s6-fdholder-retrieve) $work/s6.sock tcp:web /usr/bin/true")
   fi
 
   # systemd-socket-activate binds, then waits for the first connection before it
@@ -100,7 +100,7 @@ while True:
         time.sleep(0.0001)
     s.close()' &
     pids+=("$!")
-    ssa_cmd=(-n systemd-socket-activate "systemd-socket-activate -l 127.0.0.1:8082 /usr/bin/true")
+    ssa_cmd=(-n systemd-socket-activate "$(command -v systemd-socket-activate) -l 127.0.0.1:8082 /usr/bin/true")
   fi
 
   # authbind: the service binds port 83 itself, allowed by /etc/authbind/byport/83.
@@ -110,9 +110,11 @@ while True:
     touch /etc/authbind/byport/83
     chown 65534 /etc/authbind/byport/83
     chmod 0500 /etc/authbind/byport/83
-    authbind_cmd=(-n authbind "authbind $work/bin/sockbroker_bench_bind 83")
+    authbind_cmd=(-n authbind "$(command -v authbind) $work/bin/sockbroker_bench_bind 83")
   fi
 
+  # Every command is named by its absolute path, as sockbroker's is: a bare
+  # name would make each run search PATH with failed execve calls first.
   if command -v hyperfine >/dev/null; then
     echo "==> Whole processes (hyperfine, $runs runs each, as uid 65534)" >&2
     "${as_nobody[@]}" hyperfine -N --warmup 20 --runs "$runs" --export-json "$work/out/hyperfine.json" --style basic \
