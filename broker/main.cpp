@@ -50,14 +50,15 @@ std::string describe(const Error& e) {
 
 // Each session costs two descriptors (the connection and the caller's pidfd),
 // each holder process one (its pidfd), each socket one; reuse_port members the
-// broker keeps for live workers come on top, so take all the soft limit may
-// have. Out of descriptors the broker drops new connections but keeps serving.
+// broker keeps for live workers, and the spare member it binds ahead for each
+// group, come on top, so take all the soft limit may have. Out of descriptors
+// the broker drops new connections but keeps serving.
 void ensure_descriptor_budget(const policy::Policy& policy, spdlog::logger& log) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
   rlim_t needed = 3 * static_cast<rlim_t>(policy.broker.max_clients) + policy.sockets.size() + 64;
   for (const auto& spec : policy.sockets) {
-    if (spec.reuse_port) needed += spec.max_grants != 0 ? spec.max_grants : 64;
+    if (spec.reuse_port) needed += (spec.max_grants != 0 ? spec.max_grants : 64) + 1;
   }
   if (limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
