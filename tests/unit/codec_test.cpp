@@ -772,6 +772,42 @@ TEST(CodecEncode, OversizedListingIsInvalidNotTruncated) {
   EXPECT_EQ(size.error().code, SOCKBROKER_E_INVALID);
 }
 
+// Every message is built in the same per-thread first segment, which the
+// builder zeroes behind it: what one message wrote must never show through in
+// the next, whether it fitted, overflowed the segment or was refused.
+TEST(CodecEncode, EncodingLeavesNothingForTheNextMessage) {
+  auto encode_bytes = [](const Reply& reply) {
+    DatagramBuffer buffer;
+    auto size = encode_reply(reply, buffer.span());
+    EXPECT_TRUE(size.ok());
+    return size.ok() ? Bytes(buffer.bytes, buffer.bytes + *size) : Bytes{};
+  };
+  const Reply grant = Grant{"web", SocketType::stream, AF_INET, "127.0.0.1:80"};
+  const Bytes first = encode_bytes(grant);
+
+  Listing oversized;
+  for (int i = 0; i < 40; ++i) oversized.entries.push_back({"n", SocketType::stream, std::string(200, 'x'), "", "", 0});
+  DatagramBuffer buffer;
+  ASSERT_FALSE(encode_reply(oversized, buffer.span()).ok());
+  EXPECT_EQ(encode_bytes(grant), first);
+
+  Failure failure{ErrorCode::denied, std::string(kMaxMessageLength, '~'), PeerView{1, 2, 3, "unit.service"}};
+  (void)encode_bytes(failure);
+  EXPECT_EQ(encode_bytes(grant), first);
+
+  ASSERT_FALSE(encode_request(AcquireRequest{"not a name", 0, false}, buffer.span()).ok());
+  auto size = encode_request(AcquireRequest{"web", 0, false}, buffer.span());
+  ASSERT_TRUE(size.ok());
+  auto decoded = decode_request(std::span<const std::byte>(buffer.bytes, *size));
+  ASSERT_TRUE(decoded.ok());
+  const auto* acquire = std::get_if<AcquireRequest>(&*decoded);
+  ASSERT_NE(acquire, nullptr);
+  EXPECT_EQ(acquire->name, "web");
+  EXPECT_EQ(acquire->flags, 0u);
+  EXPECT_FALSE(acquire->with_netns);
+  EXPECT_EQ(encode_bytes(grant), first);
+}
+
 std::string random_text(std::mt19937_64& random, std::size_t max) {
   static constexpr std::string_view kChars = "abcdefghijklmnopqrstuvwxyz0123456789._-:/[]@ ";
   std::string out(std::uniform_int_distribution<std::size_t>(0, max)(random), ' ');
