@@ -59,6 +59,28 @@ void append_local_addr(std::string& out, const policy::Address& address) {
   out += local_addr_json(address).dump(-1, ' ', false, kDumpErrors);
 }
 
+void append_peer(std::string& out, const policy::PeerIdentity& peer) {
+  out += "{\"pid\":";
+  append_int(out, peer.pid);
+  out += ",\"uid\":";
+  append_int(out, peer.uid);
+  out += ",\"gid\":";
+  append_int(out, peer.gid);
+  out += ",\"unit\":";
+  if (peer.unit) {
+    append_string(out, *peer.unit);
+  } else {
+    out += "null";
+  }
+  out += ",\"exe\":";
+  if (peer.executable) {
+    append_string(out, *peer.executable);
+  } else {
+    out += "null";
+  }
+  out += '}';
+}
+
 // SOCKBROKER_PEER_UID=33 for {"peer":{"uid":33}}: journal field names are
 // upper-case, flat, and [A-Z0-9_].
 void flatten(const std::string& prefix, const nlohmann::ordered_json& value, std::vector<std::string>& out) {
@@ -283,26 +305,13 @@ AuditLine& AuditLine::socket(const policy::SocketSpec& spec) {
 }
 
 AuditLine& AuditLine::peer(const policy::PeerIdentity& peer) {
-  std::string& out = key("peer");
-  out += "{\"pid\":";
-  append_int(out, peer.pid);
-  out += ",\"uid\":";
-  append_int(out, peer.uid);
-  out += ",\"gid\":";
-  append_int(out, peer.gid);
-  out += ",\"unit\":";
-  if (peer.unit) {
-    append_string(out, *peer.unit);
-  } else {
-    out += "null";
-  }
-  out += ",\"exe\":";
-  if (peer.executable) {
-    append_string(out, *peer.executable);
-  } else {
-    out += "null";
-  }
-  out += '}';
+  append_peer(key("peer"), peer);
+  return *this;
+}
+
+AuditLine& AuditLine::peer(const policy::PeerIdentity& peer, std::string& memo) {
+  if (memo.empty()) append_peer(memo, peer);
+  key("peer") += memo;
   return *this;
 }
 

@@ -271,7 +271,11 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   } else {
     line.field("rule", nullptr);
   }
-  line.peer(peer);
+  if (caller.audit_peer != nullptr) {
+    line.peer(peer, *caller.audit_peer);
+  } else {
+    line.peer(peer);
+  }
   if (netns) line.field("netns", *netns);
   if (spec.max_grants != 0) line.field("live_grants", entry->live);
   audit_.commit(line);

@@ -34,6 +34,8 @@ struct Caller {
   // The session's memory of its holder (Session::holder_token): read to skip
   // the liveness check on a kept-open connection, written once it is done.
   std::uint64_t* holder_token = nullptr;
+  // The session's memo of its audit "peer" text (Session::audit_peer); null: none.
+  std::string* audit_peer = nullptr;
 };
 
 class RequestHandler {

@@ -301,7 +301,8 @@ void Server::serve(Session& session, std::uint32_t events) {
   }
   // reply() may close (free) the session: nothing touches it afterwards.
   reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(),
-                                                  says_netns ? datagram.fds[0].get() : -1, &session.holder_token}));
+                                                  says_netns ? datagram.fds[0].get() : -1, &session.holder_token,
+                                                  &session.audit_peer}));
 }
 
 void Server::sync_descriptor_passing() {

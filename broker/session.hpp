@@ -7,6 +7,7 @@
 #include <list>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <sockbroker/fd.hpp>
@@ -26,6 +27,8 @@ struct Session {
   // The lease table's holder for that process, once a grant has checked it is
   // alive (LeaseTable tokens are never reused); 0: not yet known.
   std::uint64_t holder_token = 0;
+  // The "peer" object of its audit lines, made at its first grant (empty: not yet).
+  std::string audit_peer;
   Clock::time_point deadline;
   std::list<Session*>::iterator idle_position;  // in the server's deadline order
 

@@ -131,6 +131,42 @@ TEST_F(AuditFile, FastPathWritesTheSameBytesAsTheJsonTree) {
   }
 }
 
+// A session keeps its peer's text from its first grant: the lines it makes
+// from that memo are the bytes the peer itself would make, line after line.
+TEST_F(AuditFile, PeerMemoWritesWhatThePeerWrites) {
+  auto audit = Audit::open(path_);
+  ASSERT_TRUE(audit.ok()) << audit.error().message;
+  std::size_t peers = 0;
+  for (const auto& text : kAwkward) {
+    policy::PeerIdentity peer;
+    peer.pid = 4242;
+    peer.uid = 65534;
+    peer.gid = 65534;
+    if (!text.empty()) peer.unit = text;
+    if (text.size() % 2 == 0) peer.executable = "/usr/bin/" + text;
+    std::string memo;
+    for (int i = 0; i < 3; ++i) {
+      AuditLine line = audit->begin("grant");
+      if (i == 0) {
+        line.peer(peer);
+      } else {
+        line.peer(peer, memo);
+      }
+      line.field("after", 1);
+      audit->commit(line);
+    }
+    ++peers;
+  }
+  auto written = lines();
+  ASSERT_EQ(written.size(), 3 * peers);
+  for (std::size_t i = 0; i < written.size(); i += 3) {
+    // Past "ts", the only field that may differ.
+    auto tail = [&](std::size_t n) { return written[n].substr(written[n].find("\"event\"")); };
+    EXPECT_EQ(tail(i + 1), tail(i)) << "line " << i + 1;
+    EXPECT_EQ(tail(i + 2), tail(i)) << "line " << i + 2;
+  }
+}
+
 TEST_F(AuditFile, SocketFieldsFollowAChangedSpec) {
   auto audit = Audit::open(path_);
   ASSERT_TRUE(audit.ok()) << audit.error().message;
