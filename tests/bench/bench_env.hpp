@@ -20,6 +20,16 @@ namespace sbbench {
 inline constexpr uid_t kNobody = 65534;
 inline constexpr gid_t kNogroup = 65534;
 
+// Every row that is a ratio (1, 2, 3, 5) runs its figure and its baseline as
+// this many repetitions each, which scripts/bench.sh has Google Benchmark
+// interleave (--benchmark_enable_random_interleaving: round k runs the k-th
+// repetition of every benchmark, in a random order). A noisy stretch on this
+// shared machine then falls on both sides of a ratio instead of on whichever
+// ran then, and report.py reads the median over the rounds, which ignores
+// noisy rounds while they are fewer than half. Run one after the other, row 1
+// same-CPU moved between 1.26x and 1.36x in two runs of the same build.
+inline constexpr int kRepetitions = 10;
+
 // Aborts with "what: strerror(errno)": a benchmark whose set-up failed measures nothing.
 [[noreturn]] void die(const std::string& what);
 

@@ -20,7 +20,7 @@
 namespace sbbench {
 namespace {
 
-constexpr int kSamples = 20000;
+constexpr int kSamples = 2000;  // per repetition (kRepetitions)
 constexpr int kWarmup = 500;
 // reuse_port members live until their holder exits, and each one lengthens the
 // kernel's bind-conflict scan of the port; a holder process makes this many
@@ -230,7 +230,8 @@ void BM_Grant_ConnectAcquireClose(benchmark::State& state) {
 }
 
 // Placement as the argument: 0 same_cpu, 1 split_cpu.
-#define SBBENCH_PLACED(fn) BENCHMARK(fn)->Arg(0)->Arg(1)->Iterations(1)->Unit(benchmark::kMillisecond)
+#define SBBENCH_PLACED(fn) \
+  BENCHMARK(fn)->Arg(0)->Arg(1)->Iterations(1)->Repetitions(kRepetitions)->Unit(benchmark::kMillisecond)
 SBBENCH_PLACED(BM_Limit_RoundTripFd);
 SBBENCH_PLACED(BM_Grant_Shared);
 SBBENCH_PLACED(BM_Limit_RoundTripReuseportMember);

@@ -20,10 +20,17 @@ def load_benchmarks(results):
         return {}
     with open(path) as f:
         data = json.load(f)
+    # A benchmark run as repetitions (the ratio rows) is read as the median of
+    # its repetitions' counters, which Google Benchmark reports as an aggregate;
+    # one without (or whose repetitions all failed) as its run.
     out = {}
     for b in data.get("benchmarks", []):
         name = b["name"].split("/iterations:")[0]
-        out[name] = b
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                out[name] = b
+        elif name not in out or out[name].get("run_type") != "aggregate":
+            out[name] = b
     return out
 
 
@@ -37,16 +44,16 @@ def percentile(values, p):
 
 
 def load_hyperfine(results):
-    path = os.path.join(results, "hyperfine.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        data = json.load(f)
-    out = {}
-    for r in data.get("results", []):
-        times = [t * 1e6 for t in r.get("times", [])]  # seconds -> microseconds
-        out[r["command"]] = {"p50_us": percentile(times, 0.50), "p99_us": percentile(times, 0.99)}
-    return out
+    """Percentiles over every round's runs (hyperfine-N.json; hyperfine.json from older runs)."""
+    times = {}
+    for name in sorted(os.listdir(results)):
+        if not re.match(r"hyperfine(-\d+)?\.json$", name):
+            continue
+        with open(os.path.join(results, name)) as f:
+            data = json.load(f)
+        for r in data.get("results", []):
+            times.setdefault(r["command"], []).extend(t * 1e6 for t in r.get("times", []))  # s -> us
+    return {command: {"p50_us": percentile(ts, 0.50), "p99_us": percentile(ts, 0.99)} for command, ts in times.items()}
 
 
 UNITS = {"us": 1.0, "ms": 1000.0, "s": 1e6}
