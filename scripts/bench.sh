@@ -12,7 +12,7 @@
 #   - hyperfine: whole processes (item 4, the command-line alternatives of item 6);
 #   - wrk: the data path (item 7).
 # Everything runs in private network namespaces; the host's ports are untouched.
-# About 5 minutes on 2 cores. Results stay in build-bench/bench-results/.
+# About 2 minutes on 2 cores after the build. Results stay in build-bench/bench-results/.
 #
 # Usage: scripts/bench.sh            (the whole suite)
 #        scripts/bench.sh --quick    (fewer process runs and shorter wrk runs)
@@ -196,7 +196,7 @@ cmake --build "$build" -j "$(nproc)" --target \
 rm -rf "$results"
 mkdir -p "$results"
 
-echo "==> Grants, throughput, scale (sockbroker_bench: about 2 minutes)"
+echo "==> Grants, throughput, scale (sockbroker_bench: about a minute)"
 # The ratio rows run as repetitions, interleaved at random so that a noisy
 # moment falls on figure and baseline alike (bench_env.hpp, kRepetitions).
 "$bench_dir/sockbroker_bench" --benchmark_enable_random_interleaving=true --benchmark_format=json \
