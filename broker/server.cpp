@@ -210,7 +210,7 @@ void Server::admit(UniqueFd connection) {
   if (!refusal.empty()) {
     // Answered synchronously on the fresh socket (its buffer is empty), then closed.
     Response response = handler_.limit_reached(refusal, s.peer);
-    auto size = proto::encode_reply(response.reply, buffer_.span());
+    auto size = encoder_.encode(response.reply, buffer_.span());
     if (size) (void)proto::send_datagram(s.connection.get(), std::span(buffer_.bytes, *size));
     discard_unread(s.connection.get());
     return;
@@ -334,7 +334,7 @@ void Server::holder_exited(Holder& holder) {
 
 void Server::reply(Session& session, Response response) {
   if (response.new_holder != nullptr) watch_holder(*response.new_holder);
-  auto size = proto::encode_reply(response.reply, buffer_.span());
+  auto size = encoder_.encode(response.reply, buffer_.span());
   if (!size) {
     log_.error("cannot encode a reply: {}", size.error().message);
     close_session(session);

@@ -74,6 +74,7 @@ class Server {
   std::unordered_map<uid_t, std::uint32_t> sessions_per_uid_;
   std::list<Session*> idle_order_;  // earliest deadline first (all timeouts are equal)
   proto::DatagramBuffer buffer_;    // one request at a time: the loop is single-threaded
+  proto::ReplyEncoder encoder_;     // likewise one reply
   std::uint64_t descriptors_generation_ = 0;  // the policy generation sync_descriptor_passing() applied
   std::chrono::microseconds watchdog_interval_{0};
   Clock::time_point next_watchdog_{};

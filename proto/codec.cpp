@@ -102,22 +102,19 @@ Result<std::size_t> finish(capnp::MessageBuilder& message, std::span<std::byte> 
                  "message of " + std::to_string(bytes) + " bytes exceeds the " + std::to_string(kMaxDatagram) +
                      "-byte datagram limit"};
   }
+  if (message.getSegmentsForOutput().size() != 1) {
+    return Error{SOCKBROKER_E_INVALID, 0, "message of " + std::to_string(bytes) + " bytes needs more than one segment"};
+  }
   kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
   capnp::writeMessage(stream, message);
   return bytes;
 }
 
-// The builder's first segment: one datagram's worth, so encoding allocates
-// nothing for any message that can be sent at all. Cap'n Proto needs it zeroed,
-// and zeroing 4 KiB per message was a third of what encoding an acquire or a
-// grant cost (~520 of ~1.6k instructions). So each thread keeps one, zero from
-// the start, and reuses it as MallocMessageBuilder documents: its destructor
-// writes zeros back over the words the message used. One message at a time per
-// thread: nothing here encodes while encoding.
-kj::ArrayPtr<capnp::word> first_segment() noexcept {
-  thread_local std::array<capnp::word, kWordsPerDatagram + 8> words{};
-  return kj::arrayPtr(words.data(), words.size());
-}
+// Requests are small and bounded: the longest, an acquire or a revoke of a
+// kMaxNameLength name, is 22 words. So each is built in a fresh stack segment
+// of this many words, cheap to zero (finish() refuses a message that would
+// need a second segment, which decode_request() would refuse).
+constexpr std::size_t kRequestSegmentWords = 64;
 
 // Status: every list and text is checked against the bound the encoder keeps,
 // so a Status that decodes is one our broker could have sent.
@@ -348,7 +345,8 @@ Result<Reply> decode_reply(std::span<const std::byte> datagram) {
 }
 
 Result<std::size_t> encode_request(const Request& request, std::span<std::byte> out) {
-  capnp::MallocMessageBuilder message(first_segment());
+  std::array<capnp::word, kRequestSegmentWords> segment{};
+  capnp::MallocMessageBuilder message(kj::arrayPtr(segment.data(), segment.size()));
   auto root = message.initRoot<wire::Request>();
   root.setVersion(kProtocolVersion);
   if (const auto* acquire = std::get_if<AcquireRequest>(&request)) {
@@ -381,7 +379,14 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
 }
 
 Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
-  capnp::MallocMessageBuilder message(first_segment());
+  ReplyEncoder encoder;
+  return encoder.encode(reply, out);
+}
+
+Result<std::size_t> ReplyEncoder::encode(const Reply& reply, std::span<std::byte> out) {
+  static_assert(sizeof(capnp::word) == sizeof(std::uint64_t));
+  capnp::MallocMessageBuilder message(
+      kj::arrayPtr(reinterpret_cast<capnp::word*>(segment_.data()), segment_.size()));
   auto root = message.initRoot<wire::Reply>();
   root.setVersion(kProtocolVersion);
   if (const auto* grant = std::get_if<Grant>(&reply)) {

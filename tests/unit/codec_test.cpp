@@ -772,40 +772,49 @@ TEST(CodecEncode, OversizedListingIsInvalidNotTruncated) {
   EXPECT_EQ(size.error().code, SOCKBROKER_E_INVALID);
 }
 
-// Every message is built in the same per-thread first segment, which the
-// builder zeroes behind it: what one message wrote must never show through in
+// A ReplyEncoder builds every reply in the same segment, which Cap'n Proto
+// zeroes behind each message: what one reply wrote must never show through in
 // the next, whether it fitted, overflowed the segment or was refused.
-TEST(CodecEncode, EncodingLeavesNothingForTheNextMessage) {
-  auto encode_bytes = [](const Reply& reply) {
+TEST(CodecEncode, ReplyEncoderLeavesNothingForTheNextReply) {
+  ReplyEncoder encoder;
+  auto encode_bytes = [&](const Reply& reply) {
+    DatagramBuffer buffer;
+    auto size = encoder.encode(reply, buffer.span());
+    EXPECT_TRUE(size.ok());
+    return size.ok() ? Bytes(buffer.bytes, buffer.bytes + *size) : Bytes{};
+  };
+  auto fresh_bytes = [](const Reply& reply) {
     DatagramBuffer buffer;
     auto size = encode_reply(reply, buffer.span());
     EXPECT_TRUE(size.ok());
     return size.ok() ? Bytes(buffer.bytes, buffer.bytes + *size) : Bytes{};
   };
   const Reply grant = Grant{"web", SocketType::stream, AF_INET, "127.0.0.1:80"};
-  const Bytes first = encode_bytes(grant);
+  const Bytes expected = fresh_bytes(grant);
+  EXPECT_EQ(encode_bytes(grant), expected);
 
   Listing oversized;
   for (int i = 0; i < 40; ++i) oversized.entries.push_back({"n", SocketType::stream, std::string(200, 'x'), "", "", 0});
   DatagramBuffer buffer;
-  ASSERT_FALSE(encode_reply(oversized, buffer.span()).ok());
-  EXPECT_EQ(encode_bytes(grant), first);
+  ASSERT_FALSE(encoder.encode(oversized, buffer.span()).ok());
+  EXPECT_EQ(encode_bytes(grant), expected);
 
-  Failure failure{ErrorCode::denied, std::string(kMaxMessageLength, '~'), PeerView{1, 2, 3, "unit.service"}};
-  (void)encode_bytes(failure);
-  EXPECT_EQ(encode_bytes(grant), first);
+  const Reply failure = Failure{ErrorCode::denied, std::string(kMaxMessageLength, '~'), PeerView{1, 2, 3, "unit.service"}};
+  EXPECT_EQ(encode_bytes(failure), fresh_bytes(failure));
+  EXPECT_EQ(encode_bytes(grant), expected);
 
-  ASSERT_FALSE(encode_request(AcquireRequest{"not a name", 0, false}, buffer.span()).ok());
-  auto size = encode_request(AcquireRequest{"web", 0, false}, buffer.span());
-  ASSERT_TRUE(size.ok());
-  auto decoded = decode_request(std::span<const std::byte>(buffer.bytes, *size));
-  ASSERT_TRUE(decoded.ok());
-  const auto* acquire = std::get_if<AcquireRequest>(&*decoded);
-  ASSERT_NE(acquire, nullptr);
-  EXPECT_EQ(acquire->name, "web");
-  EXPECT_EQ(acquire->flags, 0u);
-  EXPECT_FALSE(acquire->with_netns);
-  EXPECT_EQ(encode_bytes(grant), first);
+  std::array<std::byte, 16> small{};
+  ASSERT_FALSE(encoder.encode(failure, small).ok());
+  EXPECT_EQ(encode_bytes(grant), expected);
+}
+
+// Requests are built in a small segment: the longest of each kind must still
+// be one segment, which is all decode_request() accepts.
+TEST(CodecEncode, LongestRequestsFitTheirSegment) {
+  const std::string longest(kMaxNameLength, 'n');
+  expect_request_round_trip(AcquireRequest{longest, 0xffffffff, true});
+  expect_request_round_trip(RevokeRequest{longest});
+  expect_request_round_trip(ListRequest{0xffffffff});
 }
 
 std::string random_text(std::mt19937_64& random, std::size_t max) {
