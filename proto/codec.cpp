@@ -16,7 +16,7 @@
 namespace sockbroker::proto {
 namespace {
 
-constexpr std::size_t kWordsPerDatagram = kMaxDatagram / sizeof(capnp::word);
+static_assert(kWordsPerDatagram * sizeof(capnp::word) == kMaxDatagram);
 
 // Security limits, not tuning: a datagram can hold at most kWordsPerDatagram
 // words, so a message that asks to traverse more is amplifying pointers, and our

@@ -19,6 +19,8 @@ namespace sockbroker::proto {
 
 // One control-socket datagram, either direction.
 inline constexpr std::size_t kMaxDatagram = 4096;
+// The same in Cap'n Proto's 8-byte words.
+inline constexpr std::size_t kWordsPerDatagram = kMaxDatagram / 8;
 
 // Cap'n Proto reads 8-byte words; receive into this so decoding never copies.
 struct alignas(8) DatagramBuffer {
@@ -47,7 +49,7 @@ class ReplyEncoder {
 
  private:
   // Cap'n Proto words: a datagram's worth, and room for its segment table.
-  alignas(8) std::array<std::uint64_t, kMaxDatagram / 8 + 8> segment_{};
+  alignas(8) std::array<std::uint64_t, kWordsPerDatagram + 8> segment_{};
 };
 
 // An upper bound of the bytes one entry adds to an encoded Listing, and of the
