@@ -117,13 +117,16 @@ while True:
   # name would make each run search PATH with failed execve calls first.
   # hyperfine runs one command after another, so the runs are split into
   # rounds that each run every command: a noisy stretch falls on all of them,
-  # and report.py takes the percentiles over all rounds' runs.
+  # and report.py takes the percentiles over all rounds' runs. This VM's speed
+  # drifts over seconds, so the rounds are short (30 runs of each command);
+  # only the first warms up at length.
   if command -v hyperfine >/dev/null; then
-    rounds=3
+    rounds=$((runs / 30))
     echo "==> Whole processes (hyperfine, $runs runs each in $rounds rounds, as uid 65534)" >&2
     : >"$results/hyperfine.txt"
     for round in $(seq "$rounds"); do
-      "${as_nobody[@]}" hyperfine -N --warmup 20 --runs "$((runs / rounds))" \
+      warmup=3; ((round == 1)) && warmup=20
+      "${as_nobody[@]}" hyperfine -N --warmup "$warmup" --runs "$((runs / rounds))" \
         --export-json "$work/out/hyperfine-$round.json" --style basic \
         -n true "/usr/bin/true" \
         -n two-execs "/usr/bin/env /usr/bin/true" \
