@@ -241,6 +241,7 @@ class Background {
   Background(const Background&) = delete;
   Background& operator=(const Background&) = delete;
   int wait();  // exit status, or 128 + signal
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }  // -1 once waited for
   [[nodiscard]] std::string output() const;  // stdout+stderr so far (after wait: all)
   // Waits (up to `timeout`) until its output contains `needle`, e.g. the
   // "ready" an --echo-server worker prints once it holds its socket.
