@@ -5,7 +5,7 @@
 
 #include "printable.hpp"
 
-#include <toml++/toml.h>
+#include "toml_include.hpp"
 
 #include <optional>
 #include <string>
