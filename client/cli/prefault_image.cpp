@@ -7,8 +7,8 @@
 // trap into the kernel that maps 16 pages of the page cache (fault-around).
 // MADV_POPULATE_READ (Linux 5.14) maps the same pages from the page cache in a
 // single call. Where a fault is cheap (bare metal, ~1-2 us) the two cost about
-// the same; where it is not (virtual machines: 12-25 us here) the start-up is
-// ~0.3 ms shorter. See docs/PERFORMANCE.md.
+// the same; where it is not (this paravirtualized VM: 12-25 us) `sockbroker
+// run` takes ~0.2 ms less (p50 6.66 -> 6.43 ms). See docs/PERFORMANCE.md.
 //
 // Only the read-only segments: writable ones are copied on write, and the
 // dynamic loader has already written to the pages it relocates. Any failure
