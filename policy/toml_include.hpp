@@ -12,25 +12,26 @@
 // under another name, unused, and a plain one with the same answers takes its
 // place before the parser, which calls it, is included.
 //
-// 2. toml++'s parser breaks one of its own preconditions on malformed table
-// headers such as `[<web]` or `[[[web]]]`: parse_table_header() calls
-// parse_key() on a character that cannot start a key (fixed upstream in
-// marzer/tomlplusplus#301). parse_key() then handles it correctly and reports
-// "expected bare key starting character or string delimiter", but the
-// precondition is an assert() where assertions are compiled in (a typo in a
-// policy would abort `sockbroker check` or the broker's reload), and where
-// NDEBUG is defined it is TOML_ASSUME, which clang turns into
+// 2. toml++'s parser breaks two of its own preconditions on malformed input
+// and then handles the input correctly: parse_table_header() calls
+// parse_key() on a character that cannot start a key (`[<web]`, `[[[web]]]`;
+// fixed upstream in marzer/tomlplusplus#301), and parse_array() calls
+// parse_value() on a '}' (`listen = [}`); both then report a parse error. But
+// each precondition is an assert() where assertions are compiled in (a typo
+// in a policy would abort `sockbroker check` or the broker's reload), and
+// where NDEBUG is defined it is TOML_ASSUME, which clang turns into
 // __builtin_assume: undefined behaviour. So:
-//   - with assertions, toml++'s failed assertions go to toml_assertion_failed(),
-//     which aborts as assert() does, except for that one precondition;
+//   - with assertions, toml++'s failed assertions go to toml_assertion_failed()
+//     (toml_assertion.cpp), which aborts as assert() does, except for those
+//     two preconditions;
 //   - with NDEBUG, toml++ is included with its assertions compiled out and
 //     NDEBUG hidden from it, so that it assumes nothing.
 #pragma once
 
 namespace sockbroker::policy::detail {
 
-// A failed toml++ assertion: prints it and aborts, unless it is the
-// precondition described above, which toml++ goes on to handle.
+// A failed toml++ assertion: prints it and aborts, unless it is one of the
+// preconditions described above, which toml++ goes on to handle.
 void toml_assertion_failed(const char* expression, const char* file, int line) noexcept;
 
 }  // namespace sockbroker::policy::detail

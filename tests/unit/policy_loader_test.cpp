@@ -265,6 +265,12 @@ TEST(PolicyMistake, TableHeaderThatCannotStartAKey) {
                    "delimiter, saw '['"}));
 }
 
+// The same, in parse_array() on a '}' where a value should be.
+TEST(PolicyMistake, ClosingBraceInAnArray) {
+  EXPECT_EQ(check("[socket.web]\nlisten = [}\n"),
+            (Lines{"t.toml:2:11: error: Error while parsing value: could not determine value type"}));
+}
+
 TEST(PolicyMistake, SameKeyTwiceInOneFile) {
   EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nlisten = \"127.0.0.1:81\"\n"),
             (Lines{"t.toml:3:10: error: Error while parsing key-value pair: cannot redefine existing string "
