@@ -1,13 +1,14 @@
 // toml++ (3.3, Debian 12's) as the policy library includes it: files that use
 // toml++ include this header, never <toml++/toml.h> directly. It works around
-// two bugs of toml++ 3.3 that scripts/fuzz.sh found in policy input.
+// the toml++ 3.3 bugs that scripts/fuzz.sh found in policy input.
 //
 // 1. is_non_ascii_horizontal_whitespace() reaches TOML_UNREACHABLE
 // (__builtin_unreachable: undefined behaviour) for the code points in
-// U+00A1..U+0499, U+2C5E..U+3057 but U+3000, and U+FB26..U+FEFE (é, ß, Greek,
-// Cyrillic, kana...) wherever the parser asks whether one is whitespace: between tokens
-// (`[socket.café]`, `backlog = 5х`, invalid anyway) and after a line-ending
-// backslash in a multi-line string (valid TOML). Upstream returns false there
+// U+00A1..U+0499, U+2C5E..U+3057 but U+3000, and U+FB26..U+FEFE (é, ß,
+// Greek, Cyrillic, kana...) wherever the parser asks whether one is
+// whitespace: between tokens (`[socket.café]`, `backlog = 5х`, invalid
+// anyway) and after a line-ending backslash in a multi-line string (valid
+// TOML). Upstream returns false there
 // since marzer/tomlplusplus#305; here the generated definition is included
 // under another name, unused, and a plain one with the same answers takes its
 // place before the parser, which calls it, is included.
