@@ -8,10 +8,10 @@
 // Greek, Cyrillic, kana...) wherever the parser asks whether one is
 // whitespace: between tokens (`[socket.café]`, `backlog = 5х`, invalid
 // anyway) and after a line-ending backslash in a multi-line string (valid
-// TOML). Upstream returns false there
-// since marzer/tomlplusplus#305; here the generated definition is included
-// under another name, unused, and a plain one with the same answers takes its
-// place before the parser, which calls it, is included.
+// TOML). Upstream returns false there since marzer/tomlplusplus#305; here
+// the generated definition is included under another name, unused, and a
+// plain one with the same answers takes its place before the parser, which
+// calls it, is included.
 //
 // 2. toml++'s parser breaks two of its own preconditions on malformed input
 // and then handles the input correctly: parse_table_header() calls
