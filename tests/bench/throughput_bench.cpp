@@ -138,8 +138,22 @@ void BM_Grant_Throughput(benchmark::State& state) {
   state.counters["per_s"] = rate;
 }
 
-BENCHMARK(BM_Limit_Throughput)->Arg(1)->Arg(4)->Arg(16)->Arg(64)->Iterations(1)->Repetitions(kRepetitions)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Grant_Throughput)->Arg(1)->Arg(4)->Arg(16)->Arg(64)->Iterations(1)->Repetitions(kRepetitions)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Limit_Throughput)
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(16)
+    ->Arg(64)
+    ->Iterations(1)
+    ->Repetitions(kRepetitions)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Grant_Throughput)
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(16)
+    ->Arg(64)
+    ->Iterations(1)
+    ->Repetitions(kRepetitions)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace sbbench
