@@ -15,6 +15,7 @@
 
 #include "control_socket.hpp"
 #include "datagram.hpp"
+#include "epoll_timeout.hpp"
 #include "peer_identity.hpp"
 #include "reload.hpp"
 
@@ -403,9 +404,7 @@ int Server::milliseconds_to_next_deadline() const {
   if (!idle_order_.empty()) next = idle_order_.front()->deadline;
   if (watchdog_interval_.count() > 0 && (!next || next_watchdog_ < *next)) next = next_watchdog_;
   if (auto due = audit_.flush_deadline(); due && (!next || *due < *next)) next = *due;
-  if (!next) return -1;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*next - Clock::now());
-  return left.count() <= 0 ? 0 : static_cast<int>(left.count()) + 1;
+  return epoll_timeout_ms<Clock>(Clock::now(), next);
 }
 
 }  // namespace sockbroker::broker
