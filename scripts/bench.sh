@@ -131,6 +131,8 @@ while True:
         -n true "/usr/bin/true" \
         -n two-execs "/usr/bin/env /usr/bin/true" \
         -n sockbroker-run "$work/bin/sockbroker --control $work/control.sock run -s web -- /usr/bin/true" \
+        -n sockbroker-run-no-lockdown \
+        "$work/bin/sockbroker --control $work/control.sock run --no-lockdown -s web -- /usr/bin/true" \
         -n self-bind "$work/bin/sockbroker_bench_bind 8083" \
         "${s6_cmd[@]}" "${ssa_cmd[@]}" "${authbind_cmd[@]}" >>"$results/hyperfine.txt" 2>&1
       cp "$work/out/hyperfine-$round.json" "$results/"

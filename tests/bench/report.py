@@ -213,6 +213,15 @@ def main():
         goal = "< 1x (faster)" if key in ("s6-fdholder-retrieve", "systemd-socket-activate") else "-"
         t.add(title, (fmt_us(run["p50_us"]), fmt_us(run["p99_us"])), (fmt_us(alt["p50_us"]), fmt_us(alt["p99_us"])),
               f"{r:.2f}x", goal, verdict(r < 1) if goal != "-" else "info")
+        # s6-fdholder-retrieve hands the socket over and execs; it confines
+        # nothing. `run --no-lockdown` does the same work: this row compares
+        # the two like for like, and shows what the lockdown costs.
+        bare = hf.get("sockbroker-run-no-lockdown")
+        if key == "s6-fdholder-retrieve" and bare:
+            r = bare["p50_us"] / alt["p50_us"]
+            t.add("4/6. sockbroker run --no-lockdown vs s6-fdholder-retrieve",
+                  (fmt_us(bare["p50_us"]), fmt_us(bare["p99_us"])),
+                  (fmt_us(alt["p50_us"]), fmt_us(alt["p99_us"])), f"{r:.2f}x", "-", "info")
 
     # 5: throughput.
     for clients in (1, 4, 16, 64):
