@@ -9,10 +9,10 @@
 namespace sockbroker::broker {
 
 // -1 (no deadline: sleep until an event), 0 (the deadline has passed: handle
-// it now), or the milliseconds left rounded *up*. Truncating would turn the
-// last fraction of a millisecond before every deadline into epoll_wait(0)
-// calls in a loop: the broker spun for up to 1 ms before each audit flush,
-// on the CPU its callers were running on.
+// it now), or the milliseconds left rounded *up*. Truncating turned the last
+// fraction of a millisecond before a deadline (an audit flush, an idle
+// connection's timeout) into epoll_wait(0) calls in a loop whenever an event
+// woke the broker then: up to 1 ms spinning, on the CPU its callers run on.
 template <typename Clock>
 [[nodiscard]] int epoll_timeout_ms(typename Clock::time_point now,
                                    std::optional<typename Clock::time_point> deadline) noexcept {
