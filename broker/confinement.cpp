@@ -344,7 +344,6 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(sendmsg), "replies with SCM_RIGHTS, sd_notify, journal"),
     allow(SCMP_SYS(sendto), "send()"),
     allow(SCMP_SYS(recvmsg), "requests"),
-    allow(SCMP_SYS(recvfrom), "recv(): draining a closing connection"),
     // setsockopt: the options socket_factory.cpp sets, and the send buffer
     // libsystemd sizes on its sd_notify and journal sockets. Nothing else: with
     // CAP_NET_ADMIN kept for transparent sockets, an arbitrary setsockopt could
@@ -361,6 +360,8 @@ constexpr Row kSyscalls[] = {
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_IPV6), eq(2, IPV6_FREEBIND), "free_bind"),
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_IPV6), eq(2, IPV6_TRANSPARENT), "transparent"),
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_TCP), eq(2, TCP_FASTOPEN), "fast_open"),
+    allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_PASSCRED),
+             "the control socket: every request carries its sender's credentials"),
     allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, kSoPassRights),
              "the control socket accepts namespace descriptors while a netns = \"request\" socket exists"),
 
@@ -402,8 +403,9 @@ constexpr Row kSyscalls[] = {
 
     // --- netns = "request": enter the caller's network namespace to bind there.
     only(When::netns_request, allow_if(SCMP_SYS(setns), eq(1, CLONE_NEWNET), "netns = \"request\"")),
-    // Is the descriptor a client sent a network namespace? (netns_binder.cpp)
-    only(When::netns_request, allow_if(SCMP_SYS(ioctl), eq(1, NS_GET_NSTYPE), "netns = \"request\": check the namespace")),
+    // Which namespace a bind-mounted nsfs file is, once procfs said it is one
+    // (descriptor_disposer.cpp: nothing else is asked).
+    only(When::netns_request, allow_if(SCMP_SYS(ioctl), eq(1, NS_GET_NSTYPE), "netns = \"request\": the namespace's type")),
 
     // --- sanitizer builds only: AddressSanitizer's raw open(2) and its pipe
     // probing whether memory is readable (UBSan's vptr check), LeakSanitizer's

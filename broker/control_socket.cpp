@@ -24,6 +24,18 @@ namespace {
 // older kernels what arrives is closed on receipt.
 Status refuse_descriptors(int control) { return accept_descriptors(control, false); }
 
+// Every datagram then arrives with its sender's credentials (SCM_CREDENTIALS):
+// who sent this very request, and, since an empty datagram has them and the
+// end of the stream has not, a positive end of stream (datagram.hpp).
+// Connections inherit it from the listening socket.
+Status pass_credentials(int control) {
+  int on = 1;
+  if (::setsockopt(control, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
+    return errno_error("setsockopt(SO_PASSCRED) on the control socket");
+  }
+  return Ok{};
+}
+
 Result<UniqueFd> from_systemd() {
   char** names = nullptr;
   int n = ::sd_listen_fds_with_names(1, &names);
@@ -101,6 +113,7 @@ Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) 
   if (!passed) return std::move(passed).error();
   if (passed->valid()) {
     if (auto s = refuse_descriptors(passed->get()); !s) return std::move(s).error();
+    if (auto s = pass_credentials(passed->get()); !s) return std::move(s).error();
     return ControlSocket{std::move(*passed), {}};
   }
 
@@ -128,6 +141,10 @@ Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) 
     return e;
   }
   if (auto s = refuse_descriptors(fd.get()); !s) {
+    ::unlink(path.c_str());
+    return std::move(s).error();
+  }
+  if (auto s = pass_credentials(fd.get()); !s) {
     ::unlink(path.c_str());
     return std::move(s).error();
   }

@@ -22,6 +22,7 @@
 #include "audit.hpp"
 #include "confinement.hpp"
 #include "control_socket.hpp"
+#include "descriptor_disposer.hpp"
 #include "loader.hpp"
 #include "server.hpp"
 
@@ -56,7 +57,11 @@ std::string describe(const Error& e) {
 void ensure_descriptor_budget(const policy::Policy& policy, spdlog::logger& log) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
-  rlim_t needed = 3 * static_cast<rlim_t>(policy.broker.max_clients) + policy.sockets.size() + 64;
+  // Plus room for what one request can carry (SCM_MAX_FD, twice over), and for
+  // the descriptors that wait for the disposer (server.cpp, kDisposerHighWater):
+  // a datagram whose descriptors did not fit would have the kernel release the
+  // rest on the event loop.
+  rlim_t needed = 3 * static_cast<rlim_t>(policy.broker.max_clients) + policy.sockets.size() + 64 + 2 * 253 + 4096;
   for (const auto& spec : policy.sockets) {
     if (spec.reuse_port) needed += (spec.max_grants != 0 ? spec.max_grants : 64) + 1;
   }
@@ -154,6 +159,16 @@ int main(int argc, char** argv) {
   }
   std::string created_path = control_socket->created_path;
 
+  // Before confinement, which forbids fork: the process that releases what
+  // clients send, so that the loop never waits on it.
+  auto disposer = broker::Disposer::start();
+  if (!disposer) {
+    log->critical("cannot start the descriptor disposer: {}", describe(disposer.error()));
+    if (!created_path.empty()) ::unlink(created_path.c_str());
+    audit->emit("stop", {{"pid", ::getpid()}, {"reason", "disposer"}});
+    return kExitOsErr;
+  }
+
   // Everything that needs full root is done: from here the broker keeps only
   // what the policy needs (see confinement.hpp).
   if (no_confine) {
@@ -178,7 +193,7 @@ int main(int argc, char** argv) {
   log->info("ready on {}: {}", created_path.empty() ? "the socket systemd passed" : created_path, status);
   ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
 
-  broker::Server server(std::move(control_socket->fd), state, *audit, *log);
+  broker::Server server(std::move(control_socket->fd), state, *audit, *disposer, *log);
   std::uint64_t watchdog_usec = 0;
   if (int enabled = ::sd_watchdog_enabled(0, &watchdog_usec); enabled > 0) {
     log->info("systemd watchdog: WATCHDOG=1 every {} ms", watchdog_usec / 2000);

@@ -1,64 +1,25 @@
 #include "netns_binder.hpp"
 
+#include "descriptor_disposer.hpp"
+
 #include <fcntl.h>
-#include <linux/nsfs.h>
 #include <sched.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 
 #include <cstdlib>
 #include <cstring>
 
 namespace sockbroker::broker {
-namespace {
-
-const char* namespace_kind(int nstype) {
-  switch (nstype) {
-    case CLONE_NEWNS: return "a mount namespace";
-    case CLONE_NEWUTS: return "a UTS namespace";
-    case CLONE_NEWIPC: return "an IPC namespace";
-    case CLONE_NEWUSER: return "a user namespace";
-    case CLONE_NEWPID: return "a PID namespace";
-    case CLONE_NEWCGROUP: return "a cgroup namespace";
-#ifdef CLONE_NEWTIME
-    case CLONE_NEWTIME: return "a time namespace";
-#endif
-    default: return "a namespace of another kind";
-  }
-}
-
-const char* file_kind(mode_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG: return "a regular file";
-    case S_IFDIR: return "a directory";
-    case S_IFSOCK: return "a socket";
-    case S_IFIFO: return "a pipe";
-    case S_IFCHR: return "a character device";
-    case S_IFBLK: return "a block device";
-    default: return "not a namespace";
-  }
-}
-
-}  // namespace
 
 Result<std::uint64_t> network_namespace_inode(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return errno_error("fstat of the namespace descriptor");
-  // Namespace files (nsfs) answer NS_GET_NSTYPE; every other file refuses the
-  // ioctl (ENOTTY), so this also tells a namespace from a look-alike path.
-  int type = ::ioctl(fd, NS_GET_NSTYPE);
-  if (type < 0) {
-    if (errno == ENOTTY || errno == EINVAL) {
-      return Error{0, 0, std::string("the descriptor sent with the request is ") + file_kind(st.st_mode) +
-                             ", not a network namespace (send an open /proc/PID/ns/net or /run/netns/NAME)"};
-    }
-    return errno_error("ioctl(NS_GET_NSTYPE) on the descriptor sent with the request");
-  }
-  if (type != CLONE_NEWNET) {
-    return Error{0, 0, std::string("the descriptor sent with the request is ") + namespace_kind(type) +
+  // Read from the descriptor's /proc link, never from the file: fstat or an
+  // ioctl would call into whatever file system the client's file lives on
+  // (a FUSE server can make either wait forever).
+  DescriptorKind kind = classify_descriptor(fd);
+  if (!kind.is_namespace || kind.namespace_type != "net") {
+    return Error{0, 0, "the descriptor sent with the request is " + kind.description +
                            ", not a network namespace (send an open /proc/PID/ns/net or /run/netns/NAME)"};
   }
-  return static_cast<std::uint64_t>(st.st_ino);
+  return kind.inode;
 }
 
 // Why the calling thread itself enters the namespace and comes back, rather

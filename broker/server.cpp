@@ -28,30 +28,10 @@ constexpr int kAcceptAttemptsPerWake = 32;
 constexpr std::uint64_t kControlToken = make_token(WatchKind::control, 0);
 constexpr std::uint64_t kSignalToken = make_token(WatchKind::signal, 0);
 
-// On SOCK_SEQPACKET a read of 0 bytes is either an empty datagram or the end of
-// the stream; only the latter leaves the peer's side shut.
-bool peer_closed(int connection) {
-  pollfd probe{connection, POLLRDHUP, 0};
-  return ::poll(&probe, 1, 0) > 0 && (probe.revents & (POLLRDHUP | POLLHUP)) != 0;
-}
-
-// Closing a Unix socket with unread datagrams resets the peer (ECONNRESET),
-// which it sees before the reply we queued for it. Discard what it sent first.
-void discard_unread(int connection) {
-  char scratch[64];
-  // The receive queue is bounded by the socket's buffer (a few hundred
-  // datagrams at most); the bound only guards against a peer refilling it.
-  for (int i = 0; i < 8192; ++i) {
-    // Without a control buffer any attached descriptors are released by the kernel.
-    ssize_t n = ::recv(connection, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC);
-    if (n < 0) break;
-    // 0 is an empty datagram or the end of the stream. A peer that has hung up
-    // reads no reply, so there is nothing left to protect; and at the end of
-    // the stream every further recv returns 0 too, which once cost the broker
-    // 8,192 system calls (~12 ms) per hostile connection.
-    if (n == 0 && peer_closed(connection)) break;
-  }
-}
+constexpr int kMaxDrainedBeforeClose = 65536;
+// Descriptors queued for the disposer past which requests carrying more are
+// refused unread (see serve()); main.cpp's descriptor budget includes it.
+constexpr std::size_t kDisposerHighWater = 4096;
 
 std::string errno_text(const Error& e) {
   return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
@@ -71,8 +51,20 @@ Status Server::block_signals() {
   return Ok{};
 }
 
-Server::Server(UniqueFd control, BrokerState& state, Audit& audit, spdlog::logger& log)
-    : control_(std::move(control)), state_(state), audit_(audit), log_(log), handler_(state, audit, log) {}
+Server::Server(UniqueFd control, BrokerState& state, Audit& audit, Disposer& disposer, spdlog::logger& log)
+    : control_(std::move(control)),
+      state_(state),
+      audit_(audit),
+      disposer_(disposer),
+      log_(log),
+      handler_(state, audit, log) {}
+
+Server::~Server() {
+  // Sessions left (a stop, an error): their connections may hold what
+  // clients queued; they go the way of every other client descriptor.
+  while (!sessions_.empty()) close_session(*sessions_.begin()->second, Ending::unread);
+  disposer_.flush(log_);
+}
 
 Status Server::run() {
   epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -129,6 +121,7 @@ Status Server::run() {
       }
     }
     expire_idle_sessions();
+    disposer_.flush(log_);
     const auto now = Clock::now();
     if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
@@ -179,7 +172,9 @@ void Server::accept_clients() {
       log_.error("out of file descriptors; dropping a connection (raise LimitNOFILE or lower max_clients)");
       spare_fd_.reset();
       UniqueFd dropped(::accept4(control_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      dropped.reset();
+      // It may already carry a request with descriptors: not ours to release.
+      disposer_.take(std::move(dropped));
+      disposer_.flush(log_);
       spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
       return;
     }
@@ -213,7 +208,7 @@ void Server::admit(UniqueFd connection) {
     Response response = handler_.limit_reached(refusal, s.peer);
     auto size = encoder_.encode(response.reply, buffer_.span());
     if (size) (void)proto::send_datagram(s.connection.get(), std::span(buffer_.bytes, *size));
-    discard_unread(s.connection.get());
+    retire_connection(std::move(s.connection), Ending::after_reply);
     return;
   }
 
@@ -229,7 +224,7 @@ void Server::admit(UniqueFd connection) {
   event.data.u64 = s.token;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, s.connection.get(), &event) != 0) {
     log_.error("epoll_ctl(EPOLL_CTL_ADD): {}; dropping the connection", std::strerror(errno));
-    close_session(s);
+    close_session(s, Ending::unread);
   }
 }
 
@@ -240,7 +235,7 @@ void Server::watch(Session& session, std::uint32_t events) {
   event.data.u64 = session.token;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, session.connection.get(), &event) != 0) {
     log_.error("epoll_ctl(EPOLL_CTL_MOD): {}; dropping the connection", std::strerror(errno));
-    close_session(session);
+    close_session(session, Ending::unread);
   }
 }
 
@@ -253,18 +248,34 @@ void Server::serve(Session& session, std::uint32_t events) {
   // a second receive would almost always cost a system call to learn EAGAIN;
   // one that pipelines anyway is served on the next wake-ups (the watch is
   // level-triggered) in turn with everyone else, so it cannot starve them.
+  if (disposer_.queued() >= kDisposerHighWater) {
+    // The disposer is behind: take no more descriptors into the broker's
+    // table (its limit must keep room for a datagram's worth). A client that
+    // sends some now is hung up on, and its connection disposed of whole.
+    auto head = proto::peek_datagram(session.connection.get());
+    if (head && *head == proto::Head::carries_descriptors) {
+      log_.warn("the descriptor disposer is behind; hanging up on pid {}, which sends descriptors", session.peer.pid);
+      close_session(session, Ending::unread);
+      return;
+    }
+  }
   auto received = proto::receive_datagram(session.connection.get(), buffer_.span(), MSG_DONTWAIT);
   if (!received) {
-    if (received.error().sys_errno != EAGAIN) close_session(session);
+    if (received.error().sys_errno != EAGAIN) close_session(session, Ending::unread);
     return;
   }
-  // Every descriptor the client attached is closed when `received` goes out of
-  // scope: the broker keeps none (an acquire's network namespace is only lent
-  // to the handler for the bind).
-  const proto::Received& datagram = *received;
-  if (datagram.size == 0 && !datagram.truncated && datagram.fd_count == 0 &&
-      ((events & (EPOLLRDHUP | EPOLLHUP)) || peer_closed(session.connection.get()))) {
-    close_session(session);  // end of stream
+  // Every descriptor the client attached goes to the disposer (or, a
+  // namespace, is closed) when the request is answered: the broker keeps
+  // none, and never releases one a client chose on this loop (an acquire's
+  // network namespace is only lent to the handler for the bind).
+  proto::Received& datagram = *received;
+  struct RetireReceived {
+    Disposer& disposer;
+    proto::Received& datagram;
+    ~RetireReceived() { disposer.take_received(std::span(datagram.fds.data(), datagram.fd_count)); }
+  } retire{disposer_, datagram};
+  if (datagram.end_of_stream()) {
+    close_session(session, Ending::end_of_stream);
     return;
   }
   touch(session);
@@ -338,18 +349,18 @@ void Server::reply(Session& session, Response response) {
   auto size = encoder_.encode(response.reply, buffer_.span());
   if (!size) {
     log_.error("cannot encode a reply: {}", size.error().message);
-    close_session(session);
+    close_session(session, Ending::unread);
     return;
   }
   std::span<const std::byte> bytes(buffer_.bytes, *size);
   int fd = response.fd ? response.fd->get() : -1;
   auto sent = proto::send_datagram(session.connection.get(), bytes, fd);
   if (sent) {
-    if (session.close_after_reply) close_session(session);
+    if (session.close_after_reply) close_session(session, Ending::after_reply);
     return;
   }
   if (sent.error().sys_errno != EAGAIN) {
-    close_session(session);  // the client went away; nothing to tell it
+    close_session(session, Ending::unread);  // the client went away; nothing to tell it
     return;
   }
   session.pending = Session::PendingReply{{bytes.begin(), bytes.end()}, std::move(response.fd)};
@@ -361,12 +372,12 @@ void Server::flush_pending(Session& session) {
   int fd = pending.fd ? pending.fd->get() : -1;
   auto sent = proto::send_datagram(session.connection.get(), pending.bytes, fd);
   if (!sent) {
-    if (sent.error().sys_errno != EAGAIN) close_session(session);
+    if (sent.error().sys_errno != EAGAIN) close_session(session, Ending::unread);
     return;
   }
   session.pending.reset();
   if (session.close_after_reply) {
-    close_session(session);
+    close_session(session, Ending::after_reply);
     return;
   }
   touch(session);
@@ -378,9 +389,40 @@ void Server::touch(Session& session) {
   idle_order_.splice(idle_order_.end(), idle_order_, session.idle_position);
 }
 
-void Server::close_session(Session& session) {
-  if (session.close_after_reply) discard_unread(session.connection.get());
-  // Closing the descriptor removes it from the epoll set.
+void Server::retire_connection(UniqueFd connection, Ending ending) {
+  if (ending == Ending::end_of_stream) {
+    // The client hung up and its queue is empty: nothing of its is released here.
+    connection.reset();
+    return;
+  }
+  // From here the client's sends fail (EPIPE): the queue only shrinks.
+  (void)::shutdown(connection.get(), SHUT_RD);
+  // A reply may wait in the client's queue: unread datagrams left on ours
+  // would reset the connection (ECONNRESET) before the client reads it, so
+  // they are read and dropped first, up to one that carries descriptors:
+  // taking that would make the broker the holder of what the client chose.
+  // The queue is finite (the client can no longer send); the bound is a
+  // guard, far above what a socket buffer holds.
+  for (int i = 0; i < kMaxDrainedBeforeClose; ++i) {
+    auto head = proto::peek_datagram(connection.get());
+    if (!head || *head == proto::Head::carries_descriptors) break;
+    if (*head == proto::Head::end_of_stream) {
+      connection.reset();  // positively empty: closing it releases nothing of the client's
+      return;
+    }
+    (void)proto::receive_datagram(connection.get(), buffer_.span(), MSG_DONTWAIT);
+  }
+  // What is left queued may carry descriptors: the disposer closes it.
+  disposer_.take(std::move(connection));
+}
+
+void Server::close_session(Session& session, Ending ending) {
+  if (ending != Ending::end_of_stream) {
+    // Handed on, the socket outlives this session: take it out of the epoll
+    // set now (only the last close would).
+    (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, session.connection.get(), nullptr);
+  }
+  retire_connection(std::move(session.connection), ending);
   idle_order_.erase(session.idle_position);
   if (auto it = sessions_per_uid_.find(session.peer.uid); it != sessions_per_uid_.end() && --it->second == 0) {
     sessions_per_uid_.erase(it);
@@ -395,7 +437,7 @@ void Server::expire_idle_sessions() {
   while (!idle_order_.empty() && idle_order_.front()->deadline <= now) {
     Session& session = *idle_order_.front();
     log_.debug("dropping idle connection of pid {} (request_timeout_ms)", session.peer.pid);
-    close_session(session);
+    close_session(session, Ending::unread);
   }
 }
 
@@ -404,6 +446,11 @@ int Server::milliseconds_to_next_deadline() const {
   if (!idle_order_.empty()) next = idle_order_.front()->deadline;
   if (watchdog_interval_.count() > 0 && (!next || next_watchdog_ < *next)) next = next_watchdog_;
   if (auto due = audit_.flush_deadline(); due && (!next || *due < *next)) next = *due;
+  // The disposer's queue was full: try again soon.
+  if (disposer_.backlogged()) {
+    auto retry = Clock::now() + std::chrono::milliseconds(10);
+    if (!next || retry < *next) next = retry;
+  }
   return epoll_timeout_ms<Clock>(Clock::now(), next);
 }
 

@@ -16,6 +16,7 @@
 #include "audit.hpp"
 #include "codec.hpp"
 #include "broker_state.hpp"
+#include "descriptor_disposer.hpp"
 #include "request_handler.hpp"
 #include "session.hpp"
 
@@ -24,7 +25,11 @@ namespace sockbroker::broker {
 class Server {
  public:
   // control: a listening SOCK_SEQPACKET socket (created by us or passed by systemd).
-  Server(UniqueFd control, BrokerState& state, Audit& audit, spdlog::logger& log);
+  // disposer: where every descriptor a client chose goes (descriptor_disposer.hpp).
+  Server(UniqueFd control, BrokerState& state, Audit& audit, Disposer& disposer, spdlog::logger& log);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
 
   // Serves until SIGTERM or SIGINT (which the caller has blocked, see block_signals).
   [[nodiscard]] Status run();
@@ -40,13 +45,21 @@ class Server {
   void set_watchdog_interval(std::chrono::microseconds interval) noexcept { watchdog_interval_ = interval; }
 
  private:
+  // How a connection ends, which decides whether the broker may close it
+  // itself: only when nothing the client queued can still be on it.
+  enum class Ending {
+    end_of_stream,  // the client hung up and its queue is empty
+    after_reply,    // a misbehaving client answered: stop reading, then close
+    unread,         // anything else: what it queued is unknown
+  };
 
   void accept_clients();
   void admit(UniqueFd connection);
   void serve(Session& session, std::uint32_t events);
   void flush_pending(Session& session);
   void reply(Session& session, Response response);
-  void close_session(Session& session);
+  void close_session(Session& session, Ending ending);
+  void retire_connection(UniqueFd connection, Ending ending);
   void touch(Session& session);
   void expire_idle_sessions();
   [[nodiscard]] int milliseconds_to_next_deadline() const;
@@ -65,6 +78,7 @@ class Server {
   UniqueFd spare_fd_;  // released to accept-and-drop when out of descriptors
   BrokerState& state_;
   Audit& audit_;
+  Disposer& disposer_;
   spdlog::logger& log_;
   RequestHandler handler_;
 

@@ -34,12 +34,37 @@ Status send_datagram(int sock, std::span<const std::byte> bytes, int fd_to_pass)
   }
 }
 
+Result<Head> peek_datagram(int sock) {
+  std::byte first;
+  iovec iov{&first, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  // Room for the credentials only: descriptors do not fit, so the kernel
+  // says MSG_CTRUNC and drops its peeked duplicates, which are never the
+  // last references (the queued datagram keeps its own).
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return errno_error("recvmsg(MSG_PEEK)");
+  if (msg.msg_flags & MSG_CTRUNC) return Head::carries_descriptors;
+  bool has_credentials = false;
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_CREDENTIALS) has_credentials = true;
+  }
+  return n == 0 && !has_credentials ? Head::end_of_stream : Head::plain;
+}
+
 Result<Received> receive_datagram(int sock, std::span<std::byte> buffer, int flags) {
   iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxReceivedFds)];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxReceivedFds) + CMSG_SPACE(sizeof(ucred))];
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
 
@@ -54,6 +79,16 @@ Result<Received> receive_datagram(int sock, std::span<std::byte> buffer, int fla
   out.truncated = (msg.msg_flags & MSG_TRUNC) != 0;
   out.control_truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
   for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_CREDENTIALS &&
+        cmsg->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+      ucred cred;
+      std::memcpy(&cred, CMSG_DATA(cmsg), sizeof cred);
+      out.has_credentials = true;
+      out.sender_pid = cred.pid;
+      out.sender_uid = cred.uid;
+      out.sender_gid = cred.gid;
+      continue;
+    }
     if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
     std::size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     const unsigned char* data = CMSG_DATA(cmsg);
@@ -63,7 +98,7 @@ Result<Received> receive_datagram(int sock, std::span<std::byte> buffer, int fla
       if (out.fd_count < kMaxReceivedFds) {
         out.fds[out.fd_count++].reset(fd);
       } else {
-        ::close(fd);  // cannot happen with our buffer size, but never leak
+        ::close(fd);  // cannot happen: the buffer takes SCM_MAX_FD
       }
     }
   }
