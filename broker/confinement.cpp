@@ -313,18 +313,13 @@ constexpr Row kSyscalls[] = {
     // --- Unix socket paths bound at reload or revoke (unix_socket_path.cpp),
     // and the control socket removed at exit. Always allowed: a reload may add
     // a root-owned Unix socket, which needs no capability.
-    allow(SCMP_SYS(mkdir), "parent directories, mkdtemp"),
     allow(SCMP_SYS(mkdirat), "parent directories"),
-    allow(SCMP_SYS(fchownat), "socket_user, socket_group"),
-    allow(SCMP_SYS(fchown), "ownership through a descriptor"),
+    allow(SCMP_SYS(fchownat), "socket_user, socket_group (through an O_PATH descriptor)"),
     allow(SCMP_SYS(fchmodat), "socket_mode"),
-    allow(SCMP_SYS(fchmod), "parent directories 0755 whatever the umask"),
+    allow(SCMP_SYS(umask), "directories 0755 and socket files 0 whatever the umask"),
     allow(SCMP_SYS(fchmodat2), "socket_mode in newer glibc"),
-    allow(SCMP_SYS(renameat), "publishing the socket"),
-    allow(SCMP_SYS(renameat2), "publishing the socket"),
     allow(SCMP_SYS(unlink), "the control socket at exit"),
-    allow(SCMP_SYS(unlinkat), "the private directory, a failed bind"),
-    allow(SCMP_SYS(rmdir), "the private directory"),
+    allow(SCMP_SYS(unlinkat), "a stale socket file, a failed bind"),
 
     // --- sockets: the policy's (AF_INET, AF_INET6, AF_UNIX), the stale-path
     // probe, sd_notify, the journal, nscd. No raw, packet or netlink sockets.

@@ -1,5 +1,7 @@
 #include "control_socket.hpp"
 
+#include <fcntl.h>
+
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -8,6 +10,8 @@
 
 #include <cstdlib>
 #include <cstring>
+
+#include "root_directory.hpp"
 
 // Newer than the installed kernel headers (include/uapi/asm-generic/socket.h).
 #ifndef SO_PASSRIGHTS
@@ -60,31 +64,13 @@ Result<UniqueFd> from_systemd() {
   return fd;
 }
 
-Status check_directory(const std::string& directory) {
+// Replaces a stale socket at `name` in `parent`; a live one (another broker)
+// or anything that is not a socket is an error.
+Status remove_stale(int parent, const std::string& name, const std::string& path) {
   struct stat st {};
-  if (::lstat(directory.c_str(), &st) != 0) {
-    if (errno != ENOENT) return errno_error("lstat \"" + directory + "\"");
-    if (::mkdir(directory.c_str(), 0755) == 0) {
-      // The umask (UMask=0077 in a unit) narrows mkdir's mode, and a 0700
-      // directory would lock every client out of the socket inside.
-      if (::chmod(directory.c_str(), 0755) != 0) return errno_error("chmod 0755 \"" + directory + "\"");
-    } else if (errno != EEXIST) {
-      return errno_error("mkdir \"" + directory + "\"");
-    }
-    if (::lstat(directory.c_str(), &st) != 0) return errno_error("lstat \"" + directory + "\"");
+  if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? Status(Ok{}) : Status(errno_error("lstat \"" + path + "\""));
   }
-  if (S_ISLNK(st.st_mode)) return Error{0, ELOOP, "\"" + directory + "\" is a symbolic link; refusing to use it"};
-  if (!S_ISDIR(st.st_mode)) return Error{0, ENOTDIR, "\"" + directory + "\" is not a directory"};
-  // Anyone who can write the directory can swap the control socket for their own.
-  if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    return Error{0, EPERM, "\"" + directory + "\" is writable by others than root; refusing to put the control socket there"};
-  }
-  return Ok{};
-}
-
-Status remove_stale(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? Status(Ok{}) : Status(errno_error("lstat \"" + path + "\""));
   if (!S_ISSOCK(st.st_mode)) return Error{0, EEXIST, "\"" + path + "\" exists and is not a socket"};
   UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   sockaddr_un address{};
@@ -93,7 +79,7 @@ Status remove_stale(const std::string& path) {
   if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
     return Error{0, EADDRINUSE, "another broker is already listening on \"" + path + "\""};
   }
-  if (::unlink(path.c_str()) != 0) return errno_error("unlink stale \"" + path + "\"");
+  if (::unlinkat(parent, name.c_str(), 0) != 0) return errno_error("unlink stale \"" + path + "\"");
   return Ok{};
 }
 
@@ -121,24 +107,30 @@ Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) 
   if (path.empty() || path[0] != '/' || path.size() >= sizeof address.sun_path) {
     return Error{0, EINVAL, "control path \"" + path + "\" must be absolute and shorter than 108 bytes"};
   }
-  std::string directory = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
-  if (auto s = check_directory(directory); !s) return std::move(s).error();
-  if (auto s = remove_stale(path); !s) return std::move(s).error();
+  // Every directory on the way, not only the last: anyone who can write one
+  // of them could swap the control socket for their own.
+  const std::size_t slash = path.rfind('/');
+  const std::string directory = slash == 0 ? "/" : path.substr(0, slash);
+  const std::string name = path.substr(slash + 1);
+  auto parent = open_trusted_directory(directory);
+  if (!parent) return std::move(parent).error();
+  if (auto s = remove_stale(parent->get(), name, path); !s) return std::move(s).error();
 
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return errno_error("socket(AF_UNIX, SOCK_SEQPACKET)");
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, path.c_str(), path.size());
-  // Created owner-only, then opened up to the policy's mode: never wider than asked.
-  mode_t old_mask = ::umask(0177);
+  // Created with mode 0, then opened up to the policy's mode: never wider than asked.
+  mode_t old_mask = ::umask(0777);
   int bound = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address);
   int bind_errno = errno;
   ::umask(old_mask);
   if (bound != 0) return errno_error("bind \"" + path + "\"", bind_errno);
-  if (::chmod(path.c_str(), mode) != 0) {
-    Error e = errno_error("chmod \"" + path + "\"");
-    ::unlink(path.c_str());
-    return e;
+  auto entry = open_own_socket_file(parent->get(), name, path);
+  Status ready = entry ? set_owner_and_mode(entry->get(), 0, 0, mode, path) : Status(std::move(entry).error());
+  if (!ready) {
+    ::unlinkat(parent->get(), name.c_str(), 0);
+    return std::move(ready).error();
   }
   if (auto s = refuse_descriptors(fd.get()); !s) {
     ::unlink(path.c_str());

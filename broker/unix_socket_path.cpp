@@ -11,33 +11,18 @@
 #include <string>
 #include <vector>
 
+#include "root_directory.hpp"
+
 namespace sockbroker::broker {
 namespace {
 
 constexpr mode_t kDefaultSocketMode = 0666;  // systemd's SocketMode= default
-constexpr mode_t kParentMode = 0755;
 
-Status make_parents(const std::string& directory) {
-  std::string partial;
-  std::size_t start = 1;
-  while (start <= directory.size()) {
-    std::size_t slash = directory.find('/', start);
-    if (slash == std::string::npos) slash = directory.size();
-    partial = directory.substr(0, slash);
-    if (::mkdir(partial.c_str(), kParentMode) == 0) {
-      // mkdir(2) applies the umask, and a hardened unit may start the broker
-      // with UMask=0077: that would leave every client unable to reach the
-      // socket. Set the mode on the directory just made, not on whatever a
-      // symlink swapped in since would point to.
-      UniqueFd created(::open(partial.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!created) return errno_error("open \"" + partial + "\"");
-      if (::fchmod(created.get(), kParentMode) != 0) return errno_error("chmod \"" + partial + "\"");
-    } else if (int err = errno; err != EEXIST) {
-      return errno_error("mkdir \"" + partial + "\"", err);
-    }
-    start = slash + 1;
-  }
-  return Ok{};
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.size());
+  return address;
 }
 
 // An existing socket file may be replaced only when it is stale: connecting to
@@ -45,34 +30,38 @@ Status make_parents(const std::string& directory) {
 // someone may still own it: an accepted connection, a full accept queue
 // (EAGAIN), a socket of another type (EPROTOTYPE: e.g. a live datagram socket
 // probed with a stream one), or an error we cannot read (EACCES...).
-Status check_stale(const std::string& path, int type) {
+Status check_stale(const std::string& reach, const std::string& shown, int type) {
   UniqueFd probe(::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!probe) return errno_error("socket (to probe \"" + path + "\")");
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.c_str(), path.size());
+  if (!probe) return errno_error("socket (to probe \"" + shown + "\")");
+  sockaddr_un address = unix_address(reach);
   if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
     int err = errno;
-    // ENOENT: it went away meanwhile, and the rename will create the path.
+    // ENOENT: it went away meanwhile; the bind will create the path.
     if (err == ECONNREFUSED || err == ENOENT) return Ok{};
     if (err != EAGAIN && err != EINPROGRESS) {
-      return errno_error("\"" + path + "\" is a socket another process may be using (probing it failed otherwise than "
+      return errno_error("\"" + shown + "\" is a socket another process may be using (probing it failed otherwise than "
                          "with \"connection refused\"); refusing to replace it",
                          err);
     }
   }
-  return Error{0, EADDRINUSE, "\"" + path + "\" is a socket another process is listening on"};
+  return Error{0, EADDRINUSE, "\"" + shown + "\" is a socket another process is listening on"};
 }
 
-Status check_existing(const std::string& path, int type) {
+// Makes room for the bind: nothing there, or a stale socket file, removed.
+Status clear_the_way(int parent, const std::string& base, const std::string& path, int type) {
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
+  if (::fstatat(parent, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return Ok{};
     return errno_error("lstat \"" + path + "\"");
   }
   if (S_ISLNK(st.st_mode)) return Error{0, ELOOP, "\"" + path + "\" is a symbolic link; refusing to follow it"};
   if (!S_ISSOCK(st.st_mode)) return Error{0, EEXIST, "\"" + path + "\" exists and is not a socket; refusing to replace it"};
-  return check_stale(path, type);
+  // Probed through the directory the broker holds, not the path again.
+  std::string reach = path_through(parent, base);
+  if (reach.size() >= sizeof(sockaddr_un::sun_path)) reach = path;  // its directories are root's alone
+  if (auto s = check_stale(reach, path, type); !s) return s;
+  if (::unlinkat(parent, base.c_str(), 0) != 0 && errno != ENOENT) return errno_error("unlink stale \"" + path + "\"");
+  return Ok{};
 }
 
 Result<int> socket_type_of(int fd) {
@@ -82,89 +71,38 @@ Result<int> socket_type_of(int fd) {
   return type;
 }
 
-// Removes the private directory (and, if `inner` is set, the socket file still
-// inside it). Returns what could not be removed, "" when everything went:
-// cleanup is never silent, nor does it hide the failure that called it.
-std::string remove_private(int parent, const std::string& private_name, int inside, const std::string& inner) {
-  std::string leftovers;
-  if (!inner.empty() && ::unlinkat(inside, inner.c_str(), 0) != 0) {
-    int err = errno;
-    leftovers = "could not remove \"" + private_name + "/" + inner + "\": " + std::strerror(err);
-  }
-  if (::unlinkat(parent, private_name.c_str(), AT_REMOVEDIR) != 0) {
-    int err = errno;
-    leftovers += (leftovers.empty() ? "" : "; ") + std::string("could not remove the private directory \"") +
-                 private_name + "\": " + std::strerror(err);
-  }
-  return leftovers;
-}
-
-Error with_leftovers(Error e, const std::string& leftovers) {
-  if (leftovers.empty()) return e;
-  // Fold the first errno into the text so that it stays next to its cause.
-  std::string cause = e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-  return Error{e.code, 0, cause + "; " + leftovers};
-}
-
 }  // namespace
 
-Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::string>& notes) {
+Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::string>& /*notes*/) {
   const std::string& path = spec.listen.text;
-  std::size_t slash = path.rfind('/');
-  std::string directory = slash == 0 ? "/" : path.substr(0, slash);
-  std::string base = path.substr(slash + 1);
+  const std::size_t slash = path.rfind('/');
+  const std::string directory = slash == 0 ? "/" : path.substr(0, slash);
+  const std::string base = path.substr(slash + 1);
 
   auto type = socket_type_of(fd);
   if (!type) return std::move(type).error();
-  if (auto s = make_parents(directory); !s) return s;
-  if (auto s = check_existing(path, *type); !s) return s;
+  auto parent = open_trusted_directory(directory);
+  if (!parent) return std::move(parent).error();
+  if (auto s = clear_the_way(parent->get(), base, path, *type); !s) return s;
 
-  UniqueFd parent(::open(directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!parent) return errno_error("open \"" + directory + "\"");
+  // Bound by its own name, so that getsockname(2), ss and the programs that
+  // match inherited sockets by path (nginx, lighttpd) see the policy's path.
+  // The kernel walks the string again, through directories only root can
+  // change (checked above). Under umask 0777 the file appears with mode 0:
+  // no one can connect before the owner and mode below are set.
+  sockaddr_un address = unix_address(path);
+  const mode_t old_mask = ::umask(0777);
+  const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  const int bind_errno = errno;
+  ::umask(old_mask);
+  if (bound != 0) return errno_error("bind " + path, bind_errno);
 
-  // The private directory: only root can reach what is inside, so the socket's
-  // initial mode and ownership do not matter until the rename publishes it.
-  std::string private_dir = directory + (directory == "/" ? "" : "/") + ".sockbroker-XXXXXX";
-  if (::mkdtemp(private_dir.data()) == nullptr) return errno_error("mkdtemp in \"" + directory + "\"");
-  std::string private_name = private_dir.substr(private_dir.rfind('/') + 1);
-
-  UniqueFd inside(::open(private_dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!inside) {
-    Error e = errno_error("open \"" + private_dir + "\"");
-    return with_leftovers(std::move(e), remove_private(parent.get(), private_name, -1, ""));
-  }
-  // The kernel records the bind path as the socket's name (ss, getsockname):
-  // keep the real base name when it fits, else go through /proc to stay short.
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::string bind_path = private_dir + "/" + base;
-  if (bind_path.size() >= sizeof address.sun_path) {
-    bind_path = "/proc/self/fd/" + std::to_string(inside.get()) + "/" + base;
-  }
-  if (bind_path.size() >= sizeof address.sun_path) {
-    bind_path = "/proc/self/fd/" + std::to_string(inside.get()) + "/s";
-  }
-  std::string inner = bind_path.substr(bind_path.rfind('/') + 1);
-  std::memcpy(address.sun_path, bind_path.c_str(), bind_path.size());
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    Error e = errno_error("bind " + path);
-    return with_leftovers(std::move(e), remove_private(parent.get(), private_name, -1, ""));
-  }
-  auto fail = [&](std::string what) {
-    Error e = errno_error(std::move(what));
-    return with_leftovers(std::move(e), remove_private(parent.get(), private_name, inside.get(), inner));
-  };
-  uid_t owner = spec.socket_user.value_or(0);
-  gid_t group = spec.socket_group.value_or(0);
-  if (::fchownat(inside.get(), inner.c_str(), owner, group, AT_SYMLINK_NOFOLLOW) != 0) return fail("chown " + path);
-  if (::fchmodat(inside.get(), inner.c_str(), spec.socket_mode.value_or(kDefaultSocketMode), 0) != 0) return fail("chmod " + path);
-  if (::renameat(inside.get(), inner.c_str(), parent.get(), base.c_str()) != 0) return fail("rename into \"" + path + "\"");
-  // The socket is in place and serving: an empty directory left behind is
-  // worth a warning, not a failed socket.
-  if (std::string leftovers = remove_private(parent.get(), private_name, -1, ""); !leftovers.empty()) {
-    notes.push_back(leftovers + " in \"" + directory + "\"");
-  }
-  return Ok{};
+  auto entry = open_own_socket_file(parent->get(), base, path);
+  Status done = entry ? set_owner_and_mode(entry->get(), spec.socket_user.value_or(0), spec.socket_group.value_or(0),
+                                           spec.socket_mode.value_or(kDefaultSocketMode), path)
+                      : Status(std::move(entry).error());
+  if (!done && entry) (void)::unlinkat(parent->get(), base.c_str(), 0);  // ours, and unusable: do not leave it
+  return done;
 }
 
 }  // namespace sockbroker::broker

@@ -1,5 +1,6 @@
 // Binding a Unix socket to a filesystem path with no window in which the path
-// exists with a mode or owner more permissive than the policy's.
+// exists with a mode or owner more permissive than the policy's, and without
+// a path any user but root could redirect.
 #pragma once
 
 #include <sockbroker/fd.hpp>
@@ -11,13 +12,13 @@
 
 namespace sockbroker::broker {
 
-// Binds fd inside a fresh root-only directory next to the final path, sets
-// owner, group and mode there, then renames it into place. Refuses a final path
-// that is a symlink, that exists and is not a socket, or that is a socket some
-// process may still use: only a stale socket, one that refuses connections,
-// is replaced. Missing parent directories are created root-owned 0755,
-// whatever the umask. Anything the operator should know that did not stop the
-// bind (a private directory that could not be removed) is appended to notes.
+// Binds fd to the policy's path (so the socket's name is that path) in a
+// directory reached without following a link and changeable by root alone
+// (root_directory.hpp), creating missing directories root-owned 0755. The
+// file appears with mode 0 and gets its owner, group and mode through a
+// descriptor of it. Refuses a final path that is a symlink, that exists and
+// is not a socket, or that is a socket some process may still use: only a
+// stale socket, one that refuses connections, is replaced.
 [[nodiscard]] Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::string>& notes);
 
 }  // namespace sockbroker::broker

@@ -51,6 +51,18 @@ Result<Address> parse_unix_path(std::string_view text) {
                    std::to_string(kMaxUnixPath) + " fit in sun_path");
   }
   if (text.back() == '/') return invalid("Unix socket path ends in \"/\"; name the socket file");
+  // The broker walks the path one directory at a time and follows nothing:
+  // it must say plainly where the socket goes.
+  for (std::size_t start = 1; start <= text.size();) {
+    std::size_t end = text.find('/', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view part = text.substr(start, end - start);
+    if (part.empty()) return invalid("Unix socket path has an empty component (\"//\"); write it plainly");
+    if (part == "." || part == "..") {
+      return invalid("Unix socket path has a \"" + std::string(part) + "\" component; write it plainly");
+    }
+    start = end + 1;
+  }
   Address address;
   address.kind = Address::Kind::unix_path;
   auto* sun = reinterpret_cast<sockaddr_un*>(&address.storage);

@@ -21,6 +21,7 @@
 #include "conflict.hpp"
 #include "document.hpp"
 #include "sort_records.hpp"
+#include "unix_path_safety.hpp"
 
 namespace sockbroker::policy {
 namespace {
@@ -93,7 +94,7 @@ void apply_broker_key(const std::string& key, const BrokerSettings& from, Broker
 
 class Loader {
  public:
-  explicit Loader(const LoadOptions& options) : reporter_(options.strict) {
+  explicit Loader(const LoadOptions& options) : reporter_(options.strict), check_file_system_(options.check_file_system) {
     limits_.rmem_max = read_sysctl("/proc/sys/net/core/rmem_max");
     limits_.wmem_max = read_sysctl("/proc/sys/net/core/wmem_max");
   }
@@ -217,6 +218,7 @@ class Loader {
         continue;  // one message per mistake: its conflicts would repeat this one
       }
       if (!current.usable) continue;
+      if (check_file_system_ && current.spec.listen.kind == Address::Kind::unix_path) check_directories(current);
       auto& group = by_key[detail::conflict_key(current.spec)];
       // Quadratic only among sockets sharing a port and transport (or a
       // path): a handful in any real policy.
@@ -234,7 +236,14 @@ class Loader {
     }
   }
 
+  void check_directories(const detail::ParsedSocket& socket) {
+    PathVerdict verdict = check_socket_directories(socket.spec.listen.text);
+    if (verdict.kind == PathVerdict::Kind::untrusted) reporter_.error(socket.listen_pos, std::move(verdict.message));
+    if (verdict.kind == PathVerdict::Kind::unknown) reporter_.warning(socket.listen_pos, std::move(verdict.message));
+  }
+
   detail::Reporter reporter_;
+  bool check_file_system_ = true;
   detail::HostLimits limits_;
   std::vector<std::string> order_;  // every path a diagnostic may name, in load order
   std::vector<std::string> files_;  // the files actually read

@@ -17,6 +17,10 @@ inline constexpr const char* kDefaultPolicyDir = "/etc/sockbroker/policy.d";
 
 struct LoadOptions {
   bool strict = false;  // warnings count as errors
+  // Inspect the file system: the directories of Unix socket paths must be
+  // ones only root can change (unix_path_safety.hpp). Off only where the text
+  // is not a real policy (the fuzzer).
+  bool check_file_system = true;
 };
 
 struct LoadResult {

@@ -771,10 +771,20 @@ netns = "request"
 }
 
 TEST(PolicyConflict, SameUnixPath) {
-  EXPECT_EQ(check("[socket.a]\nlisten = \"/run/x.sock\"\n[socket.b]\nlisten = \"/run//x.sock\"\ntype = "
+  EXPECT_EQ(check("[socket.a]\nlisten = \"/run/x.sock\"\n[socket.b]\nlisten = \"/run/x.sock\"\ntype = "
                   "\"datagram\"\n"),
-            (Lines{"t.toml:4:10: error: listen \"/run//x.sock\" conflicts with socket \"a\" (\"/run/x.sock\" at "
+            (Lines{"t.toml:4:10: error: listen \"/run/x.sock\" conflicts with socket \"a\" (\"/run/x.sock\" at "
                    "t.toml:2:10)"}));
+}
+
+// One spelling per path: the broker walks it a directory at a time and
+// follows nothing, so "//", "." and ".." are refused rather than normalised.
+TEST(PolicyAddress, UnixPathsAreWrittenPlainly) {
+  for (const char* path : {"/run//x.sock", "/run/./x.sock", "/run/../x.sock", "/run/a/.."}) {
+    auto lines = check("[socket.a]\nlisten = \"" + std::string(path) + "\"\n");
+    ASSERT_EQ(lines.size(), 1u) << path;
+    EXPECT_NE(lines[0].find("write it plainly"), std::string::npos) << lines[0];
+  }
 }
 
 TEST(PolicyConflict, SameAbstractName) {
