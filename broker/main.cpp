@@ -144,6 +144,16 @@ int main(int argc, char** argv) {
   }
   ensure_descriptor_budget(*loaded.policy, *log);
 
+  // First, while the broker holds nothing it would hand on, and before the
+  // control socket accepts anyone: the process that releases what clients
+  // send, so that the loop never waits on it (confinement forbids fork).
+  auto disposer = broker::Disposer::start();
+  if (!disposer) {
+    log->critical("cannot start the descriptor disposer: {}", describe(disposer.error()));
+    audit->emit("stop", {{"pid", ::getpid()}, {"reason", "disposer"}});
+    return kExitOsErr;
+  }
+
   broker::BrokerState state{std::move(*loaded.policy), policy_paths, {}, {}, 1};
   audit->emit("start", {{"pid", ::getpid()},
                         {"version", SOCKBROKER_VERSION},
@@ -158,16 +168,6 @@ int main(int argc, char** argv) {
     return kExitOsErr;
   }
   std::string created_path = control_socket->created_path;
-
-  // Before confinement, which forbids fork: the process that releases what
-  // clients send, so that the loop never waits on it.
-  auto disposer = broker::Disposer::start();
-  if (!disposer) {
-    log->critical("cannot start the descriptor disposer: {}", describe(disposer.error()));
-    if (!created_path.empty()) ::unlink(created_path.c_str());
-    audit->emit("stop", {{"pid", ::getpid()}, {"reason", "disposer"}});
-    return kExitOsErr;
-  }
 
   // Everything that needs full root is done: from here the broker keeps only
   // what the policy needs (see confinement.hpp).
