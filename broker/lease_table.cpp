@@ -11,10 +11,13 @@ namespace {
 
 bool exited(int pidfd) {
   pollfd probe{pidfd, POLLIN, 0};
-  return ::poll(&probe, 1, 0) > 0 && (probe.revents & (POLLIN | POLLHUP)) != 0;
+  const int ready = ::poll(&probe, 1, 0);
+  return ready < 0 || (ready > 0 && (probe.revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0);
 }
 
 }  // namespace
+
+bool process_alive(int pidfd) noexcept { return pidfd >= 0 && !exited(pidfd); }
 
 std::uint64_t socket_inode(int fd) noexcept {
   struct stat st {};
@@ -30,6 +33,31 @@ std::uint64_t Lease::current_inode() const noexcept {
 void LeaseTable::forget(const Holder& holder) {
   by_token_.erase(holder.token);
   if (auto it = per_uid_.find(holder.uid); it != per_uid_.end() && --it->second == 0) per_uid_.erase(it);
+  for (const Lease& lease : holder.leases) {
+    if (auto it = live_by_entry_.find(lease.entry_id); it != live_by_entry_.end() && --it->second == 0) {
+      live_by_entry_.erase(it);
+    }
+  }
+}
+
+void LeaseTable::add_lease(Holder& holder, Lease lease) {
+  ++live_by_entry_[lease.entry_id];
+  holder.leases.push_back(std::move(lease));
+}
+
+std::uint32_t LeaseTable::live_grants(std::uint64_t entry_id) const noexcept {
+  auto it = live_by_entry_.find(entry_id);
+  return it == live_by_entry_.end() ? 0 : it->second;
+}
+
+Holder* LeaseTable::live_record(pid_t pid, std::unique_ptr<Holder>& stale) {
+  auto it = holders_.find(pid);
+  if (it == holders_.end()) return nullptr;
+  if (!exited(it->second->pidfd.get())) return it->second.get();
+  forget(*it->second);
+  stale = std::move(it->second);
+  holders_.erase(it);
+  return nullptr;
 }
 
 std::size_t LeaseTable::holders_of(uid_t uid) const noexcept {
@@ -37,22 +65,15 @@ std::size_t LeaseTable::holders_of(uid_t uid) const noexcept {
   return it == per_uid_.end() ? 0 : it->second;
 }
 
-Result<LeaseTable::Found> LeaseTable::holder_for(pid_t pid, uid_t uid, int session_pidfd,
-                                                 std::unique_ptr<Holder>& stale) {
-  if (auto it = holders_.find(pid); it != holders_.end()) {
-    if (!exited(it->second->pidfd.get())) return Found{it->second.get(), false};
-    forget(*it->second);
-    stale = std::move(it->second);
-    holders_.erase(it);
-  }
+Result<Holder*> LeaseTable::new_record(pid_t pid, uid_t uid, int session_pidfd) {
   UniqueFd pidfd(::fcntl(session_pidfd, F_DUPFD_CLOEXEC, 0));
   if (!pidfd) return errno_error("fcntl(F_DUPFD_CLOEXEC) of a pidfd");
   auto holder = std::make_unique<Holder>(make_token(WatchKind::holder, next_serial_++), pid, uid, std::move(pidfd));
   Holder* raw = holder.get();
   by_token_.emplace(raw->token, raw);
-  holders_.emplace(pid, std::move(holder));
+  holders_[pid] = std::move(holder);
   ++per_uid_[uid];
-  return Found{raw, true};
+  return raw;
 }
 
 std::unique_ptr<Holder> LeaseTable::remove(const Holder& holder) {
@@ -65,6 +86,7 @@ std::unique_ptr<Holder> LeaseTable::remove(const Holder& holder) {
 }
 
 std::vector<Lease> LeaseTable::drop_entry(std::uint64_t entry_id) {
+  live_by_entry_.erase(entry_id);
   std::vector<Lease> dropped;
   for (auto& [pid, holder] : holders_) {
     auto& leases = holder->leases;

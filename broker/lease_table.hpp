@@ -45,28 +45,34 @@ struct Holder {
   std::vector<Lease> leases;
 };
 
+// Whether the process a pidfd pins still runs: a poll, which needs no
+// privilege over it (pidfd_send_signal(pidfd, 0) would want CAP_KILL for
+// another uid's). A zombie, or a poll that fails, counts as gone.
+[[nodiscard]] bool process_alive(int pidfd) noexcept;
+
 // st_ino of a descriptor (what /proc/PID/fd shows as "socket:[INODE]"); 0 if fstat fails.
 [[nodiscard]] std::uint64_t socket_inode(int fd) noexcept;
 
 class LeaseTable {
  public:
-  struct Found {
-    Holder* holder = nullptr;
-    bool created = false;  // new: the caller must watch holder->pidfd
-  };
+  // A new record for the live process behind session_pidfd (whose pid is
+  // pid, and which has none: see live_record), holding a duplicate of the
+  // pidfd. The caller watches holder->pidfd from now on.
+  [[nodiscard]] Result<Holder*> new_record(pid_t pid, uid_t uid, int session_pidfd);
 
-  // The record of the live process behind session_pidfd (whose pid is pid),
-  // made from a duplicate of session_pidfd if there is none. A record left by
-  // an exited process whose exit was not handled yet is handed back in
-  // `stale` to be released first, so a recycled pid never inherits leases.
-  [[nodiscard]] Result<Found> holder_for(pid_t pid, uid_t uid, int session_pidfd, std::unique_ptr<Holder>& stale);
-
-  // Whether holder_for(pid, ...) would make a new record: every record costs
-  // the broker a descriptor, so the caller bounds how many there are.
-  [[nodiscard]] bool has_record(pid_t pid) const noexcept { return holders_.contains(pid); }
+  // The record of pid if its process still lives. A record whose process has
+  // exited but whose exit was not handled yet is removed and handed back in
+  // `stale`, to be released first: a recycled pid never inherits leases.
+  [[nodiscard]] Holder* live_record(pid_t pid, std::unique_ptr<Holder>& stale);
   [[nodiscard]] std::size_t holders_of(uid_t uid) const noexcept;
 
-  // Removes the holder (its process exited) and returns it with its leases.
+  // Records a grant to `holder`. The one place live grants are counted.
+  void add_lease(Holder& holder, Lease lease);
+  // Live grants of the table entry `entry_id`: leases whose holders live.
+  [[nodiscard]] std::uint32_t live_grants(std::uint64_t entry_id) const noexcept;
+
+  // Removes the holder (its process exited) and returns it with its leases,
+  // which no longer count.
   [[nodiscard]] std::unique_ptr<Holder> remove(const Holder& holder);
 
   // Drops every lease granted from entry_id (revoked or replaced), returning them.
@@ -89,6 +95,7 @@ class LeaseTable {
   std::unordered_map<pid_t, std::unique_ptr<Holder>> holders_;
   std::unordered_map<uid_t, std::size_t> per_uid_;
   std::unordered_map<std::uint64_t, Holder*> by_token_;
+  std::unordered_map<std::uint64_t, std::uint32_t> live_by_entry_;
   std::uint64_t next_serial_ = 1;
 };
 

@@ -15,6 +15,7 @@
 #include "matcher.hpp"
 #include "netns_binder.hpp"
 #include "reload.hpp"
+#include "grant_plan.hpp"
 #include "socket_factory.hpp"
 
 namespace sockbroker::broker {
@@ -102,128 +103,53 @@ Holder* RequestHandler::remembered_holder(const Caller& caller) const {
 }
 
 Response RequestHandler::acquire(const proto::AcquireRequest& request, const Caller& caller) {
+  GrantQuery query;
+  query.name = request.name;
+  query.flags = request.flags;
+  return grant(query, caller);
+}
+
+Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
   const auto& peer = caller.identity;
-  // A netns = "request" socket is bound in the namespace the request carries;
-  // for any other socket a namespace sent along is ignored (the server closes it).
-  const policy::SocketSpec* named = state_.policy.find(request.name);
-  const bool in_request_netns = named != nullptr && named->netns == policy::NetnsMode::request;
-  std::optional<Result<std::uint64_t>> sent_netns;
-  if (in_request_netns && caller.netns_fd >= 0) sent_netns.emplace(network_namespace_inode(caller.netns_fd));
-  // Named in every audit event of the request, denials included.
-  const std::optional<std::uint64_t> netns =
-      sent_netns && sent_netns->ok() ? std::optional<std::uint64_t>(sent_netns->value()) : std::nullopt;
-
-  const auto decision = policy::decide(state_.policy, peer, request.name);
-  switch (decision.outcome) {
-    case policy::Decision::Outcome::unknown_socket:
-      return deny(proto::ErrorCode::unknown_socket, "unknown_socket",
-                  "no socket named " + proto::quoted(request.name) + " in the policy", request.name, peer);
-    case policy::Decision::Outcome::no_rule_matched:
-      return deny(proto::ErrorCode::denied, "no_rule_matched",
-                  "socket " + proto::quoted(request.name) + ": permission denied: no allow rule matches " +
-                      describe_peer(peer),
-                  request.name, peer, nullptr, netns);
-    case policy::Decision::Outcome::grant:
-      break;
+  // The facts the plan reads that take a system call to learn.
+  if (caller.netns_fd >= 0) {
+    const policy::SocketSpec* named = query.address ? nullptr : state_.policy.find(query.name);
+    // A namespace sent along for any other socket is ignored (the server disposes of it).
+    if (named == nullptr || named->netns == policy::NetnsMode::request) {
+      query.netns.emplace(network_namespace_inode(caller.netns_fd));
+    }
   }
-  if (request.flags != 0) {
-    return deny(proto::ErrorCode::invalid, "invalid",
-                "socket " + proto::quoted(request.name) + ": unknown flags " + std::to_string(request.flags), request.name,
-                peer, nullptr, netns);
-  }
-  if (in_request_netns && !sent_netns) {
-    return deny(proto::ErrorCode::invalid, "invalid",
-                "socket " + proto::quoted(request.name) +
-                    " is bound in the requester's network namespace (netns = \"request\"), and the request carried "
-                    "none: send one (sockbroker get --netns PATH, Client::acquire_in_netns, sockbroker_acquire_netns)",
-                request.name, peer);
-  }
-  if (sent_netns && !sent_netns->ok()) {
-    return deny(proto::ErrorCode::invalid, "invalid",
-                "socket " + proto::quoted(request.name) + ": " + describe(sent_netns->error()), request.name, peer);
-  }
-  TableEntry* entry = state_.table.find(request.name);
-  if (entry == nullptr || !entry->serving()) {
-    std::string why = entry != nullptr ? entry->error : "not bound";
-    return deny(proto::ErrorCode::bind, "bind_failed",
-                "socket " + proto::quoted(request.name) + ": the broker could not bind " + decision.socket->listen.text +
-                    ": " + why,
-                request.name, peer);
-  }
-  const auto& spec = entry->spec;
-
-  // The lease: who holds this grant, so that it stops counting when they exit.
-  Holder* holder = nullptr;
-  Holder* new_holder = nullptr;
-  if (in_request_netns) {
-    // No lease: the broker keeps no reference to such a socket and cannot see
-    // when the container closes it, while the runtime that asked lives on for
-    // thousands of containers. Counting its grants until it exits would lock a
-    // long-lived runtime out after max_grants_per_client containers.
-  } else if (Holder* known = remembered_holder(caller)) {
+  CallerFacts facts{peer};
+  facts.sender_pid = caller.sender_pid;
+  facts.trackable = caller.pidfd >= 0;
+  if (Holder* known = remembered_holder(caller)) {
     // A kept-open connection asking again: its holder was found alive on an
     // earlier grant and is still in the table (its exit event not yet seen at
-    // most, which only a process that inherited the connection could
-    // exploit, to get a grant counted against the dead holder until that event
-    // is handled a moment later). Saves a poll(2) of the pidfd per grant.
-    holder = known;
-  } else if (caller.pidfd >= 0) {
-    // Each process the broker tracks costs it a descriptor: as many as it
-    // admits connections, and per uid as many as one uid may connect.
-    const auto& limits = state_.policy.broker;
-    if (!state_.leases.has_record(peer.pid)) {
-      std::string full;
-      if (state_.leases.holder_count() >= limits.max_clients) {
-        full = "the broker already tracks max_clients (" + std::to_string(limits.max_clients) + ") holder processes";
-      } else if (state_.leases.holders_of(peer.uid) >= limits.max_clients_per_uid) {
-        full = "uid " + std::to_string(peer.uid) + " already has max_clients_per_uid (" +
-               std::to_string(limits.max_clients_per_uid) + ") processes holding grants";
-      }
-      if (!full.empty()) {
-        return deny(proto::ErrorCode::quota, "limit", "socket " + proto::quoted(request.name) + ": " + full, request.name,
-                    peer, nullptr, netns);
-      }
-    }
+    // most, which only a process that inherited the connection could exploit,
+    // to get a grant counted against the dead holder until that event is
+    // handled a moment later). Saves a poll(2) of the pidfd per grant.
+    facts.holder = known;
+  } else if (facts.trackable) {
     std::unique_ptr<Holder> stale;
-    auto found = state_.leases.holder_for(peer.pid, peer.uid, caller.pidfd, stale);
+    facts.holder = state_.leases.live_record(peer.pid, stale);
     release_holder(state_, std::move(stale));
-    if (!found) {
-      return deny(proto::ErrorCode::system, "system",
-                  "socket " + proto::quoted(request.name) + ": " + describe(found.error()), request.name, peer, nullptr,
-                  netns);
-    }
-    holder = found->holder;
-    if (found->created) new_holder = holder;
-    if (caller.holder_token != nullptr) *caller.holder_token = holder->token;
-  } else if (spec.reuse_port || spec.max_grants != 0) {
-    return deny(proto::ErrorCode::system, "system",
-                "socket " + proto::quoted(request.name) +
-                    ": cannot track who holds the grant (the kernel lacks SO_PEERPIDFD, Linux >= 6.5)",
-                request.name, peer, nullptr, netns);
-  }
-  // A process asking again for a shared socket it holds gets the same kernel
-  // socket: one holder, one lease. Every reuse_port grant is a new member, and
-  // every netns = "request" grant a new socket.
-  const bool already_held =
-      holder != nullptr && !spec.reuse_port && !in_request_netns &&
-      std::any_of(holder->leases.begin(), holder->leases.end(), [&](const Lease& l) { return l.entry_id == entry->id; });
-  if (!already_held && !in_request_netns) {
-    if (spec.max_grants != 0 && entry->live >= spec.max_grants) {
-      return deny(proto::ErrorCode::quota, "quota",
-                  "socket " + proto::quoted(request.name) + ": all " + std::to_string(spec.max_grants) +
-                      " grants (max_grants) are held by running processes; try again when one exits",
-                  request.name, peer, new_holder, netns);
-    }
-    if (holder != nullptr && holder->leases.size() >= state_.policy.broker.max_grants_per_client) {
-      return deny(proto::ErrorCode::quota, "quota",
-                  "socket " + proto::quoted(request.name) + ": this process already holds " +
-                      std::to_string(holder->leases.size()) + " grants (max_grants_per_client)",
-                  request.name, peer, new_holder, netns);
-    }
+    facts.alive = facts.holder != nullptr || process_alive(caller.pidfd);
   }
 
-  std::shared_ptr<const UniqueFd> granted = entry->socket;
-  if (in_request_netns) {
+  Planned planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
+  const std::optional<std::uint64_t> netns =
+      query.netns && query.netns->ok() ? std::optional<std::uint64_t>(query.netns->value()) : std::nullopt;
+  if (auto* denial = std::get_if<Denial>(&planned)) return deny(std::move(*denial), query, peer, netns);
+  return carry_out(std::get<GrantPlan>(planned), facts, caller);
+}
+
+Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& facts, const Caller& caller) {
+  const policy::SocketSpec& spec = *plan.spec;
+  TableEntry& entry = *state_.table.find(spec.name);
+  const auto& peer = caller.identity;
+
+  std::shared_ptr<const UniqueFd> granted = entry.socket;
+  if (plan.source == GrantPlan::Source::in_request_netns) {
     auto bound = open_in_netns(spec, caller.netns_fd);
     if (!bound) {
       const int err = bound.error().sys_errno;
@@ -234,40 +160,50 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
       } else if (err == EPERM || err == EACCES) {
         why += capability_hint(spec);
       }
-      return deny(proto::ErrorCode::bind, "bind_failed",
-                  "socket " + proto::quoted(request.name) + ": cannot bind " + spec.listen.text +
-                      " in network namespace net:[" + std::to_string(*netns) + "]: " + why,
-                  request.name, peer, new_holder, netns);
+      return deny(Denial{DenialReason::not_serving,
+                         "socket " + proto::quoted(spec.name) + ": cannot bind " + spec.listen.text +
+                             " in network namespace net:[" + std::to_string(*plan.netns) + "]: " + why,
+                         false, &spec},
+                  {}, peer, plan.netns);
     }
     for (const auto& note : bound->notes) log_.warn("socket \"{}\": {}", spec.name, note);
     granted = std::make_shared<const UniqueFd>(std::move(bound->fd));
-  } else if (spec.reuse_port) {
+  } else if (plan.source == GrantPlan::Source::new_member) {
     // Only the broker (root) makes members, so no other uid can join the group.
-    auto member = state_.table.new_member(*entry);
+    auto member = state_.table.new_member(entry);
     if (!member) {
-      return deny(proto::ErrorCode::bind, "bind_failed",
-                  "socket " + proto::quoted(request.name) + ": cannot bind a new reuse_port member on " +
-                      spec.listen.text + ": " + describe(member.error()),
-                  request.name, peer, new_holder);
+      return deny(Denial{DenialReason::not_serving,
+                         "socket " + proto::quoted(spec.name) + ": cannot bind a new reuse_port member on " +
+                             spec.listen.text + ": " + describe(member.error()),
+                         false, &spec},
+                  {}, peer, std::nullopt);
     }
     granted = std::make_shared<const UniqueFd>(std::move(member->fd));
   }
-  if (holder != nullptr && !already_held) {
-    // The broker keeps no reference to a socket bound in a requested namespace:
-    // it would keep the namespace alive after its container is gone. Such a
-    // lease counts; revoke cannot shut it down.
-    holder->leases.push_back(
-        Lease{spec.name, entry->id, in_request_netns ? nullptr : granted, in_request_netns ? socket_inode(granted->get()) : 0});
-    ++entry->live;
+
+  Holder* new_holder = nullptr;
+  if (plan.lease == GrantPlan::Lease::new_lease || plan.lease == GrantPlan::Lease::new_record) {
+    Holder* holder = const_cast<Holder*>(facts.holder);
+    if (plan.lease == GrantPlan::Lease::new_record) {
+      auto made = state_.leases.new_record(peer.pid, peer.uid, caller.pidfd);
+      if (!made) {
+        return deny(Denial{DenialReason::untrackable, "socket " + proto::quoted(spec.name) + ": " + describe(made.error()),
+                           false, &spec},
+                    {}, peer, std::nullopt);
+      }
+      holder = new_holder = *made;
+    }
+    if (caller.holder_token != nullptr) *caller.holder_token = holder->token;
+    state_.leases.add_lease(*holder, Lease{spec.name, entry.id, granted, 0});
   }
-  ++entry->grants;
+  ++entry.grants;
   ++state_.metrics.grants;
 
   // The fast path (audit.hpp): the same line as socket_json + fields, unbuilt.
   AuditLine line = audit_.begin("grant");
   line.socket(spec);
-  if (decision.rule >= 0) {
-    line.field("rule", decision.rule);
+  if (plan.rule >= 0) {
+    line.field("rule", plan.rule);
   } else {
     line.field("rule", nullptr);
   }
@@ -276,11 +212,37 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   } else {
     line.peer(peer);
   }
-  if (netns) line.field("netns", *netns);
-  if (spec.max_grants != 0) line.field("live_grants", entry->live);
+  if (plan.netns) line.field("netns", *plan.netns);
+  if (spec.max_grants != 0) line.field("live_grants", state_.leases.live_grants(entry.id));
   audit_.commit(line);
   return Response{proto::Grant{spec.name, spec.type, static_cast<std::uint16_t>(spec.listen.family()), spec.listen.text},
                   std::move(granted), new_holder};
+}
+
+Response RequestHandler::deny(Denial denial, const GrantQuery& query, const policy::PeerIdentity& peer,
+                              std::optional<std::uint64_t> netns) {
+  if (denial.ends_with_caller) denial.message += describe_peer(peer);
+  const DenialKind kind = kind_of(denial.reason);
+  const std::string socket = denial.socket != nullptr ? denial.socket->name : query.name;
+  nlohmann::ordered_json fields{{"socket", socket}, {"reason", kind.audit_reason}, {"peer", peer_json(peer)},
+                                {"message", denial.message}};
+  if (denial.socket == nullptr && query.address) fields["socket"] = nullptr;
+  if (netns) fields["netns"] = *netns;
+  if (denial.socket != nullptr) {
+    fields["local_addr"] = local_addr_json(denial.socket->listen);
+    fields["type"] = proto::to_string(denial.socket->type);
+  } else if (query.address) {
+    // A supervised bind nothing in the policy serves: the address the program asked for.
+    fields["local_addr"] = local_addr_json(query.address->address);
+    fields["type"] = proto::to_string(query.address->type);
+  } else if (const auto* spec = state_.policy.find(socket)) {
+    fields["local_addr"] = local_addr_json(spec->listen);
+    fields["type"] = proto::to_string(spec->type);
+  }
+  audit_.emit("deny", std::move(fields));
+  state_.metrics.denied(kind.audit_reason);
+  log_.info("deny {}: {}", describe_peer(peer), denial.message);
+  return Response{proto::Failure{kind.code, std::move(denial.message), view_of(peer)}, nullptr};
 }
 
 Response RequestHandler::list(const proto::ListRequest& request, const Caller& caller) {
@@ -306,7 +268,7 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
     if (admin) {
       out.state = entry.state();
       out.detail = entry.error.substr(0, 256);
-      out.holders = entry.live;
+      out.holders = state_.leases.live_grants(entry.id);
       out.grants_total = entry.grants;
       out.max_grants = entry.spec.max_grants;
       out.reuse_port = entry.spec.reuse_port;
@@ -343,8 +305,10 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
   if (auto refused = refuse_unless_admin("revoke", caller)) return std::move(*refused);
   auto shut = state_.table.revoke(request.name, state_.leases, audit_, log_);
   if (!shut) {
-    return deny(proto::ErrorCode::unknown_socket, "unknown_socket",
-                "no socket named " + proto::quoted(request.name) + " in the policy", request.name, caller.identity);
+    GrantQuery named;
+    named.name = request.name;
+    return deny(Denial{DenialReason::unknown_socket, "no socket named " + proto::quoted(request.name) + " in the policy"},
+                named, caller.identity, std::nullopt);
   }
   const TableEntry* entry = state_.table.find(request.name);
   auto fields = socket_json(entry->spec);
@@ -389,22 +353,6 @@ Response RequestHandler::status(const Caller& caller) {
   out.last_reload_ok = m.last_reload_ok;
   out.last_reload_message = m.last_reload_message;
   return Response{std::move(out), nullptr};
-}
-
-Response RequestHandler::deny(proto::ErrorCode code, std::string_view reason, std::string message,
-                              const std::string& socket, const policy::PeerIdentity& peer, Holder* new_holder,
-                              std::optional<std::uint64_t> netns) {
-  nlohmann::ordered_json fields{{"socket", socket}, {"reason", reason}, {"peer", peer_json(peer)}, {"message", message}};
-  if (netns) fields["netns"] = *netns;
-  if (const auto* spec = state_.policy.find(socket)) {
-    fields["local_addr"] = local_addr_json(spec->listen);
-    fields["type"] = proto::to_string(spec->type);
-  }
-  audit_.emit("deny", std::move(fields));
-  state_.metrics.denied(reason);
-  log_.info("deny {}: {}", describe_peer(peer), message);
-  proto::Failure failure{code, std::move(message), view_of(peer)};
-  return Response{std::move(failure), nullptr, new_holder};
 }
 
 Response RequestHandler::bad_request(const Error& error, const policy::PeerIdentity& peer) {

@@ -13,6 +13,7 @@
 
 #include "audit.hpp"
 #include "broker_state.hpp"
+#include "grant_plan.hpp"
 #include "identity.hpp"
 #include "messages.hpp"
 
@@ -28,6 +29,9 @@ struct Response {
 struct Caller {
   const policy::PeerIdentity& identity;
   int pidfd;
+  // The process that sent this request (SCM_CREDENTIALS): requests count only
+  // from the process that connected, whose identity the broker read.
+  pid_t sender_pid = 0;
   // The one descriptor an acquire may carry (a network namespace for a
   // netns = "request" socket), untrusted, owned and closed by the server; -1: none.
   int netns_fd = -1;
@@ -53,6 +57,14 @@ class RequestHandler {
 
  private:
   Response acquire(const proto::AcquireRequest& request, const Caller& caller);
+  // Every grant, by name or by address: gather the facts, plan, carry out.
+  Response grant(GrantQuery& query, const Caller& caller);
+  // The privileged part: bind a member or in a namespace, record the lease, audit.
+  Response carry_out(const GrantPlan& plan, const CallerFacts& facts, const Caller& caller);
+  // Audits, counts and answers a refused grant. netns: the namespace a
+  // netns = "request" acquire named, for the audit event.
+  Response deny(Denial denial, const GrantQuery& query, const policy::PeerIdentity& peer,
+                std::optional<std::uint64_t> netns);
   Response list(const proto::ListRequest& request, const Caller& caller);
   Response reload(const Caller& caller);
   Response revoke(const proto::RevokeRequest& request, const Caller& caller);
@@ -62,12 +74,6 @@ class RequestHandler {
   [[nodiscard]] Holder* remembered_holder(const Caller& caller) const;
   // Administrators only; nullopt when the caller is one.
   std::optional<Response> refuse_unless_admin(std::string_view what, const Caller& caller);
-  // new_holder: a holder record made for this request, which must be watched
-  // even though the request is refused.
-  // netns: the namespace a netns = "request" acquire named, for the audit event.
-  Response deny(proto::ErrorCode code, std::string_view reason, std::string message, const std::string& socket,
-                const policy::PeerIdentity& peer, Holder* new_holder = nullptr,
-                std::optional<std::uint64_t> netns = std::nullopt);
 
   BrokerState& state_;
   Audit& audit_;

@@ -312,7 +312,7 @@ void Server::serve(Session& session, std::uint32_t events) {
     return;
   }
   // reply() may close (free) the session: nothing touches it afterwards.
-  reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(),
+  reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(), datagram.sender_pid,
                                                   says_netns ? datagram.fds[0].get() : -1, &session.holder_token,
                                                   &session.audit_peer}));
 }

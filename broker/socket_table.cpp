@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "confinement.hpp"
 
@@ -72,11 +73,23 @@ SocketTable SocketTable::bind_all(const policy::Policy& policy, Audit& audit, sp
   return table;
 }
 
-TableEntry* SocketTable::find(std::string_view name) noexcept {
+const TableEntry* SocketTable::find(std::string_view name) const noexcept {
   auto it = std::lower_bound(entries_.begin(), entries_.end(), name,
                              [](const TableEntry& entry, std::string_view key) { return entry.spec.name < key; });
   if (it == entries_.end() || it->spec.name != name) return nullptr;
   return &*it;
+}
+
+SocketTable SocketTable::of(std::vector<TableEntry> entries) {
+  SocketTable table;
+  std::sort(entries.begin(), entries.end(), [](const TableEntry& a, const TableEntry& b) { return a.spec.name < b.spec.name; });
+  for (const auto& entry : entries) table.next_id_ = std::max(table.next_id_, entry.id + 1);
+  table.entries_ = std::move(entries);
+  return table;
+}
+
+TableEntry* SocketTable::find(std::string_view name) noexcept {
+  return const_cast<TableEntry*>(std::as_const(*this).find(name));
 }
 
 std::size_t SocketTable::bound_count() const noexcept {
@@ -123,7 +136,6 @@ std::size_t SocketTable::shut_down(TableEntry& entry, LeaseTable& leases) {
   };
   for (const auto& lease : dropped) stop(lease.kernel_socket);
   stop(entry.socket);
-  entry.live = 0;
   return dropped.size();
 }
 

@@ -33,8 +33,7 @@ struct TableEntry {
   policy::SocketSpec spec;
   std::shared_ptr<const UniqueFd> socket;  // see above; null for a datagram reuse_port group
   std::string error;                       // why it cannot serve; empty when it can
-  std::uint64_t grants = 0;                // since this entry was bound
-  std::uint32_t live = 0;                  // grants whose holders are alive
+  std::uint64_t grants = 0;                // since this entry was bound (live ones: LeaseTable)
   // reuse_port stream groups: the next grant's member, made ahead (see
   // SocketTable::new_member). Invalid when there is none.
   UniqueFd spare;
@@ -48,8 +47,12 @@ class SocketTable {
   // Binds every socket of the policy. A socket that cannot be bound is logged,
   // audited (bind_failed) and kept as a failed entry; the others still serve.
   [[nodiscard]] static SocketTable bind_all(const policy::Policy& policy, Audit& audit, spdlog::logger& log);
+  // A table of entries made elsewhere (sockets handed over by a previous
+  // broker; tests), sorted by name here. Their ids must be unique.
+  [[nodiscard]] static SocketTable of(std::vector<TableEntry> entries);
 
   [[nodiscard]] TableEntry* find(std::string_view name) noexcept;
+  [[nodiscard]] const TableEntry* find(std::string_view name) const noexcept;
   [[nodiscard]] const std::vector<TableEntry>& entries() const noexcept { return entries_; }
   [[nodiscard]] std::size_t bound_count() const noexcept;
   [[nodiscard]] std::size_t failed_count() const noexcept { return entries_.size() - bound_count(); }

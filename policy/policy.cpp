@@ -6,16 +6,12 @@
 #include <cstring>
 
 namespace sockbroker::policy {
-namespace {
 
-// Compares what bind(2) sees rather than the text: "[::0]:80" and "[::]:80"
-// are one binding, while "[fe80::1%eth0]:80" is another binding once eth0 has
-// been re-created with a new index.
-bool same_sockaddr(const Address& a, const Address& b) noexcept {
+// Compares what bind(2) sees rather than the text. Every Address is built
+// zeroed, so padding compares equal.
+bool same_address(const Address& a, const Address& b) noexcept {
   return a.kind == b.kind && a.length == b.length && std::memcmp(&a.storage, &b.storage, a.length) == 0;
 }
-
-}  // namespace
 
 const SocketSpec* Policy::find(std::string_view name) const noexcept {
   auto it = std::lower_bound(sockets.begin(), sockets.end(), name,
@@ -27,7 +23,7 @@ const SocketSpec* Policy::find(std::string_view name) const noexcept {
 bool same_binding(const SocketSpec& a, const SocketSpec& b) noexcept {
   // Rules and max_grants are deliberately absent: changing who may acquire a
   // socket must not close the one services already hold.
-  return same_sockaddr(a.listen, b.listen) && a.type == b.type && a.reuse_port == b.reuse_port &&
+  return same_address(a.listen, b.listen) && a.type == b.type && a.reuse_port == b.reuse_port &&
          a.backlog == b.backlog && a.bind_to_device == b.bind_to_device && a.free_bind == b.free_bind &&
          a.transparent == b.transparent && a.fast_open == b.fast_open && a.v6only == b.v6only &&
          a.receive_buffer == b.receive_buffer && a.send_buffer == b.send_buffer && a.socket_user == b.socket_user &&

@@ -62,6 +62,10 @@ struct SocketSpec {
   SourcePos where;  // of the [socket.NAME] header
 };
 
+// Whether bind(2) sees one address in both: "[::0]:80" and "[::]:80" are one,
+// "[fe80::1%eth0]:80" is another once eth0 has been re-created.
+[[nodiscard]] bool same_address(const Address& a, const Address& b) noexcept;
+
 // True when the kernel socket bound for `a` can serve `b` unchanged: every
 // field that shapes the socket is equal (rules and limits may differ).
 [[nodiscard]] bool same_binding(const SocketSpec& a, const SocketSpec& b) noexcept;

@@ -79,21 +79,26 @@ def closure(roots, packages, providers):
     return seen
 
 
-def package_of(path):
-    """The Debian package that owns path (usrmerge: /usr/bin/ip is /bin/ip to dpkg)."""
-    candidates = [path, os.path.realpath(path)]
-    for c in list(candidates):
-        if c.startswith("/usr/"):
-            candidates.append(c[4:])
-        else:
-            candidates.append("/usr" + c)
-    for c in candidates:
-        result = subprocess.run(["dpkg-query", "-S", c], capture_output=True, text=True)
-        for line in result.stdout.splitlines():
-            # "diversion by dash from: /bin/sh" lines say who diverts, not who owns.
-            if not line.startswith("diversion ") and ": " in line:
-                return line.split(": ")[0].split(",")[0].strip().split(":")[0]
-    return None
+def packages_of(paths):
+    """path -> the Debian package that owns it, asked of dpkg in one call
+    (usrmerge: dpkg knows /usr/bin/ip as /bin/ip, so both spellings are asked)."""
+    spellings = {}
+    for path in paths:
+        for candidate in {path, os.path.realpath(path)}:
+            alias = candidate[4:] if candidate.startswith("/usr/") else "/usr" + candidate
+            spellings.setdefault(candidate, path)
+            spellings.setdefault(alias, path)
+    result = subprocess.run(["dpkg-query", "-S"] + sorted(spellings), capture_output=True, text=True)
+    owners = {}
+    for line in result.stdout.splitlines():
+        # "diversion by dash from: /bin/sh" lines say who diverts, not who owns.
+        if line.startswith("diversion ") or ": " not in line:
+            continue
+        package, owned = line.split(": ", 1)
+        for owned_path in owned.split(", "):
+            if owned_path in spellings:
+                owners.setdefault(spellings[owned_path], package.split(",")[0].strip().split(":")[0])
+    return owners
 
 
 def which(word):
@@ -144,13 +149,12 @@ def main():
                     uses.setdefault(word, f"{os.path.relpath(path, source)}:{number}")
 
     problems = []
-    for word, where in sorted(uses.items()):
-        if word in not_commands:
-            continue
-        program = which(word)
-        if program is None:
-            continue
-        package = package_of(program)
+    programs = {word: which(word) for word in uses if word not in not_commands}
+    programs = {word: path for word, path in programs.items() if path is not None}
+    owners = packages_of(sorted(set(programs.values())))
+    for word, program in sorted(programs.items()):
+        where = uses[word]
+        package = owners.get(program)
         if package is None:
             problems.append(f"{where}: `{word}` is {program}, which no Debian package installed: "
                             "a fresh machine has no such program")

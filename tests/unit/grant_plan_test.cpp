@@ -1,0 +1,297 @@
+// The acquire decision without root or sockets (broker/grant_plan.hpp): every
+// reason the broker refuses a grant, quotas, leases, reuse_port groups and
+// supervised binds by address, from a policy text and plain facts.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <variant>
+
+#include "grant_plan.hpp"
+#include "loader.hpp"
+
+namespace {
+
+using namespace sockbroker;
+using broker::CallerFacts;
+using broker::Denial;
+using broker::DenialReason;
+using broker::GrantPlan;
+using broker::GrantQuery;
+using broker::LeaseTable;
+using broker::SocketTable;
+using broker::TableEntry;
+
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+
+policy::Policy parse(const std::string& text) {
+  auto loaded = policy::load_policy_text(text, "t.toml", policy::LoadOptions{.check_file_system = false});
+  for (const auto& d : loaded.diagnostics) {
+    if (d.severity == policy::Diagnostic::Severity::error) ADD_FAILURE() << d.format();
+  }
+  if (!loaded.policy) std::abort();
+  return std::move(*loaded.policy);
+}
+
+// A table as the broker's after start-up, without binding anything: every
+// socket serving unless named in `failed`.
+SocketTable table_for(const policy::Policy& policy, const std::string& failed = "") {
+  std::vector<TableEntry> entries;
+  std::uint64_t id = 1;
+  for (const auto& spec : policy.sockets) {
+    TableEntry entry;
+    entry.id = id++;
+    entry.spec = spec;
+    if (spec.name == failed) entry.error = "Address already in use";
+    entries.push_back(std::move(entry));
+  }
+  return SocketTable::of(std::move(entries));
+}
+
+policy::PeerIdentity nobody(pid_t pid = 4242) {
+  policy::PeerIdentity peer;
+  peer.pid = pid;
+  peer.uid = kNobody;
+  peer.gid = kNogroup;
+  return peer;
+}
+
+// A pidfd stand-in: the lease table only duplicates and polls it.
+sockbroker::UniqueFd fake_pidfd() { return sockbroker::UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+
+struct World {
+  policy::Policy policy;
+  SocketTable table;
+  LeaseTable leases;
+  explicit World(const std::string& text, const std::string& failed = "")
+      : policy(parse(text)), table(table_for(policy, failed)) {}
+
+  broker::Planned ask(const std::string& name, const policy::PeerIdentity& peer, const broker::Holder* holder = nullptr,
+                      bool alive = true) {
+    GrantQuery query;
+    query.name = name;
+    CallerFacts facts{peer};
+    facts.sender_pid = peer.pid;
+    facts.alive = alive;
+    facts.holder = holder;
+    return broker::plan_grant(query, facts, policy, table, leases);
+  }
+  // Records the grant a plan says to make, as the handler would.
+  broker::Holder* hold(const broker::Planned& planned, const policy::PeerIdentity& peer, broker::Holder* holder) {
+    const auto& plan = std::get<GrantPlan>(planned);
+    if (plan.lease == GrantPlan::Lease::new_record) {
+      auto fd = fake_pidfd();
+      holder = *leases.new_record(peer.pid, peer.uid, fd.get());
+    }
+    if (plan.lease == GrantPlan::Lease::new_record || plan.lease == GrantPlan::Lease::new_lease) {
+      leases.add_lease(*holder, broker::Lease{plan.spec->name, plan.entry_id, nullptr, 0});
+    }
+    return holder;
+  }
+};
+
+DenialReason reason_of(const broker::Planned& planned) {
+  const auto* denial = std::get_if<Denial>(&planned);
+  if (denial == nullptr) {
+    ADD_FAILURE() << "granted, expected a denial";
+    return DenialReason::unknown_socket;
+  }
+  return denial->reason;
+}
+
+const GrantPlan& plan_of(const broker::Planned& planned) {
+  if (const auto* denial = std::get_if<Denial>(&planned)) ADD_FAILURE() << "denied: " << denial->message;
+  return std::get<GrantPlan>(planned);
+}
+
+const char* const kWeb = R"(
+[socket.web]
+listen = "0.0.0.0:80"
+[[socket.web.allow]]
+user = "nobody"
+)";
+
+TEST(GrantPlan, EveryReasonHasAnAuditNameAndAnErrorCode) {
+  for (int r = 0; r <= static_cast<int>(DenialReason::client_quota); ++r) {
+    auto kind = broker::kind_of(static_cast<DenialReason>(r));
+    EXPECT_FALSE(kind.audit_reason.empty()) << r;
+  }
+  EXPECT_EQ(broker::kind_of(DenialReason::no_rule_matched).code, proto::ErrorCode::denied);
+  EXPECT_EQ(broker::kind_of(DenialReason::quota).code, proto::ErrorCode::quota);
+  EXPECT_EQ(broker::kind_of(DenialReason::not_serving).audit_reason, "bind_failed");
+}
+
+TEST(GrantPlan, AMatchingRuleGrantsASharedSocketWithANewRecord) {
+  World world(kWeb);
+  const auto& plan = plan_of(world.ask("web", nobody()));
+  EXPECT_EQ(plan.spec->name, "web");
+  EXPECT_EQ(plan.rule, 0);
+  EXPECT_EQ(plan.source, GrantPlan::Source::shared);
+  EXPECT_EQ(plan.lease, GrantPlan::Lease::new_record);
+}
+
+TEST(GrantPlan, RootNeedsNoRule) {
+  World world("[socket.admin]\nlisten = \"127.0.0.1:443\"\n");
+  policy::PeerIdentity root = nobody();
+  root.uid = 0;
+  root.gid = 0;
+  EXPECT_EQ(plan_of(world.ask("admin", root)).rule, -1);
+  EXPECT_EQ(reason_of(world.ask("admin", nobody())), DenialReason::no_rule_matched);
+}
+
+TEST(GrantPlan, UnknownNamesAndUnmatchedCallersAreRefused) {
+  World world(kWeb);
+  EXPECT_EQ(reason_of(world.ask("nosuch", nobody())), DenialReason::unknown_socket);
+  policy::PeerIdentity daemon = nobody();
+  daemon.uid = 1;
+  const auto denied = world.ask("web", daemon);
+  EXPECT_EQ(reason_of(denied), DenialReason::no_rule_matched);
+  EXPECT_TRUE(std::get<Denial>(denied).ends_with_caller) << "the handler names the caller";
+}
+
+TEST(GrantPlan, OnlyTheProcessThatConnectedIsServed) {
+  World world(kWeb);
+  GrantQuery query;
+  query.name = "web";
+  policy::PeerIdentity peer = nobody(100);
+  CallerFacts facts{peer};
+  facts.sender_pid = 101;
+  EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
+            DenialReason::not_the_connector);
+}
+
+TEST(GrantPlan, AProcessThatHasExitedIsNotLeasedAnything) {
+  World world(kWeb);
+  EXPECT_EQ(reason_of(world.ask("web", nobody(), nullptr, /*alive=*/false)), DenialReason::requester_gone);
+}
+
+TEST(GrantPlan, FlagsAndFailedSocketsAreRefused) {
+  World world(kWeb + std::string("[socket.down]\nlisten = \"0.0.0.0:81\"\n[[socket.down.allow]]\nuser = \"nobody\"\n"),
+              "down");
+  GrantQuery query;
+  query.name = "web";
+  query.flags = 1;
+  policy::PeerIdentity peer = nobody();
+  CallerFacts facts{peer};
+  facts.sender_pid = peer.pid;
+  EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
+            DenialReason::invalid_flags);
+  const auto down = world.ask("down", nobody());
+  EXPECT_EQ(reason_of(down), DenialReason::not_serving);
+  EXPECT_NE(std::get<Denial>(down).message.find("Address already in use"), std::string::npos);
+}
+
+TEST(GrantPlan, RequestNamespaceSocketsNeedANamespaceAndTakeNoLease) {
+  World world(R"(
+[socket.ctr]
+listen = "127.0.0.1:8080"
+netns = "request"
+[[socket.ctr.allow]]
+user = "nobody"
+)");
+  EXPECT_EQ(reason_of(world.ask("ctr", nobody())), DenialReason::netns_missing);
+  GrantQuery query;
+  query.name = "ctr";
+  query.netns.emplace(Error{0, 0, "the descriptor sent with the request is a pipe, not a network namespace"});
+  policy::PeerIdentity peer = nobody();
+  CallerFacts facts{peer};
+  facts.sender_pid = peer.pid;
+  EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
+            DenialReason::netns_invalid);
+  query.netns.emplace(std::uint64_t{4026532000});
+  const auto& plan = plan_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases));
+  EXPECT_EQ(plan.source, GrantPlan::Source::in_request_netns);
+  EXPECT_EQ(plan.lease, GrantPlan::Lease::none);
+  EXPECT_EQ(plan.netns, std::uint64_t{4026532000});
+}
+
+TEST(GrantPlan, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
+  World world(R"(
+[socket.web]
+listen = "0.0.0.0:80"
+max_grants = 2
+[[socket.web.allow]]
+user = "nobody"
+)");
+  auto a = nobody(1001), b = nobody(1002), c = nobody(1003);
+  broker::Holder* ha = world.hold(world.ask("web", a), a, nullptr);
+  world.hold(world.ask("web", b), b, nullptr);
+  EXPECT_EQ(world.leases.live_grants(world.table.find("web")->id), 2u);
+  EXPECT_EQ(reason_of(world.ask("web", c)), DenialReason::quota);
+  // The same process asking again holds the same socket: no second lease.
+  EXPECT_EQ(plan_of(world.ask("web", a, ha)).lease, GrantPlan::Lease::already_held);
+  (void)world.leases.remove(*ha);
+  EXPECT_EQ(world.leases.live_grants(world.table.find("web")->id), 1u);
+  EXPECT_EQ(plan_of(world.ask("web", c)).lease, GrantPlan::Lease::new_record);
+}
+
+TEST(GrantPlan, ReusePortGrantsAreNewMembersEachCounted) {
+  World world(R"(
+[socket.workers]
+listen = "0.0.0.0:8080"
+reuse_port = true
+max_grants = 3
+[[socket.workers.allow]]
+user = "nobody"
+)");
+  auto peer = nobody();
+  broker::Holder* holder = nullptr;
+  for (int i = 0; i < 3; ++i) {
+    const auto planned = world.ask("workers", peer, holder);
+    EXPECT_EQ(plan_of(planned).source, GrantPlan::Source::new_member);
+    holder = world.hold(planned, peer, holder);
+  }
+  EXPECT_EQ(reason_of(world.ask("workers", peer, holder)), DenialReason::quota);
+}
+
+TEST(GrantPlan, OneProcessHoldsAtMostMaxGrantsPerClient) {
+  World world("[broker]\nmax_grants_per_client = 2\n" + std::string(R"(
+[socket.workers]
+listen = "0.0.0.0:8080"
+reuse_port = true
+[[socket.workers.allow]]
+user = "nobody"
+)"));
+  auto peer = nobody();
+  broker::Holder* holder = world.hold(world.ask("workers", peer), peer, nullptr);
+  holder = world.hold(world.ask("workers", peer, holder), peer, holder);
+  EXPECT_EQ(reason_of(world.ask("workers", peer, holder)), DenialReason::client_quota);
+}
+
+TEST(GrantPlan, TheBrokerTracksAtMostMaxClientsHolderProcesses) {
+  World world("[broker]\nmax_clients = 4\nmax_clients_per_uid = 2\n" + std::string(kWeb));
+  for (pid_t pid : {2001, 2002}) {
+    auto peer = nobody(pid);
+    world.hold(world.ask("web", peer), peer, nullptr);
+  }
+  EXPECT_EQ(reason_of(world.ask("web", nobody(2003))), DenialReason::holder_limit) << "max_clients_per_uid";
+  policy::PeerIdentity daemon = nobody(3001);
+  daemon.uid = 0;  // another uid; root, so that no rule is needed
+  for (pid_t pid : {3001, 3002}) {
+    daemon.pid = pid;
+    world.hold(world.ask("web", daemon), daemon, nullptr);
+  }
+  daemon.pid = 3003;
+  EXPECT_EQ(reason_of(world.ask("web", daemon)), DenialReason::holder_limit) << "max_clients";
+}
+
+TEST(GrantPlan, CountedGrantsNeedAPidfd) {
+  World world("[socket.workers]\nlisten = \"0.0.0.0:8080\"\nreuse_port = true\n[[socket.workers.allow]]\nuser = "
+              "\"nobody\"\n" + std::string(kWeb));
+  GrantQuery query;
+  query.name = "workers";
+  policy::PeerIdentity peer = nobody();
+  CallerFacts facts{peer};
+  facts.sender_pid = peer.pid;
+  facts.trackable = false;
+  EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
+            DenialReason::untrackable);
+  query.name = "web";
+  EXPECT_EQ(plan_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)).lease,
+            GrantPlan::Lease::none);
+}
+
+}  // namespace
