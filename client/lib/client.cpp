@@ -1,6 +1,8 @@
 // The C++ API (include/sockbroker/client.hpp).
 #include <sockbroker/client.hpp>
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <string>
@@ -27,8 +29,11 @@ Error unexpected_reply() { return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker an
 
 // Lets the one-shot helpers build a Client without a public constructor.
 struct ClientAccess {
-  static Client make(UniqueFd conn, std::string path) { return Client(std::move(conn), std::move(path)); }
+  static Client make(UniqueFd conn, std::string path) {
+    return Client(std::move(conn), std::move(path), static_cast<int>(::getpid()));
+  }
   static UniqueFd& connection(Client& client) { return client.conn_; }
+  static int& owner(Client& client) { return client.owner_; }
 };
 
 std::string resolve_control_path(std::string_view explicit_path) {
@@ -50,13 +55,18 @@ namespace {
 // the idle one (it does so after request_timeout_ms).
 Result<detail::Exchanged> exchange_with_retry(Client& client, const proto::Request& request, int fd_to_send) {
   UniqueFd& conn = ClientAccess::connection(client);
-  if (conn) {
+  int& owner = ClientAccess::owner(client);
+  const int self = static_cast<int>(::getpid());
+  if (conn && owner == self) {
     auto first = detail::exchange(conn.get(), request, fd_to_send);
     if (first || !detail::connection_lost(first.error())) return first;
   }
+  // A fresh connection: the old one was dropped, or belongs to the parent
+  // this process was forked from (the broker would refuse it this request).
   auto fresh = detail::connect_control(client.control_path());
   if (!fresh) return std::move(fresh).error();
   conn = std::move(*fresh);
+  owner = self;
   return detail::exchange(conn.get(), request, fd_to_send);
 }
 
@@ -104,6 +114,7 @@ Result<Grant> Client::acquire_in_netns(std::string_view name, int netns_fd, int 
     auto fresh = detail::connect_control(control_path());
     if (!fresh) return std::move(fresh).error();
     ClientAccess::connection(*this) = std::move(*fresh);
+    ClientAccess::owner(*this) = static_cast<int>(::getpid());
     exchanged = exchange_with_retry(*this, *request, netns_fd);
     if (!exchanged && exchanged.error().sys_errno == EPERM) {
       auto plain = acquire_request(name, flags, false);

@@ -92,7 +92,9 @@ struct BrokerStatus {
 
 // A connection to the broker, kept open for several requests. Not for use from
 // two threads at once. Reconnects once, transparently, if the broker dropped an
-// idle connection.
+// idle connection, and before a request made in a child forked since it
+// connected: the broker serves a connection's requests only from the process
+// that connected it.
 class Client {
  public:
   // control: the control path, or empty for resolve_control_path().
@@ -118,9 +120,10 @@ class Client {
   [[nodiscard]] const std::string& control_path() const noexcept { return path_; }
 
  private:
-  Client(UniqueFd conn, std::string path) : conn_(std::move(conn)), path_(std::move(path)) {}
+  Client(UniqueFd conn, std::string path, int owner) : conn_(std::move(conn)), path_(std::move(path)), owner_(owner) {}
   UniqueFd conn_;
   std::string path_;
+  int owner_ = 0;  // the pid that connected conn_
   friend struct ClientAccess;
 };
 

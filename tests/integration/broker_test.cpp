@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -349,6 +350,33 @@ TEST(Broker, KeptOpenConnectionReconnectsAfterTheBrokerDroppedIt) {
   ::sockbroker_disconnect(conn);
   if (first >= 0) ::close(first);
   if (second >= 0) ::close(second);
+}
+
+// The broker serves a connection's requests only from the process that
+// connected it; a kept-open connection inherited by a forked child
+// reconnects there instead of being refused.
+TEST(Broker, KeptOpenConnectionReconnectsInAForkedChild) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, with_broker_settings(""));
+  ASSERT_TRUE(broker);
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!client) return 1;
+    if (!client->list()) return 2;  // used once by the parent
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      auto grant = client->acquire("web");
+      if (!grant) sbtest::report(report_fd, "child: " + grant.error().message);
+      _exit(grant ? 0 : 3);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 4;
+    return client->acquire("web") ? 0 : 5;  // and the parent's own still serves it
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_TRUE(broker->wait_for_events("deny", 0).empty()) << "nothing was refused";
 }
 
 TEST(Broker, PerUidConnectionLimitRefusesTheExtraOnlyAndOthersStillServe) {
