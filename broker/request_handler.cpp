@@ -89,6 +89,8 @@ Response RequestHandler::handle(const proto::Request& request, const Caller& cal
           return reload(caller);
         } else if constexpr (std::is_same_v<T, proto::StatusRequest>) {
           return status(caller);
+        } else if constexpr (std::is_same_v<T, proto::AcquireAddressRequest>) {
+          return acquire_address(body, caller);
         } else {
           return revoke(body, caller);
         }
@@ -106,6 +108,21 @@ Response RequestHandler::acquire(const proto::AcquireRequest& request, const Cal
   GrantQuery query;
   query.name = request.name;
   query.flags = request.flags;
+  return grant(query, caller);
+}
+
+Response RequestHandler::acquire_address(const proto::AcquireAddressRequest& request, const Caller& caller) {
+  GrantQuery query;
+  auto address = policy::address_of(request.address);
+  if (!address) {
+    // Well-formed on the wire but not an address a policy can name (a Unix
+    // path written otherwise than plainly): no socket is at it.
+    query.name = "";
+    return deny(Denial{DenialReason::no_socket_for_address,
+                       "no socket of the policy listens on that address: " + address.error().message},
+                query, caller.identity, std::nullopt);
+  }
+  query.address = BindAddress{std::move(*address), request.type, request.v6only};
   return grant(query, caller);
 }
 

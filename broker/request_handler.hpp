@@ -57,6 +57,8 @@ class RequestHandler {
 
  private:
   Response acquire(const proto::AcquireRequest& request, const Caller& caller);
+  // A supervised program's bind(2): the policy socket at that address.
+  Response acquire_address(const proto::AcquireAddressRequest& request, const Caller& caller);
   // Every grant, by name or by address: gather the facts, plan, carry out.
   Response grant(GrantQuery& query, const Caller& caller);
   // The privileged part: bind a member or in a namespace, record the lease, audit.

@@ -208,6 +208,48 @@ bool Address::is_wildcard() const noexcept {
   return false;
 }
 
+Result<Address> address_of(const proto::SocketAddress& in) {
+  Address address;
+  char host[INET6_ADDRSTRLEN] = {};
+  switch (in.family) {
+    case AF_INET: {
+      if (in.bytes.size() != 4 || in.port == 0) return invalid("not an IPv4 address and port");
+      address.kind = Address::Kind::inet4;
+      auto* sin = reinterpret_cast<sockaddr_in*>(&address.storage);
+      sin->sin_family = AF_INET;
+      sin->sin_port = htons(in.port);
+      std::memcpy(&sin->sin_addr, in.bytes.data(), 4);
+      address.length = sizeof(sockaddr_in);
+      ::inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+      address.text = std::string(host) + ":" + std::to_string(in.port);
+      return address;
+    }
+    case AF_INET6: {
+      if (in.bytes.size() != 16 || in.port == 0) return invalid("not an IPv6 address and port");
+      address.kind = Address::Kind::inet6;
+      auto* sin6 = reinterpret_cast<sockaddr_in6*>(&address.storage);
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_port = htons(in.port);
+      std::memcpy(&sin6->sin6_addr, in.bytes.data(), 16);
+      sin6->sin6_scope_id = in.scope_id;
+      address.length = sizeof(sockaddr_in6);
+      ::inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+      address.text = "[" + std::string(host) + (in.scope_id != 0 ? "%" + std::to_string(in.scope_id) : "") +
+                     "]:" + std::to_string(in.port);
+      return address;
+    }
+    case AF_UNIX: {
+      std::string path(reinterpret_cast<const char*>(in.bytes.data()), in.bytes.size());
+      if (!path.empty() && path[0] == '\0') return parse_unix_abstract("@" + path.substr(1));
+      if (const auto nul = path.find('\0'); nul != std::string::npos) path.resize(nul);
+      if (path.empty() || path[0] != '/') return invalid("a Unix path must be absolute");
+      return parse_unix_path(path);
+    }
+    default:
+      return invalid("address family " + std::to_string(in.family));
+  }
+}
+
 Result<Address> parse_address(std::string_view text) {
   if (text.empty()) return invalid("empty address");
   switch (text.front()) {

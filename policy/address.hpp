@@ -5,6 +5,8 @@
 
 #include <sockbroker/fd.hpp>
 
+#include "messages.hpp"
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -30,5 +32,11 @@ struct Address {
 // "/absolute/path" (at most 107 bytes) and "@abstract". Ports are 1..65535.
 // The error message names what is wrong, without a source position.
 [[nodiscard]] Result<Address> parse_address(std::string_view text);
+
+// The address a program passed to bind(2), in the form the policy writes it
+// ("0.0.0.0:80", "[::]:80", "[fe80::1%2]:80", "/run/x.sock", "@name"), for
+// comparing with the policy's (same_address) and for messages. A Unix path
+// must be written as the policy would (absolute, plain).
+[[nodiscard]] Result<Address> address_of(const proto::SocketAddress& address);
 
 }  // namespace sockbroker::policy

@@ -3,6 +3,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
+#include <sys/socket.h>
 
 #include <sockbroker/client.h>
 
@@ -220,6 +221,37 @@ void encode_status(const StatusReport& in, wire::Status::Builder out) {
   out.setLastReloadMessage(as_text(in.last_reload_message.substr(0, kMaxStatusTextLength)));
 }
 
+// An address must be what bind(2) of its family takes: the right number of
+// bytes, a port for IP, a Unix name that fits sun_path.
+Result<SocketAddress> address_from_wire(wire::AcquireAddress::Reader in) {
+  SocketAddress out;
+  out.family = in.getFamily();
+  out.port = in.getPort();
+  out.scope_id = in.getScopeId();
+  auto data = in.getAddress();
+  out.bytes.assign(data.begin(), data.end());
+  switch (out.family) {
+    case AF_INET:
+      if (out.bytes.size() != 4) return protocol_error("an IPv4 address of " + std::to_string(out.bytes.size()) + " bytes");
+      if (out.port == 0) return protocol_error("an IPv4 address without a port");
+      if (out.scope_id != 0) return protocol_error("an IPv4 address with a scope");
+      return out;
+    case AF_INET6:
+      if (out.bytes.size() != 16) return protocol_error("an IPv6 address of " + std::to_string(out.bytes.size()) + " bytes");
+      if (out.port == 0) return protocol_error("an IPv6 address without a port");
+      return out;
+    case AF_UNIX:
+      if (out.bytes.empty() || out.bytes.size() > kMaxUnixAddressBytes) {
+        return protocol_error("a Unix address of " + std::to_string(out.bytes.size()) + " bytes (1.." +
+                              std::to_string(kMaxUnixAddressBytes) + ")");
+      }
+      if (out.port != 0 || out.scope_id != 0) return protocol_error("a Unix address with a port or scope");
+      return out;
+    default:
+      return protocol_error("address family " + std::to_string(out.family) + " (AF_INET, AF_INET6 or AF_UNIX only)");
+  }
+}
+
 }  // namespace
 
 const char* to_string(SocketType type) noexcept {
@@ -276,6 +308,14 @@ Result<Request> decode_request(std::span<const std::byte> datagram) {
         return Request{ReloadRequest{}};
       case wire::Request::STATUS:
         return Request{StatusRequest{}};
+      case wire::Request::ACQUIRE_ADDRESS: {
+        auto in = request.getAcquireAddress();
+        auto type = socket_type_from_wire(in.getType());
+        if (!type) return type.error();
+        auto address = address_from_wire(in);
+        if (!address) return std::move(address).error();
+        return Request{AcquireAddressRequest{*type, std::move(*address), in.getV6only()}};
+      }
       case wire::Request::REVOKE: {
         auto revoke = request.getRevoke();
         auto name = text(revoke.getName());
@@ -368,6 +408,18 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
     root.setReload();
   } else if (std::holds_alternative<StatusRequest>(request)) {
     root.setStatus();
+  } else if (const auto* by_address = std::get_if<AcquireAddressRequest>(&request)) {
+    const SocketAddress& address = by_address->address;
+    if (address.bytes.size() > kMaxUnixAddressBytes) {
+      return Error{SOCKBROKER_E_INVALID, 0, "an address of " + std::to_string(address.bytes.size()) + " bytes"};
+    }
+    auto body = root.initAcquireAddress();
+    body.setType(socket_type_to_wire(by_address->type));
+    body.setFamily(address.family);
+    body.setPort(address.port);
+    body.setAddress(capnp::Data::Reader(address.bytes.data(), address.bytes.size()));
+    body.setScopeId(address.scope_id);
+    body.setV6only(by_address->v6only);
   } else {
     const auto& revoke = std::get<RevokeRequest>(request);
     if (!valid_socket_name(revoke.name)) {

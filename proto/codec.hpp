@@ -58,6 +58,9 @@ class ReplyEncoder {
 [[nodiscard]] std::size_t listing_entry_bound(const SocketEntry& entry) noexcept;
 inline constexpr std::size_t kListingOverheadBound = 128;
 
+// sun_path's size: the most bytes a Unix address of an AcquireAddress carries.
+inline constexpr std::size_t kMaxUnixAddressBytes = 108;
+
 // A Failure reply's message is cut to this many bytes so that any failure fits.
 inline constexpr std::size_t kMaxMessageLength = 1024;
 

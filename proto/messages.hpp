@@ -38,7 +38,24 @@ struct RevokeRequest {
 // Administrators: the broker's counters (the per-socket rows are ListRequest pages).
 struct StatusRequest {};
 
-using Request = std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest, StatusRequest>;
+// An address as bind(2) takes it, in plain values (decode_request checks each
+// against its family).
+struct SocketAddress {
+  std::uint16_t family = 0;          // AF_INET, AF_INET6, AF_UNIX
+  std::uint16_t port = 0;            // IP only
+  std::vector<std::uint8_t> bytes;   // 4 or 16 (IP, network order), or 1..108 (sun_path)
+  std::uint32_t scope_id = 0;        // IPv6 only
+};
+
+// A supervised program's bind(2): the policy socket at that address, if any.
+struct AcquireAddressRequest {
+  SocketType type = SocketType::stream;
+  SocketAddress address;
+  bool v6only = true;  // the program's IPV6_V6ONLY (IPv6 only)
+};
+
+using Request =
+    std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest, StatusRequest, AcquireAddressRequest>;
 
 struct Grant {
   std::string name;

@@ -38,7 +38,20 @@ struct Request {
     reload @3 :Void;          # administrators: re-read the policy now
     revoke @4 :Revoke;        # administrators: shut a socket down for every holder
     status @5 :Void;          # administrators: the broker's counters (per socket: listSockets)
+    acquireAddress @6 :AcquireAddress;  # a supervised program's bind(2): the socket at that address
   }
+}
+
+# What a program under `sockbroker run` passed to bind(2), as its supervisor
+# read it: the broker answers with the policy socket bound at that address (of
+# that type, and for IPv6 that IPV6_V6ONLY), if the caller may acquire it.
+struct AcquireAddress {
+  type @0 :SocketType;
+  family @1 :UInt16;    # AF_INET, AF_INET6 or AF_UNIX
+  port @2 :UInt16;      # IP: 1..65535
+  address @3 :Data;     # IP: 4 or 16 bytes, network order; Unix: the sun_path bytes ("\0name" if abstract)
+  scopeId @4 :UInt32;   # IPv6 link-local scope
+  v6only @5 :Bool;      # the program's IPV6_V6ONLY (IPv6 only)
 }
 
 struct Revoke {

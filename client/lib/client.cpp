@@ -1,7 +1,12 @@
 // The C++ API (include/sockbroker/client.hpp).
 #include <sockbroker/client.hpp>
 
+#include <netinet/in.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
 
 #include <cerrno>
 #include <cstdlib>
@@ -122,6 +127,56 @@ Result<Grant> Client::acquire_in_netns(std::string_view name, int netns_fd, int 
     }
   }
   return to_grant(std::move(exchanged));
+}
+
+Result<Grant> Client::acquire_address(const sockaddr* address, socklen_t length, int type, bool v6only) {
+  proto::AcquireAddressRequest request;
+  switch (type) {
+    case SOCK_STREAM: request.type = proto::SocketType::stream; break;
+    case SOCK_DGRAM: request.type = proto::SocketType::datagram; break;
+    case SOCK_SEQPACKET: request.type = proto::SocketType::seqpacket; break;
+    default: return Error{SOCKBROKER_E_INVALID, EINVAL, "socket type " + std::to_string(type) + " is not served"};
+  }
+  request.v6only = v6only;
+  proto::SocketAddress& out = request.address;
+  if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) {
+    return Error{SOCKBROKER_E_INVALID, EINVAL, "no address"};
+  }
+  out.family = address->sa_family;
+  switch (address->sa_family) {
+    case AF_INET: {
+      if (length < static_cast<socklen_t>(sizeof(sockaddr_in))) return Error{SOCKBROKER_E_INVALID, EINVAL, "a short IPv4 address"};
+      const auto* sin = reinterpret_cast<const sockaddr_in*>(address);
+      out.port = ntohs(sin->sin_port);
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(&sin->sin_addr);
+      out.bytes.assign(bytes, bytes + 4);
+      break;
+    }
+    case AF_INET6: {
+      if (length < static_cast<socklen_t>(sizeof(sockaddr_in6))) return Error{SOCKBROKER_E_INVALID, EINVAL, "a short IPv6 address"};
+      const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(address);
+      out.port = ntohs(sin6->sin6_port);
+      out.scope_id = sin6->sin6_scope_id;
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(&sin6->sin6_addr);
+      out.bytes.assign(bytes, bytes + 16);
+      break;
+    }
+    case AF_UNIX: {
+      const auto* sun = reinterpret_cast<const sockaddr_un*>(address);
+      const std::size_t path_bytes = std::min<std::size_t>(length - offsetof(sockaddr_un, sun_path), sizeof sun->sun_path);
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(sun->sun_path);
+      out.bytes.assign(bytes, bytes + path_bytes);
+      // A path ends at its NUL; an abstract name (leading NUL) is all its bytes.
+      if (!out.bytes.empty() && out.bytes[0] != 0) {
+        out.bytes.resize(std::find(out.bytes.begin(), out.bytes.end(), 0) - out.bytes.begin());
+      }
+      break;
+    }
+    default:
+      return Error{SOCKBROKER_E_INVALID, EAFNOSUPPORT,
+                   "address family " + std::to_string(address->sa_family) + " is not served (IPv4, IPv6, Unix only)"};
+  }
+  return to_grant(exchange_with_retry(*this, proto::Request{std::move(request)}, -1));
 }
 
 Result<SocketList> Client::list() {

@@ -12,6 +12,8 @@
 #include <sockbroker/client.h>
 #include <sockbroker/fd.hpp>
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -108,6 +110,12 @@ class Client {
   // SOCKBROKER_E_BIND ("address in use") unless the socket is reuse_port. For a
   // netns = "broker" socket the namespace is ignored: a plain acquire().
   [[nodiscard]] Result<Grant> acquire_in_netns(std::string_view name, int netns_fd, int flags = 0);
+  // The policy socket bound at `address`: what a program passed to bind(2),
+  // of socket type `type` (SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET) and, for
+  // IPv6, the program's IPV6_V6ONLY (a policy socket on "[::]:80" serves the
+  // program only if its v6only is the same). What `sockbroker run` asks for
+  // when it answers a supervised program's bind. AF_INET, AF_INET6, AF_UNIX.
+  [[nodiscard]] Result<Grant> acquire_address(const sockaddr* address, socklen_t length, int type, bool v6only);
   [[nodiscard]] Result<SocketList> list();
   // Administrators (root or admin_group): re-read the policy now. A refused
   // (invalid) policy is an AdminOutcome with ok = false, not an Error.

@@ -47,6 +47,13 @@ std::string describe(const Request& request) {
   if (const auto* l = std::get_if<ListRequest>(&request)) return "list{cursor=" + std::to_string(l->cursor) + "}";
   if (const auto* r = std::get_if<RevokeRequest>(&request)) return "revoke{name=" + testing::PrintToString(r->name) + "}";
   if (std::holds_alternative<StatusRequest>(request)) return "status{}";
+  if (const auto* b = std::get_if<AcquireAddressRequest>(&request)) {
+    std::string bytes;
+    for (auto byte : b->address.bytes) bytes += std::to_string(byte) + ".";
+    return std::string("acquire_address{") + to_string(b->type) + " family=" + std::to_string(b->address.family) +
+           " port=" + std::to_string(b->address.port) + " bytes=" + bytes + " scope=" +
+           std::to_string(b->address.scope_id) + " v6only=" + std::to_string(b->v6only) + "}";
+  }
   return "reload{}";
 }
 
@@ -250,6 +257,42 @@ TEST(CodecRoundTrip, Acquire) {
   expect_request_round_trip(AcquireRequest{"web", 0, false});
   expect_request_round_trip(AcquireRequest{"admin-api.v2_x", 0xdeadbeef, true});
   expect_request_round_trip(AcquireRequest{std::string(kMaxNameLength, 'n'), 1, false});
+}
+
+SocketAddress ip(std::uint16_t family, std::uint16_t port, std::size_t bytes, std::uint32_t scope = 0) {
+  SocketAddress out{family, port, std::vector<std::uint8_t>(bytes, 0), scope};
+  if (!out.bytes.empty()) out.bytes.back() = 1;
+  return out;
+}
+
+TEST(CodecRoundTrip, AcquireAddress) {
+  expect_request_round_trip(AcquireAddressRequest{SocketType::stream, ip(AF_INET, 80, 4), true});
+  expect_request_round_trip(AcquireAddressRequest{SocketType::stream, ip(AF_INET6, 80, 16), false});
+  expect_request_round_trip(AcquireAddressRequest{SocketType::datagram, ip(AF_INET6, 53, 16, 2), true});
+  SocketAddress path{AF_UNIX, 0, {'/', 'r', 'u', 'n', '/', 'x'}, 0};
+  expect_request_round_trip(AcquireAddressRequest{SocketType::seqpacket, path, true});
+  SocketAddress abstract{AF_UNIX, 0, std::vector<std::uint8_t>(kMaxUnixAddressBytes, 'a'), 0};
+  abstract.bytes[0] = 0;
+  expect_request_round_trip(AcquireAddressRequest{SocketType::stream, abstract, true});
+}
+
+// The decoder is the broker's door: an address must be what bind(2) of its
+// family takes, or the request is a protocol error.
+TEST(CodecHostile, AcquireAddressThatNoBindTakesIsRefused) {
+  auto refused = [](SocketAddress address) {
+    auto result = decode_request(encoded(AcquireAddressRequest{SocketType::stream, std::move(address), true}));
+    return !result.ok() && result.error().code == SOCKBROKER_E_PROTOCOL;
+  };
+  EXPECT_TRUE(refused(ip(AF_INET, 80, 16))) << "IPv4 with 16 bytes";
+  EXPECT_TRUE(refused(ip(AF_INET6, 80, 4))) << "IPv6 with 4 bytes";
+  EXPECT_TRUE(refused(ip(AF_INET, 0, 4))) << "no port";
+  EXPECT_TRUE(refused(ip(AF_INET, 80, 4, 3))) << "IPv4 with a scope";
+  EXPECT_TRUE(refused(SocketAddress{AF_UNIX, 0, {}, 0})) << "an empty Unix address";
+  EXPECT_TRUE(refused(SocketAddress{AF_UNIX, 80, {'/', 'x'}, 0})) << "a Unix address with a port";
+  EXPECT_TRUE(refused(ip(AF_PACKET, 80, 4))) << "another family";
+  DatagramBuffer buffer;
+  SocketAddress huge{AF_UNIX, 0, std::vector<std::uint8_t>(kMaxUnixAddressBytes + 1, 'a'), 0};
+  EXPECT_FALSE(encode_request(AcquireAddressRequest{SocketType::stream, huge, true}, buffer.span()).ok());
 }
 
 TEST(CodecRoundTrip, ListCursor) {
