@@ -42,34 +42,38 @@ constexpr std::size_t kMaxKeptWithoutDisposer = 4096;
   __builtin_unreachable();
 }
 
-// Receives one message's descriptors into fds[*count...]; false at the end of
-// the stream (the broker is gone) or on an error other than EAGAIN/EINTR.
-bool receive_into(int sock, int* fds, std::size_t* count, bool wait, bool* drained) {
-  char byte;
-  iovec iov{&byte, 1};
+// What the broker sends: descriptors ('f'), and, once it has closed its own
+// copies of everything sent before, a confirmation ('c'). The disposer never
+// releases a descriptor before its confirmation: were the broker still to
+// hold a copy, its close would then be the last reference.
+constexpr char kDescriptors = 'f';
+constexpr char kClosed = 'c';
+
+enum class Got { descriptors, closed, nothing_yet, end };
+
+// Receives one message, its descriptors into fds[*count...].
+Got receive_one(int sock, int* fds, std::size_t* count, bool wait) {
+  char kind = 0;
+  iovec iov{&kind, 1};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerMessage)];
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
-  ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
-  if (n < 0) {
-    if (errno == EINTR) return true;
-    if (errno == EAGAIN) {
-      *drained = true;
-      return true;
-    }
-    return false;
-  }
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return errno == EAGAIN ? Got::nothing_yet : Got::end;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     std::memcpy(fds + *count, CMSG_DATA(c), k * sizeof(int));
     *count += k;
   }
-  if (n == 0 && *count == 0) return false;  // end of stream
-  return true;
+  if (n == 0) return Got::end;  // the broker is gone
+  return kind == kClosed ? Got::closed : Got::descriptors;
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -120,44 +124,51 @@ void install_disposer_filter() {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) exit_now(74);
   install_disposer_filter();
 
-  static int fds[kBatch + kFdsPerMessage];
+  // fds[0, confirmed) are released next; fds[confirmed, count) wait for the
+  // broker's confirmation. The broker sends one message of descriptors at a
+  // time, then its confirmation: at most one message waits.
+  constexpr std::size_t kCapacity = kBatch + 2 * kFdsPerMessage;
+  static int fds[kCapacity];
+  std::size_t count = 0, confirmed = 0;
   for (;;) {
-    std::size_t count = 0;
-    bool drained = false;
-    if (!receive_into(sock, fds, &count, true, &drained)) exit_now(0);
-    while (!drained && count < kBatch) {
-      if (!receive_into(sock, fds, &count, false, &drained)) break;
-    }
-    if (count == 0) continue;
+    // Block only while nothing is ready to release.
+    const Got got = receive_one(sock, fds, &count, confirmed == 0);
+    // The broker gone, what this process holds is released by its exit,
+    // which never lingers.
+    if (got == Got::end) exit_now(0);
+    if (got == Got::closed) confirmed = count;
+    // Gather a burst while messages come and there is room: one fork per
+    // burst, not per message.
+    if (got != Got::nothing_yet && confirmed < kBatch && count + kFdsPerMessage <= kCapacity) continue;
+    if (confirmed == 0) continue;
     int handshake[2];
     if (::pipe2(handshake, O_CLOEXEC) != 0) {
       // Last resort: release them here. Only this process may wait.
-      for (std::size_t i = 0; i < count; ++i) ::close(fds[i]);
-      continue;
-    }
-    long child = ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-    if (child < 0) {
+      for (std::size_t i = 0; i < confirmed; ++i) ::close(fds[i]);
+    } else if (long child = ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); child < 0) {
       ::close(handshake[0]);
       ::close(handshake[1]);
-      for (std::size_t i = 0; i < count; ++i) ::close(fds[i]);
-      continue;
-    }
-    if (child == 0) {
+      for (std::size_t i = 0; i < confirmed; ++i) ::close(fds[i]);
+    } else if (child == 0) {
       // The successor. The old process still holds every descriptor of the
       // batch, so none of these closes is the last one, and none can wait.
+      // It keeps those not confirmed yet.
       ::close(handshake[0]);
-      for (std::size_t i = 0; i < count; ++i) ::close(fds[i]);
+      for (std::size_t i = 0; i < confirmed; ++i) ::close(fds[i]);
       char done = 'd';
       (void)!::write(handshake[1], &done, 1);
       ::close(handshake[1]);
-      continue;
+    } else {
+      // The old process: once the successor holds none of the batch, exit. The
+      // kernel releases the batch for an exiting process, which never lingers.
+      ::close(handshake[1]);
+      char done;
+      (void)!::read(handshake[0], &done, 1);
+      exit_now(0);
     }
-    // The old process: once the successor holds none of the batch, exit. The
-    // kernel releases the batch for an exiting process, which never lingers.
-    ::close(handshake[1]);
-    char done;
-    (void)!::read(handshake[0], &done, 1);
-    exit_now(0);
+    std::memmove(fds, fds + confirmed, (count - confirmed) * sizeof(int));
+    count -= confirmed;
+    confirmed = 0;
   }
 }
 
@@ -345,10 +356,22 @@ void Disposer::take_received(std::span<UniqueFd> fds) {
 }
 
 void Disposer::flush(spdlog::logger& log) {
-  while (!queued_.empty() && alive_) {
+  while (alive_) {
+    if (confirm_pending_) {
+      // Our copies of everything sent so far are closed: the disposer may
+      // release them now (it must not before, or our close would be the last).
+      char kind = kClosed;
+      if (::send(socket_.get(), &kind, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == ENOBUFS) return;  // the loop retries soon
+        break;
+      }
+      confirm_pending_ = false;
+    }
+    if (queued_.empty()) return;
     const std::size_t n = std::min(queued_.size(), kFdsPerMessage);
-    char byte = 0;
-    iovec iov{&byte, 1};
+    char kind = kDescriptors;
+    iovec iov{&kind, 1};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerMessage)];
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -365,14 +388,18 @@ void Disposer::flush(spdlog::logger& log) {
     if (::sendmsg(socket_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == ENOBUFS) return;  // the loop retries soon
-      alive_ = false;
-      log.critical("the descriptor disposer is gone ({}); descriptors clients send are kept until the broker "
-                   "restarts (up to {})",
-                   std::strerror(errno), kMaxKeptWithoutDisposer);
       break;
     }
-    // In flight, the message holds its own reference: ours is not the last.
+    // The disposer holds these now (in flight, or received), and releases
+    // none before our confirmation, sent after this close.
     queued_.resize(first);
+    confirm_pending_ = true;
+  }
+  if (alive_) {
+    alive_ = false;
+    log.critical("the descriptor disposer is gone ({}); descriptors clients send are kept until the broker "
+                 "restarts (up to {})",
+                 std::strerror(errno), kMaxKeptWithoutDisposer);
   }
   if (!alive_ && queued_.size() > kMaxKeptWithoutDisposer) {
     log.error("{} descriptors wait for a disposer that is gone; closing the oldest on the event loop",

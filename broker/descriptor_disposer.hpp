@@ -14,8 +14,10 @@
 // still have some queued, to the disposer: a separate process, forked before
 // the broker confines itself, with no capabilities and its own seccomp
 // allow-list. Sending a descriptor over a socket never blocks on the file,
-// and the broker's close after the send is not the last reference (the
-// message in flight holds one). The disposer releases each batch by exiting:
+// and the broker's close after the send is not the last reference: the
+// disposer holds the descriptor from then on, and releases nothing before
+// the broker confirms it has closed its copies. The disposer releases each
+// batch by exiting:
 // it forks its successor, which closes its own copies (still not the last)
 // and carries on, and the old process exits holding the last references. The
 // kernel never lingers for an exiting process (inet_release: PF_EXITING), so
@@ -69,7 +71,7 @@ class Disposer {
   // Sends what was taken (non-blocking). The loop calls it before it waits;
   // while backlogged() it wakes again soon to retry.
   void flush(spdlog::logger& log);
-  [[nodiscard]] bool backlogged() const noexcept { return !queued_.empty(); }
+  [[nodiscard]] bool backlogged() const noexcept { return !queued_.empty() || confirm_pending_; }
   // Descriptors the broker holds on the disposer's behalf right now.
   [[nodiscard]] std::size_t queued() const noexcept { return queued_.size(); }
 
@@ -82,6 +84,7 @@ class Disposer {
 
   UniqueFd socket_;
   std::vector<UniqueFd> queued_;
+  bool confirm_pending_ = false;  // sent descriptors whose closing the disposer has not been told of
   bool alive_ = true;
 };
 

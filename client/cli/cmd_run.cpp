@@ -14,77 +14,57 @@
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
+#include "listen_fds.hpp"
+#include "lockdown_filter.hpp"
+#include "supervisor.hpp"
 
 namespace sockbroker::cli {
 namespace {
 
-constexpr int kListenFdsStart = 3;  // SD_LISTEN_FDS_START
-
 struct RunOptions {
   std::vector<std::string> sockets;
   bool no_lockdown = false;
+  bool no_supervise = false;
   bool allow_listen = false;
   bool print_filter = false;
   std::string netns;  // a network namespace to bind netns = "request" sockets in
 };
 
 // The namespace the broker should bind in, opened as given: the path names it
-// (/run/netns/NAME, /proc/PID/ns/net), the broker checks what it is.
+// (/run/netns/NAME, /proc/PID/ns/net), the broker checks what it is. One the
+// caller may not open is a permission failure (77), not a usage error.
 Result<UniqueFd> open_netns(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     int err = errno;
-    return Error{SOCKBROKER_E_INVALID, err,
-                 "cannot open the network namespace \"" + path + "\": " + std::strerror(err)};
+    const int code = err == EACCES || err == EPERM ? SOCKBROKER_E_DENIED : SOCKBROKER_E_INVALID;
+    return Error{code, err, "cannot open the network namespace \"" + path + "\": " + std::strerror(err)};
   }
   return fd;
 }
 
-// Puts grants[i] at fd 3+i without close-on-exec. Every grant is first moved
-// above the target range, so placing one never overwrites another.
-Status place_descriptors(std::vector<Grant>& grants) {
-  const int n = static_cast<int>(grants.size());
-  for (auto& grant : grants) {
-    int moved = ::fcntl(grant.fd.get(), F_DUPFD_CLOEXEC, kListenFdsStart + n);
-    if (moved < 0) return errno_error("fcntl(F_DUPFD_CLOEXEC)");
-    grant.fd.reset(moved);
-  }
-  for (int i = 0; i < n; ++i) {
-    // dup2 leaves the new descriptor without FD_CLOEXEC: it survives exec.
-    if (::dup2(grants[static_cast<std::size_t>(i)].fd.get(), kListenFdsStart + i) < 0) return errno_error("dup2");
-  }
-  return Ok{};
-}
-
-Status set_listen_environment(const std::vector<Grant>& grants) {
-  if (grants.empty()) {
-    ::unsetenv("LISTEN_PID");
-    ::unsetenv("LISTEN_FDS");
-    ::unsetenv("LISTEN_FDNAMES");
-    return Ok{};
-  }
-  std::string names;
-  for (const auto& grant : grants) names += (names.empty() ? "" : ":") + grant.name;
-  // exec keeps the pid, so the program finds LISTEN_PID equal to its own.
-  if (::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1) != 0 ||
-      ::setenv("LISTEN_FDS", std::to_string(grants.size()).c_str(), 1) != 0 ||
-      ::setenv("LISTEN_FDNAMES", names.c_str(), 1) != 0) {
-    return errno_error("setenv");
-  }
-  return Ok{};
+[[noreturn]] int exec_program(const std::vector<std::string>& command) {
+  std::vector<char*> argv;
+  for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  int err = errno;
+  std::cerr << "sockbroker: cannot execute \"" << command.front() << "\": " << std::strerror(err) << '\n';
+  std::exit(err == ENOENT ? kExitNotFound : kExitCannotExecute);
 }
 
 int run(const RunOptions& options, const GlobalOptions& global) {
-  LockdownOptions lockdown_options{options.allow_listen};
+  const bool supervised = !options.no_lockdown && !options.no_supervise;
   if (options.print_filter) {
-    auto text = lockdown_filter_text(lockdown_options);
+    auto text = lockdown_filter::filter_text(
+        supervised ? lockdown_filter::Variant::supervised : lockdown_filter::Variant::unsupervised, options.allow_listen);
     if (!text) return report(text.error());
     std::cout << *text;
     return kExitOk;
   }
   const std::vector<std::string>& command = global.program;
   if (command.empty()) {
-    std::cerr << "sockbroker: run: no program given (usage: sockbroker run -s NAME -- PROGRAM [ARG]...)\n";
+    std::cerr << "sockbroker: run: no program given (usage: sockbroker run [-s NAME]... -- PROGRAM [ARG]...)\n";
     return kExitUsage;
   }
 
@@ -105,29 +85,30 @@ int run(const RunOptions& options, const GlobalOptions& global) {
     }
   }  // the control connection closes here (and is close-on-exec regardless)
 
+  if (supervised) return supervise(Supervision{command, std::move(grants), global.control});
+
+  // Unsupervised: PROGRAM replaces this process (same pid, LISTEN_PID).
   if (auto s = place_descriptors(grants); !s) return report(s.error());
-  if (auto s = set_listen_environment(grants); !s) return report(s.error());
+  if (auto s = set_listen_environment(grants, ::getpid()); !s) return report(s.error());
   if (!options.no_lockdown) {
-    if (auto s = lockdown(lockdown_options); !s) {
+    if (auto s = lockdown(LockdownOptions{options.allow_listen}); !s) {
       std::cerr << "sockbroker: cannot install the lockdown filter: " << s.error().message
                 << (s.error().sys_errno ? std::string(": ") + std::strerror(s.error().sys_errno) : "") << '\n';
       return kExitBind;
     }
   }
-
-  std::vector<char*> argv;
-  for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  ::execvp(argv[0], argv.data());
-  int err = errno;
-  std::cerr << "sockbroker: cannot execute \"" << command.front() << "\": " << std::strerror(err) << '\n';
-  return err == ENOENT ? kExitNotFound : kExitCannotExecute;
+  exec_program(command);
 }
 
 void add_exec_options(CLI::App* cmd, RunOptions& options) {
-  cmd->add_flag("--no-lockdown", options.no_lockdown, "do not install the lockdown seccomp filter before exec");
+  cmd->add_flag("--no-supervise", options.no_supervise,
+                "exec PROGRAM in place, unsupervised: its own bind(2) then fails with EPERM (only the -s sockets "
+                "serve; for programs written for socket activation)");
+  cmd->add_flag("--no-lockdown", options.no_lockdown,
+                "no lockdown and no supervision: PROGRAM may bind what its user may (debugging)");
   cmd->add_flag("--allow-listen", options.allow_listen,
-                "let the program call listen(2) (which auto-binds an unbound socket)");
+                "with --no-supervise: let PROGRAM call listen(2), which on an unbound socket binds a port the kernel "
+                "chooses (supervised, listen works on the sockets the broker granted, and only on them)");
   cmd->add_flag("--print-filter", options.print_filter, "print the lockdown filter as text and exit");
   cmd->add_option("--netns", options.netns,
                   "a network namespace (/run/netns/NAME, /proc/PID/ns/net) sent with every request: "
@@ -142,13 +123,19 @@ Command add_run(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<RunOptions>();
   auto* cmd = app.add_subcommand(
       "run",
-      "Acquire the named sockets (in order), lock the process down, and exec PROGRAM with them as\n"
-      "fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), as systemd socket activation does.\n"
-      "Under the lockdown filter bind(2), listen(2), io_uring, SCTP and port-stealing socket options\n"
-      "fail with EPERM.\n\n"
-      "Example: sockbroker run -s web -s metrics -- /usr/sbin/my-server --config /etc/my.conf\n"
-      "Container runtime: sockbroker run --netns /run/netns/ctr1 -s web -- ip netns exec ctr1 my-server\n"
-      "(the broker binds \"web\" inside ctr1's network namespace; the program serves it from there).");
+      "Run PROGRAM unprivileged with the sockets the broker's policy gives it.\n\n"
+      "Supervised (the default), PROGRAM's own bind(2) of an address the policy has is answered with\n"
+      "the broker's socket, so unmodified servers work: nginx, haproxy, Go, Node, Python. Any other\n"
+      "bind fails with EACCES; listen(2) works on granted sockets only. sockbroker run stays as\n"
+      "PROGRAM's parent, forwards signals and exits with its status.\n"
+      "The -s sockets are passed as fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), as\n"
+      "systemd socket activation does. io_uring, SCTP and port-stealing socket options fail with\n"
+      "EPERM; SO_REUSEADDR and SO_REUSEPORT succeed without effect.\n\n"
+      "Examples:\n"
+      "  sockbroker run -- nginx -g 'daemon off;'          nginx binds port 80; the broker's socket answers\n"
+      "  sockbroker run -s web -- /usr/sbin/my-server      socket 'web' as fd 3\n"
+      "  sockbroker run --netns /run/netns/ctr1 -s web -- ip netns exec ctr1 my-server\n"
+      "                                                  the broker binds 'web' inside ctr1's namespace");
   cmd->add_option("-s,--socket", options->sockets, "a socket to acquire (repeatable; fd 3 is the first)");
   add_exec_options(cmd, *options);
   return [options, &global] { return run(*options, global); };

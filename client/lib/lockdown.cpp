@@ -47,8 +47,33 @@ namespace {
 #include "lockdown_bpf.inc"
 
 // Older <linux/seccomp.h> than the kernel: values from the uapi header.
-constexpr unsigned long kSeccompTsync = 1UL << 0;       // SECCOMP_FILTER_FLAG_TSYNC
-constexpr unsigned long kSeccompTsyncEsrch = 1UL << 4;  // SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+constexpr unsigned long kSeccompTsync = 1UL << 0;            // SECCOMP_FILTER_FLAG_TSYNC
+constexpr unsigned long kSeccompNewListener = 1UL << 3;      // SECCOMP_FILTER_FLAG_NEW_LISTENER
+constexpr unsigned long kSeccompTsyncEsrch = 1UL << 4;       // SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+constexpr unsigned long kSeccompWaitKillableRecv = 1UL << 5;  // SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+
+// Loads `program` on every thread: every thread or none (with TSYNC_ESRCH a
+// thread that cannot take the filter is an error, ESRCH, rather than its
+// thread id as the result; TSYNC_ESRCH is also what lets TSYNC and
+// NEW_LISTENER go together). Returns what seccomp(2) returned: 0, or the
+// listener's descriptor with NEW_LISTENER.
+Result<long> load_program(std::span<const sock_filter> program, unsigned long extra_flags) {
+  sock_fprog fprog{static_cast<unsigned short>(program.size()), const_cast<sock_filter*>(program.data())};
+  long rc = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, kSeccompTsync | kSeccompTsyncEsrch | extra_flags, &fprog);
+  if (rc < 0 && errno == EINVAL && (extra_flags & kSeccompWaitKillableRecv) != 0) {
+    // Before Linux 5.19: a signal may interrupt the wait (the call restarts).
+    return load_program(program, extra_flags & ~kSeccompWaitKillableRecv);
+  }
+  if (rc < 0 && errno == EINVAL && extra_flags == 0) {
+    // TSYNC_ESRCH is Linux >= 5.7; before it a failed TSYNC returns a thread id.
+    rc = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, kSeccompTsync, &fprog);
+    if (rc > 0) {
+      return Error{SOCKBROKER_E_SYSTEM, ESRCH, "lockdown: thread " + std::to_string(rc) + " cannot take the seccomp filter (TSYNC)"};
+    }
+  }
+  if (rc < 0) return errno_error("lockdown: seccomp(SECCOMP_SET_MODE_FILTER, TSYNC) failed");
+  return rc;
+}
 
 // ---------------------------------------------------------------------------
 // Landlock, by raw syscalls: Debian 12's <linux/landlock.h> predates the
@@ -85,20 +110,33 @@ Status set_no_new_privs() {
   return Ok{};
 }
 
-Result<int> landlock_abi_version() {
+Result<int> landlock_abi_version(std::string* why) {
   long abi = ::syscall(kSysLandlockCreateRuleset, nullptr, 0, kLandlockCreateRulesetVersion);
   if (abi >= 0) return static_cast<int>(abi);
-  // Not built in (ENOSYS) or not enabled at boot (EOPNOTSUPP).
-  if (errno == ENOSYS || errno == EOPNOTSUPP) return 0;
-  return errno_error("lockdown: landlock_create_ruleset(LANDLOCK_CREATE_RULESET_VERSION) failed");
+  const int err = errno;
+  // Not built in (ENOSYS), not enabled at boot (EOPNOTSUPP), or refused by the
+  // seccomp profile of the container we run in (EPERM): unusable alike.
+  if (err == ENOSYS || err == EOPNOTSUPP || err == EPERM) {
+    if (why != nullptr) {
+      *why = err == EPERM ? "the container's seccomp profile refuses the Landlock system calls"
+             : err == ENOSYS ? "the kernel has no Landlock"
+                             : "Landlock is not enabled at boot (lsm=)";
+    }
+    return 0;
+  }
+  return errno_error("lockdown: landlock_create_ruleset(LANDLOCK_CREATE_RULESET_VERSION) failed", err);
 }
 
-Status apply_landlock_net() {
-  auto abi = landlock_abi_version();
+Result<LandlockOutcome> apply_landlock_net() {
+  std::string why;
+  auto abi = landlock_abi_version(&why);
   if (!abi) return std::move(abi).error();
-  if (*abi < kLandlockFirstNetAbi) return Ok{};  // the seccomp layer still refuses bind(2)
+  if (*abi == 0) return LandlockOutcome{false, why};
+  if (*abi < kLandlockFirstNetAbi) {
+    return LandlockOutcome{false, "the kernel's Landlock (ABI " + std::to_string(*abi) + ") has no network rules (ABI 4)"};
+  }
 
-  if (auto s = set_no_new_privs(); !s) return s;
+  if (auto s = set_no_new_privs(); !s) return std::move(s).error();
 
   // Nothing but BIND_TCP is handled, so files, connect(2) and UDP stay as they were.
   const LandlockRulesetAttr attr{0, kLandlockAccessNetBindTcp};
@@ -112,7 +150,7 @@ Status apply_landlock_net() {
   if (::syscall(kSysLandlockRestrictSelf, ruleset.get(), flags) != 0) {
     return errno_error("lockdown: landlock_restrict_self failed");
   }
-  return Ok{};
+  return LandlockOutcome{true, {}};
 }
 
 Status apply_seccomp(const LockdownOptions& options) {
@@ -122,17 +160,23 @@ Status apply_seccomp(const LockdownOptions& options) {
   const std::span<const sock_filter> program =
       options.allow_listen ? std::span<const sock_filter>(kLockdownAllowListenProgram)
                            : std::span<const sock_filter>(kLockdownProgram);
-  sock_fprog fprog{static_cast<unsigned short>(program.size()), const_cast<sock_filter*>(program.data())};
   if (auto s = set_no_new_privs(); !s) return s;
-  // TSYNC: every thread, or none (with TSYNC_ESRCH a thread that cannot take
-  // the filter is an error, ESRCH, rather than its thread id as the result).
-  long rc = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, kSeccompTsync | kSeccompTsyncEsrch, &fprog);
-  if (rc != 0 && errno == EINVAL) {
-    // TSYNC_ESRCH is Linux >= 5.7; before it a failed TSYNC returns a thread id.
-    rc = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, kSeccompTsync, &fprog);
-    if (rc > 0) return Error{SOCKBROKER_E_SYSTEM, ESRCH, "lockdown: thread " + std::to_string(rc) + " cannot take the seccomp filter (TSYNC)"};
-  }
-  if (rc != 0) return errno_error("lockdown: seccomp(SECCOMP_SET_MODE_FILTER, TSYNC) failed");
+  auto loaded = load_program(program, 0);
+  if (!loaded) return std::move(loaded).error();
+  return Ok{};
+}
+
+Result<UniqueFd> apply_supervised_seccomp() {
+  if (auto s = set_no_new_privs(); !s) return std::move(s).error();
+  auto loaded = load_program(kSupervisedProgram, kSeccompNewListener | kSeccompWaitKillableRecv);
+  if (!loaded) return std::move(loaded).error();
+  return UniqueFd(static_cast<int>(*loaded));
+}
+
+Status apply_supervisor_seccomp() {
+  if (auto s = set_no_new_privs(); !s) return s;
+  auto loaded = load_program(kSupervisorProgram, 0);
+  if (!loaded) return std::move(loaded).error();
   return Ok{};
 }
 
@@ -142,20 +186,24 @@ Status lockdown(const LockdownOptions& options) {
   // A failure part-way leaves the earlier layers in place (they cannot be
   // undone); the caller must treat any error as "do not run the service".
   if (auto s = lockdown_layers::set_no_new_privs(); !s) return s;
-  if (auto s = lockdown_layers::apply_landlock_net(); !s) return s;
+  if (auto landlock = lockdown_layers::apply_landlock_net(); !landlock) return std::move(landlock).error();
   return lockdown_layers::apply_seccomp(options);
 }
 
 Result<std::string> lockdown_filter_text(const LockdownOptions& options) {
-  auto filter = lockdown_filter::build_filter(options);
+  return lockdown_filter::filter_text(lockdown_filter::Variant::unsupervised, options.allow_listen);
+}
+
+namespace lockdown_filter {
+
+Result<std::string> filter_text(Variant variant, bool allow_listen) {
+  auto filter = build_filter(variant, allow_listen);
   if (!filter) return std::move(filter).error();
 
   // seccomp_export_pfc writes to a descriptor; a memfd keeps the text off disk.
   UniqueFd memory(::memfd_create("sockbroker-filter", MFD_CLOEXEC));
   if (!memory) return errno_error("lockdown: memfd_create failed");
-  if (int rc = seccomp_export_pfc(filter->get(), memory.get()); rc != 0) {
-    return lockdown_filter::seccomp_error("seccomp_export_pfc", rc);
-  }
+  if (int rc = seccomp_export_pfc(filter->get(), memory.get()); rc != 0) return seccomp_error("seccomp_export_pfc", rc);
 
   std::string text;
   std::array<char, 4096> buffer{};
@@ -171,5 +219,7 @@ Result<std::string> lockdown_filter_text(const LockdownOptions& options) {
   }
   return text;
 }
+
+}  // namespace lockdown_filter
 
 }  // namespace sockbroker

@@ -9,6 +9,7 @@
 #include <seccomp.h>
 
 #include <memory>
+#include <string>
 
 #include <sockbroker/client.hpp>
 
@@ -19,8 +20,20 @@ struct FilterRelease {
 };
 using Filter = std::unique_ptr<void, FilterRelease>;
 
-// Everything allowed but the table's rows (EPERM); a foreign ABI kills.
+// The three filters the table makes:
+enum class Variant {
+  unsupervised,  // sockbroker_lockdown(), `sockbroker run --no-supervise`: bind and listen refused
+  supervised,    // a program `sockbroker run` supervises: bind and listen go to the supervisor
+  supervisor,    // `sockbroker run` itself: may look into its program, binds nothing but netlink
+};
+
+// Everything allowed but the table's rows (EPERM, 0 without effect, or the
+// supervisor); a foreign ABI kills. allow_listen: unsupervised only.
+[[nodiscard]] Result<Filter> build_filter(Variant variant, bool allow_listen);
 [[nodiscard]] Result<Filter> build_filter(const LockdownOptions& options);
+
+// The filter as libseccomp's pseudo-filter-code text (`sockbroker run --print-filter`).
+[[nodiscard]] Result<std::string> filter_text(Variant variant, bool allow_listen);
 
 // libseccomp returns -errno; the message names the step that failed.
 [[nodiscard]] Error seccomp_error(const std::string& step, int rc);

@@ -22,7 +22,6 @@
 
 namespace {
 
-using sockbroker::LockdownOptions;
 namespace lf = sockbroker::lockdown_filter;
 
 [[noreturn]] void die(const std::string& what) {
@@ -30,8 +29,8 @@ namespace lf = sockbroker::lockdown_filter;
   std::exit(1);
 }
 
-std::vector<sock_filter> compile(const LockdownOptions& options) {
-  auto filter = lf::build_filter(options);
+std::vector<sock_filter> compile(lf::Variant variant, bool allow_listen) {
+  auto filter = lf::build_filter(variant, allow_listen);
   if (!filter) die(filter.error().message);
   // seccomp_export_bpf writes to a descriptor.
   sockbroker::UniqueFd memory(::memfd_create("lockdown-bpf", MFD_CLOEXEC));
@@ -63,8 +62,10 @@ void print(std::ofstream& out, const char* name, const std::vector<sock_filter>&
 
 int main(int argc, char** argv) {
   if (argc != 2) die("usage: lockdown_bpf_gen OUTPUT.inc");
-  const auto strict = compile(LockdownOptions{false});
-  const auto allow_listen = compile(LockdownOptions{true});
+  const auto strict = compile(lf::Variant::unsupervised, false);
+  const auto allow_listen = compile(lf::Variant::unsupervised, true);
+  const auto supervised = compile(lf::Variant::supervised, false);
+  const auto supervisor = compile(lf::Variant::supervisor, false);
   const scmp_version* v = seccomp_version();
   std::ofstream out(argv[1], std::ios::trunc);
   out << "// Generated at build time by client/tools/lockdown_bpf_gen.cpp from the table in\n"
@@ -72,6 +73,8 @@ int main(int argc, char** argv) {
       << ". Do not edit.\n\n";
   print(out, "kLockdownProgram", strict);
   print(out, "kLockdownAllowListenProgram", allow_listen);
+  print(out, "kSupervisedProgram", supervised);
+  print(out, "kSupervisorProgram", supervisor);
   out.close();
   if (!out) die(std::string("cannot write ") + argv[1]);
   return 0;

@@ -735,7 +735,7 @@ TEST(Adversarial, UnknownRequestKindIsRejected) {
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
-  for (std::uint16_t kind : {7, 5, 0xffff}) {  // 4 is status
+  for (std::uint16_t kind : {7, 6, 0xffff}) {  // 4 is status, 5 acquireAddress
     EXPECT_TRUE(rejected_on_fresh_connection(*broker, acquire_message("web", true, proto::kProtocolVersion, kind),
                                              "unknown request kind " + std::to_string(kind)));
   }
@@ -934,15 +934,18 @@ std::optional<LingeringSocket> lingering_socket(std::string& why) {
 // the connection from its listener and reading to the end (or a reset).
 // Returns the attacker, once delivered.
 std::unique_ptr<Child> deliver_lingering_socket(Pipe& delivered, Pipe& checked,
-                                                const std::function<int(int socket)>& deliver) {
-  return std::make_unique<Child>(sbtest::kNobody, sbtest::kNogroup, [&delivered, &checked, deliver](int report) {
+                                                const std::function<int(int socket, int report)>& deliver) {
+  auto child = std::make_unique<Child>(sbtest::kNobody, sbtest::kNogroup, [&delivered, &checked, deliver](int report) {
     std::string why;
     auto lingering = lingering_socket(why);
     if (!lingering) {
       sbtest::report(report, "cannot build a lingering socket: " + why);
       return 10;
     }
-    if (int status = deliver(lingering->socket.get()); status != 0) return status;
+    if (int status = deliver(lingering->socket.get(), report); status != 0) {
+      sbtest::report(report, "delivering the lingering socket failed: " + std::to_string(status));
+      return status;
+    }
     lingering->socket.reset();
     notify(delivered);
     if (!await(checked)) return 11;
@@ -959,12 +962,18 @@ std::unique_ptr<Child> deliver_lingering_socket(Pipe& delivered, Pipe& checked,
     sbtest::report(report, "the lingering socket was never released");
     return 14;
   });
+  delivered.write.reset();  // an attacker that fails is seen at once (end of file), not after a timeout
+  return child;
 }
 
 // What the broker must still do with the lingering socket in its hands (or
 // in its disposer's): answer others at once, and stop at once on SIGTERM.
 void expect_not_frozen(Broker& broker, int baseline, Pipe& checked, std::unique_ptr<Child>& attacker) {
-  EXPECT_TRUE(answers_within(broker, 2000)) << "the broker froze on a lingering socket:\n" << broker.log();
+  EXPECT_TRUE(answers_within(broker, 2000))
+      << "the broker froze on a lingering socket (state " << process_state(broker.pid()) << ", in "
+      << sbtest::read_file("/proc/" + std::to_string(broker.pid()) + "/wchan") << ", system call "
+      << sbtest::read_file("/proc/" + std::to_string(broker.pid()) + "/syscall") << "):\n"
+      << broker.log();
   notify(checked);
   sbtest::ChildResult result = attacker->wait();
   EXPECT_EQ(result.exit_code, 0) << result.output;
@@ -981,13 +990,25 @@ TEST(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
+  // Paused while the attacker sends and closes its own copy: the broker's is
+  // then the last reference (and the attacker's own close cannot linger).
+  auto paused = std::make_unique<PausedBroker>(*broker);
   const std::string control = broker->control();
-  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket) {
-    UniqueFd conn = connect_control(control);
-    if (!conn || send_raw(conn.get(), acquire_request("web"), {socket}) != 0) return 20;
-    return is_failure(receive(conn.get()), proto::ErrorCode::protocol, "1 unexpected descriptor(s)") ? 0 : 21;
+  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket, int report) {
+    static UniqueFd conn;  // open until the child exits: the broker answers it
+    conn = connect_control(control);
+    if (!conn) return 20;
+    if (int err = send_raw(conn.get(), acquire_request("web"), {socket}); err != 0) {
+      sbtest::report(report, std::string("send: ") + std::strerror(err));
+      return 21;
+    }
+    return 0;
   });
   ASSERT_TRUE(await(delivered)) << attacker->wait().output;
+  paused.reset();
+  auto bad = broker->wait_for_events("bad_request");
+  ASSERT_FALSE(bad.empty()) << broker->log() << sbtest::read_file(dir.file("audit.log"));
+  EXPECT_NE(bad[0]["message"].get<std::string>().find("1 unexpected descriptor(s)"), std::string::npos) << bad[0].dump();
   expect_not_frozen(*broker, baseline, checked, attacker);
 }
 
@@ -1002,7 +1023,7 @@ TEST(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFreeze
   Pipe delivered, checked;
   auto paused = std::make_unique<PausedBroker>(*broker);
   const std::string control = broker->control();
-  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket) {
+  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket, int) {
     UniqueFd conn = connect_control(control);
     if (!conn || send_raw(conn.get(), Bytes(16, std::byte{0x42})) != 0) return 20;
     for (int i = 0; i < 3; ++i) {
@@ -1027,7 +1048,7 @@ TEST(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
   Pipe delivered, checked;
   auto paused = std::make_unique<PausedBroker>(*broker);
   const std::string control = broker->control();
-  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket) {
+  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket, int) {
     static UniqueFd first;  // holds uid 65534's one connection while the child lives
     first = connect_control(control);
     UniqueFd second = connect_control(control);
@@ -1048,17 +1069,22 @@ TEST(Adversarial, AFloodOfLingeringSocketsDoesNotFreezeTheBroker) {
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
+  auto paused = std::make_unique<PausedBroker>(*broker);
   const std::string control = broker->control();
-  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket) {
-    // 200 requests, each carrying the same lingering socket: every one of the
-    // broker's copies must be released without waiting.
+  auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket, int) {
+    // 200 requests, each carrying the same lingering socket twice, queued on
+    // connections the broker accepts once resumed: every one of its copies
+    // must be released without waiting.
+    static std::vector<UniqueFd> connections;
     for (int i = 0; i < 200; ++i) {
       UniqueFd conn = connect_control(control);
       if (!conn || send_raw(conn.get(), acquire_request("web"), {socket, socket}) != 0) return 20;
+      if (i % 2 == 0) connections.push_back(std::move(conn));  // the others hang up at once
     }
     return 0;
   });
   ASSERT_TRUE(await(delivered)) << attacker->wait().output;
+  paused.reset();
   expect_not_frozen(*broker, baseline, checked, attacker);
 }
 

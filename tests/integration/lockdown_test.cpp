@@ -7,8 +7,10 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <ifaddrs.h>
 #include <linux/filter.h>
 #include <linux/io_uring.h>
+#include <linux/netlink.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -319,6 +322,70 @@ TEST(Lockdown, RefusesBindForTcpUdpAndUnix) {
   EXPECT_TRUE(exited_cleanly(r)) << describe(r);
 }
 
+// Netlink sockets open no port, and glibc's getifaddrs and
+// getaddrinfo(AI_ADDRCONFIG), Go's net.Interfaces and Node's
+// os.networkInterfaces bind one: those binds run.
+TEST(Lockdown, BindsOfNetlinkSocketsRun) {
+  auto r = run_in_child([](Probe& p) {
+    if (!lock_down(p)) return;
+    UniqueFd netlink(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+    p.expect_ok("socket(AF_NETLINK)", netlink.get());
+    sockaddr_nl address{};
+    address.nl_family = AF_NETLINK;
+    p.expect_ok("bind(AF_NETLINK)", ::bind(netlink.get(), reinterpret_cast<sockaddr*>(&address), sizeof address));
+    ifaddrs* list = nullptr;
+    p.expect_ok("getifaddrs()", ::getifaddrs(&list));
+    if (list != nullptr) ::freeifaddrs(list);
+    // An IP socket given a netlink-sized address is refused by the kernel
+    // itself (too short), never bound.
+    UniqueFd tcp = make_socket(AF_INET, SOCK_STREAM);
+    sockaddr_in v4{};
+    v4.sin_family = AF_INET;
+    p.expect_errno("bind(TCP, 12-byte address)", ::bind(tcp.get(), reinterpret_cast<sockaddr*>(&v4), 12), EINVAL);
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+}
+
+// A locked-down process cannot write into (or read) another process of its
+// uid that is not locked down (security review, round 2, item 9).
+TEST(Lockdown, RefusesProcessVmReadvAndWritev) {
+  auto r = run_in_child([](Probe& p) {
+    int shared = 42;
+    if (!lock_down(p)) return;
+    int copy = 0;
+    iovec local{&copy, sizeof copy};
+    iovec remote{&shared, sizeof shared};
+    p.expect_errno("process_vm_readv", ::process_vm_readv(::getppid(), &local, 1, &remote, 1, 0), EPERM);
+    p.expect_errno("process_vm_writev", ::process_vm_writev(::getppid(), &local, 1, &remote, 1, 0), EPERM);
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+}
+
+// Inside a container whose seccomp profile refuses the Landlock system calls
+// (systemd-nspawn's does; so do older Docker profiles), the lockdown goes on
+// without its Landlock layer: the seccomp layer alone refuses binds.
+TEST(Lockdown, LandlockRefusedByTheContainerLeavesTheSeccompLayer) {
+  auto r = run_in_child([](Probe& p) {
+    // The container's profile, as nspawn's answers: EPERM for the three calls.
+    scmp_filter_ctx container = seccomp_init(SCMP_ACT_ALLOW);
+    for (int nr : {444, 445, 446}) seccomp_rule_add(container, SCMP_ACT_ERRNO(EPERM), nr, 0);
+    seccomp_attr_set(container, SCMP_FLTATR_CTL_NNP, 1);
+    if (seccomp_load(container) != 0) return p.fail("cannot load the container's filter");
+    seccomp_release(container);
+    std::string why;
+    auto abi = sockbroker::lockdown_layers::landlock_abi_version(&why);
+    p.expect(abi.ok() && *abi == 0, "Landlock refused by seccomp should read as unavailable");
+    p.expect(why.find("seccomp profile") != std::string::npos, "the reason should name the profile: " + why);
+    auto landlock = sockbroker::lockdown_layers::apply_landlock_net();
+    p.expect(landlock.ok() && !landlock->applied, "apply_landlock_net() should apply nothing, and not fail");
+    if (!lock_down(p)) return;
+    UniqueFd tcp = make_socket(AF_INET, SOCK_STREAM);
+    const Address v4 = loopback(AF_INET);
+    p.expect_errno("bind(TCP) under the seccomp layer alone", ::bind(tcp.get(), v4.get(), v4.length), EPERM);
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+}
+
 TEST(Lockdown, RefusesListenUnlessAllowed) {
   auto r = run_in_child([](Probe& p) {
     UniqueFd bound = make_socket(AF_INET, SOCK_STREAM);
@@ -413,8 +480,6 @@ TEST(Lockdown, RefusesBindingSocketOptions) {
       int value;
     };
     const Case cases[] = {
-        {"SO_REUSEPORT", AF_INET, SOL_SOCKET, SO_REUSEPORT, 1},
-        {"SO_REUSEADDR", AF_INET, SOL_SOCKET, SO_REUSEADDR, 1},
         {"SO_BINDTOIFINDEX", AF_INET, SOL_SOCKET, SO_BINDTOIFINDEX, 1},
         {"SO_ATTACH_REUSEPORT_EBPF", AF_INET, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, -1},
         {"IP_FREEBIND", AF_INET, IPPROTO_IP, IP_FREEBIND, 1},
@@ -439,6 +504,21 @@ TEST(Lockdown, RefusesBindingSocketOptions) {
     const sock_fprog program{1, &accept_all};
     p.expect_errno("setsockopt(SO_ATTACH_REUSEPORT_CBPF)",
                    ::setsockopt(tcp.get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program), EPERM);
+
+    // SO_REUSEADDR and SO_REUSEPORT succeed without effect: every server sets
+    // them, and they cannot help a process that cannot bind. The high-bit
+    // variant is the same call to the kernel, and is treated the same.
+    for (int option : {SO_REUSEADDR, SO_REUSEPORT}) {
+      const std::string name = option == SO_REUSEADDR ? "SO_REUSEADDR" : "SO_REUSEPORT";
+      UniqueFd fd = make_socket(AF_INET, SOCK_STREAM);
+      p.expect_ok(("setsockopt(" + name + ")").c_str(), set_int_option(fd.get(), SOL_SOCKET, option, 1));
+      p.expect_ok(("syscall(SYS_setsockopt, " + name + ") with high bits set").c_str(),
+                  raw_setsockopt_high_bits(fd.get(), SOL_SOCKET, option, 1));
+      int value = -1;
+      socklen_t length = sizeof value;
+      p.expect_ok(("getsockopt(" + name + ")").c_str(), ::getsockopt(fd.get(), SOL_SOCKET, option, &value, &length));
+      if (value != 0) p.fail(name + " took effect: " + std::to_string(value));
+    }
 
     // Options that do not choose an address stay available.
     p.expect_ok("setsockopt(SO_KEEPALIVE)", set_int_option(tcp.get(), SOL_SOCKET, SO_KEEPALIVE, 1));
@@ -762,8 +842,10 @@ std::string regenerate_hint() {
          "  git diff -- tests/golden/";
 }
 
-void check_golden(const char* file, const LockdownOptions& options) {
-  auto text = sockbroker::lockdown_filter_text(options);
+using sockbroker::lockdown_filter::Variant;
+
+void check_golden(const char* file, Variant variant, bool allow_listen = false) {
+  auto text = sockbroker::lockdown_filter::filter_text(variant, allow_listen);
   ASSERT_TRUE(text.ok()) << text.error().message << ": " << errno_text(text.error().sys_errno);
   const std::string path = std::string(SOCKBROKER_GOLDEN_DIR) + "/" + file;
 
@@ -784,9 +866,21 @@ void check_golden(const char* file, const LockdownOptions& options) {
   EXPECT_EQ(expected.str(), *text) << "the lockdown filter no longer matches " << path << ".\n" << regenerate_hint();
 }
 
-TEST(LockdownGolden, DefaultFilter) { check_golden("lockdown.pfc", {}); }
+TEST(LockdownGolden, DefaultFilter) { check_golden("lockdown.pfc", Variant::unsupervised); }
 
-TEST(LockdownGolden, AllowListenFilter) { check_golden("lockdown-allow-listen.pfc", LockdownOptions{.allow_listen = true}); }
+TEST(LockdownGolden, AllowListenFilter) { check_golden("lockdown-allow-listen.pfc", Variant::unsupervised, true); }
+
+TEST(LockdownGolden, SupervisedProgramFilter) { check_golden("lockdown-supervised.pfc", Variant::supervised); }
+
+TEST(LockdownGolden, SupervisorFilter) { check_golden("lockdown-supervisor.pfc", Variant::supervisor); }
+
+// The public text is the unsupervised filter's.
+TEST(LockdownGolden, PublicTextIsTheUnsupervisedFilter) {
+  auto text = sockbroker::lockdown_filter_text({});
+  auto unsupervised = sockbroker::lockdown_filter::filter_text(Variant::unsupervised, false);
+  ASSERT_TRUE(text.ok() && unsupervised.ok());
+  EXPECT_EQ(*text, *unsupervised);
+}
 
 TEST(LockdownGolden, ListenRuleFollowsTheOption) {
   auto strict = sockbroker::lockdown_filter_text({});
@@ -798,19 +892,27 @@ TEST(LockdownGolden, ListenRuleFollowsTheOption) {
 
 // A plain 64-bit comparison shows up as "$aN.hi32 == 0" and lets a caller slip
 // past it with high bits the kernel ignores; every high word must be masked off.
+// The one exception is bind(2)'s address length, compared on all 64 bits on
+// purpose: "!= 12" (not netlink) is refused, and garbage in the high word only
+// makes it refuse more.
 TEST(LockdownGolden, IntArgumentsAreComparedOnTheirLow32Bits) {
-  for (bool allow_listen : {false, true}) {
-    auto text = sockbroker::lockdown_filter_text(LockdownOptions{.allow_listen = allow_listen});
-    ASSERT_TRUE(text.ok());
-    std::istringstream lines(*text);
-    std::string line;
-    int high_words = 0;
-    while (std::getline(lines, line)) {
-      if (line.find("hi32") == std::string::npos) continue;
-      ++high_words;
-      EXPECT_NE(line.find("hi32 & 0x00000000 == 0"), std::string::npos) << "a 64-bit comparison: " << line;
+  for (Variant variant : {Variant::unsupervised, Variant::supervised, Variant::supervisor}) {
+    for (bool allow_listen : {false, true}) {
+      auto text = sockbroker::lockdown_filter::filter_text(variant, allow_listen);
+      ASSERT_TRUE(text.ok());
+      std::istringstream lines(*text);
+      std::string line;
+      int high_words = 0;
+      bool in_bind = false;
+      while (std::getline(lines, line)) {
+        if (line.find("# filter for syscall") != std::string::npos) in_bind = line.find("\"bind\"") != std::string::npos;
+        if (line.find("hi32") == std::string::npos) continue;
+        ++high_words;
+        if (in_bind) continue;
+        EXPECT_NE(line.find("hi32 & 0x00000000 == 0"), std::string::npos) << "a 64-bit comparison: " << line;
+      }
+      EXPECT_GT(high_words, 0) << "no argument comparisons in the filter at all:\n" << *text;
     }
-    EXPECT_GT(high_words, 0) << "no argument comparisons in the filter at all:\n" << *text;
   }
 }
 
@@ -818,8 +920,8 @@ TEST(LockdownGolden, IntArgumentsAreComparedOnTheirLow32Bits) {
 // (client/tools/lockdown_bpf_gen.cpp); the golden files review the table's
 // text. This ties the two: the embedded program is exactly what libseccomp
 // makes of the table now.
-std::vector<sock_filter> program_from_table(const LockdownOptions& options) {
-  auto filter = sockbroker::lockdown_filter::build_filter(options);
+std::vector<sock_filter> program_from_table(Variant variant, bool allow_listen = false) {
+  auto filter = sockbroker::lockdown_filter::build_filter(variant, allow_listen);
   EXPECT_TRUE(filter.ok());
   if (!filter.ok()) return {};
   UniqueFd memory(::memfd_create("lockdown-bpf", MFD_CLOEXEC));
@@ -840,9 +942,11 @@ bool same_program(std::span<const sock_filter> a, const std::vector<sock_filter>
 }
 
 TEST(LockdownGolden, EmbeddedProgramIsWhatLibseccompMakesOfTheTable) {
-  EXPECT_TRUE(same_program(embedded::kLockdownProgram, program_from_table({})));
-  EXPECT_TRUE(same_program(embedded::kLockdownAllowListenProgram, program_from_table(LockdownOptions{.allow_listen = true})));
-  EXPECT_FALSE(same_program(embedded::kLockdownProgram, program_from_table(LockdownOptions{.allow_listen = true})));
+  EXPECT_TRUE(same_program(embedded::kLockdownProgram, program_from_table(Variant::unsupervised)));
+  EXPECT_TRUE(same_program(embedded::kLockdownAllowListenProgram, program_from_table(Variant::unsupervised, true)));
+  EXPECT_TRUE(same_program(embedded::kSupervisedProgram, program_from_table(Variant::supervised)));
+  EXPECT_TRUE(same_program(embedded::kSupervisorProgram, program_from_table(Variant::supervisor)));
+  EXPECT_FALSE(same_program(embedded::kLockdownProgram, program_from_table(Variant::unsupervised, true)));
 }
 
 }  // namespace

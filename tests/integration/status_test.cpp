@@ -128,8 +128,8 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   EXPECT_EQ(acquire_code(*broker, "web"), 0);
   EXPECT_EQ(acquire_code(*broker, "web"), 0);
   sbtest::Background holder(sbtest::kNobody, sbtest::kNogroup,
-                            {sbtest::programs().sockbroker, "--control", broker->control(), "run", "-s", "workers",
-                             "--", "/bin/sleep", "30"});
+                            {sbtest::programs().sockbroker, "--control", broker->control(), "run", "--no-supervise",
+                             "-s", "workers", "--", "/bin/sleep", "30"});
   auto grants = broker->wait_for_events("grant", 3);
   ASSERT_EQ(grants.size(), 3u);
   const pid_t holder_pid = grants[2]["peer"]["pid"].get<pid_t>();

@@ -1,0 +1,31 @@
+// What a program set on its own socket before bind(2), carried over to the
+// policy socket the supervisor puts in its place: a program that asked for
+// TCP_NODELAY or a non-blocking socket gets it, as after a real bind, instead
+// of losing it without a word.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <sockbroker/fd.hpp>
+
+namespace sockbroker::cli {
+
+struct Carried {
+  std::vector<std::string> options;  // what was set on the granted socket, for the log
+};
+
+// Compares `program` (the program's own, unbound socket) with a fresh socket
+// of its family, type and protocol, and sets on `granted` every option the
+// program changed from the default that a holder may set: O_NONBLOCK,
+// SO_KEEPALIVE, SO_LINGER, SO_RCVBUF, SO_SNDBUF, SO_PRIORITY, TCP_NODELAY,
+// TCP_DEFER_ACCEPT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
+// IP_TOS, IPV6_TCLASS. (IPV6_V6ONLY decides which socket matches; SO_REUSEADDR
+// and SO_REUSEPORT never took effect.) An option that cannot be set on the
+// granted socket is an error naming it: the bind is refused rather than the
+// setting silently lost. The granted socket may be shared with other holders,
+// as systemd's socket-activated sockets are: what is set on it is set for all,
+// which is why O_NONBLOCK is only ever set, never cleared.
+[[nodiscard]] Result<Carried> carry_over(int program, int granted);
+
+}  // namespace sockbroker::cli

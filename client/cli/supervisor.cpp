@@ -1,0 +1,265 @@
+#include "supervisor.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "bind_server.hpp"
+#include "exit_codes.hpp"
+#include "listen_fds.hpp"
+#include "lockdown_layers.hpp"
+
+namespace sockbroker::cli {
+namespace {
+
+// What an operator or a service manager sends a service. SIGCHLD is the
+// supervisor's own; SIGKILL and SIGSTOP cannot be caught (systemd's SIGKILL
+// reaches the whole unit anyway).
+constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
+
+void say(const std::string& line) {
+  std::string out = "sockbroker run: " + line + "\n";
+  (void)!::write(STDERR_FILENO, out.data(), out.size());
+}
+
+std::string describe(const Error& e) {
+  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
+}
+
+int status_to_exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+Status send_descriptor(int channel, int fd) {
+  char byte = 'l';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  if (::sendmsg(channel, &msg, MSG_NOSIGNAL) != 1) return errno_error("sendmsg (the listener to the supervisor)");
+  return Ok{};
+}
+
+// The listener the child sends, or an invalid descriptor when it exited
+// before it could (it said why on stderr).
+UniqueFd receive_descriptor(int channel) {
+  char byte;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return UniqueFd();
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      return UniqueFd(fd);
+    }
+  }
+  return UniqueFd();
+}
+
+// The child's side: sockets in place, the filter, then PROGRAM.
+[[noreturn]] void run_child(Supervision& run, int channel, const sigset_t& original_mask, pid_t supervisor) {
+  for (int sig : kForwarded) ::signal(sig, SIG_DFL);
+  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+  // PROGRAM lives no longer than its supervisor, as it would were it `sockbroker
+  // run` itself: killing that pid ends the service, and no program is left
+  // running whose binds could no longer be answered.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || ::getppid() != supervisor) _exit(kExitBind);
+  if (auto s = place_descriptors(run.grants); !s) {
+    say(describe(s.error()));
+    _exit(kExitBind);
+  }
+  if (auto s = set_listen_environment(run.grants, ::getpid()); !s) {
+    say(describe(s.error()));
+    _exit(kExitBind);
+  }
+  // The Landlock layer is the supervisor's, inherited: a domain of its own
+  // here would be a sibling of the supervisor's, and Landlock forbids a
+  // process to look into another domain than its own or one nested in it
+  // (the supervisor could no longer read the program's bind address).
+  auto listener = lockdown_layers::apply_supervised_seccomp();
+  if (!listener) {
+    say("cannot install the lockdown filter: " + describe(listener.error()));
+    _exit(kExitBind);
+  }
+  if (auto s = send_descriptor(channel, listener->get()); !s) {
+    say(describe(s.error()));
+    _exit(kExitBind);
+  }
+  listener->reset();
+  ::close(channel);
+
+  std::vector<char*> argv;
+  for (auto& arg : run.program) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  const int err = errno;
+  say("cannot execute \"" + run.program.front() + "\": " + std::strerror(err));
+  _exit(err == ENOENT ? kExitNotFound : kExitCannotExecute);
+}
+
+// The processes whose parent is this one: orphans of PROGRAM's tree come
+// here (subreaper), and one of them is what a daemonizing program left.
+std::vector<pid_t> own_children() {
+  std::vector<pid_t> out;
+  const pid_t self = ::getpid();
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return out;
+  while (dirent* entry = ::readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || pid <= 0) continue;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE* stat = std::fopen(path, "re");
+    if (stat == nullptr) continue;
+    char text[512] = {};
+    const std::size_t n = std::fread(text, 1, sizeof text - 1, stat);
+    std::fclose(stat);
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+    const char* close = std::strrchr(text, ')');
+    if (n == 0 || close == nullptr) continue;
+    char state = 0;
+    long parent = 0;
+    if (std::sscanf(close + 1, " %c %ld", &state, &parent) == 2 && parent == self) out.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(proc);
+  return out;
+}
+
+}  // namespace
+
+int supervise(Supervision run) {
+  sigset_t handled, original;
+  sigemptyset(&handled);
+  for (int sig : kForwarded) sigaddset(&handled, sig);
+  sigaddset(&handled, SIGCHLD);
+  // Blocked before the fork, so that no signal is lost in between; the child
+  // unblocks before it execs.
+  if (::sigprocmask(SIG_BLOCK, &handled, &original) != 0) return report(errno_error("sigprocmask"));
+  // Orphans of PROGRAM's tree (a daemon's, an upgraded nginx's) become ours.
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) return report(errno_error("prctl(PR_SET_CHILD_SUBREAPER)"));
+
+  std::set<std::uint64_t> granted;
+  for (const auto& grant : run.grants) {
+    struct stat st {};
+    if (::fstat(grant.fd.get(), &st) == 0) granted.insert(static_cast<std::uint64_t>(st.st_ino));
+  }
+  // Landlock before the fork, once for both: the program's domain is then the
+  // supervisor's (see run_child).
+  auto landlock = lockdown_layers::apply_landlock_net();
+  if (!landlock) return report(landlock.error());
+  if (!landlock->applied) {
+    say("note: no Landlock layer (" + landlock->unavailable + "); the seccomp layer alone refuses binds");
+  }
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return report(errno_error("socketpair"));
+  UniqueFd ours(pair[0]), theirs(pair[1]);
+
+  const pid_t supervisor = ::getpid();
+  const pid_t program = ::fork();
+  if (program < 0) return report(errno_error("fork"));
+  if (program == 0) {
+    ours.reset();
+    run_child(run, theirs.release(), original, supervisor);
+  }
+  theirs.reset();
+  run.grants.clear();  // the child holds them; the supervisor keeps none
+
+  UniqueFd listener = receive_descriptor(ours.get());
+  ours.reset();
+  std::optional<BindServer> server;
+  if (listener) {
+    // The supervisor binds nothing itself either (but netlink, on the
+    // program's behalf); it may look into its program (pidfd_getfd). After
+    // the fork: the program's filter must not stack on this one.
+    auto filtered = lockdown_layers::apply_supervisor_seccomp();
+    if (!filtered) {
+      say("cannot lock the supervisor down: " + describe(filtered.error()) + "; stopping the program");
+      ::kill(program, SIGKILL);
+    }
+    server.emplace(std::move(listener), run.control, std::move(granted));
+  }
+
+  UniqueFd signals(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signals) {
+    say(describe(errno_error("signalfd")) + "; stopping the program");
+    ::kill(program, SIGKILL);
+  }
+  bool program_running = true;
+  int last_status = 0;
+  for (;;) {
+    // Reap first: with no child left, the tree is gone.
+    for (;;) {
+      int status = 0;
+      const pid_t reaped = ::waitpid(-1, &status, WNOHANG);
+      if (reaped > 0) {
+        last_status = status_to_exit_code(status);
+        if (reaped == program) program_running = false;
+        continue;
+      }
+      if (reaped < 0 && errno == ECHILD) return last_status;
+      break;
+    }
+    pollfd watched[2] = {{signals.get(), POLLIN, 0}, {server ? server->listener() : -1, POLLIN, 0}};
+    if (::poll(watched, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      say(describe(errno_error("poll")));
+      return kExitBind;
+    }
+    if (server && (watched[1].revents & POLLIN) != 0) {
+      if (auto s = server->serve_one(); !s) say(describe(s.error()));
+    }
+    if (server && (watched[1].revents & (POLLHUP | POLLERR)) != 0 && (watched[1].revents & POLLIN) == 0) {
+      // Every process under the filter has exited: no more calls to answer.
+      server.reset();
+    }
+    if ((watched[0].revents & POLLIN) != 0) {
+      signalfd_siginfo info{};
+      while (::read(signals.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+        const int sig = static_cast<int>(info.ssi_signo);
+        if (sig == SIGCHLD) continue;  // reaped at the top of the loop
+        if (program_running) {
+          ::kill(program, sig);
+        } else {
+          for (pid_t child : own_children()) ::kill(child, sig);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace sockbroker::cli

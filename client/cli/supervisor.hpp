@@ -1,0 +1,37 @@
+// `sockbroker run`, supervised (the default): PROGRAM runs as its child under
+// a filter that sends its bind(2) and listen(2) here (bind_server.hpp), and
+// `sockbroker run` stays as its parent, unprivileged and locked down itself
+// (it binds nothing but netlink), until every process of PROGRAM's tree has
+// exited:
+//
+//   sockbroker run (supervisor) ── fork ──▶ child: sockets at 3, 4, ...,
+//        ▲  forwards signals                 LISTEN_PID = its pid, lockdown
+//        │  reaps the tree (subreaper)       (bind, listen → supervisor),
+//        └── listener fd ◀── SCM_RIGHTS ──── exec PROGRAM
+//
+// It forwards every signal an operator or service manager sends (SIGHUP
+// reloads nginx, SIGUSR2 upgrades it, SIGQUIT drains it) to PROGRAM, or, once
+// PROGRAM itself has exited (a daemon that forked, an upgraded nginx), to its
+// own children, which the processes of the tree become when their parents
+// exit (PR_SET_CHILD_SUBREAPER). It exits with the status of the last
+// process of the tree to exit (128 + N for a signal N): PROGRAM's, unless it
+// left others running.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <sockbroker/client.hpp>
+
+namespace sockbroker::cli {
+
+struct Supervision {
+  std::vector<std::string> program;  // argv, PATH searched
+  std::vector<Grant> grants;         // -s sockets, handed over as LISTEN_FDS
+  std::string control;               // the broker's control socket ("" for the default)
+};
+
+// Returns the status `sockbroker run` exits with.
+[[nodiscard]] int supervise(Supervision run);
+
+}  // namespace sockbroker::cli
