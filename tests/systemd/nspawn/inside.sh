@@ -42,3 +42,8 @@ unit_state_is() { [ "$(unit_state "$1")" = "$2" ]; }
 
 # as_nobody COMMAND...: as uid/gid 65534, no supplementary groups.
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+
+# journal_has UNIT PATTERN: a message from UNIT, or from PID 1 about it,
+# matches the extended regular expression PATTERN. journald files a message a
+# moment after it was sent: ask with wait_for.
+journal_has() { journalctl --unit="$1" --boot --no-pager -o cat | grep -qE -- "$2"; }

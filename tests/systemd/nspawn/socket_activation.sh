@@ -39,8 +39,8 @@ pid=$(unit_property sockbroker.service MainPID)
 [ "$(readlink "/proc/$pid/exe")" = /usr/local/sbin/sockbrokerd ] || fail "MainPID $pid is not /usr/local/sbin/sockbrokerd"
 
 step "the broker serves systemd's socket and made no path of its own"
-journalctl -u sockbroker.service --no-pager -o cat | grep -q "ready on the socket systemd passed" ||
-  fail "the broker did not say it serves the socket systemd passed"
+wait_for 5 "the broker to say it serves the socket systemd passed" \
+  journal_has sockbroker.service "ready on the socket systemd passed"
 # One listening socket at that path, held by both PID 1 and the broker.
 listening=$(ss -xlp | grep -F /run/sockbroker/control.sock) || { ss -xlp; fail "nothing listens on control.sock"; }
 echo "$listening"

@@ -45,19 +45,17 @@ done
 nspawn_boot --wants sockbroker.socket <<'EOF'
 step "allowed.service: gets the socket as fd 3"
 systemctl start allowed.service || { journalctl -u allowed.service --no-pager; fail "allowed.service failed"; }
-output=$(journalctl -u allowed.service --no-pager -o cat)
-echo "$output"
-grep -qx "uid 65534: LISTEN_FDS=1 LISTEN_FDNAMES=web fd 3: 127.0.0.1:80 listening=1" <<<"$output" ||
-  fail "allowed.service's program did not get socket \"web\" as fd 3"
+wait_for 5 "allowed.service's program to show a listening 127.0.0.1:80 at fd 3" journal_has allowed.service \
+  "^uid 65534: LISTEN_FDS=1 LISTEN_FDNAMES=web fd 3: 127\.0\.0\.1:80 listening=1$"
+journalctl -u allowed.service --no-pager -o cat
 
 step "denied.service: the same command as the same user, refused with 77"
 if systemctl start denied.service; then fail "denied.service succeeded"; fi
 [ "$(unit_property denied.service ExecMainStatus)" = 77 ] ||
   fail "denied.service's sockbroker exited with $(unit_property denied.service ExecMainStatus), not 77"
-output=$(journalctl -u denied.service --no-pager -o cat)
-echo "$output"
-grep -q 'socket "web": permission denied' <<<"$output" || fail "no denial message from sockbroker"
-grep -q 'unit "denied.service"' <<<"$output" || fail "the denial does not name the unit the broker saw"
-if grep -q "LISTEN_FDS" <<<"$output"; then fail "denied.service's program ran"; fi
+wait_for 5 "sockbroker's denial naming the unit the broker saw" journal_has denied.service \
+  'socket "web": permission denied: .*unit "denied\.service"'
+journalctl -u denied.service --no-pager -o cat
+if journal_has denied.service "LISTEN_FDS"; then fail "denied.service's program ran"; fi
 echo "unit rules: PASS"
 EOF
