@@ -40,7 +40,17 @@
 #
 # Without root the tests skip (exit 77), or fail if SOCKBROKER_TEST_REQUIRE_ROOT=1.
 #
-# Why it is done this way (measured: /work/shared/notes/systemd-in-tests.md):
+# Adding a test: a file NAME.sh here like the others, and NAME in the list
+# nspawn_tests in tests/systemd/CMakeLists.txt. A test of broker restarts,
+# say, boots with --wants sockbroker.service (the ports held from boot),
+# starts a service holding port 80, and compares what `ss -Hltne` says of
+# port 80 (the socket's inode) before and after `systemctl restart
+# sockbroker` or a `kill -9` of its MainPID. To look into a live container:
+# a `sleep 600` in the script, a longer --timeout, and from the host
+# `nsenter --target PID --all`, PID being the container's systemd as the host
+# sees it (its cgroup is sockbroker-nspawn-NAME-* under /sys/fs/cgroup/unified).
+#
+# Why it is done this way (measured on this project's Debian 12 machines):
 # - --register=no --keep-unit: the host has no systemd or D-Bus to register with.
 # - Each container gets a cgroup of its own, made here: nspawn keeps the
 #   container in the cgroup it runs in, which is the root on these hosts, so
@@ -141,11 +151,11 @@ nspawn_boot() {
     _nspawn_cgroups+=("$dir")
   done
 
-  local started=$SECONDS
+  local started=$SECONDS machine=sb-$NSPAWN_BOOTS-$$
   (
     for dir in "${_nspawn_cgroups[@]}"; do echo 0 >"$dir/cgroup.procs"; done
     exec env SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --quiet \
-      --directory="$NSPAWN_ROOT" --machine="sb-$NSPAWN_BOOTS-$$" \
+      --directory="$NSPAWN_ROOT" --machine="$machine" \
       --register=no --keep-unit --boot --console=passive \
       --volatile=overlay --private-network \
       --system-call-filter="landlock_create_ruleset landlock_add_rule landlock_restrict_self" \
@@ -164,6 +174,8 @@ nspawn_boot() {
     _nspawn_read_journal_from_outside
     # 2>/dev/null: bash's notice that nspawn was killed quotes all of the above.
     { _nspawn_kill_cgroups; wait "$nspawn"; } 2>/dev/null || status=$?
+    # What a killed nspawn leaves on the host (an exiting one removes it).
+    rm -rf "/run/systemd/nspawn/propagate/$machine"
   else
     wait "$nspawn" || status=$?
   fi
