@@ -81,7 +81,7 @@ echo "nspawn root: debootstrap --variant=minbase --include=$include bookworm $ro
 start=$SECONDS
 if ! debootstrap --variant=minbase --include="$include" bookworm "$tmp" "$mirror" >"$tmp.log" 2>&1; then
   tail -n 30 "$tmp.log" >&2
-  cat "$tmp/debootstrap/debootstrap.log" 2>/dev/null | tail -n 30 >&2 || true
+  tail -n 30 "$tmp/debootstrap/debootstrap.log" >&2 2>/dev/null || true
   rm -rf "$tmp" "$tmp.log"
   nspawn_fail "debootstrap failed (log above)"
 fi
