@@ -34,6 +34,9 @@ packages=(
   # install_consumers renders the man pages (groff, man -l); systemd_units runs
   # `systemd-analyze verify --man=yes`, which asks man(1) for each Documentation=
   groff-base man-db
+  # the nspawn tests (tests/systemd/nspawn): systemd-nspawn boots systemd as
+  # PID 1 of a container, whose root file system debootstrap makes
+  systemd-container debootstrap
 )
 
 if [[ "${1:-}" == "--list" ]]; then
