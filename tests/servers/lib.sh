@@ -62,7 +62,7 @@ skip_or_fail() {
 }
 
 pass() {
-  stop_server
+  stop_server TERM
   if $harness; then
     echo "$test_name: PASS (harness check only: SOCKBROKER_SERVERS_HARNESS=1)"
   else

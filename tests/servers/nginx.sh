@@ -118,7 +118,6 @@ daemonized() {
     server_pid=
   fi
 }
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 not_alive() { ! kill -0 "$1" 2>/dev/null; }
 
 case "$case_name" in
