@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Go 1.19 server (Debian 12's golang-go), tests/servers/httpd.go, built here:
 # `http.ListenAndServe(":80", ...)` under `sockbroker run --`, after trying
-# net.Listen(":8081"), which is not in the policy and must fail with errno 13.
+# net.Listen(":81"), which is not in the policy and must fail with errno 13.
 #
 # Why the policy grants 0.0.0.0:80 and not [::]:80: before its first listen,
 # Go probes IPv6 by binding [::1]:0 and [::ffff:127.0.0.1]:0 (net's
@@ -27,13 +27,13 @@ rm -rf "$work/go"
 printf '[socket.web]\nlisten = "0.0.0.0:80"\n\n[[socket.web.allow]]\nuser = 65534\n' | write_policy
 start_broker
 
-step "httpd-go :80, after trying :8081"
-serve -- "$work/bin/httpd-go" :80 :8081
+step "httpd-go :80, after trying :81"
+serve -- "$work/bin/httpd-go" :80 :81
 wait_http http://127.0.0.1:80/ "hello from go"
-if supervised_only "Go's own report of EACCES for :8081"; then
-  expect_log "$server_log" "forbidden :8081: errno 13 " "net.Listen of an address outside the policy must fail with EACCES"
+if supervised_only "Go's own report of EACCES for :81"; then
+  expect_log "$server_log" "forbidden :81: errno 13 " "net.Listen of an address outside the policy must fail with EACCES"
 fi
 expect_audit grant 0.0.0.0 80
-supervised_only "audit deny of 0.0.0.0:8081" && expect_audit deny 0.0.0.0 8081
+supervised_only "audit deny of 0.0.0.0:81" && expect_audit deny 0.0.0.0 81
 stop_server TERM
 pass

@@ -3,9 +3,9 @@
 # sockets and supervised bind answers each bind(2) with the broker's socket.
 #
 # Cases (the third argument):
-#   ipv4       `listen 80;`, `daemon off;`. One request; a configuration with an
-#              extra `listen 8081;` (not in the policy) fails to start with
-#              "bind() to 0.0.0.0:8081 failed (13: Permission denied)"; SIGTERM to
+#   ipv4       `listen 80;`, `daemon off;`. One request; a configuration with
+#              `listen 81;` (not in the policy) fails to start with
+#              "bind() to 0.0.0.0:81 failed (13: Permission denied)"; SIGTERM to
 #              the supervisor stops nginx and the supervisor exits 0.
 #   ipv6       `listen [::]:80;`: nginx sets IPV6_V6ONLY on by default, so the
 #              policy says `listen = "[::]:80"` with the default v6only = true;
@@ -71,7 +71,6 @@ refused_to_start() {
   local name=$1 expect=$2
   shift 2
   nginx_conf "$srv/$name.conf" "must not serve" off "$@"
-  supervised_only "nginx refusing $* with EACCES" || return 0
   # shellcheck disable=SC2046
   run_expect_failure "$name" 10 -- $(nginx_args "$name")
   expect_log "$srv/$name-error.log" "$expect" "the bind outside the policy must fail with EACCES inside nginx"
@@ -124,15 +123,15 @@ case "$case_name" in
 ipv4)
   grant_to_nobody web 0.0.0.0:80 | write_policy
   start_broker
-  step "a configuration with listen 8081, outside the policy, must not start"
-  refused_to_start extra "bind() to 0.0.0.0:8081 failed (13: Permission denied)" 80 8081
+  step "a configuration with listen 81, outside the policy, must not start"
+  refused_to_start extra "bind() to 0.0.0.0:81 failed (13: Permission denied)" 81
   step "listen 80; daemon off"
   nginx_conf "$srv/nginx.conf" "hello from nginx" off 80
   # shellcheck disable=SC2046
   serve -- $(nginx_args nginx)
   wait_http http://127.0.0.1:80/ "hello from nginx"
   expect_audit grant 0.0.0.0 80
-  supervised_only "audit deny of 0.0.0.0:8081" && expect_audit deny 0.0.0.0 8081
+  supervised_only "audit deny of 0.0.0.0:81" && expect_audit deny 0.0.0.0 81
   step "SIGTERM to the supervisor reaches nginx; the supervisor exits with nginx's status"
   stop_server TERM
   supervised_only "the supervisor's exit status" && { [ "$server_status" -eq 0 ] || fail "sockbroker run exited $server_status after SIGTERM (nginx exits 0)"; }
