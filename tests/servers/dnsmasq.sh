@@ -27,6 +27,7 @@ require_program /usr/sbin/dnsmasq dnsmasq-base
 } | write_policy
 start_broker
 
+# shellcheck disable=SC2054  # the comma belongs to --host-record's value
 # No configuration file, no upstream, no /etc/hosts, no pid file, logs on stderr.
 dnsmasq=(/usr/sbin/dnsmasq --keep-in-foreground --log-facility=- --conf-file=/dev/null
   --no-resolv --no-hosts --pid-file= --host-record=web.test,192.0.2.7)

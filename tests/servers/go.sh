@@ -18,8 +18,10 @@ step "go build tests/servers/httpd.go"
 mkdir "$work/go"
 (
   cd "$servers_dir"
-  # No module, no network, nothing written outside $work/go.
-  HOME=$work/go GOCACHE=$work/go/cache GOPATH=$work/go/path GOFLAGS= GO111MODULE=off GOPROXY=off CGO_ENABLED=0 \
+  # No module, no network, nothing written outside $work/go. cgo stays on (the
+  # default): Go 1.19 ships its standard library compiled that way, so the
+  # build takes half a second instead of six (gcc is in build-essential).
+  HOME=$work/go GOCACHE=$work/go/cache GOPATH=$work/go/path GOFLAGS='' GO111MODULE=off GOPROXY=off \
     /usr/bin/go build -o "$work/bin/httpd-go" httpd.go
 ) >"$work/logs/go-build.log" 2>&1 || fail "go build failed"
 rm -rf "$work/go"

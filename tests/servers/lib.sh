@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared harness of tests/servers/*.sh, sourced by each: a real server program
 # from Debian's packages, started as uid 65534 through `sockbroker run --`, in a
 # private network namespace, against the real sockbrokerd.
@@ -280,6 +281,7 @@ stop_server() {
   if kill -0 "$server_pid" 2>/dev/null; then
     fail "the supervisor (pid $server_pid) is still running 10 s after SIG${1:-TERM}"
   fi
+  # shellcheck disable=SC2034  # the tests read it
   server_status=0
   wait "$server_pid" || server_status=$?
   server_pid=
