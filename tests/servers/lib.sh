@@ -299,8 +299,14 @@ netns_servers() {
   done
 }
 
+# Helpers a test starts in the background (as root): ended by cleanup.
+helper_pids=()
+track_helper() { helper_pids+=("$1"); }
+
 cleanup() {
   local status=$?
+  local helper
+  for helper in "${helper_pids[@]}"; do kill -TERM "$helper" 2>/dev/null || true; done
   if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; fi
   sleep 0.1
   local pid

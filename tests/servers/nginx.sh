@@ -85,6 +85,7 @@ start_loop() {
   loop_stop=$work/loop.stop loop_summary=$work/loop.json
   /usr/bin/python3 "$servers_dir/http_loop.py" 127.0.0.1 80 "$loop_stop" "$loop_summary" 0.005 30 &
   loop_pid=$!
+  track_helper "$loop_pid"
 }
 stop_loop() {
   touch "$loop_stop"
