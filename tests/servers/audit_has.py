@@ -10,7 +10,9 @@ An event matches when it is EVENT and some object in it carries that address
 and port in the contract's Tracee-style fields (sin_addr/sin_port for IPv4,
 sin6_addr/sin6_port for IPv6), wherever the broker put it (local_addr for a
 grant; a supervised bind's deny may name the requested address in another
-object). Exit 0 when found; 1 (printing the EVENT lines seen) when not.
+object), or some string in it is the address written as the policy writes it
+("0.0.0.0:81", "[::]:80"). Exit 0 when found; 1 (printing the EVENT lines
+seen) when not.
 """
 
 import ipaddress
@@ -29,6 +31,21 @@ def addresses(value):
     elif isinstance(value, list):
         for item in value:
             yield from addresses(item)
+
+
+def strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def written(address, port):
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
 def same(address, port, want_address, want_port):
@@ -58,7 +75,8 @@ def main():
         if record.get("event") != event:
             continue
         seen.append(line.rstrip())
-        if any(same(a, p, want_address, want_port) for a, p in addresses(record)):
+        if (any(same(a, p, want_address, want_port) for a, p in addresses(record))
+                or written(want_address, want_port) in strings(record)):
             print(f"audit: {line.rstrip()}")
             return 0
     print(f"audit_has: no \"{event}\" event for {want_address} port {want_port} in {path}; "
