@@ -36,6 +36,7 @@ step "dnsmasq on port 54, outside the policy, must not start"
 run_expect_failure extra 10 -- "${dnsmasq[@]}" --port=54
 expect_log "$work/logs/extra.log" "failed to create listening socket for port 54: Permission denied" \
   "the bind outside the policy must fail with EACCES inside dnsmasq"
+expect_run_status 2
 
 step "dnsmasq on port 53"
 serve -- "${dnsmasq[@]}"

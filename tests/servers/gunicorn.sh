@@ -26,6 +26,7 @@ bind)
   run_expect_failure extra 15 -- "${gunicorn[@]}" --log-level debug --bind 0.0.0.0:81 app:application
   expect_log "$work/logs/extra.log" "connection to ('0.0.0.0', 81) failed: [Errno 13] Permission denied" \
     "the bind outside the policy must fail with EACCES inside gunicorn"
+  expect_run_status 1
   step "--bind 0.0.0.0:80, with NOTIFY_SOCKET as systemd sets it for Type=notify"
   # The recipe's unit is Type=notify with NotifyAccess=all: gunicorn's
   # READY=1 must get out from under the supervisor and the lockdown.

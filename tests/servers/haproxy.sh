@@ -43,6 +43,7 @@ run_expect_failure extra 10 -- /usr/sbin/haproxy -db -f "$srv/extra.cfg"
 grep -F "Permission denied" "$work/logs/extra.log" | grep -qF "[0.0.0.0:81]" ||
   fail "haproxy did not report its bind of 0.0.0.0:81 failing with Permission denied (EACCES)"
 grep -F "Permission denied" "$work/logs/extra.log" | head -1
+expect_run_status 1
 
 step "bind :80"
 haproxy_conf "$srv/haproxy.cfg" :80

@@ -203,6 +203,15 @@ run_expect_failure() {
   [ "$status" -ne 124 ] && [ "$status" -ne 137 ] || fail "$name: still running after ${seconds} s; it should have failed to bind"
   [ "$status" -ne 0 ] || fail "$name: exited 0; it should have failed to bind"
   echo "exited with status $status"
+  run_status=$status
+}
+
+# expect_run_status N: the last run_expect_failure exited N, the status the
+# program itself exits with (seen in the harness check, without sockbroker):
+# the supervisor must exit with PROGRAM's status.
+run_status=
+expect_run_status() {
+  [ "$run_status" = "$1" ] || fail "sockbroker run exited $run_status; the program exits $1 there (the supervisor must exit with its status)"
 }
 
 server_alive() { [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; }

@@ -53,6 +53,7 @@ bind)
   grep -F "Permission denied" "$work/logs/extra.log" | grep -qF "0.0.0.0:81" ||
     fail "lighttpd did not report its bind of 0.0.0.0:81 failing with Permission denied (EACCES)"
   grep -F "Permission denied" "$work/logs/extra.log" | head -1
+  expect_run_status 255
   step "server.port = 80, bound by lighttpd itself"
   lighttpd_conf "$srv/lighttpd.conf" 80
   serve -- /usr/sbin/lighttpd -D -f "$srv/lighttpd.conf"

@@ -74,6 +74,7 @@ refused_to_start() {
   # shellcheck disable=SC2046
   run_expect_failure "$name" 10 -- $(nginx_args "$name")
   expect_log "$srv/$name-error.log" "$expect" "the bind outside the policy must fail with EACCES inside nginx"
+  expect_run_status 1
 }
 
 grant_to_nobody() {  # NAME LISTEN [EXTRA TOML LINE]

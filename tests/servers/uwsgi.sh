@@ -27,6 +27,7 @@ bind)
   step "--http-socket :81, outside the policy, must not start"
   run_expect_failure extra 10 -- "${uwsgi[@]}" --http-socket :81
   expect_log "$work/logs/extra.log" "bind(): Permission denied" "the bind outside the policy must fail with EACCES inside uWSGI"
+  expect_run_status 1
   step "--http-socket :80"
   serve -- "${uwsgi[@]}" --http-socket :80
   wait_http http://127.0.0.1:80/ "hello from uWSGI"
