@@ -312,18 +312,32 @@ netns_servers() {
 helper_pids=()
 track_helper() { helper_pids+=("$1"); }
 
+# Every other process in this network namespace (it is the test's own): what
+# the test started, whatever its uid (root servers in the harness check, a
+# daemon that outlived its supervisor).
+netns_others() {
+  local mine pid
+  mine=$(readlink /proc/self/ns/net)
+  for pid in /proc/[0-9]*; do
+    pid=${pid#/proc/}
+    [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] || continue
+    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$mine" ] || continue
+    echo "$pid"
+  done
+}
+
 cleanup() {
   local status=$?
   local helper
   for helper in "${helper_pids[@]}"; do kill -TERM "$helper" 2>/dev/null || true; done
   if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; fi
   sleep 0.1
-  local pid
-  for pid in $(netns_servers); do kill -KILL "$pid" 2>/dev/null || true; done
   if [ -n "$broker_pid" ]; then
     kill -TERM "$broker_pid" 2>/dev/null || true
     wait "$broker_pid" 2>/dev/null || true
   fi
+  local pid
+  for pid in $(netns_others); do kill -KILL "$pid" 2>/dev/null || true; done
   if [ "$status" -ne 0 ] && [ "${SOCKBROKER_SERVERS_KEEP:-}" = 1 ]; then
     echo "kept $work" >&2
   else
