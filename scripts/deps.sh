@@ -37,6 +37,14 @@ packages=(
   # the nspawn tests (tests/systemd/nspawn): systemd-nspawn boots systemd as
   # PID 1 of a container, whose root file system debootstrap makes
   systemd-container debootstrap
+  # tests/servers: the real servers users run, each under `sockbroker run --`
+  # (supervised bind) in a private network namespace. `nginx` is Debian 12's
+  # core binary (nginx-light/-core only add modules); uwsgi-core is the binary
+  # without the init scripts of `uwsgi`; dnsmasq-base is dnsmasq without its
+  # service. golang-go builds the Go server (about 80 MB of the ~83 MB these
+  # download). nodejs: Debian's 18, or a newer one already installed.
+  nginx haproxy lighttpd gunicorn uwsgi-core uwsgi-plugin-python3
+  golang-go nodejs dnsmasq-base
 )
 
 if [[ "${1:-}" == "--list" ]]; then

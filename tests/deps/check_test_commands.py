@@ -81,13 +81,14 @@ def closure(roots, packages, providers):
 
 def packages_of(paths):
     """path -> the Debian package that owns it, asked of dpkg in one call
-    (usrmerge: dpkg knows /usr/bin/ip as /bin/ip, so both spellings are asked)."""
-    spellings = {}
+    (usrmerge: dpkg knows /usr/bin/ip as /bin/ip, so both spellings are asked;
+    a link is asked as itself and as what it leads to)."""
+    spellings = {}  # a spelling dpkg may know -> every path it stands for
     for path in paths:
         for candidate in {path, os.path.realpath(path)}:
             alias = candidate[4:] if candidate.startswith("/usr/") else "/usr" + candidate
-            spellings.setdefault(candidate, path)
-            spellings.setdefault(alias, path)
+            for spelling in (candidate, alias):
+                spellings.setdefault(spelling, set()).add(path)
     result = subprocess.run(["dpkg-query", "-S"] + sorted(spellings), capture_output=True, text=True)
     owners = {}
     for line in result.stdout.splitlines():
@@ -96,8 +97,8 @@ def packages_of(paths):
             continue
         package, owned = line.split(": ", 1)
         for owned_path in owned.split(", "):
-            if owned_path in spellings:
-                owners.setdefault(spellings[owned_path], package.split(",")[0].strip().split(":")[0])
+            for path in spellings.get(owned_path, ()):
+                owners.setdefault(path, package.split(",")[0].strip().split(":")[0])
     return owners
 
 

@@ -60,7 +60,7 @@ policy::PeerIdentity nobody(pid_t pid = 4242) {
   return peer;
 }
 
-// A pidfd stand-in: the lease table only duplicates and polls it.
+// A pidfd stand-in: the lease table only dups and polls it.
 sockbroker::UniqueFd fake_pidfd() { return sockbroker::UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
 
 struct World {
