@@ -99,8 +99,11 @@ Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) 
   if (!passed) return std::move(passed).error();
   if (passed->valid()) {
     if (auto s = refuse_descriptors(passed->get()); !s) return std::move(s).error();
+    int already = 0;
+    socklen_t length = sizeof already;
+    const bool inherited = ::getsockopt(passed->get(), SOL_SOCKET, SO_PASSCRED, &already, &length) == 0 && already;
     if (auto s = pass_credentials(passed->get()); !s) return std::move(s).error();
-    return ControlSocket{std::move(*passed), {}};
+    return ControlSocket{std::move(*passed), {}, inherited};
   }
 
   sockaddr_un address{};
@@ -145,7 +148,7 @@ Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) 
     ::unlink(path.c_str());
     return e;
   }
-  return ControlSocket{std::move(fd), path};
+  return ControlSocket{std::move(fd), path, true};
 }
 
 }  // namespace sockbroker::broker

@@ -12,6 +12,11 @@ namespace sockbroker::broker {
 struct ControlSocket {
   UniqueFd fd;
   std::string created_path;  // empty when systemd passed the socket: not ours to unlink
+  // Whether every connection has SO_PASSCRED from its connect on (see
+  // datagram.hpp): true for a socket the broker made, or one systemd made
+  // with PassCredentials=yes. Otherwise connections made before the broker
+  // set it (while systemd held the socket) lack it, and each is checked.
+  bool credentials_from_connect = true;
 };
 
 // Takes the socket systemd passed (LISTEN_FDS: the one named "control", or the

@@ -193,7 +193,13 @@ int main(int argc, char** argv) {
   log->info("ready on {}: {}", created_path.empty() ? "the socket systemd passed" : created_path, status);
   ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
 
-  broker::Server server(std::move(control_socket->fd), state, *audit, *disposer, *log);
+  if (!control_socket->credentials_from_connect) {
+    log->warn("the control socket systemd passed has no PassCredentials=yes: connections made before sockbrokerd "
+              "started are bound to their connector only as SO_PEERCRED says (add PassCredentials=yes to the "
+              "socket unit, as the shipped sockbroker.socket has)");
+  }
+  broker::Server server(std::move(control_socket->fd), control_socket->credentials_from_connect, state, *audit,
+                        *disposer, *log);
   std::uint64_t watchdog_usec = 0;
   if (int enabled = ::sd_watchdog_enabled(0, &watchdog_usec); enabled > 0) {
     log->info("systemd watchdog: WATCHDOG=1 every {} ms", watchdog_usec / 2000);

@@ -51,8 +51,10 @@ Status Server::block_signals() {
   return Ok{};
 }
 
-Server::Server(UniqueFd control, BrokerState& state, Audit& audit, Disposer& disposer, spdlog::logger& log)
+Server::Server(UniqueFd control, bool credentials_from_connect, BrokerState& state, Audit& audit, Disposer& disposer,
+               spdlog::logger& log)
     : control_(std::move(control)),
+      credentials_from_connect_(credentials_from_connect),
       state_(state),
       audit_(audit),
       disposer_(disposer),
@@ -190,6 +192,18 @@ void Server::admit(UniqueFd connection) {
     return;
   }
   auto session = std::make_unique<Session>();
+  if (!credentials_from_connect_) {
+    // Made while systemd held the socket without PassCredentials=yes, it may
+    // lack SO_PASSCRED (Linux >= 6.16 copies it at connect): set it now, for
+    // the requests still to come.
+    int on = 0;
+    socklen_t length = sizeof on;
+    if (::getsockopt(connection.get(), SOL_SOCKET, SO_PASSCRED, &on, &length) != 0 || !on) {
+      on = 1;
+      (void)::setsockopt(connection.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+      session->credentials_reliable = false;
+    }
+  }
   session->connection = std::move(connection);
   session->peer = std::move(peer->identity);
   session->pidfd = std::move(peer->pidfd);
@@ -275,9 +289,15 @@ void Server::serve(Session& session, std::uint32_t events) {
     ~RetireReceived() { disposer.take_received(std::span(datagram.fds.data(), datagram.fd_count)); }
   } retire{disposer_, datagram};
   if (datagram.end_of_stream()) {
-    close_session(session, Ending::end_of_stream);
+    // Without reliable credentials a 0-byte read may be an empty datagram
+    // with more queued behind it: not a positive end of the stream.
+    close_session(session, session.credentials_reliable ? Ending::end_of_stream : Ending::unread);
     return;
   }
+  // The sender of a request that carries no credentials, on a connection
+  // that may lack them: its connector, as SO_PEERCRED says (the weaker
+  // binding a socket unit without PassCredentials=yes leaves).
+  const pid_t sender = datagram.has_credentials || session.credentials_reliable ? datagram.sender_pid : session.peer.pid;
   touch(session);
 
   Error problem;
@@ -312,7 +332,7 @@ void Server::serve(Session& session, std::uint32_t events) {
     return;
   }
   // reply() may close (free) the session: nothing touches it afterwards.
-  reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(), datagram.sender_pid,
+  reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(), sender,
                                                   says_netns ? datagram.fds[0].get() : -1, &session.holder_token,
                                                   &session.audit_peer}));
 }

@@ -26,7 +26,9 @@ class Server {
  public:
   // control: a listening SOCK_SEQPACKET socket (created by us or passed by systemd).
   // disposer: where every descriptor a client chose goes (descriptor_disposer.hpp).
-  Server(UniqueFd control, BrokerState& state, Audit& audit, Disposer& disposer, spdlog::logger& log);
+  // credentials_from_connect: see ControlSocket.
+  Server(UniqueFd control, bool credentials_from_connect, BrokerState& state, Audit& audit, Disposer& disposer,
+         spdlog::logger& log);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -73,6 +75,7 @@ class Server {
   void holder_exited(Holder& holder);
 
   UniqueFd control_;
+  bool credentials_from_connect_;
   UniqueFd epoll_;
   UniqueFd signals_;
   UniqueFd spare_fd_;  // released to accept-and-drop when out of descriptors

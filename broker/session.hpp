@@ -40,6 +40,12 @@ struct Session {
   };
   std::optional<PendingReply> pending;
   bool close_after_reply = false;  // a misbehaving client: answer, then hang up
+  // Every datagram of this connection carries SCM_CREDENTIALS (SO_PASSCRED
+  // from its connect on). False only for a connection made before the broker
+  // set SO_PASSCRED on a socket systemd passed without PassCredentials=yes:
+  // then a request without credentials is taken to be the connector's, and
+  // no read of 0 bytes is taken for the end of the stream.
+  bool credentials_reliable = true;
 };
 
 }  // namespace sockbroker::broker
