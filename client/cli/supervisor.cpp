@@ -112,7 +112,13 @@ UniqueFd receive_descriptor(int channel) {
   // (the supervisor could no longer read the program's bind address).
   auto listener = lockdown_layers::apply_supervised_seccomp();
   if (!listener) {
-    say("cannot install the lockdown filter: " + describe(listener.error()));
+    if (listener.error().sys_errno == EBUSY) {
+      // The kernel gives a process tree one user-notification listener.
+      say("cannot supervise: this process is already supervised (by another `sockbroker run`, or a container "
+          "runtime's seccomp agent); run the inner `sockbroker run` with --no-supervise");
+    } else {
+      say("cannot install the lockdown filter: " + describe(listener.error()));
+    }
     _exit(kExitBind);
   }
   if (auto s = send_descriptor(channel, listener->get()); !s) {

@@ -44,12 +44,16 @@ bind)
   ;;
 activation)
   activation=1
+  workers_booted() { [ "$(grep -c "Booting worker" "$server_log")" -ge "$1" ]; }
   start_broker
   step "LISTEN_FDS=1: the socket as fd 3, no --bind"
   serve_activated web -- "${gunicorn[@]}" app:application
   wait_http http://127.0.0.1:80/ "hello from gunicorn"
   expect_log "$server_log" "Listening at: http://0.0.0.0:80" "gunicorn must say it serves the inherited socket"
   expect_audit grant 0.0.0.0 80
+  # A worker still booting when SIGTERM comes can miss its master's TERM and
+  # hold the master for gunicorn's graceful timeout (30 s): stop once both run.
+  wait_until 10 "both workers booted" workers_booted 2
   stop_server TERM
   ;;
 *)

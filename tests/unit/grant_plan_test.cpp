@@ -127,7 +127,8 @@ TEST(GrantPlan, EveryReasonHasAnAuditNameAndAnErrorCode) {
 
 TEST(GrantPlan, AMatchingRuleGrantsASharedSocketWithANewRecord) {
   World world(kWeb);
-  const auto& plan = plan_of(world.ask("web", nobody()));
+  const auto planned = world.ask("web", nobody());
+  const auto& plan = plan_of(planned);
   EXPECT_EQ(plan.spec->name, "web");
   EXPECT_EQ(plan.rule, 0);
   EXPECT_EQ(plan.source, GrantPlan::Source::shared);
@@ -203,7 +204,8 @@ user = "nobody"
   EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
             DenialReason::netns_invalid);
   query.netns.emplace(std::uint64_t{4026532000});
-  const auto& plan = plan_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases));
+  const auto planned = broker::plan_grant(query, facts, world.policy, world.table, world.leases);
+  const auto& plan = plan_of(planned);
   EXPECT_EQ(plan.source, GrantPlan::Source::in_request_netns);
   EXPECT_EQ(plan.lease, GrantPlan::Lease::none);
   EXPECT_EQ(plan.netns, std::uint64_t{4026532000});
