@@ -85,13 +85,13 @@ std::unique_ptr<Holder> LeaseTable::remove(const Holder& holder) {
   return out;
 }
 
-std::vector<Lease> LeaseTable::drop_entry(std::uint64_t entry_id) {
+std::vector<LeaseTable::Dropped> LeaseTable::drop_entry(std::uint64_t entry_id) {
   live_by_entry_.erase(entry_id);
-  std::vector<Lease> dropped;
+  std::vector<Dropped> dropped;
   for (auto& [pid, holder] : holders_) {
     auto& leases = holder->leases;
     auto keep = std::stable_partition(leases.begin(), leases.end(), [&](const Lease& l) { return l.entry_id != entry_id; });
-    std::move(keep, leases.end(), std::back_inserter(dropped));
+    for (auto it = keep; it != leases.end(); ++it) dropped.push_back(Dropped{pid, std::move(*it)});
     leases.erase(keep, leases.end());
   }
   return dropped;

@@ -75,8 +75,13 @@ class LeaseTable {
   // which no longer count.
   [[nodiscard]] std::unique_ptr<Holder> remove(const Holder& holder);
 
-  // Drops every lease granted from entry_id (revoked or replaced), returning them.
-  std::vector<Lease> drop_entry(std::uint64_t entry_id);
+  // Drops every lease granted from entry_id (revoked or replaced), returning
+  // them with their holders' pids.
+  struct Dropped {
+    pid_t holder;
+    Lease lease;
+  };
+  std::vector<Dropped> drop_entry(std::uint64_t entry_id);
 
   [[nodiscard]] std::size_t holder_count() const noexcept { return holders_.size(); }
   // Calls fn(lease) for every live lease; for listings.

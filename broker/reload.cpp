@@ -43,20 +43,43 @@ ReloadOutcome reload_policy(BrokerState& state, Audit& audit, spdlog::logger& lo
   auto changes = state.table.apply(*loaded.policy, state.leases, audit, log);
   state.policy = std::move(*loaded.policy);
   ++state.generation;
-  outcome.ok = true;
+  // Applied; but a socket it had to bind that is not bound is a failure the
+  // operator must see (the broker retries it meanwhile).
+  outcome.applied = true;
+  outcome.ok = changes.failed.empty();
   outcome.message = "policy generation " + std::to_string(state.generation) + ": " +
                     std::to_string(changes.added.size()) + " added, " + std::to_string(changes.changed.size()) +
                     " rebound, " + std::to_string(changes.removed.size()) + " removed, " +
                     std::to_string(changes.unchanged) + " unchanged";
+  if (!changes.in_place.empty()) {
+    outcome.message += ", " + std::to_string(changes.in_place.size()) + " changed in place";
+  }
+  if (!changes.failed.empty()) {
+    outcome.message += "; " + std::to_string(changes.failed.size()) + " socket(s) not bound (retried with backoff)";
+  }
   outcome.details.push_back("added: " + joined(changes.added));
-  outcome.details.push_back("rebound: " + joined(changes.changed));
+  for (const auto& line : changes.changed) outcome.details.push_back("rebound: " + line);
+  for (const auto& line : changes.in_place) outcome.details.push_back("changed in place: " + line);
   outcome.details.push_back("removed: " + joined(changes.removed));
-  log.info("reloaded: {}", outcome.message);
+  for (const auto& line : changes.failed) {
+    outcome.details.push_back("not bound: " + line);
+    outcome.failed_sockets.push_back(line.substr(0, line.find(':')));
+  }
+  if (outcome.ok) {
+    log.info("reloaded: {}", outcome.message);
+  } else {
+    log.error("reloaded: {}", outcome.message);
+  }
+  std::vector<std::string> changed_names;
+  for (const auto& line : changes.changed) changed_names.push_back(line.substr(0, line.find(':')));
   audit.emit("reload", {{"generation", state.generation},
                         {"added", changes.added},
-                        {"changed", changes.changed},
+                        {"changed", changed_names},
+                        {"rebound", changes.changed},
+                        {"changed_in_place", changes.in_place},
                         {"removed", changes.removed},
-                        {"unchanged", changes.unchanged}});
+                        {"unchanged", changes.unchanged},
+                        {"failed", changes.failed}});
   std::string status = "serving " + std::to_string(state.table.bound_count()) + " sockets, generation " +
                        std::to_string(state.generation);
   ::sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());

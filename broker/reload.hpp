@@ -13,9 +13,11 @@
 namespace sockbroker::broker {
 
 struct ReloadOutcome {
-  bool ok = false;
+  bool applied = false;  // the new policy is in force (a new generation)
+  bool ok = false;       // applied, and every socket it had to bind is bound
   std::string message;               // one line
   std::vector<std::string> details;  // diagnostics (FILE:LINE:COL: ...) or what changed
+  std::vector<std::string> failed_sockets;  // applied, but these are not bound
 };
 
 // Audits reload / reload_failed and tells systemd (RELOADING=1 ... READY=1).

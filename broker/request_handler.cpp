@@ -284,7 +284,7 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
     proto::SocketEntry out{entry.spec.name, entry.spec.type, entry.spec.listen.text, {}, {}, 0, 0, 0, false};
     if (admin) {
       out.state = entry.state();
-      out.detail = entry.error.substr(0, 256);
+      out.detail = entry.detail(std::chrono::steady_clock::now()).substr(0, 256);
       out.holders = state_.leases.live_grants(entry.id);
       out.grants_total = entry.grants;
       out.max_grants = entry.spec.max_grants;
@@ -314,8 +314,10 @@ Response RequestHandler::reload(const Caller& caller) {
   if (auto refused = refuse_unless_admin("reload", caller)) return std::move(*refused);
   log_.info("reload requested by {}", describe_peer(caller.identity));
   auto outcome = reload_policy(state_, audit_, log_);
-  state_.metrics.reloaded(outcome.ok, outcome.message);
-  return Response{proto::Outcome{outcome.ok, std::move(outcome.message), std::move(outcome.details)}, nullptr};
+  state_.metrics.reloaded(outcome.applied, outcome.message);
+  return Response{proto::Outcome{outcome.ok, std::move(outcome.message), std::move(outcome.details),
+                                 std::move(outcome.failed_sockets)},
+                  nullptr};
 }
 
 Response RequestHandler::revoke(const proto::RevokeRequest& request, const Caller& caller) {
@@ -339,7 +341,9 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
                         (entry->serving() ? "bound afresh for future grants"
                                           : "could not bind it again: " + entry->error);
   log_.info("{}", message);
-  return Response{proto::Outcome{entry->serving(), std::move(message), {}}, nullptr};
+  std::vector<std::string> failed;
+  if (!entry->serving()) failed.push_back(entry->spec.name);
+  return Response{proto::Outcome{entry->serving(), std::move(message), {}, std::move(failed)}, nullptr};
 }
 
 Response RequestHandler::status(const Caller& caller) {

@@ -125,6 +125,7 @@ Status Server::run() {
     expire_idle_sessions();
     disposer_.flush(log_);
     const auto now = Clock::now();
+    state_.table.retry_failed(now, audit_, log_);
     if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
@@ -147,7 +148,7 @@ bool Server::handle_signals() {
     if (info.ssi_signo == SIGHUP) {
       log_.info("SIGHUP: reloading the policy");
       auto outcome = reload_policy(state_, audit_, log_);
-      state_.metrics.reloaded(outcome.ok, outcome.message);
+      state_.metrics.reloaded(outcome.applied, outcome.message);
     }
   }
   return true;
@@ -466,6 +467,7 @@ int Server::milliseconds_to_next_deadline() const {
   if (!idle_order_.empty()) next = idle_order_.front()->deadline;
   if (watchdog_interval_.count() > 0 && (!next || next_watchdog_ < *next)) next = next_watchdog_;
   if (auto due = audit_.flush_deadline(); due && (!next || *due < *next)) next = *due;
+  if (auto retry = state_.table.next_retry(); retry && (!next || *retry < *next)) next = *retry;
   // The disposer's queue was full: try again soon.
   if (disposer_.backlogged()) {
     auto retry = Clock::now() + std::chrono::milliseconds(10);

@@ -113,7 +113,9 @@ Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec, SocketRo
   if (auto s = apply_options(out.fd.get(), spec, role, out.notes); !s) return std::move(s).error();
 
   if (spec.listen.kind == policy::Address::Kind::unix_path) {
-    if (auto s = bind_unix_path(out.fd.get(), spec, out.notes); !s) return std::move(s).error();
+    auto file = bind_unix_path(out.fd.get(), spec, out.notes);
+    if (!file) return std::move(file).error();
+    out.path_file = *file;
   } else if (::bind(out.fd.get(), spec.listen.sockaddr_ptr(), spec.listen.length) != 0) {
     return errno_error("bind " + spec.listen.text);
   }
@@ -121,6 +123,20 @@ Result<OpenedSocket> open_policy_socket(const policy::SocketSpec& spec, SocketRo
     if (auto s = listen_unless_datagram(out.fd.get(), spec); !s) return std::move(s).error();
   }
   return out;
+}
+
+Status change_in_place(int fd, const policy::SocketSpec& next, bool listening, std::vector<std::string>& notes) {
+  if (listening && ::listen(fd, next.backlog) != 0) return errno_error("listen (new backlog)");
+  if (next.receive_buffer) {
+    if (auto s = set_buffer(fd, SO_RCVBUF, *next.receive_buffer, "receive_buffer", notes); !s) return s;
+  }
+  if (next.send_buffer) {
+    if (auto s = set_buffer(fd, SO_SNDBUF, *next.send_buffer, "send_buffer", notes); !s) return s;
+  }
+  if (!next.listen.is_unix() && next.type == proto::SocketType::stream) {
+    if (auto s = set_int(fd, IPPROTO_TCP, TCP_FASTOPEN, next.fast_open, "TCP_FASTOPEN"); !s) return s;
+  }
+  return Ok{};
 }
 
 Status start_serving(int fd, const policy::SocketSpec& spec) {

@@ -3,6 +3,9 @@
 
 #include <sockbroker/fd.hpp>
 
+#include <sys/types.h>
+
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,11 +13,20 @@
 
 namespace sockbroker::broker {
 
+// A file system object, as the kernel names it: what a Unix socket's path
+// was when the broker bound it, so that a later change of its owner or mode
+// reaches that very file and no other.
+struct FileIdentity {
+  dev_t device = 0;
+  ino_t inode = 0;
+};
+
 struct OpenedSocket {
   UniqueFd fd;
   // Things the operator should know that did not stop the bind, e.g. a buffer
   // size the kernel clamped.
   std::vector<std::string> notes;
+  std::optional<FileIdentity> path_file;  // Unix path sockets
 };
 
 enum class SocketRole {
@@ -32,5 +44,12 @@ enum class SocketRole {
 // Makes a socket opened as a port_holder what a serving one is: SO_REUSEADDR
 // (inet stream) and listen(2).
 [[nodiscard]] Status start_serving(int fd, const policy::SocketSpec& spec);
+
+// Applies to a live socket what a reload changed that a bound socket can
+// change (policy::binding_change's in_place keys but a path's owner and mode:
+// unix_socket_path.hpp): listen(2) again for the backlog (a listening socket
+// only), the buffers, TCP_FASTOPEN. Notes as open_policy_socket's.
+[[nodiscard]] Status change_in_place(int fd, const policy::SocketSpec& next, bool listening,
+                                     std::vector<std::string>& notes);
 
 }  // namespace sockbroker::broker

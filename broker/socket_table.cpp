@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -10,6 +11,7 @@
 #include <utility>
 
 #include "confinement.hpp"
+#include "unix_socket_path.hpp"
 
 namespace sockbroker::broker {
 namespace {
@@ -25,9 +27,25 @@ bool takes_spares(const policy::SocketSpec& spec) {
          spec.netns != policy::NetnsMode::request;
 }
 
+// After a failed bind: 1 s, then twice as long each time, up to a minute. An
+// address someone else holds is often free again within seconds (a previous
+// broker's holders exiting); a minute bounds the log and the work.
+std::chrono::seconds retry_delay(unsigned attempts) {
+  const unsigned shift = std::min(attempts > 0 ? attempts - 1 : 0u, 6u);
+  return std::min(std::chrono::seconds(1u << shift), std::chrono::seconds(60));
+}
+
 }  // namespace
 
-TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit, spdlog::logger& log) {
+std::string TableEntry::detail(std::chrono::steady_clock::time_point now) const {
+  if (serving()) return {};
+  if (attempts == 0) return error;
+  const auto left = std::chrono::ceil<std::chrono::seconds>(next_attempt - now).count();
+  return error + " (attempt " + std::to_string(attempts) + "; next in " + std::to_string(std::max<long>(left, 0)) +
+         " s)";
+}
+
+TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit, spdlog::logger& log, unsigned attempt) {
   TableEntry entry;
   entry.id = next_id_++;
   entry.spec = spec;
@@ -53,15 +71,24 @@ TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit,
     // After confinement a refusal may mean a capability given up at start-up.
     int err = opened.error().sys_errno;
     if (err == EPERM || err == EACCES) entry.error += capability_hint(spec);
-    log.error("socket \"{}\": cannot bind {}: {}", spec.name, spec.listen.text, entry.error);
-    fields["error"] = entry.error;
-    audit.emit("bind_failed", std::move(fields));
+    entry.attempts = attempt;
+    entry.next_attempt = std::chrono::steady_clock::now() + retry_delay(attempt);
+    log.error("socket \"{}\": cannot bind {}: {}; trying again in {} s (attempt {})", spec.name, spec.listen.text,
+              entry.error, retry_delay(attempt).count(), attempt);
+    // The first failure is audited; the retries are the same state, and the
+    // success ends it ("bind" with its attempts).
+    if (attempt == 1) {
+      fields["error"] = entry.error;
+      audit.emit("bind_failed", std::move(fields));
+    }
     return entry;
   }
+  entry.path_file = opened->path_file;
   for (const auto& note : opened->notes) log.warn("socket \"{}\": {}", spec.name, note);
   entry.socket = std::make_shared<const UniqueFd>(std::move(opened->fd));
-  log.info("socket \"{}\": bound {} ({}{})", spec.name, spec.listen.text, proto::to_string(spec.type),
-           group ? ", reuse_port group" : "");
+  log.info("socket \"{}\": bound {} ({}{}){}", spec.name, spec.listen.text, proto::to_string(spec.type),
+           group ? ", reuse_port group" : "", attempt > 1 ? " on attempt " + std::to_string(attempt) : "");
+  if (attempt > 1) fields["attempts"] = attempt;
   audit.emit("bind", std::move(fields));
   return entry;
 }
@@ -105,7 +132,7 @@ Result<OpenedSocket> SocketTable::new_member(TableEntry& entry) {
   }
   if (entry.spare) {
     UniqueFd spare = std::move(entry.spare);
-    if (start_serving(spare.get(), entry.spec)) return OpenedSocket{std::move(spare), {}};
+    if (start_serving(spare.get(), entry.spec)) return OpenedSocket{std::move(spare), {}, std::nullopt};
     // Closed; a member made afresh says what is wrong, if anything still is.
   }
   return open_policy_socket(entry.spec);
@@ -127,28 +154,58 @@ void SocketTable::make_spares(spdlog::logger& log) {
   spares_wanted_.clear();
 }
 
-std::size_t SocketTable::shut_down(TableEntry& entry, LeaseTable& leases) {
-  std::vector<Lease> dropped = leases.drop_entry(entry.id);
+std::vector<pid_t> SocketTable::shut_down(TableEntry& entry, LeaseTable& leases) {
+  std::vector<LeaseTable::Dropped> dropped = leases.drop_entry(entry.id);
   // One shutdown per kernel socket: every holder of a shared socket has the same one.
   std::set<int> done;
   auto stop = [&](const std::shared_ptr<const UniqueFd>& socket) {
     if (socket && socket->valid() && done.insert(socket->get()).second) ::shutdown(socket->get(), SHUT_RDWR);
   };
-  for (const auto& lease : dropped) stop(lease.kernel_socket);
+  std::vector<pid_t> holders;
+  for (const auto& [holder, lease] : dropped) {
+    stop(lease.kernel_socket);
+    if (std::find(holders.begin(), holders.end(), holder) == holders.end()) holders.push_back(holder);
+  }
   stop(entry.socket);
-  return dropped.size();
+  return holders;
 }
 
 std::optional<std::size_t> SocketTable::revoke(std::string_view name, LeaseTable& leases, Audit& audit,
                                                spdlog::logger& log) {
   TableEntry* entry = find(name);
   if (entry == nullptr) return std::nullopt;
-  std::size_t shut = shut_down(*entry, leases);
+  std::size_t shut = shut_down(*entry, leases).size();
   policy::SocketSpec spec = entry->spec;
   entry->socket.reset();  // release the address before binding it again
   entry->spare.reset();
   *entry = open_entry(spec, audit, log);
   return shut;
+}
+
+Status SocketTable::change_live(TableEntry& entry, const policy::SocketSpec& next, const LeaseTable& leases,
+                                spdlog::logger& log) {
+  std::vector<std::string> notes;
+  // The broker's own socket: listening unless it is a reuse_port group's
+  // port holder or a datagram socket.
+  const bool stream = next.type != proto::SocketType::datagram;
+  if (entry.socket) {
+    if (auto s = change_in_place(entry.socket->get(), next, stream && !next.reuse_port, notes); !s) return s;
+  }
+  // Granted reuse_port members, listening in their holders' hands.
+  Status failed = Ok{};
+  leases.for_each_lease([&](const Lease& lease) {
+    if (failed && lease.entry_id == entry.id && lease.kernel_socket && lease.kernel_socket != entry.socket) {
+      failed = change_in_place(lease.kernel_socket->get(), next, stream, notes);
+    }
+  });
+  if (!failed) return failed;
+  if (next.listen.kind == policy::Address::Kind::unix_path && entry.path_file &&
+      (next.socket_user != entry.spec.socket_user || next.socket_group != entry.spec.socket_group ||
+       next.socket_mode != entry.spec.socket_mode)) {
+    if (auto s = set_path_owner_and_mode(next, *entry.path_file); !s) return s;
+  }
+  for (const auto& note : notes) log.warn("socket \"{}\": {}", next.name, note);
+  return Ok{};
 }
 
 SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& leases, Audit& audit,
@@ -158,21 +215,48 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
   for (auto& entry : entries_) old.emplace(entry.spec.name, std::move(entry));
   entries_.clear();
 
+  auto joined = [](const std::vector<std::string>& keys) {
+    std::string out;
+    for (const auto& key : keys) out += (out.empty() ? "" : ", ") + key;
+    return out;
+  };
+
   // First let go of every address that is going away or changing, so that a new
-  // entry may take an address an old one had.
+  // entry may take an address an old one had. What a live socket can take is
+  // changed on it; if it cannot after all, it is bound afresh.
   std::set<std::string, std::less<>> rebind;
   for (auto& [name, entry] : old) {
     const policy::SocketSpec* replacement = next.find(name);
-    if (replacement != nullptr && policy::same_binding(entry.spec, *replacement) && entry.serving()) continue;
     if (replacement == nullptr) {
       changes.removed.push_back(name);
       // Removed: the broker closes its references; holders keep their sockets.
       leases.drop_entry(entry.id);
       log.info("socket \"{}\": removed from the policy; closed", name);
-    } else {
-      changes.changed.push_back(name);
+    } else if (entry.serving()) {
+      const policy::BindingChange change = policy::binding_change(entry.spec, *replacement);
+      if (change.none()) continue;
+      if (change.new_socket.empty()) {
+        Status changed = change_live(entry, *replacement, leases, log);
+        if (changed) {
+          changes.in_place.push_back(name + ": " + joined(change.in_place));
+          log.info("socket \"{}\": changed in place: {}", name, joined(change.in_place));
+          continue;
+        }
+        log.warn("socket \"{}\": cannot change {} in place ({}); binding it afresh", name, joined(change.in_place),
+                 describe(changed.error()));
+      }
       rebind.insert(name);
-      shut_down(entry, leases);
+      const std::vector<pid_t> holders = shut_down(entry, leases);
+      std::string line = name + ": " + joined(change.new_socket.empty() ? change.in_place : change.new_socket) +
+                         " changed; bound afresh";
+      if (!holders.empty()) {
+        line += "; " + std::to_string(holders.size()) + " holder(s) shut down (pid";
+        for (pid_t pid : holders) line += " " + std::to_string(pid);
+        line += ")";
+      }
+      changes.changed.push_back(std::move(line));
+    } else {
+      rebind.insert(name);  // failed: tried again now
     }
     entry.socket.reset();
     entry.spare.reset();
@@ -189,8 +273,25 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
     }
     if (it == old.end()) changes.added.push_back(spec.name);
     entries_.push_back(open_entry(spec, audit, log));
+    if (!entries_.back().serving()) changes.failed.push_back(spec.name + ": " + entries_.back().error);
   }
   return changes;
+}
+
+void SocketTable::retry_failed(std::chrono::steady_clock::time_point now, Audit& audit, spdlog::logger& log) {
+  for (auto& entry : entries_) {
+    if (entry.serving() || entry.attempts == 0 || entry.next_attempt > now) continue;
+    entry = open_entry(entry.spec, audit, log, entry.attempts + 1);
+  }
+}
+
+std::optional<std::chrono::steady_clock::time_point> SocketTable::next_retry() const noexcept {
+  std::optional<std::chrono::steady_clock::time_point> next;
+  for (const auto& entry : entries_) {
+    if (entry.serving() || entry.attempts == 0) continue;
+    if (!next || entry.next_attempt < *next) next = entry.next_attempt;
+  }
+  return next;
 }
 
 }  // namespace sockbroker::broker

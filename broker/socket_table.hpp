@@ -13,6 +13,7 @@
 
 #include <spdlog/logger.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,9 +38,17 @@ struct TableEntry {
   // reuse_port stream groups: the next grant's member, made ahead (see
   // SocketTable::new_member). Invalid when there is none.
   UniqueFd spare;
+  std::optional<FileIdentity> path_file;  // a Unix path: the socket file bound
+
+  // A failed entry is bound again at next_attempt: after 1 s, then twice as
+  // long each time, up to a minute (retry_failed).
+  unsigned attempts = 0;
+  std::chrono::steady_clock::time_point next_attempt{};
 
   [[nodiscard]] bool serving() const noexcept { return error.empty(); }
   [[nodiscard]] const char* state() const noexcept { return serving() ? "bound" : "failed"; }
+  // The error, and for a failed entry when it is tried again.
+  [[nodiscard]] std::string detail(std::chrono::steady_clock::time_point now) const;
 };
 
 class SocketTable {
@@ -58,13 +67,25 @@ class SocketTable {
   [[nodiscard]] std::size_t failed_count() const noexcept { return entries_.size() - bound_count(); }
 
   struct Changes {
-    std::vector<std::string> added, changed, removed;
+    std::vector<std::string> added, removed;
+    std::vector<std::string> changed;   // one line each: the name, what changed, who was shut down
+    std::vector<std::string> in_place;  // one line each: the name and the keys changed on the live socket
+    std::vector<std::string> failed;    // added or changed, and not bound: the name and why
     std::size_t unchanged = 0;
   };
-  // Makes this table serve `next`: entries whose binding is unchanged keep their
-  // kernel socket (and counters); changed ones are revoked and bound afresh;
-  // removed ones are closed by the broker (holders keep what they have).
+  // Makes this table serve `next`. Entries whose binding is unchanged keep
+  // their kernel socket (and counters); those whose change a live socket can
+  // take (policy::binding_change) keep it too, changed in place, holders
+  // undisturbed; the others are revoked (their holders shut down) and bound
+  // afresh; removed ones are closed by the broker (holders keep what they
+  // have). A failed entry is tried again at once.
   Changes apply(const policy::Policy& next, LeaseTable& leases, Audit& audit, spdlog::logger& log);
+
+  // Binds again every failed entry whose next attempt is due, logging and
+  // auditing the first success; the others wait twice as long.
+  void retry_failed(std::chrono::steady_clock::time_point now, Audit& audit, spdlog::logger& log);
+  // When the next failed entry is due, if any is.
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> next_retry() const noexcept;
 
   // A new member of the entry's reuse_port group, listening. The socket,
   // options and bind of a stream member are made ahead, after the previous
@@ -84,8 +105,13 @@ class SocketTable {
                                                   spdlog::logger& log);
 
  private:
-  TableEntry open_entry(const policy::SocketSpec& spec, Audit& audit, spdlog::logger& log);
-  static std::size_t shut_down(TableEntry& entry, LeaseTable& leases);
+  // attempt: how many binds of this entry have been tried, this one included.
+  TableEntry open_entry(const policy::SocketSpec& spec, Audit& audit, spdlog::logger& log, unsigned attempt = 1);
+  // Shuts every kernel socket of the entry down; returns the pids whose leases it ended.
+  static std::vector<pid_t> shut_down(TableEntry& entry, LeaseTable& leases);
+  // The in-place part of a reload, on the entry's socket and its granted members.
+  [[nodiscard]] Status change_live(TableEntry& entry, const policy::SocketSpec& next, const LeaseTable& leases,
+                                   spdlog::logger& log);
 
   std::vector<TableEntry> entries_;  // sorted by name, like the policy
   std::uint64_t next_id_ = 1;

@@ -73,7 +73,7 @@ Result<int> socket_type_of(int fd) {
 
 }  // namespace
 
-Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::string>& /*notes*/) {
+Result<FileIdentity> bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::string>& /*notes*/) {
   const std::string& path = spec.listen.text;
   const std::size_t slash = path.rfind('/');
   const std::string directory = slash == 0 ? "/" : path.substr(0, slash);
@@ -83,7 +83,7 @@ Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::s
   if (!type) return std::move(type).error();
   auto parent = open_trusted_directory(directory);
   if (!parent) return std::move(parent).error();
-  if (auto s = clear_the_way(parent->get(), base, path, *type); !s) return s;
+  if (auto s = clear_the_way(parent->get(), base, path, *type); !s) return std::move(s).error();
 
   // Bound by its own name, so that getsockname(2), ss and the programs that
   // match inherited sockets by path (nginx, lighttpd) see the policy's path.
@@ -101,8 +101,31 @@ Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::s
   Status done = entry ? set_owner_and_mode(entry->get(), spec.socket_user.value_or(0), spec.socket_group.value_or(0),
                                            spec.socket_mode.value_or(kDefaultSocketMode), path)
                       : Status(std::move(entry).error());
-  if (!done && entry) (void)::unlinkat(parent->get(), base.c_str(), 0);  // ours, and unusable: do not leave it
-  return done;
+  struct stat st {};
+  if (done && ::fstat(entry->get(), &st) != 0) done = errno_error("fstat \"" + path + "\"");
+  if (!done) {
+    if (entry) (void)::unlinkat(parent->get(), base.c_str(), 0);  // ours, and unusable: do not leave it
+    return std::move(done).error();
+  }
+  return FileIdentity{st.st_dev, st.st_ino};
+}
+
+Status set_path_owner_and_mode(const policy::SocketSpec& spec, const FileIdentity& file) {
+  const std::string& path = spec.listen.text;
+  const std::size_t slash = path.rfind('/');
+  const std::string directory = slash == 0 ? "/" : path.substr(0, slash);
+  const std::string base = path.substr(slash + 1);
+  auto parent = open_trusted_directory(directory);
+  if (!parent) return std::move(parent).error();
+  UniqueFd entry(::openat(parent->get(), base.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!entry) return errno_error("open \"" + path + "\"");
+  struct stat st {};
+  if (::fstat(entry.get(), &st) != 0) return errno_error("fstat \"" + path + "\"");
+  if (!S_ISSOCK(st.st_mode) || st.st_dev != file.device || st.st_ino != file.inode) {
+    return Error{0, EEXIST, "\"" + path + "\" is no longer the socket file the broker made; leaving it alone"};
+  }
+  return set_owner_and_mode(entry.get(), spec.socket_user.value_or(0), spec.socket_group.value_or(0),
+                            spec.socket_mode.value_or(kDefaultSocketMode), path);
 }
 
 }  // namespace sockbroker::broker

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "policy.hpp"
+#include "socket_factory.hpp"
 
 namespace sockbroker::broker {
 
@@ -19,6 +20,14 @@ namespace sockbroker::broker {
 // descriptor of it. Refuses a final path that is a symlink, that exists and
 // is not a socket, or that is a socket some process may still use: only a
 // stale socket, one that refuses connections, is replaced.
-[[nodiscard]] Status bind_unix_path(int fd, const policy::SocketSpec& spec, std::vector<std::string>& notes);
+// Returns the socket file made.
+[[nodiscard]] Result<FileIdentity> bind_unix_path(int fd, const policy::SocketSpec& spec,
+                                                  std::vector<std::string>& notes);
+
+// A reload's new socket_user, socket_group or socket_mode for the live socket
+// bound at spec's path: applied to `file` (what bind_unix_path returned) only,
+// reached as bind_unix_path reaches it; a path that names another file now
+// is an error, and nothing is changed.
+[[nodiscard]] Status set_path_owner_and_mode(const policy::SocketSpec& spec, const FileIdentity& file);
 
 }  // namespace sockbroker::broker

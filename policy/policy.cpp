@@ -20,6 +20,32 @@ const SocketSpec* Policy::find(std::string_view name) const noexcept {
   return &*it;
 }
 
+BindingChange binding_change(const SocketSpec& a, const SocketSpec& b) {
+  BindingChange out;
+  auto check = [](bool differs, const char* key, std::vector<std::string>& into) {
+    if (differs) into.emplace_back(key);
+  };
+  check(!same_address(a.listen, b.listen), "listen", out.new_socket);
+  check(a.type != b.type, "type", out.new_socket);
+  check(a.reuse_port != b.reuse_port, "reuse_port", out.new_socket);
+  check(a.bind_to_device != b.bind_to_device, "bind_to_device", out.new_socket);
+  check(a.free_bind != b.free_bind, "free_bind", out.new_socket);
+  check(a.transparent != b.transparent, "transparent", out.new_socket);
+  check(a.v6only != b.v6only, "v6only", out.new_socket);
+  check(a.allow_abstract != b.allow_abstract, "allow_abstract", out.new_socket);
+  check(a.netns != b.netns, "netns", out.new_socket);
+  // listen(2) again sets a listening socket's backlog; the buffer sizes,
+  // TCP_FASTOPEN and a path's owner and mode can be set on a live socket too.
+  check(a.backlog != b.backlog, "backlog", out.in_place);
+  check(a.receive_buffer != b.receive_buffer, "receive_buffer", out.in_place);
+  check(a.send_buffer != b.send_buffer, "send_buffer", out.in_place);
+  check(a.fast_open != b.fast_open, "fast_open", out.in_place);
+  check(a.socket_user != b.socket_user, "socket_user", out.in_place);
+  check(a.socket_group != b.socket_group, "socket_group", out.in_place);
+  check(a.socket_mode != b.socket_mode, "socket_mode", out.in_place);
+  return out;
+}
+
 bool same_binding(const SocketSpec& a, const SocketSpec& b) noexcept {
   // Rules and max_grants are deliberately absent: changing who may acquire a
   // socket must not close the one services already hold.

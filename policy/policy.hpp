@@ -66,8 +66,20 @@ struct SocketSpec {
 // "[fe80::1%eth0]:80" is another once eth0 has been re-created.
 [[nodiscard]] bool same_address(const Address& a, const Address& b) noexcept;
 
-// True when the kernel socket bound for `a` can serve `b` unchanged: every
-// field that shapes the socket is equal (rules and limits may differ).
+// What a reload from `a` to `b` (the same name) does to the kernel socket:
+// nothing (rules and limits may differ all they like), changes made on the
+// live socket (backlog, buffers, fast_open, a Unix path's owner, group and
+// mode), or a new socket (an address, type or option a bound socket cannot
+// change), each listed by its policy key.
+struct BindingChange {
+  std::vector<std::string> in_place;    // keys changed on the live socket
+  std::vector<std::string> new_socket;  // keys that need a new socket
+  [[nodiscard]] bool none() const noexcept { return in_place.empty() && new_socket.empty(); }
+};
+[[nodiscard]] BindingChange binding_change(const SocketSpec& a, const SocketSpec& b);
+
+// True when the kernel socket bound for `a` is `b`'s as it is: every field
+// that shapes the socket is equal (rules and limits may differ).
 [[nodiscard]] bool same_binding(const SocketSpec& a, const SocketSpec& b) noexcept;
 
 struct BrokerSettings {

@@ -375,8 +375,11 @@ Result<Reply> decode_reply(std::span<const std::byte> datagram) {
         return decode_status(reply.getStatus());
       case wire::Reply::OUTCOME: {
         auto outcome = reply.getOutcome();
-        Outcome out{outcome.getOk(), text(outcome.getMessage()), {}};
+        Outcome out{outcome.getOk(), text(outcome.getMessage()), {}, {}};
         for (auto detail : outcome.getDetails()) out.details.push_back(text(detail));
+        auto failed = outcome.getFailedSockets();
+        if (failed.size() > kMaxOutcomeFailed) return protocol_error("outcome with too many failed sockets");
+        for (auto name : failed) out.failed_sockets.push_back(text(name));
         return Reply{std::move(out)};
       }
     }
@@ -477,6 +480,16 @@ Result<std::size_t> ReplyEncoder::encode(const Reply& reply, std::span<std::byte
     }
     auto list = body.initDetails(static_cast<unsigned>(details.size()));
     for (unsigned i = 0; i < details.size(); ++i) list.set(i, as_text(details[i]));
+    // Names only (<= kMaxNameLength), as many as the budget left allows.
+    std::vector<std::string> failed;
+    for (const auto& name : outcome->failed_sockets) {
+      const std::size_t cost = 8 + (std::min(name.size(), kMaxNameLength) + 8) / 8 * 8;
+      if (failed.size() == kMaxOutcomeFailed || cost + 64 > budget) break;
+      budget -= cost;
+      failed.push_back(name.substr(0, kMaxNameLength));
+    }
+    auto failed_list = body.initFailedSockets(static_cast<unsigned>(failed.size()));
+    for (unsigned i = 0; i < failed.size(); ++i) failed_list.set(i, as_text(failed[i]));
   } else if (const auto* status = std::get_if<StatusReport>(&reply)) {
     encode_status(*status, root.initStatus());
   } else {

@@ -58,6 +58,9 @@ class ReplyEncoder {
 [[nodiscard]] std::size_t listing_entry_bound(const SocketEntry& entry) noexcept;
 inline constexpr std::size_t kListingOverheadBound = 128;
 
+// Names an Outcome lists as failed; more are counted in its message.
+inline constexpr std::size_t kMaxOutcomeFailed = 16;
+
 // sun_path's size: the most bytes a Unix address of an AcquireAddress carries.
 inline constexpr std::size_t kMaxUnixAddressBytes = 108;
 

@@ -101,6 +101,7 @@ struct Outcome {
   bool ok = false;
   std::string message;
   std::vector<std::string> details;
+  std::vector<std::string> failed_sockets;  // names; at most kMaxOutcomeFailed
 };
 
 struct ReasonCount {

@@ -83,6 +83,7 @@ struct Outcome {
   ok @0 :Bool;
   message @1 :Text;         # one line: what happened
   details @2 :List(Text);   # e.g. the policy's diagnostics, one FILE:LINE:COL line each
+  failedSockets @3 :List(Text);  # sockets the broker was to (re)bind and could not (it retries them)
 }
 
 struct Grant {

@@ -18,7 +18,11 @@ struct AdminOptions {
 
 int print_outcome(const AdminOutcome& outcome, bool json, int failure_exit) {
   if (json) {
-    std::cout << nlohmann::json{{"ok", outcome.ok}, {"message", outcome.message}, {"details", outcome.details}}.dump(2)
+    std::cout << nlohmann::json{{"ok", outcome.ok},
+                                {"message", outcome.message},
+                                {"details", outcome.details},
+                                {"failed_sockets", outcome.failed_sockets}}
+                     .dump(2)
               << '\n';
   } else {
     std::ostream& out = outcome.ok ? std::cout : std::cerr;
@@ -43,7 +47,8 @@ Command add_reload(CLI::App& app, const GlobalOptions& global) {
     if (!client) return report(client.error());
     auto outcome = client->reload();
     if (!outcome) return report(outcome.error());
-    return print_outcome(*outcome, options->json, kExitConfig);
+    // Applied with sockets not bound: the broker failed to bind (71), not the policy (78).
+    return print_outcome(*outcome, options->json, outcome->failed_sockets.empty() ? kExitConfig : kExitBind);
   };
 }
 

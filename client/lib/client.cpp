@@ -209,7 +209,8 @@ Result<AdminOutcome> to_outcome(Result<detail::Exchanged> exchanged) {
   if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
   auto* outcome = std::get_if<proto::Outcome>(&exchanged->reply);
   if (outcome == nullptr) return unexpected_reply();
-  return AdminOutcome{outcome->ok, std::move(outcome->message), std::move(outcome->details)};
+  return AdminOutcome{outcome->ok, std::move(outcome->message), std::move(outcome->details),
+                      std::move(outcome->failed_sockets)};
 }
 
 }  // namespace

@@ -60,6 +60,10 @@ struct AdminOutcome {
   bool ok = false;
   std::string message;               // one line
   std::vector<std::string> details;  // e.g. the policy's FILE:LINE:COL diagnostics
+  // Sockets the broker was to (re)bind and could not: it retries them with
+  // backoff. Not empty: the policy was applied (or the socket revoked), and
+  // the failure is binding, not the policy.
+  std::vector<std::string> failed_sockets = {};
 };
 
 struct SocketList {

@@ -304,8 +304,12 @@ transparent = true
 [[socket.tproxy.allow]]
 user = "nobody"
 )");
+  // Applied, with the new socket not bound: reload says so and exits 71 (the
+  // broker retries the socket meanwhile).
   auto reloaded = cli_as_root(*broker, {"reload"});
-  EXPECT_EQ(reloaded.exit_code, 0) << reloaded.output;
+  EXPECT_EQ(reloaded.exit_code, 71) << reloaded.output;
+  EXPECT_NE(reloaded.output.find("1 socket(s) not bound"), std::string::npos) << reloaded.output;
+  EXPECT_NE(reloaded.output.find("not bound: tproxy: "), std::string::npos) << reloaded.output;
   auto failed = broker->wait_for_events("bind_failed");
   ASSERT_EQ(failed.size(), 1u) << broker->log();
   EXPECT_EQ(failed[0]["socket"], "tproxy");

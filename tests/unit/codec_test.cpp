@@ -79,6 +79,7 @@ std::string describe(const Reply& reply) {
   if (const auto* o = std::get_if<Outcome>(&reply)) {
     std::string out = "outcome{ok=" + std::to_string(o->ok) + " message=" + testing::PrintToString(o->message);
     for (const auto& d : o->details) out += " detail=" + testing::PrintToString(d);
+    for (const auto& f : o->failed_sockets) out += " failed=" + testing::PrintToString(f);
     return out + "}";
   }
   if (const auto* s = std::get_if<StatusReport>(&reply)) {
@@ -307,12 +308,13 @@ TEST(CodecRoundTrip, ReloadAndRevoke) {
 }
 
 TEST(CodecRoundTrip, Outcome) {
-  expect_reply_round_trip(Outcome{true, "policy generation 2: 1 added", {"added: web", "removed: none"}});
-  expect_reply_round_trip(Outcome{false, "not reloaded", {}});
+  expect_reply_round_trip(Outcome{true, "policy generation 2: 1 added", {"added: web", "removed: none"}, {}});
+  expect_reply_round_trip(Outcome{false, "not reloaded", {}, {}});
+  expect_reply_round_trip(Outcome{false, "2 socket(s) not bound", {"not bound: web: in use"}, {"web", "dns"}});
 }
 
 TEST(CodecEncode, OutcomeWithManyDetailsIsCutToFitOneDatagram) {
-  Outcome many{false, "policy not reloaded: 500 error(s)", {}};
+  Outcome many{false, "policy not reloaded: 500 error(s)", {}, {}};
   for (int i = 0; i < 500; ++i) many.details.push_back("/etc/sockbroker/policy.toml:" + std::to_string(i) + ":1: error: x");
   DatagramBuffer buffer;
   auto size = encode_reply(many, buffer.span());
