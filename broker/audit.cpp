@@ -1,5 +1,7 @@
 #include "audit.hpp"
 
+#include "root_directory.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
@@ -7,9 +9,7 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
-#include <spdlog/formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <fcntl.h>
 
 #include <algorithm>
 #include <cctype>
@@ -23,10 +23,9 @@
 namespace sockbroker::broker {
 namespace {
 
-// Socket specs whose fields are remembered: more than any sane policy holds at
-// once; past it the memory is simply started afresh (specs of old generations
-// are never asked for again).
-constexpr std::size_t kMaxRememberedSockets = 65536;
+// Lines are written in blocks of at most this many bytes, each ending with a
+// whole line: a crash never leaves half of one.
+constexpr std::size_t kWriteBlock = 64 * 1024;
 
 constexpr auto kDumpErrors = nlohmann::ordered_json::error_handler_t::replace;
 
@@ -115,56 +114,60 @@ void send_to_journal(const std::string& line) {
   (void)::sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
 }
 
-// An audit line is finished JSON: the sink gets it and a newline, nothing
-// else. spdlog's own pattern formatter ("%v") would still work out the time,
-// level and padding of every line only to print none of them.
-class LineFormatter final : public spdlog::formatter {
- public:
-  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
-    dest.push_back('\n');
-  }
-  [[nodiscard]] std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<LineFormatter>(); }
-};
-
 }  // namespace
 
 Result<Audit> Audit::open(std::string_view destination) {
-  try {
-    // _st sinks: only the broker's one loop thread writes audit lines.
-    std::shared_ptr<spdlog::logger> lines;
-    bool buffered = false;
-    std::size_t buffer_capacity = 0;
-    if (destination == "journal") {
-      return Audit(nullptr);
-    } else if (destination.empty()) {
-      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stderr_sink_st>());
-    } else if (destination == "-") {
-      lines = std::make_shared<spdlog::logger>("audit", std::make_shared<spdlog::sinks::stdout_sink_st>());
-    } else {
-      lines = std::make_shared<spdlog::logger>(
-          "audit", std::make_shared<spdlog::sinks::basic_file_sink_st>(std::string(destination), false));
-      buffered = true;
-      // glibc gives a FILE a buffer of the file's st_blksize, or BUFSIZ when
-      // that is larger or unknown (libio/filedoalloc.c). Lines are flushed
-      // before they would overflow it, so that stdio never writes half a line.
-      struct stat st {};
-      buffer_capacity = BUFSIZ;
-      if (::stat(std::string(destination).c_str(), &st) == 0 && st.st_blksize > 0 && st.st_blksize < BUFSIZ) {
-        buffer_capacity = static_cast<std::size_t>(st.st_blksize);
-      }
-    }
-    lines->set_formatter(std::make_unique<LineFormatter>());
-    lines->set_level(spdlog::level::info);
-    // Written when commit() or the loop says so (set_flush_interval), not by spdlog.
-    lines->flush_on(spdlog::level::off);
-    Audit audit(std::move(lines));
-    audit.buffered_ = buffered;
-    audit.buffer_capacity_ = buffer_capacity;
-    return audit;
-  } catch (const spdlog::spdlog_ex& e) {
-    return Error{0, 0, "cannot open audit destination \"" + std::string(destination) + "\": " + e.what()};
+  if (destination == "journal") return Audit(UniqueFd(), Destination::journal);
+  if (destination.empty()) return Audit(UniqueFd(), Destination::stderr_stream);
+  if (destination == "-") return Audit(UniqueFd(), Destination::stdout_stream);
+  const std::string path(destination);
+  const std::size_t slash = path.rfind('/');
+  if (path[0] != '/' || slash == std::string::npos) {
+    return Error{0, EINVAL, "audit destination \"" + path + "\" must be an absolute path, \"journal\" or \"-\""};
   }
+  // The directory is made if missing (root-owned 0755) and must be root's
+  // alone: the broker writes the file as root.
+  auto parent = open_trusted_directory(slash == 0 ? "/" : path.substr(0, slash));
+  if (!parent) {
+    Error e = std::move(parent).error();
+    e.message = "cannot open audit destination \"" + path + "\": " + e.message;
+    return e;
+  }
+  // Created 0600: the trail names every caller of the broker.
+  UniqueFd file(::openat(parent->get(), path.substr(slash + 1).c_str(),
+                         O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!file) return errno_error("cannot open audit destination \"" + path + "\"");
+  return Audit(std::move(file), Destination::file);
+}
+
+Audit Audit::adopt(UniqueFd file) { return Audit(std::move(file), Destination::file); }
+
+int Audit::output() const noexcept {
+  switch (destination_) {
+    case Destination::file: return file_.get();
+    case Destination::stdout_stream: return STDOUT_FILENO;
+    case Destination::stderr_stream: return STDERR_FILENO;
+    case Destination::journal: return -1;
+  }
+  return -1;
+}
+
+void Audit::write_out() {
+  std::size_t done = 0;
+  while (done < pending_.size()) {
+    ssize_t n = ::write(output(), pending_.data() + done, pending_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      // Disk full, a read-only file system, a closed stderr: lines are lost,
+      // and the broker is told (failed()), which may refuse grants meanwhile.
+      last_error_ = errno_error("writing the audit trail", n < 0 ? errno : ENOSPC);
+      ++lines_lost_;
+      break;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (done == pending_.size()) last_error_.reset();
+  pending_.clear();
 }
 
 void Audit::emit(std::string_view event, const nlohmann::ordered_json& fields) {
@@ -202,19 +205,17 @@ AuditLine Audit::begin(std::string_view event) {
 void Audit::commit(AuditLine& line) {
   (void)line;  // its text is line_
   line_ += '}';
-  if (!lines_) {
+  if (destination_ == Destination::journal) {
     send_to_journal(line_);
     return;
   }
-  // Each write(2) ends with a whole line, so that a crash never leaves half of one.
-  const std::size_t bytes = line_.size() + 1;
-  if (buffered_ && unwritten_bytes_ + bytes > buffer_capacity_) flush();
-  // Logged as it is, not as a format string: the line holds the caller's bytes.
-  lines_->log(spdlog::level::info, spdlog::string_view_t(line_.data(), line_.size()));
-  if (!buffered_) return;  // stdout and stderr sinks write every line themselves
-  unwritten_bytes_ += bytes;
-  if (flush_interval_.count() == 0) {
-    flush();
+  if (pending_.size() + line_.size() + 1 > kWriteBlock) write_out();
+  pending_ += line_;
+  pending_ += '\n';
+  // A file waits for the flush interval (one write per burst of grants);
+  // stdout and stderr take each line as it comes.
+  if (destination_ != Destination::file || flush_interval_.count() == 0) {
+    write_out();
   } else if (!first_unwritten_) {
     first_unwritten_ = std::chrono::steady_clock::now();
   }
@@ -226,28 +227,14 @@ std::optional<std::chrono::steady_clock::time_point> Audit::flush_deadline() con
 }
 
 void Audit::flush() {
-  if (unwritten_bytes_ == 0) return;
-  unwritten_bytes_ = 0;
   first_unwritten_.reset();
-  lines_->flush();
+  if (!pending_.empty()) write_out();
 }
 
-const std::string& Audit::socket_fields(const policy::SocketSpec& spec) {
-  auto it = sockets_.find(&spec);
-  if (it != sockets_.end()) {
-    const SocketFields& known = it->second;
-    // The spec at this address may be a newer one (a reload): the remembered
-    // text serves only if every field it was made from is unchanged.
-    if (known.name == spec.name && known.type == spec.type && known.reuse_port == spec.reuse_port &&
-        known.listen.kind == spec.listen.kind && known.listen.length == spec.listen.length &&
-        known.listen.text == spec.listen.text &&
-        std::memcmp(&known.listen.storage, &spec.listen.storage, sizeof spec.listen.storage) == 0) {
-      return known.text;
-    }
-  }
-  if (sockets_.size() >= kMaxRememberedSockets) sockets_.clear();
-  SocketFields made{spec.name, spec.listen, spec.type, spec.reuse_port, {}};
-  std::string& text = made.text;
+namespace {
+
+// The fields every event about a socket carries, as socket_json() holds them.
+void append_socket_fields(std::string& text, const policy::SocketSpec& spec) {
   text += "\"socket\":";
   append_string(text, spec.name);
   text += ",\"local_addr\":";
@@ -255,8 +242,9 @@ const std::string& Audit::socket_fields(const policy::SocketSpec& spec) {
   text += ",\"type\":";
   append_string(text, proto::to_string(spec.type));
   text += spec.reuse_port ? ",\"reuse_port\":true" : ",\"reuse_port\":false";
-  return sockets_.insert_or_assign(&spec, std::move(made)).first->second.text;
 }
+
+}  // namespace
 
 std::string& AuditLine::key(std::string_view name) {
   std::string& out = audit_.line_;
@@ -300,7 +288,7 @@ AuditLine& AuditLine::field(std::string_view name, const nlohmann::ordered_json&
 AuditLine& AuditLine::socket(const policy::SocketSpec& spec) {
   std::string& out = audit_.line_;
   out += ',';
-  out += audit_.socket_fields(spec);
+  append_socket_fields(out, spec);
   return *this;
 }
 

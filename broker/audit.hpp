@@ -6,7 +6,6 @@
 
 #include <sys/socket.h>
 
-#include <spdlog/logger.h>
 
 #include <chrono>
 #include <cstdint>
@@ -15,7 +14,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 
 #include <sockbroker/fd.hpp>
 
@@ -68,9 +66,13 @@ class AuditLine {
 class Audit {
  public:
   // destination: "" (stderr, the default), "-" (stdout), "journal"
-  // (structured journal entries, one SOCKBROKER_* field per key) or a file path
-  // (appended to).
+  // (structured journal entries, one SOCKBROKER_* field per key) or an
+  // absolute file path, appended to: created 0600 if missing, in a directory
+  // made (root-owned 0755) if missing and refused if anyone but root could
+  // change it.
   [[nodiscard]] static Result<Audit> open(std::string_view destination);
+  // The audit file a previous broker had open (an upgrade in place).
+  [[nodiscard]] static Audit adopt(UniqueFd file);
 
   // Stamps `ts` and `event` onto fields and writes one line.
   void emit(std::string_view event, const nlohmann::ordered_json& fields);
@@ -93,31 +95,29 @@ class Audit {
   [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> flush_deadline() const noexcept;
   void flush();
 
+  // The last write failed (disk full, ...): lines were lost since.
+  [[nodiscard]] const std::optional<Error>& failure() const noexcept { return last_error_; }
+  [[nodiscard]] std::uint64_t lines_lost() const noexcept { return lines_lost_; }
+  // The file written to, for a handover; -1 for the other destinations.
+  [[nodiscard]] int file() const noexcept { return file_.get(); }
+
  private:
   friend class AuditLine;
-  explicit Audit(std::shared_ptr<spdlog::logger> lines) : lines_(std::move(lines)) {}
+  enum class Destination { file, stdout_stream, stderr_stream, journal };
+  Audit(UniqueFd file, Destination destination) : file_(std::move(file)), destination_(destination) {}
+  [[nodiscard]] int output() const noexcept;
+  void write_out();
 
-  // The constant part of a socket's events, made once per socket (and again
-  // when the policy changes it), checked against the spec on every use.
-  struct SocketFields {
-    std::string name;
-    policy::Address listen;
-    proto::SocketType type;
-    bool reuse_port;
-    std::string text;
-  };
-  const std::string& socket_fields(const policy::SocketSpec& spec);
-
-  std::shared_ptr<spdlog::logger> lines_;  // null: the journal
-  bool buffered_ = false;                  // lines_ is a file: flush() writes
-  std::size_t buffer_capacity_ = 0;        // of the file's stdio buffer
-  std::size_t unwritten_bytes_ = 0;
+  UniqueFd file_;
+  Destination destination_;
+  std::string pending_;  // whole lines not written yet
   std::chrono::milliseconds flush_interval_{0};
   std::optional<std::chrono::steady_clock::time_point> first_unwritten_;
+  std::optional<Error> last_error_;
+  std::uint64_t lines_lost_ = 0;
   std::string line_;
   std::int64_t stamped_second_ = -1;  // the second line_'s cached date prefix is for
   std::string second_prefix_;         // "2026-11-22T10:00:00"
-  std::unordered_map<const policy::SocketSpec*, SocketFields> sockets_;
 };
 
 // The "peer" object of an event.

@@ -540,6 +540,23 @@ TEST(AuditFlush, StoppingWritesEveryBufferedLine) {
   EXPECT_EQ(events.back()["event"], "stop");
 }
 
+// The trail names every caller: created 0600, in a directory the broker makes
+// (root-owned 0755) when it is missing, as a log directory would be.
+TEST(AuditFile, IsCreated0600InADirectoryMadeWhenMissing) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("policy.toml", kWebPolicy);
+  const std::string audit = dir.file("log/sockbroker/audit.log");
+  auto broker = Broker::start(dir, kWebPolicy, {"--audit", audit});
+  ASSERT_TRUE(broker) << "the broker did not start with --audit in a missing directory";
+  struct stat st {};
+  ASSERT_EQ(::stat(audit.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(::stat(dir.file("log/sockbroker").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(st.st_uid, 0u);
+}
+
 TEST(AuditFlush, OutOfRangeIsAUsageError) {
   SBTEST_PREPARE();
   TempDir dir;
