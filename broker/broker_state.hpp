@@ -13,6 +13,13 @@
 
 namespace sockbroker::broker {
 
+// Holders whose grants of a socket a revoke or a reload ended: the server
+// tells each over its connection, if it kept one (sockbroker run does).
+struct Revocation {
+  std::string socket;
+  SocketTable::Reached reached;
+};
+
 struct BrokerState {
   policy::Policy policy;
   std::vector<std::string> policy_paths;  // as given on the command line, for reloads
@@ -20,6 +27,7 @@ struct BrokerState {
   LeaseTable leases;
   std::uint64_t generation = 1;  // +1 per successful reload
   Metrics metrics = {};          // what `sockbroker status` reports
+  std::vector<Revocation> revocations;  // not yet told (Server::tell_revoked)
 };
 
 // A holder's process exited (or its pid was found recycled): its grants stop

@@ -25,6 +25,7 @@
 #include "confinement.hpp"
 
 #include <fcntl.h>
+#include <linux/netlink.h>
 #include <linux/nsfs.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -322,13 +323,17 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(unlinkat), "a stale socket file, a failed bind"),
 
     // --- sockets: the policy's (AF_INET, AF_INET6, AF_UNIX), the stale-path
-    // probe, sd_notify, the journal, nscd. No raw, packet or netlink sockets.
+    // probe, sd_notify, the journal, nscd. No raw or packet sockets; netlink
+    // for sock_diag only.
     allow_if(SCMP_SYS(socket), eq(0, AF_UNIX), eq(2, 0), "Unix paths, stale probes, sd_notify, journal, nscd"),
     allow_if(SCMP_SYS(socket), eq(0, AF_INET), masked(1, kSockTypeMask, SOCK_STREAM), "policy sockets"),
     allow_if(SCMP_SYS(socket), eq(0, AF_INET), masked(1, kSockTypeMask, SOCK_DGRAM), "policy sockets"),
     allow_if(SCMP_SYS(socket), eq(0, AF_INET6), masked(1, kSockTypeMask, SOCK_STREAM), "policy sockets"),
     allow_if(SCMP_SYS(socket), eq(0, AF_INET6), masked(1, kSockTypeMask, SOCK_DGRAM), "policy sockets"),
-    allow(SCMP_SYS(bind), "policy sockets, reuse_port members"),
+    // sock_diag: which reuse_port members their holders still have
+    // (member_census.cpp). Reads socket tables; needs no capability.
+    allow_if(SCMP_SYS(socket), eq(0, AF_NETLINK), eq(2, NETLINK_SOCK_DIAG), "the member census"),
+    allow(SCMP_SYS(bind), "policy sockets, reuse_port members, the census's netlink socket"),
     allow(SCMP_SYS(listen), "policy sockets"),
     allow(SCMP_SYS(accept4), "control connections"),
     allow(SCMP_SYS(connect), "stale-path probes, nscd, journal"),

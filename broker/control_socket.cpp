@@ -8,7 +8,6 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #include "root_directory.hpp"
@@ -40,28 +39,23 @@ Status pass_credentials(int control) {
   return Ok{};
 }
 
-Result<UniqueFd> from_systemd() {
-  char** names = nullptr;
-  int n = ::sd_listen_fds_with_names(1, &names);
-  if (n <= 0) return UniqueFd();
-  int chosen = -1;
-  for (int i = 0; i < n; ++i) {
-    if (n == 1 || (names != nullptr && std::strcmp(names[i], "control") == 0)) chosen = SD_LISTEN_FDS_START + i;
+// The control socket among what was passed: the item named "control" (the
+// shipped socket unit's FileDescriptorName=, and what the broker stores in
+// systemd's descriptor store), or a lone unnamed one (a socket unit without
+// FileDescriptorName=).
+Result<UniqueFd> take_passed(std::vector<HandoverItem>& passed) {
+  UniqueFd chosen;
+  for (auto& item : passed) {
+    if (item.fd && item.name == "control") chosen = std::move(item.fd);
   }
-  if (names != nullptr) {
-    for (int i = 0; i < n; ++i) std::free(names[i]);
-    std::free(names);
+  if (!chosen && passed.size() == 1 && passed[0].fd && (passed[0].name.empty() || passed[0].name == "unknown")) {
+    chosen = std::move(passed[0].fd);
   }
-  // Close what we will not use, so no passed descriptor outlives start-up unowned.
-  for (int i = 0; i < n; ++i) {
-    if (SD_LISTEN_FDS_START + i != chosen) ::close(SD_LISTEN_FDS_START + i);
+  if (!chosen) return UniqueFd();
+  if (::sd_is_socket_unix(chosen.get(), SOCK_SEQPACKET, 1, nullptr, 0) <= 0) {
+    return Error{0, EINVAL, "the control socket passed is not a listening AF_UNIX SOCK_SEQPACKET socket"};
   }
-  if (chosen < 0) return Error{0, EINVAL, "systemd passed " + std::to_string(n) + " sockets and none is named \"control\""};
-  UniqueFd fd(chosen);
-  if (::sd_is_socket_unix(fd.get(), SOCK_SEQPACKET, 1, nullptr, 0) <= 0) {
-    return Error{0, EINVAL, "the socket systemd passed is not a listening AF_UNIX SOCK_SEQPACKET socket"};
-  }
-  return fd;
+  return chosen;
 }
 
 // Replaces a stale socket at `name` in `parent`; a live one (another broker)
@@ -94,8 +88,8 @@ Status accept_descriptors(int control, bool accept) {
   return Ok{};
 }
 
-Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode) {
-  auto passed = from_systemd();
+Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode, std::vector<HandoverItem>& passed_items) {
+  auto passed = take_passed(passed_items);
   if (!passed) return std::move(passed).error();
   if (passed->valid()) {
     if (auto s = refuse_descriptors(passed->get()); !s) return std::move(s).error();

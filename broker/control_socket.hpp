@@ -4,8 +4,11 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include <sockbroker/fd.hpp>
+
+#include "handover_item.hpp"
 
 namespace sockbroker::broker {
 
@@ -19,12 +22,14 @@ struct ControlSocket {
   bool credentials_from_connect = true;
 };
 
-// Takes the socket systemd passed (LISTEN_FDS: the one named "control", or the
-// only one) or creates path with the given mode. The parent directory is
+// Takes the control socket from `passed` (the item named "control", or a lone
+// unnamed one: socket activation, systemd's descriptor store, an upgrade in
+// place) or creates path with the given mode. The parent directory is
 // created root-owned 0755 if missing, and refused if it is a symlink or
 // writable by anyone but root. A stale socket at path is replaced; a live one
 // (another broker) is an error.
-[[nodiscard]] Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode);
+[[nodiscard]] Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode,
+                                                       std::vector<HandoverItem>& passed);
 
 // Whether clients may attach descriptors to their requests (SO_PASSRIGHTS,
 // Linux >= 6.16; a no-op before). Open returns the socket refusing them; the

@@ -4,7 +4,12 @@
 #include <poll.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 namespace sockbroker::broker {
 namespace {
@@ -18,6 +23,26 @@ bool exited(int pidfd) {
 }  // namespace
 
 bool process_alive(int pidfd) noexcept { return pidfd >= 0 && !exited(pidfd); }
+
+std::uint64_t process_start_time(pid_t pid) noexcept {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  char buffer[1024];
+  ssize_t n = ::read(fd.get(), buffer, sizeof buffer - 1);
+  if (n <= 0) return 0;
+  buffer[n] = '\0';
+  // "PID (COMM) STATE ...": COMM may hold anything, spaces and ')' included,
+  // so the fields start after the last ')'. starttime is field 22; STATE is 3.
+  const char* p = std::strrchr(buffer, ')');
+  if (p == nullptr) return 0;
+  ++p;
+  for (int field = 3; field < 22; ++field) {
+    p = std::strchr(p + 1, ' ');
+    if (p == nullptr) return 0;
+  }
+  return std::strtoull(p + 1, nullptr, 10);
+}
 
 std::uint64_t socket_inode(int fd) noexcept {
   struct stat st {};
@@ -68,6 +93,10 @@ std::size_t LeaseTable::holders_of(uid_t uid) const noexcept {
 Result<Holder*> LeaseTable::new_record(pid_t pid, uid_t uid, int session_pidfd) {
   UniqueFd pidfd(::fcntl(session_pidfd, F_DUPFD_CLOEXEC, 0));
   if (!pidfd) return errno_error("fcntl(F_DUPFD_CLOEXEC) of a pidfd");
+  return adopt_record(pid, uid, std::move(pidfd));
+}
+
+Holder* LeaseTable::adopt_record(pid_t pid, uid_t uid, UniqueFd pidfd) {
   auto holder = std::make_unique<Holder>(make_token(WatchKind::holder, next_serial_++), pid, uid, std::move(pidfd));
   Holder* raw = holder.get();
   by_token_.emplace(raw->token, raw);
@@ -93,6 +122,26 @@ std::vector<LeaseTable::Dropped> LeaseTable::drop_entry(std::uint64_t entry_id) 
     auto keep = std::stable_partition(leases.begin(), leases.end(), [&](const Lease& l) { return l.entry_id != entry_id; });
     for (auto it = keep; it != leases.end(); ++it) dropped.push_back(Dropped{pid, std::move(*it)});
     leases.erase(keep, leases.end());
+  }
+  return dropped;
+}
+
+std::size_t LeaseTable::drop_closed_members(std::uint64_t entry_id, const std::unordered_set<std::uint64_t>& alive) {
+  std::size_t dropped = 0;
+  for (auto& [pid, holder] : holders_) {
+    auto& leases = holder->leases;
+    auto closed = [&](const Lease& l) { return l.entry_id == entry_id && l.member() && !alive.contains(l.inode); };
+    const auto n = static_cast<std::size_t>(std::count_if(leases.begin(), leases.end(), closed));
+    if (n == 0) continue;
+    leases.erase(std::remove_if(leases.begin(), leases.end(), closed), leases.end());
+    dropped += n;
+  }
+  if (dropped != 0) {
+    auto it = live_by_entry_.find(entry_id);
+    if (it != live_by_entry_.end()) {
+      it->second -= static_cast<std::uint32_t>(std::min<std::size_t>(dropped, it->second));
+      if (it->second == 0) live_by_entry_.erase(it);
+    }
   }
   return dropped;
 }

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <sockbroker/fd.hpp>
@@ -22,14 +23,18 @@ namespace sockbroker::broker {
 struct Lease {
   std::string socket;      // the policy name
   std::uint64_t entry_id;  // the table entry it was granted from (a reload or revoke makes a new one)
-  // The kernel socket the holder received, kept to count and revoke it. For a
-  // reuse_port member this is the broker's only reference besides the holder's.
+  // The kernel socket the holder received, for a shared socket: the entry's
+  // own, which revoke shuts down. Null for a reuse_port member, which the
+  // broker does not keep (member_census.hpp): it leaves its group when its
+  // holder closes it.
   std::shared_ptr<const UniqueFd> kernel_socket;
-  // st_ino of the socket granted, recorded at grant time only where the broker
-  // keeps no reference of its own (netns = "request"); otherwise 0, and the
-  // listing asks kernel_socket (a grant need not pay an fstat(2) for a listing
-  // that may never come).
+  // st_ino of the socket granted, recorded at grant time where the broker
+  // keeps no reference of its own (a reuse_port member: what the census looks
+  // for); otherwise 0, and the listing asks kernel_socket (a grant need not
+  // pay an fstat(2) for a listing that may never come).
   std::uint64_t inode = 0;
+
+  [[nodiscard]] bool member() const noexcept { return !kernel_socket && inode != 0; }
 
   // What `sockbroker list` shows and `sockbroker audit` matches against the
   // host's listeners; 0 if unknown.
@@ -43,7 +48,14 @@ struct Holder {
   uid_t uid;
   UniqueFd pidfd;  // readable once the process has exited
   std::vector<Lease> leases;
+  // Its start time (/proc/PID/stat, clock ticks since boot): with the pid,
+  // what names the process to the next broker (handover.hpp). Read when a
+  // handover first needs it; 0 until then.
+  std::uint64_t start_time = 0;
 };
+
+// The start time of the process `pid` (field 22 of /proc/PID/stat), or 0.
+[[nodiscard]] std::uint64_t process_start_time(pid_t pid) noexcept;
 
 // Whether the process a pidfd pins still runs: a poll, which needs no
 // privilege over it (pidfd_send_signal(pidfd, 0) would want CAP_KILL for
@@ -83,7 +95,19 @@ class LeaseTable {
   };
   std::vector<Dropped> drop_entry(std::uint64_t entry_id);
 
+  // Drops the member leases of entry_id whose socket is not among `alive`
+  // (their holders closed them; member_census.hpp). Returns how many.
+  std::size_t drop_closed_members(std::uint64_t entry_id, const std::unordered_set<std::uint64_t>& alive);
+
+  // A record for a process a previous broker leased to (handover.cpp), with
+  // the pidfd the caller opened and checked. The caller watches it.
+  [[nodiscard]] Holder* adopt_record(pid_t pid, uid_t uid, UniqueFd pidfd);
+
   [[nodiscard]] std::size_t holder_count() const noexcept { return holders_.size(); }
+  template <class Fn>
+  void for_each_holder(Fn&& fn) const {
+    for (const auto& [pid, holder] : holders_) fn(*holder);
+  }
   // Calls fn(lease) for every live lease; for listings.
   template <class Fn>
   void for_each_lease(Fn&& fn) const {

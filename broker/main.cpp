@@ -4,6 +4,8 @@
 // main() builds everything (logger, policy, audit, socket table, control
 // socket, loop) and hands it down: no globals.
 #include <malloc.h>
+
+#include <algorithm>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 #include "confinement.hpp"
 #include "control_socket.hpp"
 #include "descriptor_disposer.hpp"
+#include "handover.hpp"
 #include "loader.hpp"
 #include "server.hpp"
 
@@ -154,14 +157,29 @@ int main(int argc, char** argv) {
     return kExitOsErr;
   }
 
-  broker::BrokerState state{std::move(*loaded.policy), policy_paths, {}, {}, 1};
+  // What a previous broker left: systemd's descriptor store (after a
+  // restart or a crash), or socket activation's control socket.
+  std::vector<broker::HandoverItem> passed = broker::take_listen_fds();
+
+  broker::BrokerState state{std::move(*loaded.policy), policy_paths, {}, {}, 1, {}, {}};
   audit->emit("start", {{"pid", ::getpid()},
                         {"version", SOCKBROKER_VERSION},
                         {"policy_files", state.policy.files},
                         {"sockets", state.policy.sockets.size()}});
-  state.table = broker::SocketTable::bind_all(state.policy, *audit, *log);
+  const bool handed_over = std::any_of(passed.begin(), passed.end(), [](const broker::HandoverItem& item) {
+    return item.name == "state" || item.name.starts_with("sock.");
+  });
+  if (handed_over) {
+    const broker::Adopted adopted = broker::adopt(passed, state, *audit, *log);
+    log->info("adopted {} socket(s), {} holder(s) with {} lease(s) from the previous broker{}", adopted.sockets,
+              adopted.holders, adopted.leases,
+              adopted.refused != 0 ? "; refused " + std::to_string(adopted.refused) + " that the policy no longer has"
+                                   : std::string());
+  } else {
+    state.table = broker::SocketTable::bind_all(state.policy, *audit, *log);
+  }
 
-  auto control_socket = broker::open_control_socket(control, state.policy.broker.control_mode);
+  auto control_socket = broker::open_control_socket(control, state.policy.broker.control_mode, passed);
   if (!control_socket) {
     log->critical("cannot create the control socket: {}", describe(control_socket.error()));
     audit->emit("stop", {{"pid", ::getpid()}, {"reason", "control socket"}});

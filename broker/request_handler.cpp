@@ -13,6 +13,7 @@
 #include "codec.hpp"
 #include "confinement.hpp"
 #include "matcher.hpp"
+#include "member_census.hpp"
 #include "netns_binder.hpp"
 #include "reload.hpp"
 #include "grant_plan.hpp"
@@ -154,10 +155,50 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
   }
 
   Planned planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
+  if (const auto* denial = std::get_if<Denial>(&planned);
+      denial != nullptr && (denial->reason == DenialReason::quota || denial->reason == DenialReason::client_quota)) {
+    // Members their holders closed count until the kernel is asked; asked
+    // only here, where the count decides, so a grant within its limits pays
+    // nothing for it.
+    if (count_closed_members(denial->reason == DenialReason::quota ? denial->socket : nullptr, facts.holder) != 0) {
+      planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
+    }
+  }
   const std::optional<std::uint64_t> netns =
       query.netns && query.netns->ok() ? std::optional<std::uint64_t>(query.netns->value()) : std::nullopt;
   if (auto* denial = std::get_if<Denial>(&planned)) return deny(std::move(*denial), query, peer, netns);
   return carry_out(std::get<GrantPlan>(planned), facts, caller);
+}
+
+std::size_t RequestHandler::count_closed_members(const policy::SocketSpec* socket, const Holder* holder) {
+  // The reuse_port entries in question: the socket's, or those the holder has members of.
+  std::vector<const TableEntry*> entries;
+  auto consider = [&](const TableEntry* entry) {
+    if (entry != nullptr && entry->spec.reuse_port && entry->spec.netns != policy::NetnsMode::request &&
+        std::find(entries.begin(), entries.end(), entry) == entries.end()) {
+      entries.push_back(entry);
+    }
+  };
+  if (socket != nullptr) consider(state_.table.find(socket->name));
+  if (holder != nullptr) {
+    for (const Lease& lease : holder->leases) {
+      if (lease.member()) consider(state_.table.find(lease.socket));
+    }
+  }
+  std::size_t dropped = 0;
+  for (const TableEntry* entry : entries) {
+    auto alive = sockets_on_port(entry->spec);
+    if (!alive) {
+      // Counted as held, as before: a limit errs on the side of refusing.
+      log_.warn("socket \"{}\": cannot tell which members still exist: {}", entry->spec.name, describe(alive.error()));
+      continue;
+    }
+    if (std::size_t n = state_.leases.drop_closed_members(entry->id, *alive); n != 0) {
+      log_.info("socket \"{}\": {} member(s) closed by their holders no longer count", entry->spec.name, n);
+      dropped += n;
+    }
+  }
+  return dropped;
 }
 
 Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& facts, const Caller& caller) {
@@ -211,7 +252,13 @@ Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& fac
       holder = new_holder = *made;
     }
     if (caller.holder_token != nullptr) *caller.holder_token = holder->token;
-    state_.leases.add_lease(*holder, Lease{spec.name, entry.id, granted, 0});
+    if (plan.source == GrantPlan::Source::new_member) {
+      // The broker keeps the member's inode, not the member: it leaves the
+      // group when its holder closes it (member_census.hpp).
+      state_.leases.add_lease(*holder, Lease{spec.name, entry.id, nullptr, socket_inode(granted->get())});
+    } else {
+      state_.leases.add_lease(*holder, Lease{spec.name, entry.id, granted, 0});
+    }
   }
   ++entry.grants;
   ++state_.metrics.grants;
@@ -273,6 +320,10 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
   // only in their holders (and leases), not in the table.
   std::unordered_map<std::uint64_t, std::vector<const Lease*>> granted_leases;
   if (admin) {
+    // Holders as they are now: members closed since no longer count.
+    for (const TableEntry& entry : entries) {
+      if (entry.spec.reuse_port && state_.leases.live_grants(entry.id) != 0) (void)count_closed_members(&entry.spec, nullptr);
+    }
     state_.leases.for_each_lease([&](const Lease& lease) { granted_leases[lease.entry_id].push_back(&lease); });
   }
   std::size_t index = request.cursor;
@@ -331,16 +382,20 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
   }
   const TableEntry* entry = state_.table.find(request.name);
   auto fields = socket_json(entry->spec);
-  fields["holders"] = *shut;
+  fields["holders"] = shut->count();
+  fields["shut_down"] = shut->shut_down;
+  fields["members_held"] = shut->members_held;
   fields["peer"] = peer_json(caller.identity);
   fields["rebound"] = entry->serving();
   if (!entry->serving()) fields["error"] = entry->error;
   audit_.emit("revoke", std::move(fields));
-  std::string message = "socket " + proto::quoted(request.name) + " revoked: " + std::to_string(*shut) +
-                        " live grant(s) shut down; " +
+  std::string reached = describe_reached(*shut);
+  std::string message = "socket " + proto::quoted(request.name) + " revoked" +
+                        (reached.empty() ? ": no live grants" : reached) + "; " +
                         (entry->serving() ? "bound afresh for future grants"
                                           : "could not bind it again: " + entry->error);
   log_.info("{}", message);
+  if (shut->count() != 0) state_.revocations.push_back(Revocation{request.name, std::move(*shut)});
   std::vector<std::string> failed;
   if (!entry->serving()) failed.push_back(entry->spec.name);
   return Response{proto::Outcome{entry->serving(), std::move(message), {}, std::move(failed)}, nullptr};

@@ -62,6 +62,9 @@ class RequestHandler {
   // Every grant, by name or by address: gather the facts, plan, carry out.
   Response grant(GrantQuery& query, const Caller& caller);
   // The privileged part: bind a member or in a namespace, record the lease, audit.
+  // Drops the leases of reuse_port members their holders closed, for the
+  // socket's group and the holder's groups (member_census.hpp); how many.
+  std::size_t count_closed_members(const policy::SocketSpec* socket, const Holder* holder);
   Response carry_out(const GrantPlan& plan, const CallerFacts& facts, const Caller& caller);
   // Audits, counts and answers a refused grant. netns: the namespace a
   // netns = "request" acquire named, for the audit event.

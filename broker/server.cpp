@@ -94,6 +94,11 @@ Status Server::run() {
   event.data.u64 = kSignalToken;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, signals_.get(), &event) != 0) return errno_error("epoll_ctl(signalfd)");
 
+  // Holders a previous broker handed over (handover.hpp).
+  std::vector<Holder*> adopted;
+  state_.leases.for_each_holder([&](Holder& holder) { adopted.push_back(&holder); });
+  for (Holder* holder : adopted) watch_holder(*holder);
+
   std::array<epoll_event, kMaxEvents> events;
   if (watchdog_interval_.count() > 0) pet_watchdog();
   for (;;) {

@@ -37,6 +37,23 @@ std::chrono::seconds retry_delay(unsigned attempts) {
 
 }  // namespace
 
+std::string describe_reached(const SocketTable::Reached& reached) {
+  auto pids = [](const std::vector<pid_t>& list) {
+    std::string out = " (pid";
+    for (pid_t pid : list) out += " " + std::to_string(pid);
+    return out + ")";
+  };
+  std::string out;
+  if (!reached.shut_down.empty()) {
+    out += "; " + std::to_string(reached.shut_down.size()) + " holder(s) shut down" + pids(reached.shut_down);
+  }
+  if (!reached.members_held.empty()) {
+    out += "; " + std::to_string(reached.members_held.size()) + " holder(s) of reuse_port members told to stop" +
+           pids(reached.members_held) + ": their members serve until they close them";
+  }
+  return out;
+}
+
 std::string TableEntry::detail(std::chrono::steady_clock::time_point now) const {
   if (serving()) return {};
   if (attempts == 0) return error;
@@ -154,32 +171,27 @@ void SocketTable::make_spares(spdlog::logger& log) {
   spares_wanted_.clear();
 }
 
-std::vector<pid_t> SocketTable::shut_down(TableEntry& entry, LeaseTable& leases) {
-  std::vector<LeaseTable::Dropped> dropped = leases.drop_entry(entry.id);
-  // One shutdown per kernel socket: every holder of a shared socket has the same one.
-  std::set<int> done;
-  auto stop = [&](const std::shared_ptr<const UniqueFd>& socket) {
-    if (socket && socket->valid() && done.insert(socket->get()).second) ::shutdown(socket->get(), SHUT_RDWR);
+SocketTable::Reached SocketTable::shut_down(TableEntry& entry, LeaseTable& leases) {
+  Reached reached;
+  auto add = [](std::vector<pid_t>& to, pid_t pid) {
+    if (std::find(to.begin(), to.end(), pid) == to.end()) to.push_back(pid);
   };
-  std::vector<pid_t> holders;
-  for (const auto& [holder, lease] : dropped) {
-    stop(lease.kernel_socket);
-    if (std::find(holders.begin(), holders.end(), holder) == holders.end()) holders.push_back(holder);
-  }
-  stop(entry.socket);
-  return holders;
+  for (const auto& [holder, lease] : leases.drop_entry(entry.id)) add(lease.member() ? reached.members_held : reached.shut_down, holder);
+  // Every holder of a shared socket has this very socket: one shutdown stops them all.
+  if (entry.socket && entry.socket->valid()) ::shutdown(entry.socket->get(), SHUT_RDWR);
+  return reached;
 }
 
-std::optional<std::size_t> SocketTable::revoke(std::string_view name, LeaseTable& leases, Audit& audit,
-                                               spdlog::logger& log) {
+std::optional<SocketTable::Reached> SocketTable::revoke(std::string_view name, LeaseTable& leases, Audit& audit,
+                                                        spdlog::logger& log) {
   TableEntry* entry = find(name);
   if (entry == nullptr) return std::nullopt;
-  std::size_t shut = shut_down(*entry, leases).size();
+  Reached reached = shut_down(*entry, leases);
   policy::SocketSpec spec = entry->spec;
   entry->socket.reset();  // release the address before binding it again
   entry->spare.reset();
   *entry = open_entry(spec, audit, log);
-  return shut;
+  return reached;
 }
 
 Status SocketTable::change_live(TableEntry& entry, const policy::SocketSpec& next, const LeaseTable& leases,
@@ -191,14 +203,12 @@ Status SocketTable::change_live(TableEntry& entry, const policy::SocketSpec& nex
   if (entry.socket) {
     if (auto s = change_in_place(entry.socket->get(), next, stream && !next.reuse_port, notes); !s) return s;
   }
-  // Granted reuse_port members, listening in their holders' hands.
-  Status failed = Ok{};
-  leases.for_each_lease([&](const Lease& lease) {
-    if (failed && lease.entry_id == entry.id && lease.kernel_socket && lease.kernel_socket != entry.socket) {
-      failed = change_in_place(lease.kernel_socket->get(), next, stream, notes);
-    }
-  });
-  if (!failed) return failed;
+  // Members granted already are in their holders' hands only: they keep
+  // what they were made with, and members granted from now on get the new
+  // values.
+  bool members = false;
+  leases.for_each_lease([&](const Lease& lease) { members = members || (lease.entry_id == entry.id && lease.member()); });
+  if (members) notes.push_back("members granted before this reload keep their former backlog and buffers");
   if (next.listen.kind == policy::Address::Kind::unix_path && entry.path_file &&
       (next.socket_user != entry.spec.socket_user || next.socket_group != entry.spec.socket_group ||
        next.socket_mode != entry.spec.socket_mode)) {
@@ -246,15 +256,11 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
                  describe(changed.error()));
       }
       rebind.insert(name);
-      const std::vector<pid_t> holders = shut_down(entry, leases);
+      Reached reached = shut_down(entry, leases);
       std::string line = name + ": " + joined(change.new_socket.empty() ? change.in_place : change.new_socket) +
-                         " changed; bound afresh";
-      if (!holders.empty()) {
-        line += "; " + std::to_string(holders.size()) + " holder(s) shut down (pid";
-        for (pid_t pid : holders) line += " " + std::to_string(pid);
-        line += ")";
-      }
+                         " changed; bound afresh" + describe_reached(reached);
       changes.changed.push_back(std::move(line));
+      if (reached.count() != 0) changes.reached.emplace_back(name, std::move(reached));
     } else {
       rebind.insert(name);  // failed: tried again now
     }

@@ -66,11 +66,23 @@ class SocketTable {
   [[nodiscard]] std::size_t bound_count() const noexcept;
   [[nodiscard]] std::size_t failed_count() const noexcept { return entries_.size() - bound_count(); }
 
+  // Who a revoke (or a rebind) reached: the holders of the entry's own
+  // socket, which is shut down (a listening socket stops accepting in every
+  // process), and those of reuse_port members, which the broker does not keep
+  // and cannot shut down: they are told (Server::tell_revoked) and serve on
+  // until they close the member or exit.
+  struct Reached {
+    std::vector<pid_t> shut_down;
+    std::vector<pid_t> members_held;
+    [[nodiscard]] std::size_t count() const noexcept { return shut_down.size() + members_held.size(); }
+  };
   struct Changes {
     std::vector<std::string> added, removed;
     std::vector<std::string> changed;   // one line each: the name, what changed, who was shut down
     std::vector<std::string> in_place;  // one line each: the name and the keys changed on the live socket
     std::vector<std::string> failed;    // added or changed, and not bound: the name and why
+    // Holders of sockets bound afresh, by socket name: to be told.
+    std::vector<std::pair<std::string, Reached>> reached;
     std::size_t unchanged = 0;
   };
   // Makes this table serve `next`. Entries whose binding is unchanged keep
@@ -98,17 +110,16 @@ class SocketTable {
   // when it has answered what was ready, before it waits again.
   void make_spares(spdlog::logger& log);
 
-  // Shuts down every kernel socket granted from the entry (listening sockets
-  // stop accepting in every process), forgets its leases and binds afresh.
-  // Returns how many live grants were shut down; false if there is no such entry.
-  [[nodiscard]] std::optional<std::size_t> revoke(std::string_view name, LeaseTable& leases, Audit& audit,
-                                                  spdlog::logger& log);
+  // Shuts the entry's socket down, forgets its leases and binds afresh.
+  // Nothing if there is no such entry.
+  [[nodiscard]] std::optional<Reached> revoke(std::string_view name, LeaseTable& leases, Audit& audit,
+                                              spdlog::logger& log);
 
  private:
   // attempt: how many binds of this entry have been tried, this one included.
   TableEntry open_entry(const policy::SocketSpec& spec, Audit& audit, spdlog::logger& log, unsigned attempt = 1);
-  // Shuts every kernel socket of the entry down; returns the pids whose leases it ended.
-  static std::vector<pid_t> shut_down(TableEntry& entry, LeaseTable& leases);
+  // Shuts the entry's kernel socket down and ends its leases.
+  static Reached shut_down(TableEntry& entry, LeaseTable& leases);
   // The in-place part of a reload, on the entry's socket and its granted members.
   [[nodiscard]] Status change_live(TableEntry& entry, const policy::SocketSpec& next, const LeaseTable& leases,
                                    spdlog::logger& log);
@@ -117,5 +128,9 @@ class SocketTable {
   std::uint64_t next_id_ = 1;
   std::vector<std::pair<std::uint64_t, std::string>> spares_wanted_;  // entry id, name
 };
+
+// "; 2 holder(s) shut down (pid 10 11); 1 holder(s) of reuse_port members
+// told to stop (pid 12): ...", or "" when no one was reached.
+[[nodiscard]] std::string describe_reached(const SocketTable::Reached& reached);
 
 }  // namespace sockbroker::broker

@@ -20,7 +20,7 @@ packages=(
   build-essential cmake pkg-config
   # libraries the build links against
   libsystemd-dev capnproto libcapnp-dev libseccomp-dev libspdlog-dev
-  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libcap-dev
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libcap-dev libmnl-dev
   libssl-dev  # Cap'n Proto's CMake package wants OpenSSL's headers
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev

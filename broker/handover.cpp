@@ -1,0 +1,301 @@
+#include "handover.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <optional>
+
+#include "address.hpp"
+#include "socket_factory.hpp"
+#include "unix_socket_path.hpp"
+
+namespace sockbroker::broker {
+namespace {
+
+constexpr int kStateVersion = 1;
+// A state of 10,000 sockets and holders is a few megabytes of JSON at most.
+constexpr std::size_t kMaxStateBytes = 64 << 20;
+
+std::string describe(const Error& e) {
+  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
+}
+
+int socket_int(int fd, int level, int name) {
+  int value = -1;
+  socklen_t length = sizeof value;
+  return ::getsockopt(fd, level, name, &value, &length) == 0 ? value : -1;
+}
+
+int kernel_type(proto::SocketType type) {
+  switch (type) {
+    case proto::SocketType::stream: return SOCK_STREAM;
+    case proto::SocketType::datagram: return SOCK_DGRAM;
+    case proto::SocketType::seqpacket: return SOCK_SEQPACKET;
+  }
+  return -1;
+}
+
+// Whether fd is the socket `spec` describes: its family, type and address,
+// IPV6_V6ONLY, and listening as the broker's own socket for it would (a
+// reuse_port group's port holder never listens). Why not, otherwise.
+std::optional<std::string> mismatch(int fd, const policy::SocketSpec& spec, bool member) {
+  const policy::Address& want = spec.listen;
+  if (socket_int(fd, SOL_SOCKET, SO_DOMAIN) != want.family()) return "another address family";
+  if (socket_int(fd, SOL_SOCKET, SO_TYPE) != kernel_type(spec.type)) return "another socket type";
+  sockaddr_storage own{};
+  socklen_t length = sizeof own;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&own), &length) != 0) return "no address";
+  if (want.is_unix()) {
+    const auto& sun = reinterpret_cast<const sockaddr_un&>(own);
+    const std::size_t n = length > offsetof(sockaddr_un, sun_path) ? length - offsetof(sockaddr_un, sun_path) : 0;
+    std::string name(sun.sun_path, n);
+    if (want.kind == policy::Address::Kind::unix_abstract) {
+      if (name.empty() || name[0] != '\0' || "@" + name.substr(1) != want.text) return "another abstract name";
+    } else if (name.c_str() != want.text) {
+      return "another path";
+    }
+  } else {
+    proto::SocketAddress address;
+    address.family = static_cast<std::uint16_t>(own.ss_family);
+    if (own.ss_family == AF_INET) {
+      const auto& sin = reinterpret_cast<const sockaddr_in&>(own);
+      address.port = ntohs(sin.sin_port);
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(&sin.sin_addr);
+      address.bytes.assign(bytes, bytes + 4);
+    } else {
+      const auto& sin6 = reinterpret_cast<const sockaddr_in6&>(own);
+      address.port = ntohs(sin6.sin6_port);
+      address.scope_id = sin6.sin6_scope_id;
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(&sin6.sin6_addr);
+      address.bytes.assign(bytes, bytes + 16);
+    }
+    auto got = policy::address_of(address);
+    if (!got || !policy::same_address(*got, want)) return "another address";
+    if (want.kind == policy::Address::Kind::inet6 && (socket_int(fd, IPPROTO_IPV6, IPV6_V6ONLY) != 0) != spec.v6only) {
+      return "another v6only";
+    }
+  }
+  if (spec.type != proto::SocketType::datagram) {
+    const bool listening = socket_int(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1;
+    const bool should = member || !spec.reuse_port;
+    if (listening != should) return should ? "not listening" : "listening";
+  }
+  return std::nullopt;
+}
+
+// "sock.<id>.<name>" -> {id, name}; "member.<id>.<inode>" -> {id, "<inode>"}.
+std::optional<std::pair<std::uint64_t, std::string>> split_name(std::string_view name, std::string_view prefix) {
+  if (!name.starts_with(prefix)) return std::nullopt;
+  name.remove_prefix(prefix.size());
+  std::uint64_t id = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+  if (ec != std::errc() || end == name.data() + name.size() || *end != '.') return std::nullopt;
+  return std::make_pair(id, std::string(end + 1, name.data() + name.size()));
+}
+
+}  // namespace
+
+Snapshot snapshot(BrokerState& state) {
+  Snapshot out;
+  nlohmann::json entries = nlohmann::json::array();
+  for (const auto& entry : state.table.entries()) {
+    nlohmann::json e{{"id", entry.id}, {"name", entry.spec.name}, {"grants", entry.grants}};
+    if (entry.path_file) {
+      e["path_device"] = entry.path_file->device;
+      e["path_inode"] = entry.path_file->inode;
+    }
+    entries.push_back(std::move(e));
+    if (entry.socket && entry.socket->valid()) {
+      out.descriptors["sock." + std::to_string(entry.id) + "." + entry.spec.name] = entry.socket->get();
+    }
+  }
+  nlohmann::json holders = nlohmann::json::array();
+  state.leases.for_each_holder([&](Holder& holder) {
+    if (holder.start_time == 0) {
+      // Read once per holder; valid only if the process still runs after the
+      // read (else the pid may already name another process).
+      const std::uint64_t start = process_start_time(holder.pid);
+      if (start == 0 || !process_alive(holder.pidfd.get())) return;
+      holder.start_time = start;
+    }
+    nlohmann::json leases = nlohmann::json::array();
+    for (const Lease& lease : holder.leases) {
+      leases.push_back({{"entry", lease.entry_id}, {"inode", lease.member() ? lease.inode : 0}});
+    }
+    holders.push_back(
+        {{"pid", holder.pid}, {"uid", holder.uid}, {"start_time", holder.start_time}, {"leases", std::move(leases)}});
+  });
+  const Metrics& m = state.metrics;
+  out.state = {{"version", kStateVersion},
+               {"generation", state.generation},
+               {"metrics",
+                {{"start_time", m.start_time},
+                 {"grants", m.grants},
+                 {"denials", m.denials},
+                 {"bad_requests", m.bad_requests},
+                 {"peak_clients", m.peak_clients},
+                 {"reloads_ok", m.reloads_ok},
+                 {"reloads_failed", m.reloads_failed}}},
+               {"entries", std::move(entries)},
+               {"holders", std::move(holders)}};
+  return out;
+}
+
+Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit, spdlog::logger& log) {
+  Adopted out;
+  auto take = [&](std::string_view name) -> UniqueFd {
+    for (auto& item : items) {
+      if (item.fd && item.name == name) return std::move(item.fd);
+    }
+    return UniqueFd();
+  };
+  nlohmann::json saved;
+  if (UniqueFd memfd = take("state")) {
+    auto read = read_state(memfd.get());
+    if (read && read->value("version", 0) == kStateVersion) {
+      saved = std::move(*read);
+    } else {
+      log.warn("the handed-over state is unreadable ({}); adopting sockets without their counters and leases",
+               read ? "unknown version" : describe(read.error()));
+    }
+  }
+  auto saved_entry = [&](std::uint64_t id) -> const nlohmann::json* {
+    for (const auto& e : saved.value("entries", nlohmann::json::array())) {
+      if (e.value("id", std::uint64_t{0}) == id) return &e;
+    }
+    return nullptr;
+  };
+
+  // The sockets: each adopted if it is what the policy in force says.
+  std::vector<TableEntry> entries;
+  for (auto& item : items) {
+    auto parsed = item.fd ? split_name(item.name, "sock.") : std::nullopt;
+    if (!parsed) continue;
+    UniqueFd fd = std::move(item.fd);
+    const policy::SocketSpec* spec = state.policy.find(parsed->second);
+    std::optional<std::string> why = spec == nullptr ? std::optional<std::string>("not in the policy")
+                                                     : mismatch(fd.get(), *spec, false);
+    const bool duplicate = std::any_of(entries.begin(), entries.end(),
+                                       [&](const TableEntry& e) { return e.spec.name == parsed->second; });
+    if (why || duplicate) {
+      // Its holders must not serve on, unseen: shut down as a revoke would.
+      log.warn("handed-over socket \"{}\" is not what the policy says ({}): shut down and closed", parsed->second,
+               duplicate ? "a second one" : *why);
+      (void)::shutdown(fd.get(), SHUT_RDWR);
+      ++out.refused;
+      continue;
+    }
+    TableEntry entry;
+    entry.id = parsed->first;
+    entry.spec = *spec;
+    if (const auto* e = saved_entry(entry.id)) {
+      entry.grants = e->value("grants", std::uint64_t{0});
+      if (e->contains("path_inode")) {
+        entry.path_file = FileIdentity{e->value("path_device", dev_t{0}), e->value("path_inode", ino_t{0})};
+      }
+    }
+    // What may have changed in the policy meanwhile and a live socket takes.
+    std::vector<std::string> notes;
+    if (auto s = change_in_place(fd.get(), *spec, spec->type != proto::SocketType::datagram && !spec->reuse_port, notes);
+        !s) {
+      log.warn("handed-over socket \"{}\": {}", spec->name, describe(s.error()));
+    }
+    if (entry.path_file) (void)set_path_owner_and_mode(*spec, *entry.path_file);
+    entry.socket = std::make_shared<const UniqueFd>(std::move(fd));
+    log.info("socket \"{}\": adopted {} ({})", spec->name, spec->listen.text, proto::to_string(spec->type));
+    auto fields = socket_json(*spec);
+    fields["adopted"] = true;
+    audit.emit("bind", std::move(fields));
+    entries.push_back(std::move(entry));
+    ++out.sockets;
+  }
+  state.table = SocketTable::of(std::move(entries));
+
+  // The holders still alive, with their leases of adopted entries: a pid
+  // names the same process only if its start time is the one recorded.
+  for (const auto& h : saved.value("holders", nlohmann::json::array())) {
+    const pid_t pid = h.value("pid", pid_t{0});
+    const std::uint64_t start_time = h.value("start_time", std::uint64_t{0});
+    if (pid <= 0 || start_time == 0) continue;
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!pidfd || process_start_time(pid) != start_time || !process_alive(pidfd.get())) continue;
+    Holder* holder = nullptr;
+    for (const auto& l : h.value("leases", nlohmann::json::array())) {
+      const TableEntry* entry = nullptr;
+      for (const auto& e : state.table.entries()) {
+        if (e.id == l.value("entry", std::uint64_t{0})) entry = &e;
+      }
+      if (entry == nullptr) continue;  // not adopted: the lease went with it
+      if (holder == nullptr) {
+        holder = state.leases.adopt_record(pid, h.value("uid", uid_t{0}), std::move(pidfd));
+        holder->start_time = start_time;
+        ++out.holders;
+      }
+      const std::uint64_t inode = l.value("inode", std::uint64_t{0});
+      // A member (inode): counted until the census finds it closed. A shared
+      // socket: the entry's own.
+      state.leases.add_lease(*holder, inode != 0 ? Lease{entry->spec.name, entry->id, nullptr, inode}
+                                                 : Lease{entry->spec.name, entry->id, entry->socket, 0});
+      ++out.leases;
+    }
+  }
+
+  if (saved.contains("metrics")) {
+    const auto& m = saved["metrics"];
+    Metrics& metrics = state.metrics;
+    metrics.grants = m.value("grants", std::uint64_t{0});
+    metrics.bad_requests = m.value("bad_requests", std::uint64_t{0});
+    metrics.peak_clients = m.value("peak_clients", std::uint32_t{0});
+    metrics.reloads_ok = m.value("reloads_ok", std::uint64_t{0});
+    metrics.reloads_failed = m.value("reloads_failed", std::uint64_t{0});
+    if (m.contains("denials") && m["denials"].is_object()) {
+      for (const auto& [reason, count] : m["denials"].items()) {
+        if (count.is_number_unsigned()) metrics.denials[reason] = count.get<std::uint64_t>();
+      }
+    }
+    state.generation = saved.value("generation", state.generation);
+  }
+
+  // Bind what the policy has and nothing was handed over for.
+  (void)state.table.apply(state.policy, state.leases, audit, log);
+  return out;
+}
+
+Result<nlohmann::json> read_state(int memfd) {
+  std::string text;
+  char chunk[65536];
+  for (off_t offset = 0;;) {
+    ssize_t n = ::pread(memfd, chunk, sizeof chunk, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("reading the handed-over state");
+    if (n == 0) break;
+    text.append(chunk, static_cast<std::size_t>(n));
+    offset += n;
+    if (text.size() > kMaxStateBytes) return Error{0, EFBIG, "the handed-over state is too large"};
+  }
+  auto parsed = nlohmann::json::parse(text, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) return Error{0, EINVAL, "the handed-over state is not JSON"};
+  return parsed;
+}
+
+Status write_state(int memfd, const nlohmann::json& state) {
+  const std::string text = state.dump();
+  if (::ftruncate(memfd, 0) != 0) return errno_error("ftruncate (state)");
+  std::size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::pwrite(memfd, text.data() + done, text.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return errno_error("writing the state");
+    done += static_cast<std::size_t>(n);
+  }
+  return Ok{};
+}
+
+}  // namespace sockbroker::broker
