@@ -92,6 +92,10 @@ Response RequestHandler::handle(const proto::Request& request, const Caller& cal
           return status(caller);
         } else if constexpr (std::is_same_v<T, proto::AcquireAddressRequest>) {
           return acquire_address(body, caller);
+        } else if constexpr (std::is_same_v<T, proto::WatchRequest>) {
+          // The server's (it is about the session), and answered there.
+          return Response{proto::Failure{proto::ErrorCode::system, "watch is not a handler request", std::nullopt},
+                          nullptr, nullptr};
         } else {
           return revoke(body, caller);
         }

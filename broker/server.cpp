@@ -127,6 +127,7 @@ Status Server::run() {
           break;
       }
     }
+    tell_revoked();
     expire_idle_sessions();
     disposer_.flush(log_);
     const auto now = Clock::now();
@@ -337,6 +338,10 @@ void Server::serve(Session& session, std::uint32_t events) {
     reply(session, handler_.bad_request(mismatch, session.peer));
     return;
   }
+  if (std::holds_alternative<proto::WatchRequest>(*request)) {
+    start_watching(session);
+    return;
+  }
   // reply() may close (free) the session: nothing touches it afterwards.
   reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(), sender,
                                                   says_netns ? datagram.fds[0].get() : -1, &session.holder_token,
@@ -410,7 +415,57 @@ void Server::flush_pending(Session& session) {
   watch(session, EPOLLIN | EPOLLRDHUP);
 }
 
+void Server::start_watching(Session& session) {
+  if (!session.watching) {
+    session.watching = true;
+    idle_order_.erase(session.idle_position);
+  }
+  reply(session, Response{proto::Outcome{true, "watching: revocations of grants to pid " +
+                                                   std::to_string(session.peer.pid) + " will be told here", {}, {}},
+                          nullptr, nullptr});
+}
+
+void Server::tell_revoked() {
+  if (state_.revocations.empty()) return;
+  auto revocations = std::move(state_.revocations);
+  state_.revocations.clear();
+  // Few watchers, few holders per revocation: a scan beats an index kept in
+  // step. Tokens, not pointers: a failed send closes (frees) its session.
+  std::vector<std::uint64_t> watchers;
+  for (auto& [session, owned] : sessions_) {
+    if (session->watching) watchers.push_back(session->token);
+  }
+  auto tell = [&](const std::string& socket, const std::vector<pid_t>& pids, const std::string& message) {
+    for (pid_t pid : pids) {
+      for (std::uint64_t token : watchers) {
+        auto it = session_tokens_.find(token);
+        if (it == session_tokens_.end() || it->second->peer.pid != pid) continue;
+        if (it->second->pending) {
+          // One reply waits at most: a watcher that does not read loses notices, not the broker's memory.
+          log_.warn("pid {} has not read its last reply; it is not told that \"{}\" was revoked", pid, socket);
+          continue;
+        }
+        send_notice(*it->second, proto::Notice{socket, message});
+      }
+    }
+  };
+  for (const auto& revocation : revocations) {
+    tell(revocation.socket, revocation.reached.shut_down,
+         "the broker shut the socket down (revoked, or replaced by a reload): it accepts nothing more");
+    tell(revocation.socket, revocation.reached.members_held,
+         "the socket was revoked (or replaced by a reload); this reuse_port member serves on until closed, "
+         "but the broker no longer counts it");
+  }
+}
+
+void Server::send_notice(Session& session, proto::Notice notice) {
+  log_.info("telling pid {} that its grant of \"{}\" ended", session.peer.pid, notice.socket);
+  Response response{std::move(notice), nullptr, nullptr};
+  reply(session, std::move(response));
+}
+
 void Server::touch(Session& session) {
+  if (session.watching) return;  // no deadline
   session.deadline = Clock::now() + std::chrono::milliseconds(state_.policy.broker.request_timeout_ms);
   idle_order_.splice(idle_order_.end(), idle_order_, session.idle_position);
 }
@@ -449,7 +504,7 @@ void Server::close_session(Session& session, Ending ending) {
     (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, session.connection.get(), nullptr);
   }
   retire_connection(std::move(session.connection), ending);
-  idle_order_.erase(session.idle_position);
+  if (!session.watching) idle_order_.erase(session.idle_position);
   if (auto it = sessions_per_uid_.find(session.peer.uid); it != sessions_per_uid_.end() && --it->second == 0) {
     sessions_per_uid_.erase(it);
   }

@@ -73,6 +73,12 @@ class Server {
   // current policy has a netns = "request" socket; checked once per reload.
   void sync_descriptor_passing();
   void holder_exited(Holder& holder);
+  // Answers a `watch`: the session leaves the idle order for good.
+  void start_watching(Session& session);
+  // Sends each queued revocation (state_.revocations) to the watching
+  // sessions of the holders it reached, then forgets it.
+  void tell_revoked();
+  void send_notice(Session& session, proto::Notice notice);
 
   UniqueFd control_;
   bool credentials_from_connect_;

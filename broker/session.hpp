@@ -31,6 +31,9 @@ struct Session {
   std::string audit_peer;
   Clock::time_point deadline;
   std::list<Session*>::iterator idle_position;  // in the server's deadline order
+  // Sent `watch`: kept open without a deadline (out of the idle order), and
+  // told of revocations that end grants of its connecting process.
+  bool watching = false;
 
   // A reply the socket had no room for. While it waits the session is not read
   // from, so a client that never reads costs one reply, not an unbounded queue.

@@ -316,6 +316,8 @@ Result<Request> decode_request(std::span<const std::byte> datagram) {
         if (!address) return std::move(address).error();
         return Request{AcquireAddressRequest{*type, std::move(*address), in.getV6only()}};
       }
+      case wire::Request::WATCH:
+        return Request{WatchRequest{}};
       case wire::Request::REVOKE: {
         auto revoke = request.getRevoke();
         auto name = text(revoke.getName());
@@ -371,6 +373,13 @@ Result<Reply> decode_reply(std::span<const std::byte> datagram) {
         }
         return Reply{std::move(out)};
       }
+      case wire::Reply::NOTICE: {
+        auto notice = reply.getNotice();
+        if (notice.getSocket().size() > kMaxNameLength || notice.getMessage().size() > kMaxMessageLength) {
+          return protocol_error("notice longer than its bounds");
+        }
+        return Reply{Notice{text(notice.getSocket()), text(notice.getMessage())}};
+      }
       case wire::Reply::STATUS:
         return decode_status(reply.getStatus());
       case wire::Reply::OUTCOME: {
@@ -411,6 +420,8 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
     root.setReload();
   } else if (std::holds_alternative<StatusRequest>(request)) {
     root.setStatus();
+  } else if (std::holds_alternative<WatchRequest>(request)) {
+    root.setWatch();
   } else if (const auto* by_address = std::get_if<AcquireAddressRequest>(&request)) {
     const SocketAddress& address = by_address->address;
     if (address.bytes.size() > kMaxUnixAddressBytes) {
@@ -492,6 +503,10 @@ Result<std::size_t> ReplyEncoder::encode(const Reply& reply, std::span<std::byte
     for (unsigned i = 0; i < failed.size(); ++i) failed_list.set(i, as_text(failed[i]));
   } else if (const auto* status = std::get_if<StatusReport>(&reply)) {
     encode_status(*status, root.initStatus());
+  } else if (const auto* notice = std::get_if<Notice>(&reply)) {
+    auto body = root.initNotice();
+    body.setSocket(as_text(notice->socket.substr(0, kMaxNameLength)));
+    body.setMessage(as_text(notice->message.substr(0, kMaxMessageLength)));
   } else {
     const auto& listing = std::get<Listing>(reply);
     auto body = root.initListing();

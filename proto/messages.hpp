@@ -54,8 +54,12 @@ struct AcquireAddressRequest {
   bool v6only = true;  // the program's IPV6_V6ONLY (IPv6 only)
 };
 
-using Request =
-    std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest, StatusRequest, AcquireAddressRequest>;
+// Keep this connection: it is exempt from request_timeout_ms from now on, and
+// Notices come on it (one per revoked grant of its connecting process).
+struct WatchRequest {};
+
+using Request = std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest, StatusRequest,
+                             AcquireAddressRequest, WatchRequest>;
 
 struct Grant {
   std::string name;
@@ -133,7 +137,13 @@ struct StatusReport {
   std::string last_reload_message;
 };
 
-using Reply = std::variant<Grant, Failure, Listing, Outcome, StatusReport>;
+// Unsolicited, on a watching connection: a revoke or a reload ended a grant.
+struct Notice {
+  std::string socket;
+  std::string message;
+};
+
+using Reply = std::variant<Grant, Failure, Listing, Outcome, StatusReport, Notice>;
 
 const char* to_string(SocketType type) noexcept;
 const char* to_string(ErrorCode code) noexcept;

@@ -39,6 +39,7 @@ struct Request {
     revoke @4 :Revoke;        # administrators: shut a socket down for every holder
     status @5 :Void;          # administrators: the broker's counters (per socket: listSockets)
     acquireAddress @6 :AcquireAddress;  # a supervised program's bind(2): the socket at that address
+    watch @7 :Void;           # keep this connection open to be told of revocations (Notice)
   }
 }
 
@@ -76,7 +77,17 @@ struct Reply {
     listing @3 :Listing;
     outcome @4 :Outcome;      # answer to reload and revoke
     status @5 :Status;        # answer to status
+    notice @6 :Notice;        # unsolicited, on a watching connection: a grant of its process ended
   }
+}
+
+# Sent, unasked, to a connection that sent `watch` when a revoke or a reload
+# ended a grant its connecting process holds: the socket was shut down (a
+# shared one) or left to it (a reuse_port member, which the broker cannot shut
+# down). Either way the holder should restart to get the socket afresh.
+struct Notice {
+  socket @0 :Text;      # the socket's policy name
+  message @1 :Text;     # one line: what happened, for the holder's log
 }
 
 struct Outcome {

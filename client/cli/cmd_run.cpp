@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -28,6 +29,7 @@ struct RunOptions {
   bool allow_listen = false;
   bool print_filter = false;
   std::string netns;  // a network namespace to bind netns = "request" sockets in
+  OnRevoke on_revoke = OnRevoke::term;
 };
 
 // The namespace the broker should bind in, opened as given: the path names it
@@ -85,7 +87,7 @@ int run(const RunOptions& options, const GlobalOptions& global) {
     }
   }  // the control connection closes here (and is close-on-exec regardless)
 
-  if (supervised) return supervise(Supervision{command, std::move(grants), global.control});
+  if (supervised) return supervise(Supervision{command, std::move(grants), global.control, options.on_revoke});
 
   // Unsupervised: PROGRAM replaces this process (same pid, LISTEN_PID).
   if (auto s = place_descriptors(grants); !s) return report(s.error());
@@ -109,6 +111,15 @@ void add_exec_options(CLI::App* cmd, RunOptions& options) {
   cmd->add_flag("--allow-listen", options.allow_listen,
                 "with --no-supervise: let PROGRAM call listen(2), which on an unbound socket binds a port the kernel "
                 "chooses (supervised, listen works on the sockets the broker granted, and only on them)");
+  cmd->add_option("--on-revoke", options.on_revoke,
+                  "supervised: what to do when the broker revokes one of PROGRAM's sockets (an administrator's "
+                  "revoke, or a reload that replaced it): term (SIGTERM, so its service manager restarts it), "
+                  "exit (kill it and exit 75 at once), ignore")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, OnRevoke>{{"term", OnRevoke::term},
+                                                                          {"exit", OnRevoke::exit},
+                                                                          {"ignore", OnRevoke::ignore}}))
+      ->option_text("ACTION")
+      ->default_str("term");
   cmd->add_flag("--print-filter", options.print_filter, "print the lockdown filter as text and exit");
   cmd->add_option("--netns", options.netns,
                   "a network namespace (/run/netns/NAME, /proc/PID/ns/net) sent with every request: "

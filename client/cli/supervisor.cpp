@@ -22,6 +22,7 @@
 #include "exit_codes.hpp"
 #include "listen_fds.hpp"
 #include "lockdown_layers.hpp"
+#include "revoke_watcher.hpp"
 
 namespace sockbroker::cli {
 namespace {
@@ -166,6 +167,26 @@ std::vector<pid_t> own_children() {
   return out;
 }
 
+// Acts on a notice as --on-revoke says; true: exit now.
+bool revoked(const RevokeNotice& notice, OnRevoke action, const std::vector<pid_t>& targets) {
+  const std::string what = "the broker revoked \"" + notice.socket + "\": " + notice.message;
+  switch (action) {
+    case OnRevoke::ignore:
+      say(what + " (--on-revoke=ignore: the program runs on)");
+      return false;
+    case OnRevoke::term:
+      say(what + "; sending SIGTERM to the program (--on-revoke=term)");
+      for (pid_t pid : targets) ::kill(pid, SIGTERM);
+      return false;
+    case OnRevoke::exit:
+      say(what + "; killing the program and exiting 75 (--on-revoke=exit)");
+      for (pid_t pid : targets) ::kill(pid, SIGKILL);
+      for (pid_t pid : own_children()) ::kill(pid, SIGKILL);
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int supervise(Supervision run) {
@@ -191,6 +212,8 @@ int supervise(Supervision run) {
   if (!landlock->applied) {
     say("note: no Landlock layer (" + landlock->unavailable + "); the seccomp layer alone refuses binds");
   }
+  // Before the program runs: a revoke from then on is heard.
+  RevokeWatcher watcher(run.control);
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return report(errno_error("socketpair"));
   UniqueFd ours(pair[0]), theirs(pair[1]);
@@ -240,8 +263,10 @@ int supervise(Supervision run) {
       if (reaped < 0 && errno == ECHILD) return last_status;
       break;
     }
-    pollfd watched[2] = {{signals.get(), POLLIN, 0}, {server ? server->listener() : -1, POLLIN, 0}};
-    if (::poll(watched, 2, -1) < 0) {
+    pollfd watched[3] = {{signals.get(), POLLIN, 0},
+                         {server ? server->listener() : -1, POLLIN, 0},
+                         {watcher.fd(), POLLIN, 0}};
+    if (::poll(watched, 3, watcher.timeout_ms()) < 0) {
       if (errno == EINTR) continue;
       say(describe(errno_error("poll")));
       return kExitBind;
@@ -252,6 +277,13 @@ int supervise(Supervision run) {
     if (server && (watched[1].revents & (POLLHUP | POLLERR)) != 0 && (watched[1].revents & POLLIN) == 0) {
       // Every process under the filter has exited: no more calls to answer.
       server.reset();
+    }
+    if (watched[2].fd < 0 || watched[2].revents != 0) {
+      for (const auto& notice : watcher.service()) {
+        if (revoked(notice, run.on_revoke, program_running ? std::vector<pid_t>{program} : own_children())) {
+          return kExitQuota;
+        }
+      }
     }
     if ((watched[0].revents & POLLIN) != 0) {
       signalfd_siginfo info{};

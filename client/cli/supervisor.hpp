@@ -9,6 +9,11 @@
 //        │  reaps the tree (subreaper)       (bind, listen → supervisor),
 //        └── listener fd ◀── SCM_RIGHTS ──── exec PROGRAM
 //
+// It keeps a connection to the broker (revoke_watcher.hpp) and, when a revoke
+// or a reload ends one of its grants, acts as --on-revoke says: by default
+// SIGTERM to PROGRAM, so that a deaf server exits and its service manager's
+// Restart= brings it back with a fresh socket.
+//
 // It forwards every signal an operator or service manager sends (SIGHUP
 // reloads nginx, SIGUSR2 upgrades it, SIGQUIT drains it) to PROGRAM, or, once
 // PROGRAM itself has exited (a daemon that forked, an upgraded nginx), to its
@@ -25,10 +30,19 @@
 
 namespace sockbroker::cli {
 
+// What `sockbroker run` does when the broker says a revoke or a reload ended
+// one of its grants (--on-revoke).
+enum class OnRevoke {
+  term,    // SIGTERM to PROGRAM (the default): it exits, its service manager restarts it
+  exit,    // SIGKILL to PROGRAM's tree, and exit 75 (EX_TEMPFAIL) at once
+  ignore,  // say so on stderr, nothing else
+};
+
 struct Supervision {
   std::vector<std::string> program;  // argv, PATH searched
   std::vector<Grant> grants;         // -s sockets, handed over as LISTEN_FDS
   std::string control;               // the broker's control socket ("" for the default)
+  OnRevoke on_revoke = OnRevoke::term;
 };
 
 // Returns the status `sockbroker run` exits with.

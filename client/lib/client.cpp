@@ -226,6 +226,22 @@ Result<AdminOutcome> Client::revoke(std::string_view name) {
   return to_outcome(exchange_with_retry(*this, proto::Request{proto::RevokeRequest{std::string(name)}}, -1));
 }
 
+Status Client::watch() {
+  auto exchanged = exchange_with_retry(*this, proto::Request{proto::WatchRequest{}}, -1);
+  if (!exchanged) return std::move(exchanged).error();
+  if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
+  if (!std::holds_alternative<proto::Outcome>(exchanged->reply)) return unexpected_reply();
+  return Ok{};
+}
+
+Result<std::optional<RevokeNotice>> Client::next_notice() {
+  if (!conn_) return Error{SOCKBROKER_E_UNAVAILABLE, ENOTCONN, "not connected to the broker"};
+  auto notice = detail::receive_notice(conn_.get());
+  if (!notice) return std::move(notice).error();
+  if (!*notice) return std::optional<RevokeNotice>{};
+  return std::optional<RevokeNotice>{RevokeNotice{std::move((*notice)->socket), std::move((*notice)->message)}};
+}
+
 Result<BrokerStatus> Client::status() {
   auto exchanged = exchange_with_retry(*this, proto::Request{proto::StatusRequest{}}, -1);
   if (!exchanged) return std::move(exchanged).error();

@@ -57,6 +57,7 @@ Result<Exchanged> exchange(int connection, const proto::Request& request, int fd
     }
     receive_flags = MSG_DONTWAIT;
   }
+receive:
   auto received = proto::receive_datagram(connection, buffer.span(), receive_flags);
   if (!received && receive_flags != 0) {
     int err = sent.error().sys_errno;
@@ -83,6 +84,8 @@ Result<Exchanged> exchange(int connection, const proto::Request& request, int fd
   }
   auto reply = proto::decode_reply(std::span<const std::byte>(buffer.bytes, received->size));
   if (!reply) return std::move(reply).error();
+  // A watching connection's notice, ahead of the reply: not the answer.
+  if (std::holds_alternative<proto::Notice>(*reply)) goto receive;
 
   Exchanged out{std::move(*reply), {}};
   const bool is_grant = std::holds_alternative<proto::Grant>(out.reply);
@@ -95,6 +98,25 @@ Result<Exchanged> exchange(int connection, const proto::Request& request, int fd
   }
   // Any other descriptor that arrived is closed with `received`.
   return out;
+}
+
+Result<std::optional<proto::Notice>> receive_notice(int connection) {
+  proto::DatagramBuffer buffer;
+  auto received = proto::receive_datagram(connection, buffer.span(), MSG_DONTWAIT);
+  if (!received) {
+    const int err = received.error().sys_errno;
+    if (err == EAGAIN) return std::optional<proto::Notice>{};
+    return Error{SOCKBROKER_E_UNAVAILABLE, err, std::string("cannot read from the broker: ") + std::strerror(err)};
+  }
+  if (received->size == 0 && !received->truncated) {
+    return Error{SOCKBROKER_E_UNAVAILABLE, ECONNRESET, "the broker closed the connection"};
+  }
+  if (received->truncated) return Error{SOCKBROKER_E_PROTOCOL, EMSGSIZE, "the broker's notice was truncated"};
+  auto reply = proto::decode_reply(std::span<const std::byte>(buffer.bytes, received->size));
+  if (!reply) return std::move(reply).error();
+  auto* notice = std::get_if<proto::Notice>(&*reply);
+  if (notice == nullptr) return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker sent a reply nobody asked for"};
+  return std::optional<proto::Notice>{std::move(*notice)};
 }
 
 bool connection_lost(const Error& err) noexcept {

@@ -25,6 +25,11 @@ struct Exchanged {
 // mean the broker had closed the connection (an idle one, usually).
 [[nodiscard]] Result<Exchanged> exchange(int connection, const proto::Request& request, int fd_to_send = -1);
 
+// A notice queued on a watching connection, without blocking: nullopt if none.
+// A reply of another kind is a protocol error; the broker hanging up is
+// SOCKBROKER_E_UNAVAILABLE (connection_lost() is true of it).
+[[nodiscard]] Result<std::optional<proto::Notice>> receive_notice(int connection);
+
 // True when err says the broker hung up, so a fresh connection may succeed.
 [[nodiscard]] bool connection_lost(const Error& err) noexcept;
 

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -96,6 +97,16 @@ struct BrokerStatus {
   std::vector<SocketInfo> sockets;  // every socket, the administrator's view of list()
 };
 
+// What the broker tells a watching connection (Client::watch) when a revoke,
+// or a reload that replaced a socket, ended a grant of this process. A shared
+// socket has been shut down (accept(2) fails with EINVAL); a reuse_port member
+// still serves until closed, but the broker no longer counts it. Either way
+// the process should get the socket afresh: restarting is the simple way.
+struct RevokeNotice {
+  std::string socket;   // the policy name
+  std::string message;  // one line, for a log
+};
+
 // A connection to the broker, kept open for several requests. Not for use from
 // two threads at once. Reconnects once, transparently, if the broker dropped an
 // idle connection, and before a request made in a child forked since it
@@ -128,6 +139,19 @@ class Client {
   [[nodiscard]] Result<AdminOutcome> revoke(std::string_view name);
   // Administrators: the broker's counters, then every socket (list()'s pages).
   [[nodiscard]] Result<BrokerStatus> status();
+
+  // Keeps this connection open for good (no request_timeout_ms) and asks the
+  // broker to send a RevokeNotice on it whenever a revoke or a reload ends a
+  // grant held by the process that connected it. Use a Client for this alone:
+  // notices that arrive while another request waits for its reply are dropped.
+  [[nodiscard]] Status watch();
+  // The connection, to poll(2) for POLLIN (a notice, or the broker hanging up)
+  // beside one's own descriptors; -1 when not connected.
+  [[nodiscard]] int notice_fd() const noexcept { return conn_.get(); }
+  // The next notice, without blocking: std::nullopt when none is queued. An
+  // error with SOCKBROKER_E_UNAVAILABLE means the broker closed the connection
+  // (it stopped or restarted): connect again and watch() again.
+  [[nodiscard]] Result<std::optional<RevokeNotice>> next_notice();
 
   [[nodiscard]] const std::string& control_path() const noexcept { return path_; }
 

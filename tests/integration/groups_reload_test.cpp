@@ -28,12 +28,16 @@ using sbtest::Broker;
 using sbtest::TempDir;
 
 // A worker serving `socket` through `sockbroker run`, answering with its tag.
-std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag) {
+// on_revoke: sockbroker run's --on-revoke.
+std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag,
+                                         const std::string& on_revoke = "term") {
   return std::make_unique<Background>(
       sbtest::kNobody, sbtest::kNogroup,
-      std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker.control(), "run", "-s", socket, "--",
-                               sbtest::programs().self, "--echo-server", tag});
+      std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker.control(), "run", "-s", socket,
+                               "--on-revoke", on_revoke, "--", sbtest::programs().self, "--echo-server", tag});
 }
+
+constexpr int kKilledBySigterm = 128 + SIGTERM;
 
 // Waits until the worker printed "ready" (it holds its socket), up to 5 s.
 bool wait_ready(const Background& worker) { return worker.wait_for_output("ready"); }
@@ -443,7 +447,8 @@ TEST(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
   auto broker = Broker::start(dir, kReloadPolicy);
   ASSERT_TRUE(broker);
   auto before = acquire_and_report(*broker, "web");
-  auto worker = start_worker(*broker, "web", "A");
+  // Told of the revoke, it runs on: what is checked here is the shutdown itself.
+  auto worker = start_worker(*broker, "web", "A", "ignore");
   ASSERT_TRUE(wait_ready(*worker)) << worker->output();
   EXPECT_EQ(sbtest::tcp_exchange(80, ""), "A\n");
 
@@ -453,6 +458,7 @@ TEST(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
   // The holder's accept() fails: its listening socket was shut down.
   EXPECT_EQ(worker->wait(), 3) << worker->output();
   EXPECT_NE(worker->output().find("accept: "), std::string::npos) << worker->output();
+  EXPECT_NE(worker->output().find("--on-revoke=ignore"), std::string::npos) << worker->output();
 
   ASSERT_TRUE(before.granted) << before.message;
   auto after = acquire_and_report(*broker, "web");
@@ -476,7 +482,9 @@ TEST(Revoke, UnknownNameExits65) {
   EXPECT_EQ(cli_as(0, 0, *broker, {"revoke", "nosuch"}).exit_code, 65);
 }
 
-TEST(ReusePort, RevokeShutsEveryMemberDown) {
+// The broker keeps no duplicate of a member, so it cannot shut one down: it
+// tells each holder, whose supervisor stops the program (--on-revoke=term).
+TEST(ReusePort, RevokeTellsEveryMemberHolderAndTheirSupervisorsStopThem) {
   SBTEST_PREPARE();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80));
@@ -487,9 +495,111 @@ TEST(ReusePort, RevokeShutsEveryMemberDown) {
   ASSERT_TRUE(wait_ready(*b));
   auto revoked = cli_as(0, 0, *broker, {"revoke", "web"});
   ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
-  EXPECT_EQ(a->wait(), 3) << a->output();
-  EXPECT_EQ(b->wait(), 3) << b->output();
+  EXPECT_NE(revoked.output.find("2 holder"), std::string::npos) << revoked.output;
+  EXPECT_EQ(a->wait(), kKilledBySigterm) << a->output();
+  EXPECT_EQ(b->wait(), kKilledBySigterm) << b->output();
+  EXPECT_NE(a->output().find("revoked \"web\""), std::string::npos) << a->output();
+  EXPECT_NE(a->output().find("sending SIGTERM"), std::string::npos) << a->output();
   EXPECT_EQ(broker->wait_for_events("revoke")[0]["holders"], 2);
+  // Both members closed with their holders: the port takes a new worker.
+  auto c = start_worker(*broker, "web", "C");
+  ASSERT_TRUE(wait_ready(*c)) << c->output();
+  EXPECT_EQ(sbtest::tcp_exchange(80, "", 2000), "C\n");
+}
+
+TEST(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  auto worker = start_worker(*broker, "web", "A", "exit");
+  ASSERT_TRUE(wait_ready(*worker)) << worker->output();
+  ASSERT_EQ(cli_as(0, 0, *broker, {"revoke", "web"}).exit_code, 0);
+  EXPECT_EQ(worker->wait(), 75) << worker->output();
+  EXPECT_NE(worker->output().find("--on-revoke=exit"), std::string::npos) << worker->output();
+}
+
+// A reload that must replace a live socket (its address changed) revokes the
+// old one: its holders are told as by a revoke.
+TEST(Reload, ReplacingASocketStopsItsSupervisedHolders) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kReloadPolicy);
+  ASSERT_TRUE(broker);
+  auto worker = start_worker(*broker, "api", "A");
+  ASSERT_TRUE(wait_ready(*worker)) << worker->output();
+  dir.write("policy.toml", kReloadedPolicy);  // api: 127.0.0.1:8443 -> :8444
+  auto reloaded = cli_as(0, 0, *broker, {"reload"});
+  ASSERT_EQ(reloaded.exit_code, 0) << reloaded.output;
+  EXPECT_EQ(worker->wait(), kKilledBySigterm) << worker->output();
+  EXPECT_NE(worker->output().find("revoked \"api\""), std::string::npos) << worker->output();
+}
+
+// A member its holder closes leaves the group at once, though the holder
+// lives on: no connection is hashed to a socket nobody accepts on.
+TEST(ReusePort, AMemberItsHolderClosesLeavesTheGroupAtOnce) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, reuse_port_policy(80));
+  ASSERT_TRUE(broker);
+  auto worker = start_worker(*broker, "web", "A");
+  ASSERT_TRUE(wait_ready(*worker)) << worker->output();
+  int to_parent[2];
+  ASSERT_EQ(::pipe2(to_parent, O_CLOEXEC), 0);
+  int from_parent[2];
+  ASSERT_EQ(::pipe2(from_parent, O_CLOEXEC), 0);
+  std::thread holder([&] {
+    (void)sbtest::run_as_nobody([&](int) {
+      for (int i = 0; i < 3; ++i) {
+        auto grant = sockbroker::acquire("web", broker->control());
+        if (!grant) return 1;
+      }  // each closed at once; this process lives on
+      char byte = 'h';
+      (void)!::write(to_parent[1], &byte, 1);
+      (void)!::read(from_parent[0], &byte, 1);
+      return 0;
+    });
+  });
+  char byte = 0;
+  ASSERT_EQ(::read(to_parent[0], &byte, 1), 1);
+  int answered = 0;
+  for (int i = 0; i < 40; ++i) answered += sbtest::tcp_exchange(80, "", 1000) == "A\n";
+  (void)!::write(from_parent[1], &byte, 1);
+  holder.join();
+  for (int fd : {to_parent[0], to_parent[1], from_parent[0], from_parent[1]}) ::close(fd);
+  EXPECT_EQ(answered, 40) << "connections hashed to a closed member hung";
+}
+
+// max_grants and max_grants_per_client count members that still exist: a
+// process that takes and closes members one after the other is never refused.
+TEST(Quota, MembersClosedByALiveHolderStopCounting) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, "[broker]\nmax_grants_per_client = 3\n" + reuse_port_policy(80, "max_grants = 2"));
+  ASSERT_TRUE(broker);
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!client) return 1;
+    std::vector<sockbroker::Grant> held;
+    for (int i = 0; i < 300; ++i) {
+      auto grant = client->acquire("web");
+      if (!grant) {
+        sbtest::report(report_fd, "grant " + std::to_string(i) + ": " + grant.error().message);
+        return 2;
+      }
+    }  // each closed at once
+    for (int i = 0; i < 2; ++i) {
+      auto grant = client->acquire("web");
+      if (!grant) return 3;
+      held.push_back(std::move(*grant));
+    }
+    auto third = client->acquire("web");  // two held: max_grants says no
+    if (third) return 4;
+    sbtest::report(report_fd, third.error().message);
+    return third.error().code == SOCKBROKER_E_QUOTA ? 0 : 5;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_NE(child.output.find("max_grants"), std::string::npos) << child.output;
 }
 
 TEST(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {

@@ -47,6 +47,7 @@ std::string describe(const Request& request) {
   if (const auto* l = std::get_if<ListRequest>(&request)) return "list{cursor=" + std::to_string(l->cursor) + "}";
   if (const auto* r = std::get_if<RevokeRequest>(&request)) return "revoke{name=" + testing::PrintToString(r->name) + "}";
   if (std::holds_alternative<StatusRequest>(request)) return "status{}";
+  if (std::holds_alternative<WatchRequest>(request)) return "watch{}";
   if (const auto* b = std::get_if<AcquireAddressRequest>(&request)) {
     std::string bytes;
     for (auto byte : b->address.bytes) bytes += std::to_string(byte) + ".";
@@ -81,6 +82,9 @@ std::string describe(const Reply& reply) {
     for (const auto& d : o->details) out += " detail=" + testing::PrintToString(d);
     for (const auto& f : o->failed_sockets) out += " failed=" + testing::PrintToString(f);
     return out + "}";
+  }
+  if (const auto* n = std::get_if<Notice>(&reply)) {
+    return "notice{" + testing::PrintToString(n->socket) + " " + testing::PrintToString(n->message) + "}";
   }
   if (const auto* s = std::get_if<StatusReport>(&reply)) {
     std::string out = "status{" + testing::PrintToString(s->version) + " pid=" + std::to_string(s->pid) +
@@ -305,6 +309,12 @@ TEST(CodecRoundTrip, ListCursor) {
 TEST(CodecRoundTrip, ReloadAndRevoke) {
   expect_request_round_trip(ReloadRequest{});
   expect_request_round_trip(RevokeRequest{"web"});
+}
+
+TEST(CodecRoundTrip, WatchAndItsNotices) {
+  expect_request_round_trip(WatchRequest{});
+  expect_reply_round_trip(Notice{"web", "the broker shut the socket down"});
+  expect_reply_round_trip(Notice{"", ""});
 }
 
 TEST(CodecRoundTrip, Outcome) {
@@ -635,8 +645,8 @@ TEST(CodecHostile, WrongProtocolVersion) {
 TEST(CodecHostile, UnknownRequestKind) {
   Bytes bytes = encoded(ListRequest{3});
   ASSERT_EQ(bytes.at(kKindOffset), std::byte{1});
-  patch_u16(bytes, kKindOffset, 7);
-  EXPECT_EQ(protocol_error(decode_request(bytes)), "unknown request kind 7");
+  patch_u16(bytes, kKindOffset, 8);
+  EXPECT_EQ(protocol_error(decode_request(bytes)), "unknown request kind 8");
 
   Bytes reply = encoded(Grant{"web", SocketType::stream, AF_INET, "0.0.0.0:80"});
   patch_u16(reply, kKindOffset, 7);
