@@ -156,19 +156,31 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     }
     return UniqueFd();
   };
-  nlohmann::json saved;
+  nlohmann::json saved = nlohmann::json::object();
   if (UniqueFd memfd = take("state")) {
     auto read = read_state(memfd.get());
-    if (read && read->value("version", 0) == kStateVersion) {
+    if (read && read->is_object() && read->find("version") != read->end() && (*read)["version"] == kStateVersion) {
       saved = std::move(*read);
     } else {
       log.warn("the handed-over state is unreadable ({}); adopting sockets without their counters and leases",
                read ? "unknown version" : describe(read.error()));
     }
   }
+  // Every field read below is checked for its type: a state is the previous
+  // broker's, but one cut short or of another version must not stop this one.
+  auto array_at = [](const nlohmann::json& object, const char* key) -> const nlohmann::json& {
+    static const nlohmann::json empty = nlohmann::json::array();
+    auto it = object.find(key);
+    return it != object.end() && it->is_array() ? *it : empty;
+  };
+  auto number_at = [](const nlohmann::json& object, const char* key) -> std::uint64_t {
+    if (!object.is_object()) return 0;
+    auto it = object.find(key);
+    return it != object.end() && it->is_number_unsigned() ? it->get<std::uint64_t>() : 0;
+  };
   auto saved_entry = [&](std::uint64_t id) -> const nlohmann::json* {
-    for (const auto& e : saved.value("entries", nlohmann::json::array())) {
-      if (e.value("id", std::uint64_t{0}) == id) return &e;
+    for (const auto& e : array_at(saved, "entries")) {
+      if (number_at(e, "id") == id) return &e;
     }
     return nullptr;
   };
@@ -196,9 +208,10 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     entry.id = parsed->first;
     entry.spec = *spec;
     if (const auto* e = saved_entry(entry.id)) {
-      entry.grants = e->value("grants", std::uint64_t{0});
-      if (e->contains("path_inode")) {
-        entry.path_file = FileIdentity{e->value("path_device", dev_t{0}), e->value("path_inode", ino_t{0})};
+      entry.grants = number_at(*e, "grants");
+      if (number_at(*e, "path_inode") != 0) {
+        entry.path_file = FileIdentity{static_cast<dev_t>(number_at(*e, "path_device")),
+                                       static_cast<ino_t>(number_at(*e, "path_inode"))};
       }
     }
     // What may have changed in the policy meanwhile and a live socket takes.
@@ -220,25 +233,26 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
 
   // The holders still alive, with their leases of adopted entries: a pid
   // names the same process only if its start time is the one recorded.
-  for (const auto& h : saved.value("holders", nlohmann::json::array())) {
-    const pid_t pid = h.value("pid", pid_t{0});
-    const std::uint64_t start_time = h.value("start_time", std::uint64_t{0});
+  for (const auto& h : array_at(saved, "holders")) {
+    const auto pid = static_cast<pid_t>(number_at(h, "pid"));
+    const std::uint64_t start_time = number_at(h, "start_time");
     if (pid <= 0 || start_time == 0) continue;
     UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     if (!pidfd || process_start_time(pid) != start_time || !process_alive(pidfd.get())) continue;
     Holder* holder = nullptr;
-    for (const auto& l : h.value("leases", nlohmann::json::array())) {
+    if (!h.is_object()) continue;
+    for (const auto& l : array_at(h, "leases")) {
       const TableEntry* entry = nullptr;
       for (const auto& e : state.table.entries()) {
-        if (e.id == l.value("entry", std::uint64_t{0})) entry = &e;
+        if (e.id == number_at(l, "entry")) entry = &e;
       }
       if (entry == nullptr) continue;  // not adopted: the lease went with it
       if (holder == nullptr) {
-        holder = state.leases.adopt_record(pid, h.value("uid", uid_t{0}), std::move(pidfd));
+        holder = state.leases.adopt_record(pid, static_cast<uid_t>(number_at(h, "uid")), std::move(pidfd));
         holder->start_time = start_time;
         ++out.holders;
       }
-      const std::uint64_t inode = l.value("inode", std::uint64_t{0});
+      const std::uint64_t inode = number_at(l, "inode");
       // A member (inode): counted until the census finds it closed. A shared
       // socket: the entry's own.
       state.leases.add_lease(*holder, inode != 0 ? Lease{entry->spec.name, entry->id, nullptr, inode}
@@ -247,20 +261,20 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     }
   }
 
-  if (saved.contains("metrics")) {
-    const auto& m = saved["metrics"];
+  if (auto it = saved.find("metrics"); it != saved.end() && it->is_object()) {
+    const auto& m = *it;
     Metrics& metrics = state.metrics;
-    metrics.grants = m.value("grants", std::uint64_t{0});
-    metrics.bad_requests = m.value("bad_requests", std::uint64_t{0});
-    metrics.peak_clients = m.value("peak_clients", std::uint32_t{0});
-    metrics.reloads_ok = m.value("reloads_ok", std::uint64_t{0});
-    metrics.reloads_failed = m.value("reloads_failed", std::uint64_t{0});
+    metrics.grants = number_at(m, "grants");
+    metrics.bad_requests = number_at(m, "bad_requests");
+    metrics.peak_clients = static_cast<std::uint32_t>(number_at(m, "peak_clients"));
+    metrics.reloads_ok = number_at(m, "reloads_ok");
+    metrics.reloads_failed = number_at(m, "reloads_failed");
     if (m.contains("denials") && m["denials"].is_object()) {
       for (const auto& [reason, count] : m["denials"].items()) {
         if (count.is_number_unsigned()) metrics.denials[reason] = count.get<std::uint64_t>();
       }
     }
-    state.generation = saved.value("generation", state.generation);
+    if (const std::uint64_t generation = number_at(saved, "generation"); generation != 0) state.generation = generation;
   }
 
   // Bind what the policy has and nothing was handed over for.

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +19,8 @@
 #include <cstdint>
 #include <cstring>
 #include <iostream>
+#include <map>
+#include <optional>
 
 #include <sockbroker/client.hpp>
 
@@ -25,6 +28,7 @@
 #include "confinement.hpp"
 #include "control_socket.hpp"
 #include "descriptor_disposer.hpp"
+#include "fd_store.hpp"
 #include "handover.hpp"
 #include "loader.hpp"
 #include "server.hpp"
@@ -94,6 +98,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   unsigned audit_flush_ms = 10;
   bool no_confine = false;
+  bool no_fd_store = false;
   app.add_option("--policy", policy_paths,
                  "policy file, or directory of *.toml read in lexical order (repeatable; default "
                  "/etc/sockbroker/policy.toml then /etc/sockbroker/policy.d/)");
@@ -112,6 +117,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-confine", no_confine,
                "for debugging only: keep every capability and skip NO_NEW_PRIVS and the seccomp filter "
                "(by default the broker confines itself once its sockets are bound)");
+  app.add_flag("--no-fd-store", no_fd_store,
+               "under systemd, keep no socket in its file descriptor store (by default every bound socket, the "
+               "control socket and the broker's state go there, so that a restart or a crash loses no port)");
   app.set_version_flag("--version", std::string("sockbrokerd ") + SOCKBROKER_VERSION);
   try {
     app.parse(argc, argv);
@@ -160,6 +168,17 @@ int main(int argc, char** argv) {
   // What a previous broker left: systemd's descriptor store (after a
   // restart or a crash), or socket activation's control socket.
   std::vector<broker::HandoverItem> passed = broker::take_listen_fds();
+  // What systemd's store still holds (it hands back copies), before adoption
+  // takes the items: the store is then kept in step from there.
+  std::map<std::string, std::uint64_t> handed_back;
+  UniqueFd handed_state;
+  for (const auto& item : passed) {
+    if (!item.fd) continue;
+    handed_back[item.name] = broker::FdStore::inode_of(item.fd.get());
+    if (item.name == "state") handed_state.reset(::fcntl(item.fd.get(), F_DUPFD_CLOEXEC, 3));
+  }
+  std::optional<broker::FdStore> fd_store;
+  if (!no_fd_store) fd_store = broker::FdStore::open(*log, handed_back, std::move(handed_state));
 
   broker::BrokerState state{std::move(*loaded.policy), policy_paths, {}, {}, 1, {}, {}};
   audit->emit("start", {{"pid", ::getpid()},
@@ -186,6 +205,12 @@ int main(int argc, char** argv) {
     return kExitOsErr;
   }
   std::string created_path = control_socket->created_path;
+  if (fd_store) {
+    // Kept across a restart, the control socket's queue holds the clients
+    // that connect meanwhile: they wait instead of failing.
+    fd_store->store_control(control_socket->fd.get(), *log);
+    fd_store->sync(state, *log, true);
+  }
 
   // Everything that needs full root is done: from here the broker keeps only
   // what the policy needs (see confinement.hpp).
@@ -218,6 +243,7 @@ int main(int argc, char** argv) {
   }
   broker::Server server(std::move(control_socket->fd), control_socket->credentials_from_connect, state, *audit,
                         *disposer, *log);
+  if (fd_store) server.set_fd_store(&*fd_store);
   std::uint64_t watchdog_usec = 0;
   if (int enabled = ::sd_watchdog_enabled(0, &watchdog_usec); enabled > 0) {
     log->info("systemd watchdog: WATCHDOG=1 every {} ms", watchdog_usec / 2000);
@@ -227,8 +253,13 @@ int main(int argc, char** argv) {
   }
   auto served = server.run();
 
+  if (fd_store) {
+    fd_store->mark_stale();
+    fd_store->sync(state, *log, true);  // the last word on leases, for the next broker
+  }
   ::sd_notify(0, "STOPPING=1");
-  if (!created_path.empty()) ::unlink(created_path.c_str());
+  // A control socket systemd keeps serves the next broker: its path stays.
+  if (!created_path.empty() && !(fd_store && fd_store->holds("control"))) ::unlink(created_path.c_str());
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : describe(served.error())}});
   audit->flush();
   if (!served) {

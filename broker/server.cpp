@@ -131,7 +131,11 @@ Status Server::run() {
     expire_idle_sessions();
     disposer_.flush(log_);
     const auto now = Clock::now();
-    state_.table.retry_failed(now, audit_, log_);
+    if (auto due = state_.table.next_retry(); due && now >= *due) {
+      state_.table.retry_failed(now, audit_, log_);
+      if (fd_store_ != nullptr) fd_store_->mark_stale();
+    }
+    if (fd_store_ != nullptr) fd_store_->sync(state_, log_);
     if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
@@ -155,6 +159,7 @@ bool Server::handle_signals() {
       log_.info("SIGHUP: reloading the policy");
       auto outcome = reload_policy(state_, audit_, log_);
       state_.metrics.reloaded(outcome.applied, outcome.message);
+      if (fd_store_ != nullptr) fd_store_->mark_stale();
     }
   }
   return true;
@@ -342,6 +347,8 @@ void Server::serve(Session& session, std::uint32_t events) {
     start_watching(session);
     return;
   }
+  // A grant, a reload, a revoke: what the store keeps may have changed.
+  if (fd_store_ != nullptr) fd_store_->mark_stale();
   // reply() may close (free) the session: nothing touches it afterwards.
   reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(), sender,
                                                   says_netns ? datagram.fds[0].get() : -1, &session.holder_token,
@@ -373,6 +380,7 @@ void Server::watch_holder(Holder& holder) {
 void Server::holder_exited(Holder& holder) {
   log_.debug("holder pid {} exited; releasing {} grant(s)", holder.pid, holder.leases.size());
   release_holder(state_, state_.leases.remove(holder));
+  if (fd_store_ != nullptr) fd_store_->mark_stale();
 }
 
 void Server::reply(Session& session, Response response) {
@@ -528,6 +536,9 @@ int Server::milliseconds_to_next_deadline() const {
   if (watchdog_interval_.count() > 0 && (!next || next_watchdog_ < *next)) next = next_watchdog_;
   if (auto due = audit_.flush_deadline(); due && (!next || *due < *next)) next = *due;
   if (auto retry = state_.table.next_retry(); retry && (!next || *retry < *next)) next = *retry;
+  if (fd_store_ != nullptr) {
+    if (auto due = fd_store_->deadline(); due && (!next || *due < *next)) next = *due;
+  }
   // The disposer's queue was full: try again soon.
   if (disposer_.backlogged()) {
     auto retry = Clock::now() + std::chrono::milliseconds(10);

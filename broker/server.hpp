@@ -17,6 +17,7 @@
 #include "codec.hpp"
 #include "broker_state.hpp"
 #include "descriptor_disposer.hpp"
+#include "fd_store.hpp"
 #include "request_handler.hpp"
 #include "session.hpp"
 
@@ -45,6 +46,9 @@ class Server {
   // interval, from the loop itself, so a wedged loop stops the pings and systemd
   // restarts the broker. Zero: no watchdog.
   void set_watchdog_interval(std::chrono::microseconds interval) noexcept { watchdog_interval_ = interval; }
+  // systemd's file descriptor store, kept in step with the table and leases
+  // (fd_store.hpp); null: none.
+  void set_fd_store(FdStore* store) noexcept { fd_store_ = store; }
 
  private:
   // How a connection ends, which decides whether the broker may close it
@@ -101,6 +105,7 @@ class Server {
   std::uint64_t descriptors_generation_ = 0;  // the policy generation sync_descriptor_passing() applied
   std::chrono::microseconds watchdog_interval_{0};
   Clock::time_point next_watchdog_{};
+  FdStore* fd_store_ = nullptr;
 };
 
 }  // namespace sockbroker::broker

@@ -249,7 +249,8 @@ const Programs& programs() {
 }
 
 std::optional<Broker> Broker::start(const TempDir& dir, const std::string& policy_toml,
-                                    const std::vector<std::string>& extra_args) {
+                                    const std::vector<std::string>& extra_args,
+                                    const std::vector<std::pair<std::string, int>>& handed) {
   dir.write("policy.toml", policy_toml);
   std::string control = dir.file("control.sock");
   std::string audit = dir.file("audit.log");
@@ -267,7 +268,22 @@ std::optional<Broker> Broker::start(const TempDir& dir, const std::string& polic
     int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ::dup2(out, 1);
     ::dup2(out, 2);
-    close_inherited_fds();
+    if (!handed.empty()) {
+      // Out of the way first (a source may sit where a target goes), then in place.
+      std::vector<int> moved;
+      for (const auto& item : handed) moved.push_back(::fcntl(item.second, F_DUPFD_CLOEXEC, 1000));
+      std::string names;
+      for (std::size_t i = 0; i < moved.size(); ++i) {
+        ::dup2(moved[i], 3 + static_cast<int>(i));  // dup2 clears close-on-exec
+        names += (i ? ":" : "") + handed[i].first;
+      }
+      ::syscall(SYS_close_range, 3U + static_cast<unsigned>(handed.size()), ~0U, 0U);
+      ::setenv("LISTEN_FDS", std::to_string(handed.size()).c_str(), 1);
+      ::setenv("LISTEN_FDNAMES", names.c_str(), 1);
+      ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    } else {
+      close_inherited_fds();
+    }
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -385,6 +401,13 @@ int Broker::stop() {
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
   return decode_status(status);
+}
+
+void Broker::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 int run_broker_to_exit(const TempDir& dir, const std::vector<std::string>& args, std::string* output) {

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -127,13 +128,39 @@ struct Programs {
 };
 [[nodiscard]] const Programs& programs();
 
+// Sets an environment variable for the brokers this test starts (they inherit
+// the test's environment), restoring the old state on destruction.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
 // A running sockbrokerd, stopped (SIGTERM) on destruction.
 class Broker {
  public:
   // Writes policy_toml to dir/policy.toml, starts the broker with
   // --control dir/control.sock --audit dir/audit.log and waits until it accepts.
+  // handed: descriptors passed as systemd passes them (at 3.., LISTEN_FDS,
+  // LISTEN_FDNAMES, LISTEN_PID = the broker's pid), in this order.
   static std::optional<Broker> start(const TempDir& dir, const std::string& policy_toml,
-                                     const std::vector<std::string>& extra_args = {});
+                                     const std::vector<std::string>& extra_args = {},
+                                     const std::vector<std::pair<std::string, int>>& handed = {});
   Broker(Broker&& other) noexcept;
   Broker& operator=(Broker&&) = delete;
   ~Broker();
@@ -163,6 +190,8 @@ class Broker {
 
   // SIGTERM and wait; returns the exit status (or 128 + signal).
   int stop();
+  // SIGKILL and wait: a crash.
+  void kill();
 
  private:
   Broker(pid_t pid, std::string control, std::string audit, std::string log)

@@ -72,26 +72,7 @@ class NotifyListener {
   sockbroker::UniqueFd fd_;
 };
 
-// Sets an environment variable for the brokers this test starts (they inherit
-// the test's environment), restoring the old state on destruction.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
+using sbtest::ScopedEnv;
 
 std::uint64_t field_value(const std::string& message, const std::string& key) {
   auto at = message.find(key + "=");

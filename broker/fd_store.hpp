@@ -1,0 +1,74 @@
+// systemd's file descriptor store (FileDescriptorStoreMax= in the unit): the
+// broker keeps in it every socket it bound, its control socket and a "state"
+// memfd (handover.hpp names them), so that `systemctl restart` and a crash
+// with Restart= hand them back (LISTEN_FDS) and no port is ever let go.
+//
+// What survives what, on systemd 252 (Debian 12): the store lives as long as
+// the unit is not stopped: a restart (systemctl restart, Restart= after a
+// crash or a watchdog kill) keeps it; `systemctl stop` then `start` empties it
+// (every socket is bound afresh, and running holders make shared ones fail
+// until they exit: the retry schedule takes over).
+//
+// The store is kept in step lazily: Server marks it stale after anything that
+// may change a socket or a lease, and sync() pushes the difference at most
+// every kSyncInterval (and at once before the broker stops), so a burst of
+// grants costs one pass, not one per grant.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <sockbroker/fd.hpp>
+
+#include "broker_state.hpp"
+
+namespace sockbroker::broker {
+
+class FdStore {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kSyncInterval{50};
+
+  // Enabled when systemd listens (NOTIFY_SOCKET) and the unit allows a
+  // store (FDSTORE is refused otherwise: the first store says so, once).
+  // already_stored: what systemd handed back (name -> inode), which its store
+  // still holds; state_memfd: the handed-back "state", rewritten in place
+  // (systemd holds the same open file), or invalid to make and store one.
+  [[nodiscard]] static std::optional<FdStore> open(spdlog::logger& log,
+                                                   const std::map<std::string, std::uint64_t>& already_stored,
+                                                   UniqueFd state_memfd);
+  // The inode of a descriptor, as already_stored wants it (0: not a file).
+  [[nodiscard]] static std::uint64_t inode_of(int fd) noexcept;
+
+  // The control socket the broker made, stored once ("control"), unless
+  // systemd handed it (a socket unit's, or the store's).
+  void store_control(int fd, spdlog::logger& log);
+  // Something may have changed: the next sync() compares.
+  void mark_stale() noexcept { stale_ = true; }
+  // When the next sync() is due (nullopt: nothing to do).
+  [[nodiscard]] std::optional<Clock::time_point> deadline() const noexcept;
+  // Stores what is new, removes what is gone and rewrites the state, if
+  // stale and due (or `now_anyway`, before stopping).
+  void sync(BrokerState& state, spdlog::logger& log, bool now_anyway = false);
+
+  [[nodiscard]] std::size_t stored() const noexcept { return stored_.size(); }
+  [[nodiscard]] bool holds(const std::string& name) const { return stored_.contains(name); }
+
+ private:
+  explicit FdStore(UniqueFd state_memfd) : state_memfd_(std::move(state_memfd)) {}
+  bool store(const std::string& name, int fd, spdlog::logger& log);
+  void remove(const std::string& name, spdlog::logger& log);
+
+  UniqueFd state_memfd_;
+  std::map<std::string, std::uint64_t> stored_;  // name -> the stored socket's inode
+  bool stale_ = true;
+  bool refused_ = false;  // systemd refused a store: stop trying
+  Clock::time_point last_sync_{};
+};
+
+}  // namespace sockbroker::broker

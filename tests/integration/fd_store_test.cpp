@@ -1,0 +1,259 @@
+// systemd's file descriptor store, played by the test: it listens on
+// NOTIFY_SOCKET, keeps what the broker stores (FDSTORE=1, FDNAME=) and drops
+// what it removes (FDSTOREREMOVE=1), then hands it all to the next broker as
+// systemd does after `systemctl restart` or a crash with Restart=: LISTEN_FDS
+// with LISTEN_FDNAMES. The next broker must serve the very same kernel
+// sockets, know who holds what, and never let a port go.
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sockbroker/client.hpp>
+#include <sockbroker/fd.hpp>
+
+#include "harness.hpp"
+
+namespace {
+
+using sbtest::Background;
+using sbtest::Broker;
+using sbtest::ScopedEnv;
+using sbtest::TempDir;
+using sockbroker::UniqueFd;
+
+class FakeFdStore {
+ public:
+  explicit FakeFdStore(const TempDir& dir) : path_(dir.file("notify.sock")) {
+    fd_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+    EXPECT_EQ(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+    int on = 1;
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+  }
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+  // Takes every message queued (waiting up to timeout_ms for the first).
+  void drain(int timeout_ms = 200) {
+    for (;;) {
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (::poll(&p, 1, timeout_ms) != 1) return;
+      timeout_ms = 0;
+      char text[4096];
+      iovec iov{text, sizeof text - 1};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16) + CMSG_SPACE(sizeof(ucred))];
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_CMSG_CLOEXEC);
+      if (n < 0) return;
+      std::string message(text, static_cast<std::size_t>(n));
+      std::vector<UniqueFd> fds;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+          int fd;
+          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+          fds.emplace_back(fd);
+        }
+      }
+      messages_.push_back(message);
+      const std::string name = field(message, "FDNAME");
+      if (message.find("FDSTOREREMOVE=1") != std::string::npos) {
+        store_.erase(name);
+      } else if (message.find("FDSTORE=1") != std::string::npos) {
+        for (auto& fd : fds) store_[name].push_back(std::move(fd));
+      }
+    }
+  }
+
+  // name -> descriptors, as LISTEN_FDNAMES would list them.
+  [[nodiscard]] std::vector<std::pair<std::string, int>> handed() const {
+    std::vector<std::pair<std::string, int>> out;
+    for (const auto& [name, fds] : store_) {
+      for (const auto& fd : fds) out.emplace_back(name, fd.get());
+    }
+    return out;
+  }
+  [[nodiscard]] std::size_t count(const std::string& name) const {
+    auto it = store_.find(name);
+    return it == store_.end() ? 0 : it->second.size();
+  }
+  [[nodiscard]] std::size_t count_prefix(const std::string& prefix) const {
+    std::size_t n = 0;
+    for (const auto& [name, fds] : store_) n += name.starts_with(prefix) ? fds.size() : 0;
+    return n;
+  }
+  [[nodiscard]] std::string names() const {
+    std::string out;
+    for (const auto& [name, fds] : store_) out += name + "(" + std::to_string(fds.size()) + ") ";
+    return out;
+  }
+
+ private:
+  static std::string field(const std::string& message, const std::string& key) {
+    auto at = message.find(key + "=");
+    if (at == std::string::npos) return "";
+    auto end = message.find('\n', at);
+    return message.substr(at + key.size() + 1, end == std::string::npos ? std::string::npos : end - at - key.size() - 1);
+  }
+  std::string path_;
+  UniqueFd fd_;
+  std::vector<std::string> messages_;
+  std::map<std::string, std::vector<UniqueFd>> store_;
+};
+
+constexpr char kPolicy[] = R"(
+[socket.web]
+listen = "127.0.0.1:80"
+allow = [{ user = "nobody" }]
+
+[socket.pool]
+listen = "127.0.0.1:81"
+reuse_port = true
+max_grants = 2
+allow = [{ user = "nobody" }]
+
+[socket.dns]
+listen = "127.0.0.1:53"
+type = "datagram"
+allow = [{ user = "nobody" }]
+)";
+
+std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag) {
+  return std::make_unique<Background>(
+      sbtest::kNobody, sbtest::kNogroup,
+      std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker.control(), "run", "-s", socket, "--",
+                               sbtest::programs().self, "--echo-server", tag});
+}
+
+// As systemd starts it: with NOTIFY_SOCKET naming the store.
+std::optional<Broker> start_under(const FakeFdStore& store, const TempDir& dir, const std::string& policy,
+                                  const std::vector<std::string>& args = {},
+                                  const std::vector<std::pair<std::string, int>>& handed = {}) {
+  ScopedEnv notify("NOTIFY_SOCKET", store.path());
+  return Broker::start(dir, policy, args, handed);
+}
+
+std::uint64_t inode_of_granted(const Broker& broker, const std::string& name) {
+  auto got = sbtest::acquire_as_nobody(broker, name, [](int fd) -> nlohmann::json { return sbtest::inode_of(fd); });
+  return got.granted ? got.probe.get<std::uint64_t>() : 0;
+}
+
+// The same kernel sockets after a crash: no port was ever let go, running
+// holders keep serving and still count against max_grants.
+TEST(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  FakeFdStore store(dir);
+  auto first = start_under(store, dir, kPolicy);
+  ASSERT_TRUE(first);
+  const std::uint64_t web_inode = inode_of_granted(*first, "web");
+  ASSERT_NE(web_inode, 0u);
+  auto a = start_worker(*first, "pool", "A");
+  auto b = start_worker(*first, "pool", "B");
+  ASSERT_TRUE(a->wait_for_output("ready")) << a->output();
+  ASSERT_TRUE(b->wait_for_output("ready")) << b->output();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the store follows within 50 ms
+  store.drain();
+  EXPECT_EQ(store.count("state"), 1u) << store.names();
+  EXPECT_EQ(store.count("control"), 1u) << store.names();
+  EXPECT_EQ(store.count_prefix("sock."), 3u) << store.names();
+
+  first->kill();
+  // Between the brokers the port stays bound: nobody else may take it.
+  EXPECT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80), EADDRINUSE);
+  // Clients that come meanwhile wait in the control socket's queue.
+  std::atomic<bool> answered{false};
+  std::thread early([&] { answered = sockbroker::Client::connect(dir.file("control.sock")).ok(); });
+
+  auto second = start_under(store, dir, kPolicy, {}, store.handed());
+  early.join();
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(answered);
+  EXPECT_TRUE(second->wait_for_log("adopted 3 socket(s), 2 holder(s) with 2 lease(s)")) << second->log();
+  EXPECT_EQ(inode_of_granted(*second, "web"), web_inode) << "the same kernel socket";
+  // The two running workers still hold the pool's two grants.
+  auto third = sbtest::acquire_as_nobody(*second, "pool", [](int) -> nlohmann::json { return 0; });
+  EXPECT_FALSE(third.granted);
+  EXPECT_NE(third.message.find("max_grants"), std::string::npos) << third.message;
+  std::map<std::string, int> answers;
+  for (int i = 0; i < 40; ++i) answers[sbtest::tcp_exchange(81, "", 2000)]++;
+  EXPECT_EQ(answers["A\n"] + answers["B\n"], 40);
+  // And the new broker keeps the store in step: nothing stored twice.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  store.drain();
+  EXPECT_EQ(store.count("state"), 1u) << store.names();
+  EXPECT_EQ(store.count("control"), 1u) << store.names();
+  EXPECT_EQ(store.count_prefix("sock."), 3u) << store.names();
+}
+
+// A socket the policy no longer has (or has otherwise) is not adopted: it is
+// closed and leaves the store; what the policy has is bound afresh.
+TEST(FdStore, WhatThePolicyNoLongerSaysIsRefusedAndRemoved) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  FakeFdStore store(dir);
+  auto first = start_under(store, dir, kPolicy);
+  ASSERT_TRUE(first);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  store.drain();
+  ASSERT_EQ(store.count_prefix("sock."), 3u) << store.names();
+  first->stop();
+  store.drain();
+
+  // web moved to port 8080; dns is gone.
+  auto second = start_under(store, dir, R"(
+[socket.web]
+listen = "127.0.0.1:8080"
+allow = [{ user = "nobody" }]
+
+[socket.pool]
+listen = "127.0.0.1:81"
+reuse_port = true
+allow = [{ user = "nobody" }]
+)",
+                            {}, store.handed());
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(second->wait_for_log("refused 2")) << second->log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  store.drain();
+  EXPECT_EQ(store.count_prefix("sock."), 2u) << store.names();
+  EXPECT_EQ(store.count("state"), 1u) << store.names();
+  // Port 80 and 53 are free again; 8080 is the broker's.
+  EXPECT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80), 0);
+  EXPECT_NE(inode_of_granted(*second, "web"), 0u);
+}
+
+// Without NOTIFY_SOCKET (or with --no-fd-store) nothing is stored, and the
+// broker unlinks its control socket at exit as before.
+TEST(FdStore, NoStoreWithoutSystemd) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  FakeFdStore store(dir);
+  auto broker = start_under(store, dir, kPolicy, {"--no-fd-store"});
+  ASSERT_TRUE(broker);
+  store.drain();
+  EXPECT_EQ(store.names(), "");
+  broker->stop();
+  struct stat st {};
+  EXPECT_NE(::stat(dir.file("control.sock").c_str(), &st), 0);
+}
+
+}  // namespace
