@@ -167,6 +167,19 @@ std::vector<pid_t> own_children() {
   return out;
 }
 
+// Ends this process by `sig` (core dumps aside), as the program ended.
+[[noreturn]] void die_of(int sig) {
+  ::signal(sig, SIG_DFL);
+  sigset_t only;
+  sigemptyset(&only);
+  sigaddset(&only, sig);
+  ::sigprocmask(SIG_UNBLOCK, &only, nullptr);
+  ::kill(::getpid(), sig);
+  // A signal whose default is not to terminate (SIGCHLD, SIGCONT...) or one
+  // that cannot be raised: the status the shell would have shown.
+  _exit(128 + sig);
+}
+
 // Acts on a notice as --on-revoke says; true: exit now.
 bool revoked(const RevokeNotice& notice, OnRevoke action, const std::vector<pid_t>& targets) {
   const std::string what = "the broker revoked \"" + notice.socket + "\": " + notice.message;
@@ -250,6 +263,8 @@ int supervise(Supervision run) {
   }
   bool program_running = true;
   int last_status = 0;
+  int last_raw_status = 0;
+  bool stopped_for_revoke = false;  // the SIGTERM that ended the program was ours
   for (;;) {
     // Reap first: with no child left, the tree is gone.
     for (;;) {
@@ -257,10 +272,20 @@ int supervise(Supervision run) {
       const pid_t reaped = ::waitpid(-1, &status, WNOHANG);
       if (reaped > 0) {
         last_status = status_to_exit_code(status);
+        last_raw_status = status;
         if (reaped == program) program_running = false;
         continue;
       }
-      if (reaped < 0 && errno == ECHILD) return last_status;
+      if (reaped < 0 && errno == ECHILD) {
+        // Stopped because its socket was revoked: a failure, so that
+        // Restart=on-failure brings it back with a fresh socket.
+        if (stopped_for_revoke) return kExitQuota;
+        // Killed by a signal from outside (systemctl stop's SIGTERM): die of
+        // it too, as the program did, so that its service manager sees a
+        // clean stop, not exit status 143.
+        if (WIFSIGNALED(last_raw_status)) die_of(WTERMSIG(last_raw_status));
+        return last_status;
+      }
       break;
     }
     pollfd watched[3] = {{signals.get(), POLLIN, 0},
@@ -283,6 +308,7 @@ int supervise(Supervision run) {
         if (revoked(notice, run.on_revoke, program_running ? std::vector<pid_t>{program} : own_children())) {
           return kExitQuota;
         }
+        if (run.on_revoke == OnRevoke::term) stopped_for_revoke = true;
       }
     }
     if ((watched[0].revents & POLLIN) != 0) {

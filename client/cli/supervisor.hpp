@@ -19,8 +19,10 @@
 // PROGRAM itself has exited (a daemon that forked, an upgraded nginx), to its
 // own children, which the processes of the tree become when their parents
 // exit (PR_SET_CHILD_SUBREAPER). It exits with the status of the last
-// process of the tree to exit (128 + N for a signal N): PROGRAM's, unless it
-// left others running.
+// process of the tree to exit: PROGRAM's, unless it left others running. A
+// program killed by signal N kills `sockbroker run` with N too (systemctl
+// stop's SIGTERM is then a clean stop), except when the supervisor itself sent
+// the SIGTERM for a revoke: then it exits 75.
 #pragma once
 
 #include <string>
@@ -33,7 +35,7 @@ namespace sockbroker::cli {
 // What `sockbroker run` does when the broker says a revoke or a reload ended
 // one of its grants (--on-revoke).
 enum class OnRevoke {
-  term,    // SIGTERM to PROGRAM (the default): it exits, its service manager restarts it
+  term,    // SIGTERM to PROGRAM (the default); then exit 75, so Restart=on-failure restarts it
   exit,    // SIGKILL to PROGRAM's tree, and exit 75 (EX_TEMPFAIL) at once
   ignore,  // say so on stderr, nothing else
 };

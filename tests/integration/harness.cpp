@@ -619,6 +619,7 @@ int Background::wait() {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+  killed_by_ = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
   return decode_status(status);
 }
 

@@ -270,6 +270,9 @@ class Background {
   Background(const Background&) = delete;
   Background& operator=(const Background&) = delete;
   int wait();  // exit status, or 128 + signal
+  // After wait(): the signal that killed it, 0 if it exited (an exit status
+  // of 128 + N and death by signal N look alike in wait()'s answer).
+  [[nodiscard]] int killed_by() const noexcept { return killed_by_; }
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }  // -1 once waited for
   [[nodiscard]] std::string output() const;  // stdout+stderr so far (after wait: all)
   // Waits (up to `timeout`) until its output contains `needle`, e.g. the
@@ -279,6 +282,7 @@ class Background {
 
  private:
   pid_t pid_ = -1;
+  int killed_by_ = 0;
   std::string output_path_;
   TempDir dir_;
 };

@@ -119,6 +119,17 @@ TEST(Supervisor, ForwardsSignalsAndExitsWithTheProgramsStatus) {
 
   Background killed(sbtest::kNobody, sbtest::kNogroup, run(*broker, {"/bin/sh", "-c", "echo ready; kill -9 $$"}));
   EXPECT_EQ(killed.wait(), 128 + SIGKILL) << "a program killed by a signal: 128 + N";
+  EXPECT_EQ(killed.killed_by(), SIGKILL) << "sockbroker run dies of the program's signal";
+
+  // systemctl stop: SIGTERM, forwarded, kills the program; sockbroker run
+  // then dies of SIGTERM too, which systemd counts as a clean stop (an exit
+  // status of 143 would leave the unit failed).
+  Background stopped(sbtest::kNobody, sbtest::kNogroup,
+                     run(*broker, {"/bin/sh", "-c", "echo ready; exec sleep 100"}));
+  ASSERT_TRUE(stopped.wait_for_output("ready")) << stopped.output();
+  ASSERT_EQ(::kill(stopped.pid(), SIGTERM), 0);
+  stopped.wait();
+  EXPECT_EQ(stopped.killed_by(), SIGTERM) << stopped.output();
 }
 
 TEST(Supervisor, StaysWhileTheProgramsTreeLivesAndForwardsToWhatRemains) {
