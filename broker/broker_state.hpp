@@ -28,6 +28,7 @@ struct BrokerState {
   std::uint64_t generation = 1;  // +1 per successful reload
   Metrics metrics = {};          // what `sockbroker status` reports
   std::vector<Revocation> revocations;  // not yet told (Server::tell_revoked)
+  bool upgrade_requested = false;       // SIGUSR2 or `sockbroker upgrade`: the loop re-executes
 };
 
 // A holder's process exited (or its pid was found recycled): its grants stop

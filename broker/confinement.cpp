@@ -140,7 +140,8 @@ Status check_single_threaded() {
   return Ok{};
 }
 
-Status drop_capabilities(const std::vector<int>& keep, spdlog::logger& log) {
+// True when the bounding set is down to `keep` (see When::upgradable).
+Result<bool> drop_capabilities(const std::vector<int>& keep, spdlog::logger& log) {
   UniqueCaps current(::cap_get_proc());
   if (!current) return errno_error("cap_get_proc");
 
@@ -151,7 +152,8 @@ Status drop_capabilities(const std::vector<int>& keep, spdlog::logger& log) {
   // The bounding set first: dropping from it takes CAP_SETPCAP, which the
   // cap_set_proc below gives up. Without CAP_SETPCAP (a unit whose
   // CapabilityBoundingSet= lacks it) the set stays as given; that is only
-  // what an execve could regain, and the filter kills execve.
+  // what an execve could regain, and the filter kills execve (and execveat:
+  // no upgrade in place then).
   std::vector<int> left_in_bound;
   const bool can_drop_bound = has(current.get(), CAP_SETPCAP, CAP_EFFECTIVE);
   for (int c = 0; c < static_cast<int>(::cap_max_bits()); ++c) {
@@ -191,7 +193,7 @@ Status drop_capabilities(const std::vector<int>& keep, spdlog::logger& log) {
     return errno_error("cap_set_flag");
   }
   if (::cap_set_proc(next.get()) != 0) return errno_error("cap_set_proc");
-  return Ok{};
+  return left_in_bound.empty();
 }
 
 // ---------------------------------------------------------------------------
@@ -217,7 +219,10 @@ enum class Action { allow, kill };
 // Rows that only some policies need, and rows for sanitizer builds
 // (SOCKBROKER_SANITIZE): their runtime makes calls of its own (a pipe to probe
 // memory, a ptrace-ing thread for the leak check at exit).
-enum class When { always, netns_request, sanitized, unsanitized };
+// upgradable: the bounding set holds only what the broker keeps, so an
+// execve (an upgrade in place) regains nothing; otherwise execveat is killed
+// like execve.
+enum class When { always, netns_request, sanitized, unsanitized, upgradable, not_upgradable };
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kSanitized = true;
@@ -396,6 +401,15 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(getrandom), "mkdtemp, malloc"),
     allow(SCMP_SYS(futex), "spdlog's mutexes, glibc locks"),
     allow(SCMP_SYS(exit), "exit"),
+    // --- an upgrade in place (upgrade.hpp): the new image runs under this
+    // filter and these capabilities, so executing it gains nothing.
+    only(When::upgradable, allow_if(SCMP_SYS(execveat), eq(4, AT_EMPTY_PATH), "upgrade in place: the binary, by descriptor")),
+    allow(SCMP_SYS(arch_prctl), "the upgraded image's start-up (TLS)"),
+    allow(SCMP_SYS(set_tid_address), "the upgraded image's start-up"),
+    allow(SCMP_SYS(set_robust_list), "the upgraded image's start-up"),
+    allow(SCMP_SYS(rseq), "the upgraded image's start-up"),
+    allow(SCMP_SYS(prlimit64), "the upgraded image's start-up (RLIMIT_NOFILE, RLIMIT_STACK)"),
+    allow(SCMP_SYS(pidfd_open), "the upgraded image: its holders' pidfds again (to poll, never to signal)"),
     allow(SCMP_SYS(exit_group), "exit"),
 
     // --- the journal (--audit journal): a large entry goes in a sealed memfd,
@@ -426,7 +440,7 @@ constexpr Row kSyscalls[] = {
 
     // --- never: what code injected into the broker would try next.
     never(SCMP_SYS(execve), "running other programs"),
-    never(SCMP_SYS(execveat), "running other programs"),
+    only(When::not_upgradable, never(SCMP_SYS(execveat), "running other programs")),
     only(When::unsanitized, never(SCMP_SYS(ptrace), "other processes")),
     never(SCMP_SYS(process_vm_readv), "other processes"),
     never(SCMP_SYS(process_vm_writev), "other processes"),
@@ -461,7 +475,7 @@ struct SeccompRelease {
 
 Status seccomp_error(const std::string& what, int rc) { return errno_error("seccomp: " + what, -rc); }
 
-Status install_filter(bool netns_request) {
+Status install_filter(bool netns_request, bool upgradable) {
   std::unique_ptr<void, SeccompRelease> ctx(::seccomp_init(SCMP_ACT_ERRNO(EPERM)));
   if (!ctx) return Error{0, ENOMEM, "seccomp_init failed"};
   if (int rc = ::seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS); rc != 0) {
@@ -474,6 +488,8 @@ Status install_filter(bool netns_request) {
   const auto self = static_cast<std::uint64_t>(::getpid());
   for (const Row& row : kSyscalls) {
     if (row.when == When::netns_request && !netns_request) continue;
+    if (row.when == When::upgradable && !upgradable) continue;
+    if (row.when == When::not_upgradable && upgradable) continue;
     if (row.when == When::sanitized && !kSanitized) continue;
     if (row.when == When::unsanitized && kSanitized) continue;
     std::array<scmp_arg_cmp, 2> args = row.args;
@@ -540,13 +556,15 @@ Status confine(const policy::Policy& policy, spdlog::logger& log) {
   std::vector<CapabilityNeed> needs = capabilities_needed(policy);
   std::vector<int> keep;
   for (const auto& need : needs) keep.push_back(need.capability);
-  if (auto s = drop_capabilities(keep, log); !s) return s;
+  auto narrowed = drop_capabilities(keep, log);
+  if (!narrowed) return std::move(narrowed).error();
 
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_error("prctl(PR_SET_NO_NEW_PRIVS)");
 
   const bool netns_request = std::any_of(policy.sockets.begin(), policy.sockets.end(),
                                          [](const policy::SocketSpec& s) { return s.netns == policy::NetnsMode::request; });
-  if (auto s = install_filter(netns_request); !s) return s;
+  if (auto s = install_filter(netns_request, *narrowed); !s) return s;
+  if (!*narrowed) log.info("confinement: no upgrade in place (SIGUSR2) with the bounding set left as it is");
 
   std::string kept;
   for (const auto& need : needs) kept += (kept.empty() ? "" : ", ") + capability_name(need.capability) + " (" + need.why + ")";

@@ -57,6 +57,10 @@ class Disposer {
   // Forks the disposer process. Call before the broker confines itself (it
   // needs fork) and while the broker has one thread.
   [[nodiscard]] static Result<Disposer> start();
+  // The disposer a previous image of the broker started (an upgrade in place).
+  [[nodiscard]] static Disposer adopt(UniqueFd socket) { return Disposer(std::move(socket)); }
+  // Its socket, to hand on across an upgrade in place.
+  [[nodiscard]] int socket() const noexcept { return socket_.get(); }
 
   Disposer(Disposer&&) noexcept = default;
   Disposer& operator=(Disposer&&) noexcept = default;

@@ -58,6 +58,8 @@ class FdStore {
 
   [[nodiscard]] std::size_t stored() const noexcept { return stored_.size(); }
   [[nodiscard]] bool holds(const std::string& name) const { return stored_.contains(name); }
+  // The stored state memfd (an upgrade in place hands it on, rewritten).
+  [[nodiscard]] int state_memfd() const noexcept { return state_memfd_.get(); }
 
  private:
   explicit FdStore(UniqueFd state_memfd) : state_memfd_(std::move(state_memfd)) {}

@@ -142,7 +142,9 @@ Snapshot snapshot(BrokerState& state) {
                  {"bad_requests", m.bad_requests},
                  {"peak_clients", m.peak_clients},
                  {"reloads_ok", m.reloads_ok},
-                 {"reloads_failed", m.reloads_failed}}},
+                 {"reloads_failed", m.reloads_failed},
+                 {"upgrades", m.upgrades},
+                 {"last_upgrade_time", m.last_upgrade_time}}},
                {"entries", std::move(entries)},
                {"holders", std::move(holders)}};
   return out;
@@ -269,6 +271,10 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     metrics.peak_clients = static_cast<std::uint32_t>(number_at(m, "peak_clients"));
     metrics.reloads_ok = number_at(m, "reloads_ok");
     metrics.reloads_failed = number_at(m, "reloads_failed");
+    metrics.upgrades = number_at(m, "upgrades");
+    metrics.last_upgrade_time = static_cast<std::int64_t>(number_at(m, "last_upgrade_time"));
+    // The broker's start is the first image's; an upgrade does not make it younger.
+    if (const std::uint64_t start = number_at(m, "start_time"); start != 0) metrics.start_time = static_cast<std::int64_t>(start);
     if (m.contains("denials") && m["denials"].is_object()) {
       for (const auto& [reason, count] : m["denials"].items()) {
         if (count.is_number_unsigned()) metrics.denials[reason] = count.get<std::uint64_t>();

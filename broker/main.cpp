@@ -30,6 +30,7 @@
 #include "descriptor_disposer.hpp"
 #include "fd_store.hpp"
 #include "handover.hpp"
+#include "upgrade.hpp"
 #include "loader.hpp"
 #include "server.hpp"
 
@@ -90,7 +91,8 @@ int main(int argc, char** argv) {
       "sockbrokerd: the socket broker daemon.\n\n"
       "Binds every socket the policy names (privileged ports, SO_REUSEPORT groups, Unix paths) and\n"
       "hands them, over the control socket, to the services the policy allows. Runs as root.\n"
-      "SIGTERM/SIGINT stop it; audit events are JSON lines.",
+      "SIGTERM/SIGINT stop it, SIGHUP reloads the policy, SIGUSR2 upgrades it in place (re-executes its\n"
+      "binary from disk, keeping its pid, sockets and leases); audit events are JSON lines.",
       "sockbrokerd"};
   std::vector<std::string> policy_paths;
   std::string control = kDefaultControlPath;
@@ -99,6 +101,11 @@ int main(int argc, char** argv) {
   unsigned audit_flush_ms = 10;
   bool no_confine = false;
   bool no_fd_store = false;
+  int upgrade_from = -1;
+  bool control_created = false;  // an upgrade in place: the previous image made the control socket's path
+  // Saved before anything changes: what an upgrade in place executes again.
+  const std::string own_binary = broker::own_binary_path();
+  const std::vector<std::string> own_arguments = broker::upgrade_arguments(argc, argv);
   app.add_option("--policy", policy_paths,
                  "policy file, or directory of *.toml read in lexical order (repeatable; default "
                  "/etc/sockbroker/policy.toml then /etc/sockbroker/policy.d/)");
@@ -120,6 +127,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-fd-store", no_fd_store,
                "under systemd, keep no socket in its file descriptor store (by default every bound socket, the "
                "control socket and the broker's state go there, so that a restart or a crash loses no port)");
+  app.add_option("--upgrade-from", upgrade_from,
+                 "internal: the manifest descriptor a running sockbrokerd passes to the image it upgrades to")
+      ->group("");
+  app.add_flag("--control-created", control_created, "internal: with --upgrade-from")->group("");
   app.set_version_flag("--version", std::string("sockbrokerd ") + SOCKBROKER_VERSION);
   try {
     app.parse(argc, argv);
@@ -143,7 +154,26 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
 
-  auto audit = broker::Audit::open(audit_destination);
+  // An upgrade in place: what the previous image handed on, by name.
+  std::vector<broker::HandoverItem> carried;
+  if (upgrade_from >= 0) {
+    auto taken = broker::take_manifest(upgrade_from);
+    if (!taken) {
+      log->critical("cannot read the upgrade manifest: {}", describe(taken.error()));
+      return kExitOsErr;
+    }
+    carried = std::move(*taken);
+  }
+  auto take_carried = [&](std::string_view name) -> UniqueFd {
+    for (auto& item : carried) {
+      if (item.fd && item.name == name) return std::move(item.fd);
+    }
+    return UniqueFd();
+  };
+
+  UniqueFd carried_audit = take_carried("audit");
+  auto audit = carried_audit ? Result<broker::Audit>(broker::Audit::adopt(std::move(carried_audit)))
+                             : broker::Audit::open(audit_destination);
   if (!audit) {
     log->critical("{}", audit.error().message);
     return kExitCantCreate;
@@ -158,7 +188,9 @@ int main(int argc, char** argv) {
   // First, while the broker holds nothing it would hand on, and before the
   // control socket accepts anyone: the process that releases what clients
   // send, so that the loop never waits on it (confinement forbids fork).
-  auto disposer = broker::Disposer::start();
+  UniqueFd carried_disposer = take_carried("disposer");
+  auto disposer = carried_disposer ? Result<broker::Disposer>(broker::Disposer::adopt(std::move(carried_disposer)))
+                                   : broker::Disposer::start();
   if (!disposer) {
     log->critical("cannot start the descriptor disposer: {}", describe(disposer.error()));
     audit->emit("stop", {{"pid", ::getpid()}, {"reason", "disposer"}});
@@ -167,13 +199,13 @@ int main(int argc, char** argv) {
 
   // What a previous broker left: systemd's descriptor store (after a
   // restart or a crash), or socket activation's control socket.
-  std::vector<broker::HandoverItem> passed = broker::take_listen_fds();
+  std::vector<broker::HandoverItem> passed = upgrade_from >= 0 ? std::move(carried) : broker::take_listen_fds();
   // What systemd's store still holds (it hands back copies), before adoption
   // takes the items: the store is then kept in step from there.
   std::map<std::string, std::uint64_t> handed_back;
   UniqueFd handed_state;
   for (const auto& item : passed) {
-    if (!item.fd) continue;
+    if (!item.fd || !(item.name == "state" || item.name == "control" || item.name.starts_with("sock."))) continue;
     handed_back[item.name] = broker::FdStore::inode_of(item.fd.get());
     if (item.name == "state") handed_state.reset(::fcntl(item.fd.get(), F_DUPFD_CLOEXEC, 3));
   }
@@ -184,12 +216,20 @@ int main(int argc, char** argv) {
   audit->emit("start", {{"pid", ::getpid()},
                         {"version", SOCKBROKER_VERSION},
                         {"policy_files", state.policy.files},
-                        {"sockets", state.policy.sockets.size()}});
+                        {"sockets", state.policy.sockets.size()},
+                        {"upgraded", upgrade_from >= 0}});
   const bool handed_over = std::any_of(passed.begin(), passed.end(), [](const broker::HandoverItem& item) {
     return item.name == "state" || item.name.starts_with("sock.");
   });
   if (handed_over) {
+    const std::int64_t this_start = state.metrics.start_time;
     const broker::Adopted adopted = broker::adopt(passed, state, *audit, *log);
+    if (upgrade_from >= 0) {
+      ++state.metrics.upgrades;
+      state.metrics.last_upgrade_time = broker::Metrics::unix_now();
+    } else {
+      state.metrics.start_time = this_start;  // a restart is a new start; an upgrade is not
+    }
     log->info("adopted {} socket(s), {} holder(s) with {} lease(s) from the previous broker{}", adopted.sockets,
               adopted.holders, adopted.leases,
               adopted.refused != 0 ? "; refused " + std::to_string(adopted.refused) + " that the policy no longer has"
@@ -205,6 +245,7 @@ int main(int argc, char** argv) {
     return kExitOsErr;
   }
   std::string created_path = control_socket->created_path;
+  if (upgrade_from >= 0 && control_created) created_path = control;  // ours to remove at exit, as before
   if (fd_store) {
     // Kept across a restart, the control socket's queue holds the clients
     // that connect meanwhile: they wait instead of failing.
@@ -214,7 +255,10 @@ int main(int argc, char** argv) {
 
   // Everything that needs full root is done: from here the broker keeps only
   // what the policy needs (see confinement.hpp).
-  if (no_confine) {
+  if (upgrade_from >= 0 && broker::already_confined()) {
+    // The previous image's filter and capabilities survived the exec.
+    log->info("confined: as the image this one upgraded (its seccomp filter and capabilities are inherited)");
+  } else if (no_confine) {
     log->warn("--no-confine: running with every capability and without the seccomp filter (debugging only)");
   } else if (auto confined = broker::confine(state.policy, *log); !confined) {
     log->critical("cannot confine the broker (drop capabilities, no_new_privs, seccomp): {}; not serving "
@@ -233,7 +277,10 @@ int main(int argc, char** argv) {
   std::string status = "serving " + std::to_string(state.table.bound_count()) + " sockets" +
                        (state.table.failed_count() ? ", " + std::to_string(state.table.failed_count()) + " failed" : "");
   audit->flush();  // start and bind, before anyone is told the broker is ready
-  log->info("ready on {}: {}", created_path.empty() ? "the socket systemd passed" : created_path, status);
+  log->info("ready on {}: {}",
+            !created_path.empty() ? created_path
+                                  : (upgrade_from >= 0 ? "the control socket kept across the upgrade" : "the socket systemd passed"),
+            status);
   ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
 
   if (!control_socket->credentials_from_connect) {
@@ -244,6 +291,15 @@ int main(int argc, char** argv) {
   broker::Server server(std::move(control_socket->fd), control_socket->credentials_from_connect, state, *audit,
                         *disposer, *log);
   if (fd_store) server.set_fd_store(&*fd_store);
+  if (!own_binary.empty()) {
+    server.set_upgrader([&](int control_fd) {
+      std::vector<std::string> arguments = own_arguments;
+      if (!created_path.empty()) arguments.emplace_back("--control-created");
+      return broker::reexecute(own_binary, arguments, state,
+                               broker::UpgradeCarry{control_fd, &*audit, disposer->socket(), fd_store ? &*fd_store : nullptr},
+                               *log);
+    });
+  }
   std::uint64_t watchdog_usec = 0;
   if (int enabled = ::sd_watchdog_enabled(0, &watchdog_usec); enabled > 0) {
     log->info("systemd watchdog: WATCHDOG=1 every {} ms", watchdog_usec / 2000);

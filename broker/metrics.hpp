@@ -34,6 +34,8 @@ struct Metrics {
   std::int64_t last_reload_time = 0;  // 0: never
   bool last_reload_ok = false;
   std::string last_reload_message = {};
+  std::uint64_t upgrades = 0;
+  std::int64_t last_upgrade_time = 0;  // 0: never
 
   void denied(std::string_view reason);
   void connected() noexcept;

@@ -92,6 +92,8 @@ Response RequestHandler::handle(const proto::Request& request, const Caller& cal
           return status(caller);
         } else if constexpr (std::is_same_v<T, proto::AcquireAddressRequest>) {
           return acquire_address(body, caller);
+        } else if constexpr (std::is_same_v<T, proto::UpgradeRequest>) {
+          return upgrade(caller);
         } else if constexpr (std::is_same_v<T, proto::WatchRequest>) {
           // The server's (it is about the session), and answered there.
           return Response{proto::Failure{proto::ErrorCode::system, "watch is not a handler request", std::nullopt},
@@ -375,6 +377,16 @@ Response RequestHandler::reload(const Caller& caller) {
                   nullptr};
 }
 
+Response RequestHandler::upgrade(const Caller& caller) {
+  if (auto refused = refuse_unless_admin("upgrade", caller)) return std::move(*refused);
+  // Done by the loop once this answer is out (Server::upgrade).
+  state_.upgrade_requested = true;
+  return Response{proto::Outcome{true, "upgrading: the broker re-executes its binary, keeping its pid, sockets and "
+                                       "leases (sockbroker status shows the new start time once it serves)",
+                                 {}, {}},
+                  nullptr, nullptr};
+}
+
 Response RequestHandler::revoke(const proto::RevokeRequest& request, const Caller& caller) {
   if (auto refused = refuse_unless_admin("revoke", caller)) return std::move(*refused);
   auto shut = state_.table.revoke(request.name, state_.leases, audit_, log_);
@@ -432,6 +444,8 @@ Response RequestHandler::status(const Caller& caller) {
   out.last_reload_time = m.last_reload_time;
   out.last_reload_ok = m.last_reload_ok;
   out.last_reload_message = m.last_reload_message;
+  out.upgrades = m.upgrades;
+  out.last_upgrade_time = m.last_upgrade_time;
   return Response{std::move(out), nullptr};
 }
 

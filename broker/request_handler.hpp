@@ -72,6 +72,7 @@ class RequestHandler {
                 std::optional<std::uint64_t> netns);
   Response list(const proto::ListRequest& request, const Caller& caller);
   Response reload(const Caller& caller);
+  Response upgrade(const Caller& caller);
   Response revoke(const proto::RevokeRequest& request, const Caller& caller);
   // Administrators: the counters (Metrics) and what the table and policy say now.
   Response status(const Caller& caller);

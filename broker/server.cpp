@@ -45,6 +45,7 @@ Status Server::block_signals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
   if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0) return errno_error("sigprocmask");
   // Replies use MSG_NOSIGNAL; this covers any other write to a vanished peer.
   if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) return errno_error("signal(SIGPIPE)");
@@ -77,6 +78,7 @@ Status Server::run() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
   signals_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
   if (!signals_) return errno_error("signalfd");
 
@@ -128,6 +130,7 @@ Status Server::run() {
       }
     }
     tell_revoked();
+    if (state_.upgrade_requested) upgrade();
     expire_idle_sessions();
     disposer_.flush(log_);
     const auto now = Clock::now();
@@ -154,6 +157,10 @@ bool Server::handle_signals() {
     if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
       log_.info("received {}, stopping", ::strsignal(static_cast<int>(info.ssi_signo)));
       return false;
+    }
+    if (info.ssi_signo == SIGUSR2) {
+      log_.info("SIGUSR2: upgrading in place");
+      state_.upgrade_requested = true;
     }
     if (info.ssi_signo == SIGHUP) {
       log_.info("SIGHUP: reloading the policy");
@@ -421,6 +428,38 @@ void Server::flush_pending(Session& session) {
   }
   touch(session);
   watch(session, EPOLLIN | EPOLLRDHUP);
+}
+
+void Server::upgrade() {
+  state_.upgrade_requested = false;
+  if (!upgrader_) {
+    log_.warn("an upgrade in place was asked for, but this broker cannot re-execute itself");
+    return;
+  }
+  // Closing a connection may release what a client queued on it: the
+  // disposer's job, and it must have everything before the exec, which
+  // would close what is left on this thread.
+  while (!sessions_.empty()) close_session(*sessions_.begin()->second, Ending::unread);
+  for (int i = 0; i < 100 && disposer_.backlogged(); ++i) {
+    disposer_.flush(log_);
+    if (disposer_.backlogged()) (void)::poll(nullptr, 0, 2);
+  }
+  if (disposer_.backlogged()) {
+    log_.error("upgrade in place refused: the descriptor disposer is behind; try again");
+    audit_.emit("upgrade_failed", {{"reason", "the descriptor disposer is behind"}});
+    return;
+  }
+  if (fd_store_ != nullptr) {
+    fd_store_->mark_stale();
+    fd_store_->sync(state_, log_, true);
+  }
+  audit_.emit("upgrade", {{"pid", ::getpid()}, {"generation", state_.generation}});
+  audit_.flush();
+  ::sd_notifyf(0, "RELOADING=1\nSTATUS=upgrading in place");
+  const Error failed = upgrader_(control_.get());
+  log_.error("upgrade in place failed, serving on with this image: {}", errno_text(failed));
+  audit_.emit("upgrade_failed", {{"reason", errno_text(failed)}});
+  ::sd_notify(0, "READY=1\nSTATUS=upgrade in place failed; serving on");
 }
 
 void Server::start_watching(Session& session) {

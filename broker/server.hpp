@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -49,6 +50,11 @@ class Server {
   // systemd's file descriptor store, kept in step with the table and leases
   // (fd_store.hpp); null: none.
   void set_fd_store(FdStore* store) noexcept { fd_store_ = store; }
+  // What an upgrade in place runs (upgrade.hpp), given the control socket:
+  // returns only if the new image could not be executed. Unset: upgrades are
+  // refused.
+  using Upgrader = std::function<Error(int control)>;
+  void set_upgrader(Upgrader upgrader) { upgrader_ = std::move(upgrader); }
 
  private:
   // How a connection ends, which decides whether the broker may close it
@@ -77,6 +83,9 @@ class Server {
   // current policy has a netns = "request" socket; checked once per reload.
   void sync_descriptor_passing();
   void holder_exited(Holder& holder);
+  // SIGUSR2 or `sockbroker upgrade`: every session is handed to the disposer
+  // (clients reconnect to the new image), then the upgrader runs.
+  void upgrade();
   // Answers a `watch`: the session leaves the idle order for good.
   void start_watching(Session& session);
   // Sends each queued revocation (state_.revocations) to the watching
@@ -106,6 +115,7 @@ class Server {
   std::chrono::microseconds watchdog_interval_{0};
   Clock::time_point next_watchdog_{};
   FdStore* fd_store_ = nullptr;
+  Upgrader upgrader_;
 };
 
 }  // namespace sockbroker::broker

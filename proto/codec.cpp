@@ -168,6 +168,8 @@ Result<Reply> decode_status(wire::Status::Reader in) {
   out.last_reload_time = in.getLastReloadTime();
   out.last_reload_ok = in.getLastReloadOk();
   out.last_reload_message = text(in.getLastReloadMessage());
+  out.upgrades = in.getUpgrades();
+  out.last_upgrade_time = in.getLastUpgradeTime();
   return Reply{std::move(out)};
 }
 
@@ -219,6 +221,8 @@ void encode_status(const StatusReport& in, wire::Status::Builder out) {
   out.setLastReloadTime(in.last_reload_time);
   out.setLastReloadOk(in.last_reload_ok);
   out.setLastReloadMessage(as_text(in.last_reload_message.substr(0, kMaxStatusTextLength)));
+  out.setUpgrades(in.upgrades);
+  out.setLastUpgradeTime(in.last_upgrade_time);
 }
 
 // An address must be what bind(2) of its family takes: the right number of
@@ -318,6 +322,8 @@ Result<Request> decode_request(std::span<const std::byte> datagram) {
       }
       case wire::Request::WATCH:
         return Request{WatchRequest{}};
+      case wire::Request::UPGRADE:
+        return Request{UpgradeRequest{}};
       case wire::Request::REVOKE: {
         auto revoke = request.getRevoke();
         auto name = text(revoke.getName());
@@ -422,6 +428,8 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
     root.setStatus();
   } else if (std::holds_alternative<WatchRequest>(request)) {
     root.setWatch();
+  } else if (std::holds_alternative<UpgradeRequest>(request)) {
+    root.setUpgrade();
   } else if (const auto* by_address = std::get_if<AcquireAddressRequest>(&request)) {
     const SocketAddress& address = by_address->address;
     if (address.bytes.size() > kMaxUnixAddressBytes) {

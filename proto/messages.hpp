@@ -58,8 +58,12 @@ struct AcquireAddressRequest {
 // Notices come on it (one per revoked grant of its connecting process).
 struct WatchRequest {};
 
+// Administrators: re-execute the broker's binary from disk, keeping its pid,
+// sockets, leases and counters (answered before it happens).
+struct UpgradeRequest {};
+
 using Request = std::variant<AcquireRequest, ListRequest, ReloadRequest, RevokeRequest, StatusRequest,
-                             AcquireAddressRequest, WatchRequest>;
+                             AcquireAddressRequest, WatchRequest, UpgradeRequest>;
 
 struct Grant {
   std::string name;
@@ -135,6 +139,8 @@ struct StatusReport {
   std::int64_t last_reload_time = 0;  // 0: never
   bool last_reload_ok = false;
   std::string last_reload_message;
+  std::uint64_t upgrades = 0;
+  std::int64_t last_upgrade_time = 0;  // 0: never
 };
 
 // Unsolicited, on a watching connection: a revoke or a reload ended a grant.

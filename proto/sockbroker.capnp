@@ -40,6 +40,7 @@ struct Request {
     status @5 :Void;          # administrators: the broker's counters (per socket: listSockets)
     acquireAddress @6 :AcquireAddress;  # a supervised program's bind(2): the socket at that address
     watch @7 :Void;           # keep this connection open to be told of revocations (Notice)
+    upgrade @8 :Void;         # administrators: re-execute the broker's binary in place (answered first)
   }
 }
 
@@ -167,4 +168,6 @@ struct Status {
   lastReloadTime @16 :Int64;    # Unix time (seconds); 0: never reloaded
   lastReloadOk @17 :Bool;
   lastReloadMessage @18 :Text;
+  upgrades @19 :UInt64;         # upgrades in place since the broker started (SIGUSR2, sockbroker upgrade)
+  lastUpgradeTime @20 :Int64;   # Unix time (seconds); 0: never upgraded
 }

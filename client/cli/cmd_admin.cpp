@@ -1,5 +1,7 @@
 // sockbroker reload / revoke: the administrator's levers on a running broker.
+#include <chrono>
 #include <iostream>
+#include <thread>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -67,6 +69,49 @@ Command add_revoke(CLI::App& app, const GlobalOptions& global) {
     auto outcome = client->revoke(options->name);
     if (!outcome) return report(outcome.error(), options->name);
     return print_outcome(*outcome, options->json, kExitBind);
+  };
+}
+
+Command add_upgrade(CLI::App& app, const GlobalOptions& global) {
+  auto options = std::make_shared<AdminOptions>();
+  auto* cmd = app.add_subcommand(
+      "upgrade",
+      "Administrators: make the broker re-execute its binary from disk in place (as SIGUSR2 does), after a\n"
+      "package upgrade: same pid, same control socket, the same bound sockets and leases, counters kept.\n"
+      "Waits until the new image serves (exit 0) or says why not (71: the exec failed, the old image\n"
+      "serves on; 69: no answer within 10 s).");
+  cmd->add_flag("--json", options->json, "print JSON for scripts");
+  return [options, &global] {
+    auto client = Client::connect(global.control);
+    if (!client) return report(client.error());
+    auto before = client->status();
+    if (!before) return report(before.error());
+    auto outcome = client->upgrade();
+    if (!outcome) return report(outcome.error());
+    if (!outcome->ok) return print_outcome(*outcome, options->json, kExitDenied);
+    // The old image closes every connection before it executes the new one:
+    // ask again, on fresh connections, until the count of upgrades moves.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      auto fresh = Client::connect(global.control);
+      if (!fresh) continue;
+      auto after = fresh->status();
+      if (!after) continue;
+      if (after->upgrades != before->upgrades) {
+        AdminOutcome done{true, "upgraded in place: sockbrokerd " + after->version + ", pid " + std::to_string(after->pid) +
+                                    ", " + std::to_string(after->sockets_bound) + " sockets bound",
+                          {}, {}};
+        return print_outcome(done, options->json, kExitBind);
+      }
+      // The old image answers again only once its exec failed (it serves
+      // nothing between its answer to upgrade and the exec).
+      AdminOutcome failed{false, "the broker could not execute its new image and serves on with the old one "
+                                 "(its log and the audit event upgrade_failed say why)",
+                          {}, {}};
+      return print_outcome(failed, options->json, kExitBind);
+    }
+    return report(Error{SOCKBROKER_E_UNAVAILABLE, ETIMEDOUT, "the broker did not answer within 10 s of upgrading"});
   };
 }
 

@@ -97,6 +97,9 @@ void print_human(const BrokerStatus& s, const std::string& control) {
     reloads += "; last " + local_time(s.last_reload_time) + " (" + (s.last_reload_ok ? "ok" : "failed") + ")";
   }
   lines.emplace_back("Reloads", reloads);
+  if (s.upgrades != 0) {
+    lines.emplace_back("Upgrades", std::to_string(s.upgrades) + " in place; last " + local_time(s.last_upgrade_time));
+  }
   if (s.last_reload_time != 0 && !s.last_reload_message.empty()) lines.emplace_back("", s.last_reload_message);
 
   std::size_t width = 0;
@@ -162,6 +165,8 @@ nlohmann::ordered_json to_json(const BrokerStatus& s) {
           {"reloads_ok", s.reloads_ok},
           {"reloads_failed", s.reloads_failed},
           {"last_reload", std::move(last_reload)},
+          {"upgrades", s.upgrades},
+          {"last_upgrade_time", s.last_upgrade_time},
           {"sockets", std::move(sockets)}};
 }
 

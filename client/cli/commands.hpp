@@ -24,6 +24,7 @@ Command add_list(CLI::App& app, const GlobalOptions& global);
 Command add_check(CLI::App& app);
 Command add_reload(CLI::App& app, const GlobalOptions& global);
 Command add_revoke(CLI::App& app, const GlobalOptions& global);
+Command add_upgrade(CLI::App& app, const GlobalOptions& global);
 Command add_status(CLI::App& app, const GlobalOptions& global);
 Command add_audit(CLI::App& app, const GlobalOptions& global);
 Command add_doctor(CLI::App& app);

@@ -54,13 +54,14 @@ int main(int argc, char** argv) {
   // command is built, and all of them when none is named, or an unknown one
   // (so that help and the error list them).
   using Adder = Command (*)(CLI::App&, const GlobalOptions&);
-  static constexpr std::array<std::pair<std::string_view, Adder>, 9> kCommands{{
+  static constexpr std::array<std::pair<std::string_view, Adder>, 10> kCommands{{
       {"run", add_run},
       {"get", add_get},
       {"list", add_list},
       {"check", [](CLI::App& a, const GlobalOptions&) { return add_check(a); }},
       {"reload", add_reload},
       {"revoke", add_revoke},
+      {"upgrade", add_upgrade},
       {"status", add_status},
       {"audit", add_audit},
       {"doctor", [](CLI::App& a, const GlobalOptions&) { return add_doctor(a); }},

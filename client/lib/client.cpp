@@ -226,6 +226,10 @@ Result<AdminOutcome> Client::revoke(std::string_view name) {
   return to_outcome(exchange_with_retry(*this, proto::Request{proto::RevokeRequest{std::string(name)}}, -1));
 }
 
+Result<AdminOutcome> Client::upgrade() {
+  return to_outcome(exchange_with_retry(*this, proto::Request{proto::UpgradeRequest{}}, -1));
+}
+
 Status Client::watch() {
   auto exchanged = exchange_with_retry(*this, proto::Request{proto::WatchRequest{}}, -1);
   if (!exchanged) return std::move(exchanged).error();
@@ -268,6 +272,8 @@ Result<BrokerStatus> Client::status() {
   out.last_reload_time = report->last_reload_time;
   out.last_reload_ok = report->last_reload_ok;
   out.last_reload_message = std::move(report->last_reload_message);
+  out.upgrades = report->upgrades;
+  out.last_upgrade_time = report->last_upgrade_time;
   // The per-socket rows are the administrator's listing, paged: a status reply
   // must fit one datagram whatever the size of the policy.
   auto sockets = list();

@@ -94,6 +94,8 @@ struct BrokerStatus {
   std::int64_t last_reload_time = 0;  // Unix seconds; 0: never reloaded
   bool last_reload_ok = false;
   std::string last_reload_message;
+  std::uint64_t upgrades = 0;          // upgrades in place since the broker started
+  std::int64_t last_upgrade_time = 0;  // Unix seconds; 0: never
   std::vector<SocketInfo> sockets;  // every socket, the administrator's view of list()
 };
 
@@ -137,6 +139,10 @@ class Client {
   [[nodiscard]] Result<AdminOutcome> reload();
   // Administrators: shut the socket down for every holder and bind it afresh.
   [[nodiscard]] Result<AdminOutcome> revoke(std::string_view name);
+  // Administrators: make the broker re-execute its binary in place (as
+  // SIGUSR2 does). The answer comes before the upgrade; status().upgrades
+  // counts the upgrades done.
+  [[nodiscard]] Result<AdminOutcome> upgrade();
   // Administrators: the broker's counters, then every socket (list()'s pages).
   [[nodiscard]] Result<BrokerStatus> status();
 

@@ -735,7 +735,7 @@ TEST(Adversarial, UnknownRequestKindIsRejected) {
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
-  for (std::uint16_t kind : {7, 6, 0xffff}) {  // 4 is status, 5 acquireAddress
+  for (std::uint16_t kind : {8, 9, 0xffff}) {  // 4 is status, 5 acquireAddress, 6 watch, 7 upgrade
     EXPECT_TRUE(rejected_on_fresh_connection(*broker, acquire_message("web", true, proto::kProtocolVersion, kind),
                                              "unknown request kind " + std::to_string(kind)));
   }

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <cstring>
 #include <map>
 #include <string>
@@ -146,9 +147,10 @@ std::unique_ptr<Background> start_worker(const Broker& broker, const std::string
 // As systemd starts it: with NOTIFY_SOCKET naming the store.
 std::optional<Broker> start_under(const FakeFdStore& store, const TempDir& dir, const std::string& policy,
                                   const std::vector<std::string>& args = {},
-                                  const std::vector<std::pair<std::string, int>>& handed = {}) {
+                                  const std::vector<std::pair<std::string, int>>& handed = {},
+                                  const std::string& binary = SOCKBROKERD_PATH) {
   ScopedEnv notify("NOTIFY_SOCKET", store.path());
-  return Broker::start(dir, policy, args, handed);
+  return Broker::start(dir, policy, args, handed, binary);
 }
 
 std::uint64_t inode_of_granted(const Broker& broker, const std::string& name) {
@@ -239,6 +241,37 @@ allow = [{ user = "nobody" }]
   // Port 80 and 53 are free again; 8080 is the broker's.
   EXPECT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80), 0);
   EXPECT_NE(inode_of_granted(*second, "web"), 0u);
+}
+
+// An upgrade in place to an image that dies at once (here /bin/false): the
+// process is gone, but systemd's store, kept in step just before the exec,
+// hands everything to the broker Restart= starts.
+TEST(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  FakeFdStore store(dir);
+  const std::string binary = dir.file("sockbrokerd");
+  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
+  ::chmod(binary.c_str(), 0755);
+  auto first = start_under(store, dir, kPolicy, {}, {}, binary);
+  ASSERT_TRUE(first);
+  const std::uint64_t web_inode = inode_of_granted(*first, "web");
+  auto a = start_worker(*first, "pool", "A");
+  ASSERT_TRUE(a->wait_for_output("ready")) << a->output();
+  ASSERT_EQ(::unlink(binary.c_str()), 0);
+  std::filesystem::copy_file("/bin/false", binary);
+  ::chmod(binary.c_str(), 0755);
+
+  ASSERT_EQ(::kill(first->pid(), SIGUSR2), 0);
+  EXPECT_EQ(first->wait_exit(std::chrono::seconds(5)), 1) << first->log();
+  store.drain();
+  EXPECT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80), EADDRINUSE) << "the store holds the port";
+
+  auto second = start_under(store, dir, kPolicy, {}, store.handed());
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(second->wait_for_log("adopted 3 socket(s), 1 holder(s) with 1 lease(s)")) << second->log();
+  EXPECT_EQ(inode_of_granted(*second, "web"), web_inode);
+  EXPECT_EQ(sbtest::tcp_exchange(81, "", 2000), "A\n");
 }
 
 // Without NOTIFY_SOCKET (or with --no-fd-store) nothing is stored, and the

@@ -250,12 +250,13 @@ const Programs& programs() {
 
 std::optional<Broker> Broker::start(const TempDir& dir, const std::string& policy_toml,
                                     const std::vector<std::string>& extra_args,
-                                    const std::vector<std::pair<std::string, int>>& handed) {
+                                    const std::vector<std::pair<std::string, int>>& handed,
+                                    const std::string& binary) {
   dir.write("policy.toml", policy_toml);
   std::string control = dir.file("control.sock");
   std::string audit = dir.file("audit.log");
   std::string log = dir.file("broker.log");
-  std::vector<std::string> args{SOCKBROKERD_PATH, "--policy", dir.file("policy.toml"), "--control", control};
+  std::vector<std::string> args{binary, "--policy", dir.file("policy.toml"), "--control", control};
   // A test that chooses the audit destination (the journal) gets no audit.log.
   if (std::find(extra_args.begin(), extra_args.end(), "--audit") == extra_args.end()) {
     args.insert(args.end(), {"--audit", audit});
@@ -401,6 +402,19 @@ int Broker::stop() {
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
   return decode_status(status);
+}
+
+int Broker::wait_exit(std::chrono::milliseconds timeout) {
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return decode_status(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return -1;
 }
 
 void Broker::kill() {

@@ -160,7 +160,8 @@ class Broker {
   // LISTEN_FDNAMES, LISTEN_PID = the broker's pid), in this order.
   static std::optional<Broker> start(const TempDir& dir, const std::string& policy_toml,
                                      const std::vector<std::string>& extra_args = {},
-                                     const std::vector<std::pair<std::string, int>>& handed = {});
+                                     const std::vector<std::pair<std::string, int>>& handed = {},
+                                     const std::string& binary = SOCKBROKERD_PATH);
   Broker(Broker&& other) noexcept;
   Broker& operator=(Broker&&) = delete;
   ~Broker();
@@ -192,6 +193,8 @@ class Broker {
   int stop();
   // SIGKILL and wait: a crash.
   void kill();
+  // Waits for it to exit by itself (up to `timeout`); its status, or -1.
+  int wait_exit(std::chrono::milliseconds timeout);
 
  private:
   Broker(pid_t pid, std::string control, std::string audit, std::string log)

@@ -48,6 +48,7 @@ std::string describe(const Request& request) {
   if (const auto* r = std::get_if<RevokeRequest>(&request)) return "revoke{name=" + testing::PrintToString(r->name) + "}";
   if (std::holds_alternative<StatusRequest>(request)) return "status{}";
   if (std::holds_alternative<WatchRequest>(request)) return "watch{}";
+  if (std::holds_alternative<UpgradeRequest>(request)) return "upgrade{}";
   if (const auto* b = std::get_if<AcquireAddressRequest>(&request)) {
     std::string bytes;
     for (auto byte : b->address.bytes) bytes += std::to_string(byte) + ".";
@@ -313,6 +314,7 @@ TEST(CodecRoundTrip, ReloadAndRevoke) {
 
 TEST(CodecRoundTrip, WatchAndItsNotices) {
   expect_request_round_trip(WatchRequest{});
+  expect_request_round_trip(UpgradeRequest{});
   expect_reply_round_trip(Notice{"web", "the broker shut the socket down"});
   expect_reply_round_trip(Notice{"", ""});
 }
@@ -645,8 +647,8 @@ TEST(CodecHostile, WrongProtocolVersion) {
 TEST(CodecHostile, UnknownRequestKind) {
   Bytes bytes = encoded(ListRequest{3});
   ASSERT_EQ(bytes.at(kKindOffset), std::byte{1});
-  patch_u16(bytes, kKindOffset, 8);
-  EXPECT_EQ(protocol_error(decode_request(bytes)), "unknown request kind 8");
+  patch_u16(bytes, kKindOffset, 9);
+  EXPECT_EQ(protocol_error(decode_request(bytes)), "unknown request kind 9");
 
   Bytes reply = encoded(Grant{"web", SocketType::stream, AF_INET, "0.0.0.0:80"});
   patch_u16(reply, kKindOffset, 7);
