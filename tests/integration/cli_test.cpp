@@ -150,9 +150,8 @@ TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
   EXPECT_EQ(cli_as_nobody(*broker, {"--help"}).exit_code, 0);
 }
 
-// main() builds only the command it is asked for: every command must still be
-// found under its name (with --control before or after it), and help without
-// one, or with an unknown one, must still list them all.
+// Every command is found under its name (with --control before or after it),
+// and help without one, or with an unknown one, lists them all.
 TEST(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
   SBTEST_PREPARE();
   TempDir dir;
