@@ -296,9 +296,10 @@ Command add_audit(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<AuditOptions>();
   auto* cmd = app.add_subcommand(
       "audit",
-      "List every listening socket of this network namespace (TCP, bound UDP, Unix stream and seqpacket,\n"
-      "path and abstract '@' names) with the processes holding it, marked broker, expected (--baseline)\n"
-      "or unexpected, and wildcard. Exit 1 if any is unexpected.");
+      "List every listening socket of this network namespace, and who accounts for it.\n"
+      "TCP, bound UDP, Unix stream and seqpacket (path and abstract '@' names), with the processes\n"
+      "holding each, marked broker, expected (--baseline) or unexpected, and wildcard. Exit 1 if any is\n"
+      "unexpected.");
   cmd->footer(
       "Marks, read from the kernel (sock_diag, /proc/*/fd):\n"
       "  broker      the broker holds it or granted it (needs the administrator's view: root or admin_group)\n"

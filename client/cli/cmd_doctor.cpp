@@ -95,9 +95,9 @@ Command add_doctor(CLI::App& app) {
   auto options = std::make_shared<DoctorOptions>();
   auto* cmd = app.add_subcommand(
       "doctor",
-      "Check the kernel settings that weaken socket security (tcp_fastopen, tcp_syncookies,\n"
-      "ip_nonlocal_bind, somaxconn, ip_unprivileged_port_start, rmem/wmem_max, io_uring_disabled):\n"
-      "value, verdict, why, and the exact fix. Exit 1 if any is bad.");
+      "Check the kernel settings that weaken socket security.\n"
+      "For each (tcp_fastopen, tcp_syncookies, ip_nonlocal_bind, somaxconn, ip_unprivileged_port_start,\n"
+      "rmem/wmem_max, io_uring_disabled): value, verdict, why, and the exact fix. Exit 1 if any is bad.");
   cmd->footer(
       "net.* settings are per network namespace: this reads the caller's, so run it where the broker runs.\n"
       "For warn and bad the fix is printed both for now (sysctl -w) and for every boot (a line for\n"

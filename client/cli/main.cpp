@@ -1,6 +1,7 @@
 // sockbroker: the command-line tool for services and operators.
 #include <CLI/CLI.hpp>
 
+#include <iostream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,14 +19,18 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  sockbroker run -s web -- /usr/bin/my-server    socket 'web' as fd 3 (LISTEN_FDS), locked down\n"
       "  sockbroker list                                what may I acquire?\n"
-      "  sockbroker check --policy /etc/sockbroker      validate a policy before reloading it",
+      "  sockbroker check --policy /etc/sockbroker      validate a policy before reloading it\n"
+      "  sockbroker help run                            one command's options and examples",
       "sockbroker"};
-  app.require_subcommand(1);
+  // At most one: none is answered below with the list of commands, which
+  // CLI11's "A subcommand is required" does not give.
+  app.require_subcommand(0, 1);
   app.fallthrough();  // --control works before or after the command name
   GlobalOptions global;
   app.add_option("--control", global.control,
                  "the broker's control socket (default: $SOCKBROKER_CONTROL, else /run/sockbroker/control.sock)");
-  app.set_version_flag("--version", std::string("sockbroker ") + SOCKBROKER_VERSION);
+  const std::string version_line = std::string("sockbroker ") + SOCKBROKER_VERSION;
+  app.set_version_flag("--version", version_line);
 
   std::vector<std::pair<CLI::App*, Command>> commands;
   auto add = [&](Command command) { commands.emplace_back(app.get_subcommands({}).back(), std::move(command)); };
@@ -38,6 +43,8 @@ int main(int argc, char** argv) {
   add(add_status(app, global));
   add(add_audit(app, global));
   add(add_doctor(app));
+  add(add_help(app));
+  add(add_version(app, version_line));
 
   // Everything after the first "--" is the program to exec, taken verbatim:
   // none of it may be mistaken for an option of ours.
@@ -51,12 +58,20 @@ int main(int argc, char** argv) {
   for (int i = ours + 1; i < argc; ++i) global.program.emplace_back(argv[i]);
   try {
     app.parse(ours, argv);
+  } catch (const CLI::ExtrasError& e) {
+    // A word CLI11 could not place, and no command chosen: the word was meant
+    // as one (its own message would be "argument was not expected").
+    if (app.get_subcommands().empty()) {
+      for (const std::string& word : app.remaining()) {
+        if (!word.starts_with('-')) return unknown_command(app, word);
+      }
+    }
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : kExitUsage;
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
   for (auto& [subcommand, command] : commands) {
     if (subcommand->parsed()) return command();
   }
-  return kExitUsage;
+  return missing_command(app);
 }

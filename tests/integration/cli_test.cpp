@@ -157,7 +157,8 @@ TEST(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
-  const std::vector<std::string> all{"run", "get", "list", "check", "reload", "revoke", "status", "audit", "doctor"};
+  const std::vector<std::string> all{"run",    "get",   "list",   "check", "reload", "revoke",
+                                     "status", "audit", "doctor", "help",  "version"};
   for (const auto& command : all) {
     auto help = cli_as_nobody(*broker, {command, "--help"});
     EXPECT_EQ(help.exit_code, 0) << command << ": " << help.output;
@@ -184,6 +185,62 @@ TEST(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
     EXPECT_EQ(listed.exit_code, 0) << listed.output;
     EXPECT_NE(listed.output.find("web"), std::string::npos) << listed.output;
   }
+}
+
+// `sockbroker ARGS...` as nobody, without a broker.
+sbtest::ChildResult sockbroker_as_nobody(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{sbtest::programs().sockbroker};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, argv);
+}
+
+// What a newcomer types first: help, version, and a command that does not
+// exist, which must be named as such with the commands there are.
+TEST(Cli, HelpAndVersionAreCommands) {
+  SBTEST_PREPARE();
+  auto help = sockbroker_as_nobody({"help"});
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  EXPECT_EQ(help.output, sockbroker_as_nobody({"--help"}).output);
+  EXPECT_NE(help.output.find("  revoke"), std::string::npos) << help.output;
+  // An index: each command in its first sentence, the rest under help COMMAND.
+  EXPECT_EQ(help.output.find("Uptime, policy generation"), std::string::npos) << help.output;
+  EXPECT_NE(sockbroker_as_nobody({"help", "status"}).output.find("Uptime, policy generation"), std::string::npos);
+
+  for (const std::string command : {"run", "check", "revoke", "help"}) {
+    auto one = sockbroker_as_nobody({"help", command});
+    EXPECT_EQ(one.exit_code, 0) << command << ": " << one.output;
+    EXPECT_EQ(one.output, sockbroker_as_nobody({command, "--help"}).output) << command;
+    EXPECT_NE(one.output.find("sockbroker " + command), std::string::npos) << one.output;
+  }
+  EXPECT_NE(sockbroker_as_nobody({"help", "run"}).output.find("Examples:"), std::string::npos);
+
+  auto version = sockbroker_as_nobody({"version"});
+  EXPECT_EQ(version.exit_code, 0) << version.output;
+  EXPECT_TRUE(version.output.starts_with("sockbroker ")) << version.output;
+  EXPECT_EQ(version.output, sockbroker_as_nobody({"--version"}).output);
+}
+
+TEST(Cli, UnknownOrMissingCommandExits64NamingTheCommands) {
+  SBTEST_PREPARE();
+  const std::string commands = "run, get, list, check, reload, revoke, status, audit, doctor, help, version";
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"frobnicate"},
+                                               {"--control", "/nonexistent.sock", "frobnicate"},
+                                               {"frobnicate", "--control", "/nonexistent.sock"},
+                                               {"help", "frobnicate"}}) {
+    auto result = sockbroker_as_nobody(args);
+    EXPECT_EQ(result.exit_code, 64) << result.output;
+    EXPECT_EQ(result.output, "sockbroker: unknown command \"frobnicate\"; the commands are " + commands +
+                                 " (sockbroker help COMMAND explains one)\n");
+  }
+  auto none = sockbroker_as_nobody({});
+  EXPECT_EQ(none.exit_code, 64) << none.output;
+  EXPECT_EQ(none.output, "sockbroker: no command given; the commands are " + commands +
+                             " (sockbroker help explains them)\n");
+  // An unknown option is still CLI11's usage error, not an unknown command.
+  auto option = sockbroker_as_nobody({"list", "--frobnicate"});
+  EXPECT_EQ(option.exit_code, 64) << option.output;
+  EXPECT_NE(option.output.find("--frobnicate"), std::string::npos) << option.output;
+  EXPECT_EQ(option.output.find("unknown command"), std::string::npos) << option.output;
 }
 
 TEST(Cli, DemoHttpdServesThroughRunAsNobody) {
