@@ -1,18 +1,9 @@
 // The sockbroker command as services and operators run it: exit codes, the one
 // line of failure, LISTEN_FDS for socket-activated programs.
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -278,72 +269,6 @@ TEST(Cli, CheckReportsPositionsAndExit78) {
   auto strict = sbtest::run_command_as(
       0, 0, {sbtest::programs().sockbroker, "check", "--strict", "--policy", SOCKBROKER_EXAMPLES_DIR "/demo.toml"});
   EXPECT_EQ(strict.exit_code, 78) << strict.output;  // wildcard warnings become errors
-}
-
-// Size and Rss (kB) of each executable mapping of `file` in /proc/PID/smaps.
-std::vector<std::pair<long, long>> code_mappings(pid_t pid, const std::string& file) {
-  std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps");
-  std::vector<std::pair<long, long>> out;
-  bool ours = false;
-  std::string line;
-  while (std::getline(smaps, line)) {
-    std::istringstream fields(line);
-    std::string first, perms, offset, device, inode, path;
-    fields >> first >> perms >> offset >> device >> inode >> path;
-    if (first.find('-') != std::string::npos && first.back() != ':') {  // a mapping's header line
-      ours = path == file && perms.find('x') != std::string::npos;
-      if (ours) out.emplace_back(-1, -1);
-    } else if (ours && first == "Size:") {
-      out.back().first = std::stol(perms);
-    } else if (ours && first == "Rss:") {
-      out.back().second = std::stol(perms);
-    }
-  }
-  return out;
-}
-
-// prefault_image.cpp: the command maps all of its code in one madvise before
-// its constructors run, so while it waits for the broker every page of its
-// executable mapping is present, not only the ones it has run.
-TEST(Cli, CommandMapsAllOfItsCodeBeforeMain) {
-  SBTEST_PREPARE();
-#ifndef MADV_POPULATE_READ
-  constexpr int MADV_POPULATE_READ = 22;
-#endif
-  std::vector<char> probe(4096);
-  if (::madvise(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(probe.data()) & ~std::uintptr_t{4095}), 4096,
-                MADV_POPULATE_READ) != 0 &&
-      errno == EINVAL) {
-    if (sockbroker_skips_are_forbidden()) FAIL() << "this kernel has no MADV_POPULATE_READ (Linux 5.14)";
-    GTEST_SKIP() << "this kernel has no MADV_POPULATE_READ (Linux 5.14): the command faults its code in as it runs";
-  }
-  TempDir dir;
-  // A control socket nobody answers: the command connects and waits for a reply.
-  const std::string path = dir.file("silent.sock");
-  sockbroker::UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  ASSERT_TRUE(listener);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
-  ASSERT_EQ(::listen(listener.get(), 1), 0);
-  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
-
-  sbtest::Background command(sbtest::kNobody, sbtest::kNogroup,
-                             {sbtest::programs().sockbroker, "--control", path, "list"});
-  pollfd ready{listener.get(), POLLIN, 0};
-  ASSERT_EQ(::poll(&ready, 1, 10000), 1) << "the command never connected: " << command.output();
-  sockbroker::UniqueFd connection(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  ASSERT_TRUE(connection);
-  char request[4096];
-  ASSERT_GT(::recv(connection.get(), request, sizeof request, 0), 0);  // it sent its request: past main
-
-  const auto mappings = code_mappings(command.pid(), std::filesystem::canonical(sbtest::programs().sockbroker));
-  ASSERT_FALSE(mappings.empty()) << "no executable mapping of " << sbtest::programs().sockbroker;
-  for (const auto& [size_kb, rss_kb] : mappings) {
-    EXPECT_GT(size_kb, 0);
-    EXPECT_EQ(rss_kb, size_kb) << "of its code, " << rss_kb << " kB of " << size_kb << " kB are mapped";
-  }
 }
 
 }  // namespace
