@@ -59,9 +59,9 @@ Command add_revoke(CLI::App& app, const GlobalOptions& global) {
   cmd->add_flag("--json", options->json, "print JSON for scripts");
   return [options, &global] {
     auto client = Client::connect(global.control);
-    if (!client) return report(client.error(), options->name);
+    if (!client) return report(client.error(), options->name, "revoke");
     auto outcome = client->revoke(options->name);
-    if (!outcome) return report(outcome.error(), options->name);
+    if (!outcome) return report(outcome.error(), options->name, "revoke");
     return print_outcome(*outcome, options->json, kExitBind);
   };
 }

@@ -96,6 +96,26 @@ TEST(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
   EXPECT_EQ(denials[0]["reason"], "no_rule_matched");
 }
 
+// A refused revoke says what was refused, and why: the broker's reason.
+TEST(Cli, RevokeByANonAdministratorSaysWhatWasRefused) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto refused = cli_as_nobody(*broker, {"revoke", "web"});
+  EXPECT_EQ(refused.exit_code, 77) << refused.output;
+  EXPECT_TRUE(refused.output.starts_with("sockbroker: cannot revoke \"web\": permission denied: administrators only "
+                                         "(root or admin_group); the broker saw uid 65534"))
+      << refused.output;
+  EXPECT_EQ(std::count(refused.output.begin(), refused.output.end(), '\n'), 1) << "one line: " << refused.output;
+
+  auto unreachable = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
+                                            {sbtest::programs().sockbroker, "--control", dir.file("none.sock"),
+                                             "revoke", "web"});
+  EXPECT_EQ(unreachable.exit_code, 69) << unreachable.output;
+  EXPECT_TRUE(unreachable.output.starts_with("sockbroker: cannot revoke \"web\": ")) << unreachable.output;
+}
+
 TEST(Cli, UnknownSocketExits65) {
   SBTEST_PREPARE();
   TempDir dir;
