@@ -781,9 +781,32 @@ TEST(PolicyWarning, WildcardAddress) {
   EXPECT_EQ(check("[socket.web]\nlisten = \"0.0.0.0:80\"\n"),
             (Lines{"t.toml:2:10: warning: listen \"0.0.0.0:80\" listens on every interface; name the address it "
                    "should serve"}));
-  EXPECT_EQ(check("[socket.web]\nlisten = \"[::]:80\"\n"),
+  EXPECT_EQ(check("[socket.web]\nlisten = \"[::]:80\"\nv6only = true\n"),
             (Lines{"t.toml:2:10: warning: listen \"[::]:80\" listens on every interface; name the address it should "
                    "serve"}));
+}
+
+// nginx's `listen [::]:80` is IPv6-only; Go's, Node's and Python's [::] take
+// IPv4 too. Without v6only written, the policy says nothing about which.
+TEST(PolicyWarning, Ipv6WildcardWithoutV6only) {
+  const std::string every = "t.toml:2:10: warning: listen \"[::]:80\" listens on every interface; name the address it "
+                            "should serve";
+  EXPECT_EQ(check("[socket.web]\nlisten = \"[::]:80\"\n"),
+            (Lines{every, "t.toml:2:10: warning: listen \"[::]:80\" takes IPv6 only (v6only = true), as nginx's "
+                          "listen [::]:80 does; Go, Node and Python bind [::] for IPv4 too and need v6only = false: "
+                          "write v6only either way"}));
+  EXPECT_EQ(check("[socket.dns]\nlisten = \"[0::0]:53\"\ntype = \"datagram\"\n"),
+            (Lines{"t.toml:2:10: warning: listen \"[0::0]:53\" listens on every interface; name the address it "
+                   "should serve",
+                   "t.toml:2:10: warning: listen \"[0::0]:53\" takes IPv6 only (v6only = true), as nginx's listen "
+                   "[0::0]:53 does; Go, Node and Python bind [::] for IPv4 too and need v6only = false: write v6only "
+                   "either way"}));
+  // Written either way, it is the operator's choice.
+  EXPECT_EQ(check("[socket.web]\nlisten = \"[::]:80\"\nv6only = false\n"), Lines{every});
+  EXPECT_EQ(check("[socket.web]\nlisten = \"[::]:80\"\nv6only = true\n"), Lines{every});
+  // One address, or IPv4: nothing to choose.
+  EXPECT_EQ(check("[socket.web]\nlisten = \"[::1]:80\"\n"), Lines{});
+  EXPECT_EQ(check("[socket.web]\nlisten = \"[2001:db8::1]:80\"\n"), Lines{});
 }
 
 TEST(PolicyWarning, FastOpenFreeBindTransparent) {
