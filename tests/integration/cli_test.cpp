@@ -291,4 +291,45 @@ TEST(Cli, CheckReportsPositionsAndExit78) {
   EXPECT_EQ(strict.exit_code, 78) << strict.output;  // wildcard warnings become errors
 }
 
+// No allow rule means root only, as documented; check says so, because in a
+// policy that is more often a rule forgotten than a decision.
+TEST(Cli, CheckWarnsAboutASocketOnlyRootGets) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  dir.write("policy.toml",
+            "[socket.app]\nlisten = \"127.0.0.1:9000\"\n\n"
+            "[socket.web]\nlisten = \"0.0.0.0:80\"\n[[socket.web.allow]]\nuser = \"nobody\"\n\n"
+            "[socket.\"app.v2\"]\nlisten = \"127.0.0.1:9001\"\n\n"
+            "[socket.root]\nlisten = \"127.0.0.1:9002\"\n[[socket.root.allow]]\nuser = \"root\"\n");
+  const std::string file = dir.file("policy.toml");
+  auto result = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--policy", file});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  // In position order with the loader's own warnings; root named by a rule is no mistake.
+  EXPECT_EQ(result.output,
+            file + ":1:1: warning: socket \"app\" has no allow rule, so only root gets it; add [[socket.app.allow]] "
+                   "rules, or one with user = \"root\" to say that is meant\n" +
+                file + ":5:10: warning: listen \"0.0.0.0:80\" listens on every interface; name the address it should "
+                       "serve\n" +
+                file + ":9:1: warning: socket \"app.v2\" has no allow rule, so only root gets it; add "
+                       "[[socket.\"app.v2\".allow]] rules, or one with user = \"root\" to say that is meant\n"
+                       "policy OK: 4 socket(s) from 1 file(s), 3 warning(s)\n");
+
+  auto json = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--json", "--policy", file});
+  EXPECT_EQ(json.exit_code, 0) << json.output;
+  auto parsed = nlohmann::json::parse(json.output);
+  ASSERT_EQ(parsed["diagnostics"].size(), 3u) << json.output;
+  EXPECT_EQ(parsed["diagnostics"][0]["severity"], "warning");
+  EXPECT_EQ(parsed["diagnostics"][0]["line"], 1);
+
+  // --strict: a warning like the others, so an error.
+  dir.write("root-only.toml", "[socket.app]\nlisten = \"127.0.0.1:9000\"\n");
+  auto strict = sbtest::run_command_as(
+      0, 0, {sbtest::programs().sockbroker, "check", "--strict", "--policy", dir.file("root-only.toml")});
+  EXPECT_EQ(strict.exit_code, 78) << strict.output;
+  EXPECT_NE(strict.output.find(dir.file("root-only.toml") + ":1:1: error: socket \"app\" has no allow rule"),
+            std::string::npos)
+      << strict.output;
+  EXPECT_NE(strict.output.find("policy invalid: 1 error(s)"), std::string::npos) << strict.output;
+}
+
 }  // namespace
