@@ -80,6 +80,28 @@ TEST(Cli, ControlOptionAfterTheCommandName) {
   EXPECT_EQ(listing["sockets"][0]["state"], "bound");
 }
 
+// The human listing: aligned columns, each as wide as its widest cell, and
+// no blanks at the end of a line.
+TEST(Cli, ListPrintsAlignedColumns) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto user = cli_as_nobody(*broker, {"list"});
+  EXPECT_EQ(user.exit_code, 0) << user.output;
+  EXPECT_EQ(user.output,
+            "NAME  TYPE      ADDRESS\n"
+            "dns   datagram  127.0.0.1:53\n"
+            "web   stream    0.0.0.0:80\n");
+  auto admin = sbtest::cli_as_root(*broker, {"list"});
+  EXPECT_EQ(admin.exit_code, 0) << admin.output;
+  EXPECT_EQ(admin.output,
+            "NAME   TYPE      ADDRESS        STATE  HOLDERS  GRANTS  LIMIT  NOTE\n"
+            "admin  stream    127.0.0.1:443  bound  0        0       -\n"
+            "dns    datagram  127.0.0.1:53   bound  0        0       -\n"
+            "web    stream    0.0.0.0:80     bound  0        0       -\n");
+}
+
 TEST(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
   SBTEST_PREPARE();
   TempDir dir;
