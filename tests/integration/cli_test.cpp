@@ -1,8 +1,13 @@
 // The sockbroker command as services and operators run it: exit codes, the one
 // line of failure, LISTEN_FDS for socket-activated programs.
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -170,6 +175,35 @@ TEST(Cli, BindFailureExits71) {
   auto result = cli_as_nobody(*broker, {"get", "app", "--", "/bin/true"});
   EXPECT_EQ(result.exit_code, 71) << result.output;
   EXPECT_NE(result.output.find("not a socket"), std::string::npos) << result.output;
+}
+
+// A --netns path the caller may not open is a permission failure (77), not a
+// usage error: here a network namespace bound to a file, as `ip netns add`
+// does, in a directory only root may enter.
+TEST(Cli, NetnsPathTheCallerMayNotOpenExits77) {
+  SBTEST_PREPARE();
+  // The bind mount lives and dies with this test process's own mount namespace.
+  ASSERT_EQ(::unshare(CLONE_NEWNS), 0) << std::strerror(errno);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0) << std::strerror(errno);
+  TempDir dir;
+  ASSERT_EQ(::mkdir(dir.file("netns").c_str(), 0700), 0) << std::strerror(errno);
+  const std::string path = dir.file("netns/ctr1");
+  dir.write("netns/ctr1", "");
+  ASSERT_EQ(::mount("/proc/self/ns/net", path.c_str(), nullptr, MS_BIND, nullptr), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{path};
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+
+  // For root the same path is a namespace run can send.
+  auto root = sbtest::cli_as_root(*broker, {"run", "--netns", path, "-s", "web", "--", "/bin/true"});
+  EXPECT_EQ(root.exit_code, 0) << root.output;
+
+  auto nobody = cli_as_nobody(*broker, {"run", "--netns", path, "-s", "web", "--", "/bin/true"});
+  EXPECT_EQ(nobody.exit_code, 77) << nobody.output;
+  EXPECT_EQ(nobody.output, "sockbroker: cannot open the network namespace \"" + path + "\": Permission denied\n");
 }
 
 TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
