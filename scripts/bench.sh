@@ -8,7 +8,8 @@
 # that, and rows whose tool is missing print "not installed"), builds Release in
 # build-bench/, then:
 #   - build-bench/tests/bench/sockbroker_bench (Google Benchmark): items 1, 2,
-#     3, 5, 8 and s6-fdholder in-process;
+#     3, 5, 8, 9 (a program's own bind under `sockbroker run`) and s6-fdholder
+#     in-process;
 #   - hyperfine: whole processes (item 4, the command-line alternatives of item 6);
 #   - wrk: the data path (item 7).
 # Everything runs in private network namespaces; the host's ports are untouched.
@@ -196,7 +197,8 @@ echo "==> Building Release in $build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSOCKBROKER_WERROR=ON \
   "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -g -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -g -DNDEBUG" >/dev/null
 cmake --build "$build" -j "$(nproc)" --target \
-  sockbrokerd sockbroker sockbroker_bench sockbroker_bench_httpd sockbroker_bench_bind >/dev/null
+  sockbrokerd sockbroker sockbroker_bench sockbroker_bench_httpd sockbroker_bench_bind \
+  sockbroker_bench_bind_loop >/dev/null
 
 rm -rf "$results"
 mkdir -p "$results"

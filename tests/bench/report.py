@@ -156,6 +156,59 @@ def latency_rows(t, bm, figure_prefix, limit_prefix, title, goal_p50, goal_p99):
                   f"<= {goal_p50}x / <= {goal_p99}x", verdict(r50 <= goal_p50 and r99 <= goal_p99))
 
 
+def supervised_rows(t, bm):
+    """Item 9: the supervised bind against the limit (one seccomp notification
+    round trip answered with ADDFD + row 1's grant, summed percentile by
+    percentile), the limit measured in one piece, and the plain bind+listen."""
+    # The supervisor and the broker share a CPU in both placements, so the
+    # grant part of the limit is always row 1's same-CPU grant.
+    grant = bm.get("BM_Grant_Shared/0")
+    plain = bm.get("BM_Plain_BindListen/0")
+    for arg, placement in ((0, "same CPU"), (1, "program apart from supervisor+broker")):
+        fig = bm.get(f"BM_Supervised_Bind/{arg}")
+        notify = bm.get(f"BM_Limit_NotifyAddfd/{arg}")
+        name = f"9. supervised bind vs notification (ADDFD) + grant ({placement})"
+        if skipped(fig) or skipped(notify) or skipped(grant):
+            t.missing(name, "not run", "<= 1.3x p50")
+            continue
+        f50, f99 = counters(fig)
+        b50, b99 = notify["p50_us"] + grant["p50_us"], notify["p99_us"] + grant["p99_us"]
+        r50, r99 = f50 / b50, f99 / b99
+        t.add(name, (fmt_us(f50), fmt_us(f99)), (fmt_us(b50), fmt_us(b99)), f"{r50:.2f}x / {r99:.2f}x",
+              "<= 1.3x p50", verdict(r50 <= 1.3))
+        one = bm.get(f"BM_Limit_NotifyGrant/{arg}")
+        if not skipped(one):
+            o50, o99 = counters(one)
+            t.add(f"9. supervised bind vs minimal supervisor doing acquire + ADDFD ({placement})",
+                  (fmt_us(f50), fmt_us(f99)), (fmt_us(o50), fmt_us(o99)), f"{f50 / o50:.2f}x / {f99 / o99:.2f}x",
+                  "-", "info")
+        error = bm.get(f"BM_Limit_NotifyError/{arg}")
+        if not skipped(error):
+            t.add(f"9. notification answered by ADDFD vs by an error ({placement})",
+                  (fmt_us(notify["p50_us"]), fmt_us(notify["p99_us"])),
+                  (fmt_us(error["p50_us"]), fmt_us(error["p99_us"])),
+                  f"{notify['p50_us'] / error['p50_us']:.2f}x / {notify['p99_us'] / error['p99_us']:.2f}x", "-", "info")
+            l50, l99 = fig["listen_p50_us"], fig["listen_p99_us"]
+            t.add(f"9. supervised listen vs notification answered by an error ({placement})",
+                  (fmt_us(l50), fmt_us(l99)), (fmt_us(error["p50_us"]), fmt_us(error["p99_us"])),
+                  f"{l50 / error['p50_us']:.2f}x / {l99 / error['p99_us']:.2f}x", "-", "info")
+        if not skipped(plain):
+            s50, s99 = fig["bind_listen_p50_us"], fig["bind_listen_p99_us"]
+            p50, p99 = plain["bind_listen_p50_us"], plain["bind_listen_p99_us"]
+            t.add(f"9. supervised bind+listen vs plain bind+listen, free port, no broker ({placement})",
+                  (fmt_us(s50), fmt_us(s99)), (fmt_us(p50), fmt_us(p99)), f"{s50 / p50:.1f}x / {s99 / p99:.1f}x",
+                  "-", "info")
+    for arg, placement in ((0, "same CPU"), (1, "split CPUs")):
+        by_address = bm.get(f"BM_Grant_AcquireAddress/{arg}")
+        by_name = bm.get(f"BM_Grant_Shared/{arg}")
+        if skipped(by_address) or skipped(by_name):
+            continue
+        a50, a99 = counters(by_address)
+        n50, n99 = counters(by_name)
+        t.add(f"9. broker: acquire_address vs acquire by name ({placement})", (fmt_us(a50), fmt_us(a99)),
+              (fmt_us(n50), fmt_us(n99)), f"{a50 / n50:.2f}x / {a99 / n99:.2f}x", "-", "info")
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: report.py RESULTS_DIR  (the directory scripts/bench.sh fills)", file=sys.stderr)
@@ -250,6 +303,9 @@ def main():
         t.add(title + " (latency p50/p99)", (f"{fig['rps']:,.0f}/s", f"{fmt_us(fig['p50_us'])}/{fmt_us(fig['p99_us'])}"),
               (f"{base['rps']:,.0f}/s", f"{fmt_us(base['p50_us'])}/{fmt_us(base['p99_us'])}"), f"{r:.3f}x",
               f">= {goal}x", verdict(r >= goal))
+
+    # 9: a program's own bind under `sockbroker run`.
+    supervised_rows(t, bm)
 
     # 8: scale.
     for n in (100, 1000, 10000):
