@@ -278,7 +278,7 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSOCKBROKER_WERROR=ON \
   "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -g -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -g -DNDEBUG" >/dev/null
 cmake --build "$build" -j "$(nproc)" --target \
   sockbrokerd sockbroker sockbroker_bench sockbroker_bench_httpd sockbroker_bench_bind \
-  sockbroker_bench_bind_loop >/dev/null
+  sockbroker_bench_bind_loop sockbroker_bench_supervisor_steps >/dev/null
 
 rm -rf "$results"
 mkdir -p "$results"
