@@ -6,7 +6,8 @@
 #     C++-only project with the shared library)
 # each of which acquires a socket, as uid 65534, from the *installed*
 # sockbrokerd running in a private network namespace. Also checks the installed
-# headers, man pages, systemd units and examples.
+# headers, man pages, systemd units and examples, and that libsockbroker.so
+# exports the public API and nothing else (nm -D; cmake/libsockbroker.map).
 #
 # Usage: run.sh BUILD_DIR SOURCE_DIR      (ctest runs it; label "install")
 # Needs root (network namespace, port 80, uid switch): exits 77 (skip) without
@@ -103,6 +104,52 @@ for page in "$prefix"/share/man/man*/*; do
   MANWIDTH=80 man -l "$page" >/dev/null 2>&1 || fail "man -l $page failed"
 done
 echo "installed: $(cd "$prefix" && find . -type f | wc -l) files; SONAME $soname"
+
+step "libsockbroker.so exports the public API and nothing else (nm -D)"
+# "NAME<TAB>DEMANGLED" for each defined global symbol whose nm type matches
+# TYPES (a regular expression), in what nm says of the other arguments.
+symbols() {
+  local types=$1 names
+  shift
+  names=$(nm -g --defined-only --format=posix "$@" | awk -v t="^($types)\$" 'NF >= 2 && $2 ~ t { print $1 }' | sort -u)
+  [ -n "$names" ] || return 0
+  paste <(echo "$names") <(echo "$names" | c++filt)
+}
+# Whether a demangled symbol is public API: a function client.h declares, or
+# a function of namespace sockbroker or of class sockbroker::Client that
+# client.hpp declares (fd.hpp is inline only). Internal namespaces
+# (sockbroker::detail, ::proto, ::wire, ::lockdown_filter, ::lockdown_layers),
+# template instances of std, kj or capnp, typeinfo and the like are not.
+public_api() {
+  local qualified
+  qualified=$(sed -e 's/(.*//' -e 's/\[abi:[^]]*\]//g' <<<"$1")
+  if [[ $qualified =~ ^sockbroker_[a-z_]+$ ]]; then
+    grep -Eq "\<$qualified\(" "$includedir/sockbroker/client.h"
+  elif [[ $qualified =~ ^sockbroker::(Client::)?~?([A-Za-z_][A-Za-z0-9_]*)$ ]]; then
+    grep -Eq "\<${BASH_REMATCH[2]}\(" "$includedir/sockbroker/client.hpp"
+  else
+    return 1
+  fi
+}
+exported=$(symbols . -D "$libdir/$soname")
+[ -n "$exported" ] || fail "libsockbroker.so exports nothing"
+declare -A is_exported=()
+while IFS=$'\t' read -r name demangled; do
+  public_api "$demangled" || fail "libsockbroker.so exports $demangled ($name), which is not public API (cmake/libsockbroker.map)"
+  is_exported[$name]=1
+done <<<"$exported"
+# The other way round: libsockbroker.a keeps every symbol, so each public
+# function defined there (nm type T) must be exported by the .so too, or a
+# program that links with the archive would not link with the .so.
+archived=0
+while IFS=$'\t' read -r name demangled; do
+  public_api "$demangled" || continue
+  archived=$((archived + 1))
+  [ -n "${is_exported[$name]:-}" ] ||
+    fail "libsockbroker.so does not export $demangled, which the public headers declare (add it to cmake/libsockbroker.map)"
+done < <(symbols T "$libdir/libsockbroker.a")
+[ "$archived" -gt 0 ] || fail "libsockbroker.a defines no public function: is the check still right?"
+echo "libsockbroker.so exports ${#is_exported[@]} symbols, all public; the $archived public functions of libsockbroker.a are all among them"
 
 step "installed headers: public includes only, each compiles alone"
 if grep -n '#include "' "$includedir"/sockbroker/*; then fail "an installed header includes a private (quoted) header"; fi
