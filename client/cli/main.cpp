@@ -1,6 +1,7 @@
 // sockbroker: the command-line tool for services and operators.
 #include <CLI/CLI.hpp>
 
+#include <cctype>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -9,6 +10,29 @@
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
+
+namespace {
+
+// CLI11's own failure message is two lines, the second a generic "Run with
+// --help"; every other failure of this command is one line that starts with
+// "sockbroker:", so a usage error is too, and it names the help that fits.
+std::string usage_line(const CLI::App* app, const CLI::Error& error) {
+  std::string what = error.what();
+  for (char& c : what) {
+    if (c == '\n') c = ' ';
+  }
+  // "The following argument ..." reads as a sentence of its own; after the
+  // prefix it continues ours, as every other message of the command does.
+  if (what.size() > 1 && std::isupper(static_cast<unsigned char>(what[0])) != 0 &&
+      std::islower(static_cast<unsigned char>(what[1])) != 0) {
+    what[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(what[0])));
+  }
+  const auto chosen = app->get_subcommands();
+  const std::string topic = chosen.empty() ? "" : " " + chosen.front()->get_name();
+  return "sockbroker: " + what + " (see sockbroker help" + topic + ")\n";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace sockbroker::cli;
@@ -26,6 +50,7 @@ int main(int argc, char** argv) {
   // CLI11's "A subcommand is required" does not give.
   app.require_subcommand(0, 1);
   app.fallthrough();  // --control works before or after the command name
+  app.failure_message(usage_line);
   GlobalOptions global;
   app.add_option("--control", global.control,
                  "the broker's control socket (default: $SOCKBROKER_CONTROL, else /run/sockbroker/control.sock)");

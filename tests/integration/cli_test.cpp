@@ -310,6 +310,24 @@ TEST(Cli, UnknownOrMissingCommandExits64NamingTheCommands) {
   EXPECT_EQ(option.output.find("unknown command"), std::string::npos) << option.output;
 }
 
+// CLI11's errors, like every other failure, in one line that says what to read.
+TEST(Cli, UsageErrorsAreOneLineNamingTheHelp) {
+  SBTEST_PREPARE();
+  auto option = sockbroker_as_nobody({"list", "--frobnicate"});
+  EXPECT_EQ(option.exit_code, 64) << option.output;
+  EXPECT_EQ(option.output,
+            "sockbroker: the following argument was not expected: --frobnicate (see sockbroker help list)\n");
+  auto missing = sockbroker_as_nobody({"revoke"});
+  EXPECT_EQ(missing.exit_code, 64) << missing.output;
+  EXPECT_EQ(missing.output, "sockbroker: name is required (see sockbroker help revoke)\n");
+  auto value = sockbroker_as_nobody({"check", "--policy"});
+  EXPECT_EQ(value.exit_code, 64) << value.output;
+  EXPECT_EQ(value.output, "sockbroker: --policy: 1 required TEXT missing (see sockbroker help check)\n");
+  auto top = sockbroker_as_nobody({"--frobnicate"});
+  EXPECT_EQ(top.exit_code, 64) << top.output;
+  EXPECT_EQ(top.output, "sockbroker: the following argument was not expected: --frobnicate (see sockbroker help)\n");
+}
+
 TEST(Cli, DemoHttpdServesThroughRunAsNobody) {
   SBTEST_PREPARE();
   TempDir dir;
