@@ -533,6 +533,15 @@ class DocumentReader {
       reporter_.warning(parsed.listen_pos,
                         "listen " + listen() + " listens on every interface; name the address it should serve");
     }
+    // Servers disagree on what binding "[::]" means (nginx: IPv6 only; Go,
+    // Node, Python: both families), and a default chosen silently is right
+    // for one kind and leaves the other without IPv4.
+    if (address.kind == Address::Kind::inet6 && address.is_wildcard() &&
+        seen.find(socket_key("v6only")) == nullptr) {
+      reporter_.warning(parsed.listen_pos, "listen " + listen() + " takes IPv6 only (v6only = true), as nginx's listen " +
+                                               address.text + " does; Go, Node and Python bind [::] for IPv4 too and "
+                                               "need v6only = false: write v6only either way");
+    }
   }
 
   // Settings that are valid but weaken the socket or will not do what they say.

@@ -4,15 +4,18 @@
 # p50 and p99. docs/PERFORMANCE.md says what each row measures.
 #
 # As root. Installs the optional comparison tools when missing (s6, libs6-dev,
-# skalibs-dev, authbind, wrk, hyperfine; SOCKBROKER_BENCH_NO_INSTALL=1 skips
+# skalibs-dev, authbind, wrk, hyperfine, linux-perf; SOCKBROKER_BENCH_NO_INSTALL=1 skips
 # that, and rows whose tool is missing print "not installed"), builds Release in
 # build-bench/, then:
 #   - build-bench/tests/bench/sockbroker_bench (Google Benchmark): items 1, 2,
-#     3, 5, 8 and s6-fdholder in-process;
+#     3, 5, 8, 9 (a program's own bind under `sockbroker run`) and s6-fdholder
+#     in-process;
 #   - hyperfine: whole processes (item 4, the command-line alternatives of item 6);
-#   - wrk: the data path (item 7).
+#   - wrk: the data path (item 7), also with a server that binds itself under
+#     `sockbroker run` (supervised); perf, when installed, counts the seccomp
+#     notifications and the server's system calls per request in extra runs.
 # Everything runs in private network namespaces; the host's ports are untouched.
-# About 2 minutes on 2 cores after the build. Results stay in build-bench/bench-results/.
+# About 3 minutes on 2 cores after the build. Results stay in build-bench/bench-results/.
 #
 # Usage: scripts/bench.sh            (the whole suite)
 #        scripts/bench.sh --quick    (fewer process runs and shorter wrk runs)
@@ -26,8 +29,8 @@ bench_dir="$build/tests/bench"
 # ---- the inner part: the process and data-path benchmarks, in a private netns ----
 if [[ "${1:-}" == "--inner" ]]; then
   quick="$2"
-  runs=300; wrk_seconds=4
-  if [[ "$quick" == 1 ]]; then runs=60; wrk_seconds=2; fi
+  runs=300; wrk_seconds=3; wrk_rounds=6
+  if [[ "$quick" == 1 ]]; then runs=60; wrk_seconds=2; wrk_rounds=2; fi
   ip link set lo up
 
   # uid 65534 must execute the programs: the build tree may sit under a
@@ -134,6 +137,8 @@ while True:
         -n sockbroker-run-no-lockdown \
         "$work/bin/sockbroker --control $work/control.sock run --no-lockdown -s web -- /usr/bin/true" \
         -n self-bind "$work/bin/sockbroker_bench_bind 8083" \
+        -n sockbroker-run-supervised-bind \
+        "$work/bin/sockbroker --control $work/control.sock run -- $work/bin/sockbroker_bench_bind 80" \
         "${s6_cmd[@]}" "${ssa_cmd[@]}" "${authbind_cmd[@]}" >>"$results/hyperfine.txt" 2>&1
       cp "$work/out/hyperfine-$round.json" "$results/"
     done
@@ -141,27 +146,103 @@ while True:
   [[ -n "${authbind_cmd[*]}" ]] && rm -f /etc/authbind/byport/83
 
   if command -v wrk >/dev/null; then
-    echo "==> Data path (wrk, ${wrk_seconds}s per run, server on CPU 1, wrk on CPU 0)" >&2
-    serve() {  # variant: brokered | brokered-nolockdown | self-bound
+    echo "==> Data path (wrk, $wrk_rounds rounds of ${wrk_seconds}s per variant, server on CPU 1, wrk on CPU 0)" >&2
+    serve() {  # variant: brokered | brokered-nolockdown | self-bound | supervised
       case "$1" in
         brokered) "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker" --control "$work/control.sock" \
                     run -s web -- "$work/bin/sockbroker_bench_httpd" & port=80 ;;
         brokered-nolockdown) "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker" --control "$work/control.sock" \
                     run --no-lockdown -s web -- "$work/bin/sockbroker_bench_httpd" & port=80 ;;
         self-bound) "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker_bench_httpd" --port 8080 & port=8080 ;;
+        # The server binds 127.0.0.1:80 itself: its bind and listen trap to
+        # the supervisor (also on CPU 1), which answers with the broker's "web".
+        supervised) "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker" --control "$work/control.sock" \
+                    run -- "$work/bin/sockbroker_bench_httpd" --port 80 & port=80 ;;
       esac
       server=$!
       for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.02; done
     }
-    # Two rounds, interleaved, so that drift on the machine hits every variant alike.
-    for round in 1 2; do
-      for variant in self-bound brokered brokered-nolockdown; do
+    # Every wake-up of a process: a notification would wake the supervisor,
+    # which otherwise sleeps in poll(2) for the whole run.
+    wakeups() { awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n }' "/proc/$1/status"; }
+    # The server's own process: the supervised variants run it as the
+    # supervisor's child, --no-lockdown execs it in place.
+    server_program() {
+      local child
+      child=$(awk '{ print $1 }' "/proc/$1/task/$1/children")
+      echo "${child:-$1}"
+    }
+    # Nanoseconds a process has run on a CPU (single-threaded server).
+    cpu_ns() { awk '{ print $1 }' "/proc/$1/schedstat"; }
+    # Short rounds, each running every variant, every other one in the
+    # reverse order (A B C D, D C B A, ...), so that drift on the machine,
+    # which other work shares, hits every variant alike; report.py takes the
+    # median over the rounds of each round's ratio, which ignores rounds a
+    # burst of other work disturbed while they are fewer than half.
+    variants=(self-bound supervised brokered brokered-nolockdown)
+    for round in $(seq "$wrk_rounds"); do
+      order=("${variants[@]}")
+      ((round % 2 == 0)) && order=(brokered-nolockdown brokered supervised self-bound)
+      for variant in "${order[@]}"; do
         serve "$variant"
+        program=$(server_program "$server")
+        [[ "$variant" == supervised ]] && before=$(wakeups "$server")
+        cpu_before=$(cpu_ns "$program")
         taskset -c 0 wrk -t1 -c32 -d"${wrk_seconds}s" --latency "http://127.0.0.1:$port/" \
           >"$results/wrk-$variant-$round.txt"
+        # The server's CPU time per request is what the data path costs it,
+        # whatever share of the machine other work left to this round.
+        echo "server_cpu_ns $(($(cpu_ns "$program") - cpu_before))" >>"$results/wrk-$variant-$round.txt"
+        [[ "$variant" == supervised ]] &&
+          echo "supervisor_wakeups $(($(wakeups "$server") - before))" >"$results/supervisor-$round.txt"
         kill "$server"; wait "$server" 2>/dev/null || true
       done
     done
+
+    # What a supervised server pays on the data path, counted (perf
+    # tracepoints) in runs apart from the timed ones, whose figures the
+    # counting would slow: the supervisor's notifications (its
+    # SECCOMP_IOCTL_NOTIF_RECV calls) over the server's whole life and during
+    # a wrk run, and the system calls of the server (all of them, and those of
+    # the data path one by one) and of the supervisor during that run, against
+    # the same server binding a free port itself. Every count is of our
+    # processes only: other work on the machine may run supervisors too.
+    if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -o /dev/null true 2>/dev/null; then
+      echo "==> Data path, counted (perf: seccomp notifications, system calls per request)" >&2
+      notif_recv=0xc0502100  # SECCOMP_IOCTL_NOTIF_RECV: _IOWR('!', 0, struct seccomp_notif)
+      for variant in self-bound supervised; do
+        if [[ "$variant" == supervised ]]; then
+          # Under perf from its start: perf counts the supervisor and what it forks.
+          perf stat -x, -e syscalls:sys_enter_ioctl --filter "cmd == $notif_recv" \
+            -o "$results/perf-$variant-notif-life.csv" -- "${as_nobody[@]}" taskset -c 1 "$work/bin/sockbroker" \
+            --control "$work/control.sock" run -- "$work/bin/sockbroker_bench_httpd" --port 80 &
+          life=$!
+          port=80
+          for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.02; done
+          server=$(awk '{ print $1 }' "/proc/$life/task/$life/children")
+        else
+          serve "$variant"
+        fi
+        program=$(server_program "$server")
+        counters=()
+        perf stat -x, -e raw_syscalls:sys_enter,syscalls:sys_enter_accept4,syscalls:sys_enter_recvfrom \
+          -e syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait -p "$program" -o "$results/perf-$variant-program.csv" &
+        counters+=("$!")
+        if [[ "$variant" == supervised ]]; then
+          perf stat -x, -e raw_syscalls:sys_enter -p "$server" -o "$results/perf-$variant-supervisor.csv" &
+          counters+=("$!")
+          perf stat -x, -e syscalls:sys_enter_ioctl --filter "cmd == $notif_recv" -p "$server" \
+            -o "$results/perf-$variant-notif-wrk.csv" &
+          counters+=("$!")
+        fi
+        sleep 0.3  # perf attaches before it counts
+        taskset -c 0 wrk -t1 -c32 -d2s "http://127.0.0.1:$port/" >"$results/count-$variant.txt"
+        for pid in "${counters[@]}"; do kill -INT "$pid"; done
+        for pid in "${counters[@]}"; do wait "$pid" || true; done
+        kill "$server"; wait "$server" 2>/dev/null || true
+        [[ "$variant" == supervised ]] && { wait "$life" || true; }
+      done
+    fi
   fi
   kill "$broker"
   exit 0
@@ -177,7 +258,7 @@ quick=0
 
 "$root/scripts/deps.sh"
 if [[ "${SOCKBROKER_BENCH_NO_INSTALL:-0}" != 1 ]]; then
-  optional=(s6 libs6-dev skalibs-dev authbind wrk hyperfine)
+  optional=(s6 libs6-dev skalibs-dev authbind wrk hyperfine linux-perf)
   missing=()
   for package in "${optional[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
@@ -196,7 +277,8 @@ echo "==> Building Release in $build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSOCKBROKER_WERROR=ON \
   "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -g -DNDEBUG" "-DCMAKE_C_FLAGS_RELEASE=-O2 -g -DNDEBUG" >/dev/null
 cmake --build "$build" -j "$(nproc)" --target \
-  sockbrokerd sockbroker sockbroker_bench sockbroker_bench_httpd sockbroker_bench_bind >/dev/null
+  sockbrokerd sockbroker sockbroker_bench sockbroker_bench_httpd sockbroker_bench_bind \
+  sockbroker_bench_bind_loop sockbroker_bench_supervisor_steps >/dev/null
 
 rm -rf "$results"
 mkdir -p "$results"

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -73,8 +74,8 @@ bool already_bound(int fd, int family) {
 
 // Whether the program's descriptor is close-on-exec: its /proc fdinfo says
 // (the duplicate pidfd_getfd made is ours, with flags of its own).
-bool close_on_exec(pid_t pid, int fd) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd);
+bool close_on_exec(pid_t tid, int fd) {
+  const std::string path = "/proc/" + std::to_string(tid) + "/fdinfo/" + std::to_string(fd);
   UniqueFd info(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!info) return true;  // the safer guess
   char text[512];
@@ -88,6 +89,35 @@ bool close_on_exec(pid_t pid, int fd) {
 
 UniqueFd take_descriptor(int pidfd, int fd) {
   return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)));
+}
+
+// The thread group id /proc gives for a thread id, or -1.
+pid_t thread_group_of(pid_t tid) {
+  const std::string path = "/proc/" + std::to_string(tid) + "/status";
+  UniqueFd status(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!status) return -1;
+  char text[4096];
+  const ssize_t n = ::read(status.get(), text, sizeof text - 1);
+  if (n <= 0) return -1;
+  text[n] = '\0';
+  const char* line = std::strstr(text, "\nTgid:");
+  if (line == nullptr) return -1;
+  const long tgid = std::strtol(line + 6, nullptr, 10);
+  return tgid > 0 ? static_cast<pid_t>(tgid) : -1;
+}
+
+// A pidfd for the thread that waits, whose descriptor table is the one its
+// call names. The notification gives the thread's id, and pidfd_open(2) of
+// a thread that is not its group's leader fails (ENOENT or EINVAL) unless
+// asked for with PIDFD_THREAD (Linux 6.9). Before that, the leader's pidfd:
+// a pthread shares its leader's table.
+UniqueFd open_caller(pid_t tid) {
+  constexpr unsigned kPidfdThread = O_EXCL;  // PIDFD_THREAD; not in every <linux/pidfd.h>
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, tid, kPidfdThread)));
+  if (pidfd || errno != EINVAL) return pidfd;
+  const pid_t leader = thread_group_of(tid);
+  if (leader < 0) return UniqueFd();
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, leader, 0)));
 }
 
 }  // namespace
@@ -119,16 +149,28 @@ Status BindServer::serve_one() {
     return errno_error("ioctl(SECCOMP_IOCTL_NOTIF_RECV)");
   }
   Answer answer;
-  // A descriptor of the very process that waits: the pid could be reused
-  // once it is gone, so the notification must still be valid after opening.
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, request->pid, 0)));
-  if (!pidfd || !still_waiting(request->id)) return Ok{};  // gone: nothing to answer
-  switch (request->data.nr) {
-    case SYS_bind: answer = answer_bind(request->id, static_cast<pid_t>(request->pid), pidfd.get(), request->data.args); break;
-    case SYS_listen: answer = answer_listen(request->id, pidfd.get(), request->data.args); break;
-    default:
-      answer.error = EPERM;
-      answer.note = "system call " + std::to_string(request->data.nr) + " is not one the supervisor serves";
+  // A descriptor of the very thread that waits: its id could be reused once
+  // it is gone, so the notification must still be valid after opening.
+  UniqueFd pidfd = open_caller(static_cast<pid_t>(request->pid));
+  const int open_error = errno;
+  if (!still_waiting(request->id)) return Ok{};  // gone: nothing to answer
+  if (!pidfd) {
+    // Still waiting, and it must not wait forever: refused as any other
+    // call we cannot check.
+    answer.error = request->data.nr == SYS_bind ? EACCES : EPERM;
+    answer.note = "system call " + std::to_string(request->data.nr) +
+                  " refused: the supervisor cannot open the calling thread (pidfd_open: " +
+                  std::strerror(open_error) + ")";
+  } else {
+    switch (request->data.nr) {
+      case SYS_bind:
+        answer = answer_bind(request->id, static_cast<pid_t>(request->pid), pidfd.get(), request->data.args);
+        break;
+      case SYS_listen: answer = answer_listen(request->id, pidfd.get(), request->data.args); break;
+      default:
+        answer.error = EPERM;
+        answer.note = "system call " + std::to_string(request->data.nr) + " is not one the supervisor serves";
+    }
   }
 
   std::vector<std::uint64_t> resp_buffer((resp_size_ + 7) / 8, 0);
@@ -147,7 +189,7 @@ Status BindServer::serve_one() {
   return Ok{};
 }
 
-BindServer::Answer BindServer::answer_bind(std::uint64_t id, pid_t pid, int pidfd, const __u64 args[6]) {
+BindServer::Answer BindServer::answer_bind(std::uint64_t id, pid_t tid, int pidfd, const __u64 args[6]) {
   const int fd = static_cast<int>(args[0]);
   const auto remote = static_cast<std::uintptr_t>(args[1]);
   const auto length = static_cast<socklen_t>(args[2]);
@@ -157,7 +199,7 @@ BindServer::Answer BindServer::answer_bind(std::uint64_t id, pid_t pid, int pidf
   sockaddr_storage address{};
   iovec local{&address, length};
   iovec theirs{reinterpret_cast<void*>(remote), length};
-  if (::process_vm_readv(pid, &local, 1, &theirs, 1, 0) != static_cast<ssize_t>(length)) {
+  if (::process_vm_readv(tid, &local, 1, &theirs, 1, 0) != static_cast<ssize_t>(length)) {
     const int err = errno;
     if (err == EFAULT) return {EFAULT, {}};
     return {EACCES, std::string("bind refused: the supervisor cannot read the address it passed (") +
@@ -207,7 +249,7 @@ BindServer::Answer BindServer::answer_bind(std::uint64_t id, pid_t pid, int pidf
   addfd.flags = SECCOMP_ADDFD_FLAG_SETFD;
   addfd.srcfd = static_cast<std::uint32_t>(grant->fd.get());
   addfd.newfd = static_cast<std::uint32_t>(fd);
-  addfd.newfd_flags = close_on_exec(pid, fd) ? O_CLOEXEC : 0;
+  addfd.newfd_flags = close_on_exec(tid, fd) ? O_CLOEXEC : 0;
   if (::ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0) {
     const int err = errno;
     if (err == ENOENT) return {EACCES, {}};  // the program is gone

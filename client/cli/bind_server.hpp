@@ -49,7 +49,8 @@ class BindServer {
     int error = 0;  // 0: the call succeeds
     std::string note;  // printed on stderr: why a call was refused, what was carried over
   };
-  Answer answer_bind(std::uint64_t id, pid_t pid, int pidfd, const __u64 args[6]);
+  // tid: the calling thread's id, which /proc and process_vm_readv take as a pid.
+  Answer answer_bind(std::uint64_t id, pid_t tid, int pidfd, const __u64 args[6]);
   Answer answer_listen(std::uint64_t id, int pidfd, const __u64 args[6]);
   [[nodiscard]] bool still_waiting(std::uint64_t id) const;
 

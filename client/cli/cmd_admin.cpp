@@ -58,16 +58,17 @@ Command add_revoke(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<AdminOptions>();
   auto* cmd = app.add_subcommand(
       "revoke",
-      "Administrators: shut the named socket down for every process holding it (listening sockets stop\n"
-      "accepting) and bind it afresh for future grants. Holders must acquire it again.\n\n"
+      "Administrators: shut the named socket down for every process holding it and bind it afresh.\n"
+      "Listening sockets stop accepting; future grants get the new socket, so holders must acquire it\n"
+      "again.\n\n"
       "Example: sockbroker revoke web");
   cmd->add_option("name", options->name, "the socket to revoke")->required();
   cmd->add_flag("--json", options->json, "print JSON for scripts");
   return [options, &global] {
     auto client = Client::connect(global.control);
-    if (!client) return report(client.error(), options->name);
+    if (!client) return report(client.error(), options->name, "revoke");
     auto outcome = client->revoke(options->name);
-    if (!outcome) return report(outcome.error(), options->name);
+    if (!outcome) return report(outcome.error(), options->name, "revoke");
     return print_outcome(*outcome, options->json, kExitBind);
   };
 }

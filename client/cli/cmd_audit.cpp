@@ -6,12 +6,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <iomanip>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <tuple>
 
 #include <sockbroker/client.hpp>
@@ -20,6 +18,7 @@
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "sock_diag.hpp"
+#include "table.hpp"
 
 namespace sockbroker::cli {
 namespace {
@@ -134,23 +133,11 @@ std::string join(const std::vector<std::string>& items, const char* separator) {
 }
 
 void print_table(const std::vector<Row>& rows) {
-  std::size_t proto_width = 5, address_width = 7, process_width = 7;
+  std::vector<TableRow> table{{"PROTO", "ADDRESS", "PROCESS", "MARKS"}};
   for (const auto& row : rows) {
-    address_width = std::max(address_width, row.listener->address.size());
-    process_width = std::max(process_width, processes_text(row.owners).size());
+    table.push_back({row.listener->proto, row.listener->address, processes_text(row.owners), join(marks_of(row), ",")});
   }
-  auto line = [&](const std::string& proto, const std::string& address, const std::string& process,
-                  const std::string& marks) {
-    std::ostringstream out;
-    out << std::left << std::setw(static_cast<int>(proto_width) + 2) << proto
-        << std::setw(static_cast<int>(address_width) + 2) << address << std::setw(static_cast<int>(process_width) + 2)
-        << process << marks;
-    std::cout << out.str() << '\n';
-  };
-  line("PROTO", "ADDRESS", "PROCESS", "MARKS");
-  for (const auto& row : rows) {
-    line(row.listener->proto, row.listener->address, processes_text(row.owners), join(marks_of(row), ","));
-  }
+  std::cout << format_table(table);
 }
 
 nlohmann::json to_json(const std::vector<Row>& rows, const BrokerView& broker) {
@@ -296,9 +283,10 @@ Command add_audit(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<AuditOptions>();
   auto* cmd = app.add_subcommand(
       "audit",
-      "List every listening socket of this network namespace (TCP, bound UDP, Unix stream and seqpacket,\n"
-      "path and abstract '@' names) with the processes holding it, marked broker, expected (--baseline)\n"
-      "or unexpected, and wildcard. Exit 1 if any is unexpected.");
+      "List every listening socket of this network namespace, and who accounts for it.\n"
+      "TCP, bound UDP, Unix stream and seqpacket (path and abstract '@' names), with the processes\n"
+      "holding each, marked broker, expected (--baseline) or unexpected, and wildcard. Exit 1 if any is\n"
+      "unexpected.");
   cmd->footer(
       "Marks, read from the kernel (sock_diag, /proc/*/fd):\n"
       "  broker      the broker holds it or granted it (needs the administrator's view: root or admin_group)\n"

@@ -1,11 +1,16 @@
 // sockbroker check: validate a policy without a running broker, like nginx -t.
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "loader.hpp"
+#include "printable.hpp"
 
 namespace sockbroker::cli {
 namespace {
@@ -16,8 +21,34 @@ struct CheckOptions {
   bool json = false;
 };
 
+// A socket without allow rules is root's alone, as documented; in a policy
+// that is more often a rule forgotten than a decision. The broker serves it
+// as written; check, where an operator asks for advice, says so.
+void warn_root_only(const policy::Policy& policy, bool strict, std::vector<policy::Diagnostic>& diagnostics) {
+  for (const policy::SocketSpec& socket : policy.sockets) {
+    if (!socket.allow.empty()) continue;
+    // A bare key cannot hold the "." a socket name may have.
+    const std::string key = socket.name.find('.') == std::string::npos ? socket.name : proto::quoted(socket.name);
+    diagnostics.push_back(policy::Diagnostic{
+        strict ? policy::Diagnostic::Severity::error : policy::Diagnostic::Severity::warning, socket.where,
+        "socket " + proto::quoted(socket.name) + " has no allow rule, so only root gets it; add [[socket." + key +
+            ".allow]] rules, or one with user = \"root\" to say that is meant"});
+  }
+  // In the loader's order: file by file as loaded, then line and column.
+  auto rank = [&](const policy::Diagnostic& d) {
+    const auto file = std::find(policy.files.begin(), policy.files.end(), d.where.file) - policy.files.begin();
+    return std::tuple(file, d.where.line, d.where.column);
+  };
+  std::stable_sort(diagnostics.begin(), diagnostics.end(),
+                   [&](const policy::Diagnostic& a, const policy::Diagnostic& b) { return rank(a) < rank(b); });
+}
+
 int check(const CheckOptions& options) {
   auto loaded = policy::load_policy(options.policy_paths, policy::LoadOptions{options.strict});
+  if (loaded.policy) {
+    warn_root_only(*loaded.policy, options.strict, loaded.diagnostics);
+    if (policy::has_errors(loaded.diagnostics)) loaded.policy.reset();  // --strict
+  }
   std::size_t errors = 0, warnings = 0;
   for (const auto& d : loaded.diagnostics) {
     (d.severity == policy::Diagnostic::Severity::error ? errors : warnings)++;

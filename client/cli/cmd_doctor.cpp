@@ -1,15 +1,13 @@
 // sockbroker doctor: the kernel settings that weaken what the broker protects,
 // each with its verdict and the exact lines that fix it.
-#include <algorithm>
-#include <iomanip>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "commands.hpp"
 #include "doctor_checks.hpp"
 #include "exit_codes.hpp"
+#include "table.hpp"
 
 namespace sockbroker::cli {
 namespace {
@@ -23,19 +21,9 @@ struct DoctorOptions {
 std::string value_text(const Finding& f) { return f.value ? std::to_string(*f.value) : "-"; }
 
 void print_human(const std::vector<Finding>& findings) {
-  std::size_t key_width = 7, value_width = 5;
-  for (const auto& f : findings) {
-    key_width = std::max(key_width, f.key.size());
-    value_width = std::max(value_width, value_text(f).size());
-  }
-  auto row = [&](const std::string& key, const std::string& value, const std::string& verdict, const std::string& why) {
-    std::ostringstream line;
-    line << std::left << std::setw(static_cast<int>(key_width) + 2) << key
-         << std::setw(static_cast<int>(value_width) + 2) << value << std::setw(9) << verdict << why;
-    std::cout << line.str() << '\n';
-  };
-  row("SETTING", "VALUE", "VERDICT", "WHY IT MATTERS");
-  for (const auto& f : findings) row(f.key, value_text(f), verdict_name(f.verdict), f.why);
+  std::vector<TableRow> table{{"SETTING", "VALUE", "VERDICT", "WHY IT MATTERS"}};
+  for (const auto& f : findings) table.push_back({f.key, value_text(f), verdict_name(f.verdict), f.why});
+  std::cout << format_table(table);
 
   bool header = false;
   for (const auto& f : findings) {
@@ -95,9 +83,9 @@ Command add_doctor(CLI::App& app) {
   auto options = std::make_shared<DoctorOptions>();
   auto* cmd = app.add_subcommand(
       "doctor",
-      "Check the kernel settings that weaken socket security (tcp_fastopen, tcp_syncookies,\n"
-      "ip_nonlocal_bind, somaxconn, ip_unprivileged_port_start, rmem/wmem_max, io_uring_disabled):\n"
-      "value, verdict, why, and the exact fix. Exit 1 if any is bad.");
+      "Check the kernel settings that weaken socket security.\n"
+      "For each (tcp_fastopen, tcp_syncookies, ip_nonlocal_bind, somaxconn, ip_unprivileged_port_start,\n"
+      "rmem/wmem_max, io_uring_disabled): value, verdict, why, and the exact fix. Exit 1 if any is bad.");
   cmd->footer(
       "net.* settings are per network namespace: this reads the caller's, so run it where the broker runs.\n"
       "For warn and bad the fix is printed both for now (sysctl -w) and for every boot (a line for\n"

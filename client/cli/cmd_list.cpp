@@ -1,15 +1,15 @@
 // sockbroker list: what the caller may acquire (everything, for administrators).
-#include <iomanip>
 #include <iostream>
-#include <sstream>
-#include <vector>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include <sockbroker/client.hpp>
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
+#include "table.hpp"
 
 namespace sockbroker::cli {
 namespace {
@@ -19,39 +19,18 @@ struct ListOptions {
 };
 
 void print_table(const SocketList& list) {
-  std::size_t name_width = 4, address_width = 7;
+  std::vector<TableRow> rows{list.admin_view ? TableRow{"NAME", "TYPE", "ADDRESS", "STATE", "HOLDERS", "GRANTS", "LIMIT", "NOTE"}
+                                             : TableRow{"NAME", "TYPE", "ADDRESS"}};
   for (const auto& s : list.sockets) {
-    name_width = std::max(name_width, s.name.size());
-    address_width = std::max(address_width, s.address.size());
-  }
-  // Columns are padded only when another follows: no trailing blanks.
-  auto row = [&](const std::string& name, const std::string& type, const std::string& address,
-                 const std::vector<std::string>& admin_columns) {
-    std::ostringstream line;
-    line << std::left << std::setw(static_cast<int>(name_width) + 2) << name << std::setw(11) << type;
-    if (!list.admin_view) {
-      line << address;
-    } else {
-      line << std::setw(static_cast<int>(address_width) + 2) << address;
-      for (std::size_t i = 0; i < admin_columns.size(); ++i) {
-        if (i + 1 < admin_columns.size()) {
-          line << std::setw(9) << admin_columns[i];
-        } else {
-          line << admin_columns[i];
-        }
-      }
+    TableRow row{s.name, s.type, s.address};
+    if (list.admin_view) {
+      std::string note = s.detail.empty() ? (s.reuse_port ? "reuse_port group" : "") : s.detail;
+      row.insert(row.end(), {s.state, std::to_string(s.holders), std::to_string(s.grants_total),
+                             s.max_grants == 0 ? "-" : std::to_string(s.max_grants), std::move(note)});
     }
-    std::string text = line.str();
-    text.erase(text.find_last_not_of(' ') + 1);
-    std::cout << text << '\n';
-  };
-  row("NAME", "TYPE", "ADDRESS", {"STATE", "HOLDERS", "GRANTS", "LIMIT", "NOTE"});
-  for (const auto& s : list.sockets) {
-    std::string note = s.detail.empty() ? (s.reuse_port ? "reuse_port group" : "") : s.detail;
-    row(s.name, s.type, s.address,
-        {s.state, std::to_string(s.holders), std::to_string(s.grants_total),
-         s.max_grants == 0 ? "-" : std::to_string(s.max_grants), note});
+    rows.push_back(std::move(row));
   }
+  std::cout << format_table(rows);
   if (list.sockets.empty()) std::cout << "(no socket is granted to you)\n";
 }
 

@@ -1,7 +1,9 @@
 // sockbroker status: the broker's counters for an administrator, as aligned
 // "key: value" lines (like `systemctl status`), JSON, or Prometheus text.
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <ctime>
-#include <iomanip>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -14,6 +16,7 @@
 
 #include "commands.hpp"
 #include "exit_codes.hpp"
+#include "table.hpp"
 
 namespace sockbroker::cli {
 namespace {
@@ -53,29 +56,6 @@ std::uint64_t denials_total(const BrokerStatus& s) {
   return total;
 }
 
-// Columns padded only when another follows: no trailing blanks.
-void print_rows(const std::vector<std::vector<std::string>>& rows, const std::string& indent) {
-  std::vector<std::size_t> widths;
-  for (const auto& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()));
-    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::ostringstream line;
-    line << indent;
-    for (std::size_t i = 0; i < row.size(); ++i) {
-      if (i + 1 < row.size()) {
-        line << std::left << std::setw(static_cast<int>(widths[i]) + 2) << row[i];
-      } else {
-        line << row[i];
-      }
-    }
-    std::string text = line.str();
-    text.erase(text.find_last_not_of(' ') + 1);
-    std::cout << text << '\n';
-  }
-}
-
 void print_human(const BrokerStatus& s, const std::string& control) {
   std::vector<std::pair<std::string, std::string>> lines;
   lines.emplace_back("Control", control);
@@ -106,24 +86,23 @@ void print_human(const BrokerStatus& s, const std::string& control) {
   for (const auto& [key, value] : lines) width = std::max(width, key.size());
   std::cout << "sockbrokerd " << s.version << '\n';
   for (const auto& [key, value] : lines) {
-    std::cout << std::right << std::setw(static_cast<int>(width) + 4) << (key.empty() ? "" : key + ":") << ' ' << value
-              << '\n';
+    std::cout << fmt::format("{:>{}} {}\n", key.empty() ? "" : key + ":", width + 4, value);
   }
 
   std::cout << '\n';
-  std::vector<std::vector<std::string>> table{{"SOCKET", "STATE", "HOLDERS", "GRANTS", "NOTE"}};
+  std::vector<TableRow> table{{"SOCKET", "STATE", "HOLDERS", "GRANTS", "NOTE"}};
   for (const auto& socket : s.sockets) {
     table.push_back({socket.name, socket.state, std::to_string(socket.holders), std::to_string(socket.grants_total),
                      socket.detail});
   }
-  print_rows(table, "");
+  std::cout << format_table(table);
   if (s.sockets.empty()) std::cout << "(the policy names no socket)\n";
 
   std::cout << "\nDenials by reason:\n";
   if (s.denials.empty()) std::cout << "  none\n";
-  std::vector<std::vector<std::string>> reasons;
+  std::vector<TableRow> reasons;
   for (const auto& [reason, count] : s.denials) reasons.push_back({reason, std::to_string(count)});
-  print_rows(reasons, "  ");
+  std::cout << format_table(reasons, "  ");
 }
 
 nlohmann::ordered_json to_json(const BrokerStatus& s) {
@@ -277,9 +256,9 @@ Command add_status(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<StatusOptions>();
   auto* cmd = app.add_subcommand(
       "status",
-      "Administrators (root or admin_group): what the running broker has done since it started: uptime,\n"
-      "policy generation and files, sockets bound and failed, grants and holders per socket, denials by\n"
-      "reason, malformed requests, clients connected, descriptors held, reloads.\n\n"
+      "Administrators (root or admin_group): what the running broker has done since it started.\n"
+      "Uptime, policy generation and files, sockets bound and failed, grants and holders per socket,\n"
+      "denials by reason, malformed requests, clients connected, descriptors held, reloads.\n\n"
       "Examples:\n"
       "  sockbroker status                       aligned key: value lines, then a table per socket\n"
       "  sockbroker status --json | jq .fds      stable keys for scripts\n"

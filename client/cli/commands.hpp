@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sockbroker::cli {
@@ -28,5 +29,15 @@ Command add_upgrade(CLI::App& app, const GlobalOptions& global);
 Command add_status(CLI::App& app, const GlobalOptions& global);
 Command add_audit(CLI::App& app, const GlobalOptions& global);
 Command add_doctor(CLI::App& app);
+// `help [COMMAND]` prints app's help, or COMMAND's; add_help also makes app's
+// own help an index, each command in the first sentence of its description.
+// `version` prints version_line.
+Command add_help(CLI::App& app);
+Command add_version(CLI::App& app, std::string version_line);
+
+// The one line for a command name app does not have, or for none at all,
+// naming the commands it has; both return the usage exit code.
+int unknown_command(const CLI::App& app, std::string_view name);
+int missing_command(const CLI::App& app);
 
 }  // namespace sockbroker::cli

@@ -21,11 +21,15 @@ int exit_code_for(const Error& error) noexcept {
   }
 }
 
-int report(const Error& error, std::string_view socket) {
+int report(const Error& error, std::string_view socket, std::string_view action) {
   std::string line = error.message;
   if (error.code == 0 && error.sys_errno != 0) line += std::string(": ") + std::strerror(error.sys_errno);
   if (!socket.empty() && line.find("\"" + std::string(socket) + "\"") == std::string::npos) {
-    line = "cannot acquire \"" + std::string(socket) + "\": " + line;
+    // The broker names the request it refused ("revoke: permission denied:
+    // ..."); once the line starts with it, once is enough.
+    const std::string named = std::string(action) + ": ";
+    if (line.starts_with(named)) line.erase(0, named.size());
+    line = "cannot " + std::string(action) + " \"" + std::string(socket) + "\": " + line;
   }
   std::cerr << "sockbroker: " << line << '\n';
   return exit_code_for(error);

@@ -23,8 +23,9 @@ inline constexpr int kExitNotFound = 127;
 // SOCKBROKER_E_* -> exit code.
 [[nodiscard]] int exit_code_for(const Error& error) noexcept;
 
-// Prints "sockbroker: <message>" on stderr, naming `socket` if the message does
-// not already, and returns the exit code for error.
-int report(const Error& error, std::string_view socket = {});
+// Prints "sockbroker: <message>" on stderr and returns the exit code for
+// error. With a socket the message does not name, the line says what was
+// refused: "cannot <action> "<socket>": <message>".
+int report(const Error& error, std::string_view socket = {}, std::string_view action = "acquire");
 
 }  // namespace sockbroker::cli

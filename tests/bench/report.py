@@ -68,18 +68,31 @@ def parse_wrk(path):
     for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
         lat[pct] = float(value) * UNITS[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", text)
+    # bench.sh appends the server's CPU time over the run (schedstat).
+    requests = re.search(r"(\d+) requests in", text)
+    cpu = re.search(r"^server_cpu_ns (\d+)$", text, re.M)
+    cpu_per_request = int(cpu.group(1)) / 1000 / int(requests.group(1)) if cpu and requests and int(requests.group(1)) else None
     return {"rps": float(rps.group(1)) if rps else None, "p50_us": lat.get("50"), "p99_us": lat.get("99"),
-            "errors": errors.group(0) if errors else ""}
+            "errors": errors.group(0) if errors else "", "cpu_us": cpu_per_request}
+
+
+def median(values):
+    ordered = sorted(values)
+    n = len(ordered)
+    return None if n == 0 else (ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2)
 
 
 def load_wrk(results):
+    """Per variant: the mean of its rounds (requests/s, latency percentiles)
+    and its requests/s per round ("by_round"), for per-round ratios."""
     by_variant = {}
     for name in sorted(os.listdir(results)):
         m = re.match(r"wrk-(.+)-(\d+)\.txt$", name)
         if m:
-            by_variant.setdefault(m.group(1), []).append(parse_wrk(os.path.join(results, name)))
+            by_variant.setdefault(m.group(1), []).append((int(m.group(2)), parse_wrk(os.path.join(results, name))))
     out = {}
-    for variant, runs in by_variant.items():
+    for variant, numbered in by_variant.items():
+        runs = [r for _, r in numbered]
         rps = [r["rps"] for r in runs if r["rps"]]
         p50 = [r["p50_us"] for r in runs if r["p50_us"] is not None]
         p99 = [r["p99_us"] for r in runs if r["p99_us"] is not None]
@@ -88,7 +101,61 @@ def load_wrk(results):
             "p50_us": sum(p50) / len(p50) if p50 else None,
             "p99_us": sum(p99) / len(p99) if p99 else None,
             "errors": "; ".join(r["errors"] for r in runs if r["errors"]),
+            "by_round": {n: r["rps"] for n, r in numbered if r["rps"]},
+            "cpu_by_round": {n: r["cpu_us"] for n, r in numbered if r["cpu_us"]},
         }
+    return out
+
+
+def load_perf_counts(path):
+    """{event: count} from a `perf stat -x,` output file ({} if there is none).
+    An event "<not counted>" with a running time of 0 counted a process that
+    never ran while perf watched it: 0."""
+    counts = {}
+    if not os.path.exists(path):
+        return counts
+    with open(path) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if line.startswith("#") or len(fields) < 4:
+                continue
+            try:
+                counts[fields[2]] = int(float(fields[0]))
+            except ValueError:
+                if fields[0] == "<not counted>" and fields[3] in ("0", "0.00"):
+                    counts[fields[2]] = 0
+    return counts
+
+
+def load_perf_count(path):
+    """The first count in a `perf stat -x,` output file, or None."""
+    counts = load_perf_counts(path)
+    return next(iter(counts.values())) if counts else None
+
+
+def load_supervised_counts(results):
+    """Item 7, supervised: the supervisor's wake-ups during the timed wrk runs,
+    and the perf counts of the counted runs (scripts/bench.sh)."""
+    out = {"wakeups": []}
+    for name in sorted(os.listdir(results)):
+        if re.match(r"supervisor-\d+\.txt$", name):
+            with open(os.path.join(results, name)) as f:
+                m = re.search(r"supervisor_wakeups (-?\d+)", f.read())
+            if m:
+                out["wakeups"].append(int(m.group(1)))
+    for variant in ("self-bound", "supervised"):
+        counts = {}
+        for part in ("notif-life", "notif-wrk", "supervisor"):
+            counts[part] = load_perf_count(os.path.join(results, f"perf-{variant}-{part}.csv"))
+        counts["program"] = load_perf_counts(os.path.join(results, f"perf-{variant}-program.csv"))
+        requests = None
+        path = os.path.join(results, f"count-{variant}.txt")
+        if os.path.exists(path):
+            with open(path) as f:
+                m = re.search(r"(\d+) requests in", f.read())
+            requests = int(m.group(1)) if m else None
+        counts["requests"] = requests
+        out[variant] = counts
     return out
 
 
@@ -154,6 +221,106 @@ def latency_rows(t, bm, figure_prefix, limit_prefix, title, goal_p50, goal_p99):
         else:
             t.add(name, (fmt_us(f50), fmt_us(f99)), (fmt_us(b50), fmt_us(b99)), f"{r50:.2f}x / {r99:.2f}x",
                   f"<= {goal_p50}x / <= {goal_p99}x", verdict(r50 <= goal_p50 and r99 <= goal_p99))
+
+
+def supervised_data_path_rows(t, wrk, counts):
+    """Item 7, supervised: what the server pays after its bind, counted."""
+    if "supervised" not in wrk:
+        return
+    wakeups = counts["wakeups"]
+    if wakeups:
+        t.add(f"7. supervised: supervisor wake-ups during the timed wrk runs ({len(wakeups)} runs)",
+              (" + ".join(str(w) for w in wakeups), "-"), ("-", "-"), "-", "0", verdict(all(w == 0 for w in wakeups)))
+    fig, base = wrk.get("supervised"), wrk.get("self-bound")
+    rounds = sorted(set(fig["cpu_by_round"]) & set((base or {}).get("cpu_by_round", {})))
+    if rounds:
+        a = median([fig["cpu_by_round"][n] for n in rounds])
+        b = median([base["cpu_by_round"][n] for n in rounds])
+        r = median([fig["cpu_by_round"][n] / base["cpu_by_round"][n] for n in rounds])
+        t.add("7. server CPU time per request: supervised vs self-bound", (f"{a:.2f} us", "-"), (f"{b:.2f} us", "-"),
+              f"{r:.3f}x", "-", "info")
+    sup, own = counts["supervised"], counts["self-bound"]
+    life, during = sup["notif-life"], sup["notif-wrk"]
+    if life is None or during is None:
+        t.missing("7. supervised: seccomp notifications, whole life / wrk run", "not counted (perf missing)", "2 / 0")
+        return
+    requests = sup["requests"] or 0
+    t.add(f"7. supervised: seccomp notifications, whole life / wrk run ({requests:,} requests)",
+          (f"{life} / {during}", "-"), ("-", "-"), "-", "2 / 0 (bind, listen)", verdict(life == 2 and during == 0))
+    if sup["supervisor"] is not None:
+        t.add("7. supervised: the supervisor's system calls during the wrk run", (str(sup["supervisor"]), "-"),
+              ("-", "-"), "-", "0", verdict(sup["supervisor"] == 0))
+    if sup["program"] and own["program"] and sup["requests"] and own["requests"]:
+        # recv and send once per request each, accept4 once per connection
+        # (32): the same on both sides. All system calls together vary with
+        # how many events one epoll_wait returns, i.e. with the load.
+        for event, what in (("syscalls:sys_enter_recvfrom", "recv"), ("syscalls:sys_enter_sendto", "send"),
+                            ("syscalls:sys_enter_epoll_wait", "epoll_wait"),
+                            ("raw_syscalls:sys_enter", "all system calls")):
+            a, b = sup["program"].get(event), own["program"].get(event)
+            if a is None or b is None:
+                continue
+            a, b = a / sup["requests"], b / own["requests"]
+            t.add(f"7. server {what} per request: supervised vs self-bound", (f"{a:.3f}", "-"), (f"{b:.3f}", "-"),
+                  f"{a / b:.3f}x" if b else "-", "-", "info")
+        a = sup["program"].get("syscalls:sys_enter_accept4")
+        b = own["program"].get("syscalls:sys_enter_accept4")
+        if a is not None and b is not None:
+            t.add("7. server accept4 calls in the counted run: supervised vs self-bound", (str(a), "-"), (str(b), "-"),
+                  "-", "-", "info")
+
+
+def supervised_rows(t, bm):
+    """Item 9: the supervised bind against the limit (one seccomp notification
+    round trip answered with ADDFD + row 1's grant, summed percentile by
+    percentile), the limit measured in one piece, and the plain bind+listen."""
+    # The supervisor and the broker share a CPU in both placements, so the
+    # grant part of the limit is always row 1's same-CPU grant.
+    grant = bm.get("BM_Grant_Shared/0")
+    plain = bm.get("BM_Plain_BindListen/0")
+    for arg, placement in ((0, "same CPU"), (1, "program apart from supervisor+broker")):
+        fig = bm.get(f"BM_Supervised_Bind/{arg}")
+        notify = bm.get(f"BM_Limit_NotifyAddfd/{arg}")
+        name = f"9. supervised bind vs notification (ADDFD) + grant ({placement})"
+        if skipped(fig) or skipped(notify) or skipped(grant):
+            t.missing(name, "not run", "<= 1.3x p50")
+            continue
+        f50, f99 = counters(fig)
+        b50, b99 = notify["p50_us"] + grant["p50_us"], notify["p99_us"] + grant["p99_us"]
+        r50, r99 = f50 / b50, f99 / b99
+        t.add(name, (fmt_us(f50), fmt_us(f99)), (fmt_us(b50), fmt_us(b99)), f"{r50:.2f}x / {r99:.2f}x",
+              "<= 1.3x p50", verdict(r50 <= 1.3))
+        one = bm.get(f"BM_Limit_NotifyGrant/{arg}")
+        if not skipped(one):
+            o50, o99 = counters(one)
+            t.add(f"9. supervised bind vs minimal supervisor doing acquire + ADDFD ({placement})",
+                  (fmt_us(f50), fmt_us(f99)), (fmt_us(o50), fmt_us(o99)), f"{f50 / o50:.2f}x / {f99 / o99:.2f}x",
+                  "-", "info")
+        error = bm.get(f"BM_Limit_NotifyError/{arg}")
+        if not skipped(error):
+            t.add(f"9. notification answered by ADDFD vs by an error ({placement})",
+                  (fmt_us(notify["p50_us"]), fmt_us(notify["p99_us"])),
+                  (fmt_us(error["p50_us"]), fmt_us(error["p99_us"])),
+                  f"{notify['p50_us'] / error['p50_us']:.2f}x / {notify['p99_us'] / error['p99_us']:.2f}x", "-", "info")
+            l50, l99 = fig["listen_p50_us"], fig["listen_p99_us"]
+            t.add(f"9. supervised listen vs notification answered by an error ({placement})",
+                  (fmt_us(l50), fmt_us(l99)), (fmt_us(error["p50_us"]), fmt_us(error["p99_us"])),
+                  f"{l50 / error['p50_us']:.2f}x / {l99 / error['p99_us']:.2f}x", "-", "info")
+        if not skipped(plain):
+            s50, s99 = fig["bind_listen_p50_us"], fig["bind_listen_p99_us"]
+            p50, p99 = plain["bind_listen_p50_us"], plain["bind_listen_p99_us"]
+            t.add(f"9. supervised bind+listen vs plain bind+listen, free port, no broker ({placement})",
+                  (fmt_us(s50), fmt_us(s99)), (fmt_us(p50), fmt_us(p99)), f"{s50 / p50:.1f}x / {s99 / p99:.1f}x",
+                  "-", "info")
+    for arg, placement in ((0, "same CPU"), (1, "split CPUs")):
+        by_address = bm.get(f"BM_Grant_AcquireAddress/{arg}")
+        by_name = bm.get(f"BM_Grant_Shared/{arg}")
+        if skipped(by_address) or skipped(by_name):
+            continue
+        a50, a99 = counters(by_address)
+        n50, n99 = counters(by_name)
+        t.add(f"9. broker: acquire_address vs acquire by name ({placement})", (fmt_us(a50), fmt_us(a99)),
+              (fmt_us(n50), fmt_us(n99)), f"{a50 / n50:.2f}x / {a99 / n99:.2f}x", "-", "info")
 
 
 def main():
@@ -223,6 +390,15 @@ def main():
                   (fmt_us(bare["p50_us"]), fmt_us(bare["p99_us"])),
                   (fmt_us(alt["p50_us"]), fmt_us(alt["p99_us"])), f"{r:.2f}x", "-", "info")
 
+    # 9, whole processes: a program that binds itself, supervised, against the
+    # same program binding a root-free port with no broker.
+    sup, own = hf.get("sockbroker-run-supervised-bind"), hf.get("self-bind")
+    if sup and own:
+        r = sup["p50_us"] / own["p50_us"]
+        t.add("9. sockbroker run -- (own bind of port 80, supervised) vs own bind/listen",
+              (fmt_us(sup["p50_us"]), fmt_us(sup["p99_us"])), (fmt_us(own["p50_us"]), fmt_us(own["p99_us"])),
+              f"{r:.2f}x", "-", "info")
+
     # 5: throughput.
     for clients in (1, 4, 16, 64):
         fig = bm.get(f"BM_Grant_Throughput/{clients}")
@@ -241,15 +417,26 @@ def main():
     # 7: the data path.
     for fig_key, base_key, title, goal in (
             ("brokered", "self-bound", "7. HTTP req/s: brokered vs self-bound", 0.98),
+            ("supervised", "self-bound", "7. HTTP req/s: supervised (binds itself) vs self-bound", 0.98),
+            ("supervised", "brokered", "7. HTTP req/s: supervised (binds itself) vs brokered (-s web)", None),
             ("brokered", "brokered-nolockdown", "7. HTTP req/s: lockdown on vs off", 0.97)):
         fig, base = wrk.get(fig_key), wrk.get(base_key)
         if not (fig and base and fig["rps"] and base["rps"]):
-            t.missing(title, "not run (wrk missing)", f">= {goal}x")
+            if goal is not None:
+                t.missing(title, "not run (wrk missing)", f">= {goal}x")
             continue
-        r = fig["rps"] / base["rps"]
+        # The median over the rounds of each round's ratio: a round is figure
+        # and baseline run back to back, so drift between rounds cancels.
+        rounds = sorted(set(fig["by_round"]) & set(base["by_round"]))
+        r = median([fig["by_round"][n] / base["by_round"][n] for n in rounds]) if rounds else fig["rps"] / base["rps"]
         t.add(title + " (latency p50/p99)", (f"{fig['rps']:,.0f}/s", f"{fmt_us(fig['p50_us'])}/{fmt_us(fig['p99_us'])}"),
               (f"{base['rps']:,.0f}/s", f"{fmt_us(base['p50_us'])}/{fmt_us(base['p99_us'])}"), f"{r:.3f}x",
-              f">= {goal}x", verdict(r >= goal))
+              f">= {goal}x" if goal is not None else "-", verdict(r >= goal) if goal is not None else "info")
+
+    # 9: a program's own bind under `sockbroker run`.
+    supervised_rows(t, bm)
+
+    supervised_data_path_rows(t, wrk, load_supervised_counts(results))
 
     # 8: scale.
     for n in (100, 1000, 10000):

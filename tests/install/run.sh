@@ -6,7 +6,8 @@
 #     C++-only project with the shared library)
 # each of which acquires a socket, as uid 65534, from the *installed*
 # sockbrokerd running in a private network namespace. Also checks the installed
-# headers, man pages, systemd units and examples.
+# headers, man pages, systemd units and examples, and that libsockbroker.so
+# exports the public API and nothing else (nm -D; cmake/libsockbroker.map).
 #
 # Usage: run.sh BUILD_DIR SOURCE_DIR      (ctest runs it; label "install")
 # Needs root (network namespace, port 80, uid switch): exits 77 (skip) without
@@ -33,9 +34,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Everything below runs in a private network namespace: port 80 here is not
-# the host's, and nothing is left listening when the script ends.
+# the host's, and nothing is left listening when the script ends. And in a
+# private mount namespace: the ldconfig step puts a tmpfs on /usr/local and a
+# loader cache of its own on /etc/ld.so.cache, which the host never sees.
 if [ -z "${SOCKBROKER_INSTALL_TEST_NETNS:-}" ]; then
-  exec unshare --net env SOCKBROKER_INSTALL_TEST_NETNS=1 bash "$0" "$@"
+  exec unshare --net --mount --propagation private env SOCKBROKER_INSTALL_TEST_NETNS=1 bash "$0" "$@"
 fi
 ip link set lo up || fail "cannot bring lo up in the private network namespace"
 
@@ -104,6 +107,52 @@ for page in "$prefix"/share/man/man*/*; do
 done
 echo "installed: $(cd "$prefix" && find . -type f | wc -l) files; SONAME $soname"
 
+step "libsockbroker.so exports the public API and nothing else (nm -D)"
+# "NAME<TAB>DEMANGLED" for each defined global symbol whose nm type matches
+# TYPES (a regular expression), in what nm says of the other arguments.
+symbols() {
+  local types=$1 names
+  shift
+  names=$(nm -g --defined-only --format=posix "$@" | awk -v t="^($types)\$" 'NF >= 2 && $2 ~ t { print $1 }' | sort -u)
+  [ -n "$names" ] || return 0
+  paste <(echo "$names") <(echo "$names" | c++filt)
+}
+# Whether a demangled symbol is public API: a function client.h declares, or
+# a function of namespace sockbroker or of class sockbroker::Client that
+# client.hpp declares (fd.hpp is inline only). Internal namespaces
+# (sockbroker::detail, ::proto, ::wire, ::lockdown_filter, ::lockdown_layers),
+# template instances of std, kj or capnp, typeinfo and the like are not.
+public_api() {
+  local qualified
+  qualified=$(sed -e 's/(.*//' -e 's/\[abi:[^]]*\]//g' <<<"$1")
+  if [[ $qualified =~ ^sockbroker_[a-z_]+$ ]]; then
+    grep -Eq "\<$qualified\(" "$includedir/sockbroker/client.h"
+  elif [[ $qualified =~ ^sockbroker::(Client::)?~?([A-Za-z_][A-Za-z0-9_]*)$ ]]; then
+    grep -Eq "\<${BASH_REMATCH[2]}\(" "$includedir/sockbroker/client.hpp"
+  else
+    return 1
+  fi
+}
+exported=$(symbols . -D "$libdir/$soname")
+[ -n "$exported" ] || fail "libsockbroker.so exports nothing"
+declare -A is_exported=()
+while IFS=$'\t' read -r name demangled; do
+  public_api "$demangled" || fail "libsockbroker.so exports $demangled ($name), which is not public API (cmake/libsockbroker.map)"
+  is_exported[$name]=1
+done <<<"$exported"
+# The other way round: libsockbroker.a keeps every symbol, so each public
+# function defined there (nm type T) must be exported by the .so too, or a
+# program that links with the archive would not link with the .so.
+archived=0
+while IFS=$'\t' read -r name demangled; do
+  public_api "$demangled" || continue
+  archived=$((archived + 1))
+  [ -n "${is_exported[$name]:-}" ] ||
+    fail "libsockbroker.so does not export $demangled, which the public headers declare (add it to cmake/libsockbroker.map)"
+done < <(symbols T "$libdir/libsockbroker.a")
+[ "$archived" -gt 0 ] || fail "libsockbroker.a defines no public function: is the check still right?"
+echo "libsockbroker.so exports ${#is_exported[@]} symbols, all public; the $archived public functions of libsockbroker.a are all among them"
+
 step "installed headers: public includes only, each compiles alone"
 if grep -n '#include "' "$includedir"/sockbroker/*; then fail "an installed header includes a private (quoted) header"; fi
 for h in "$includedir"/sockbroker/*.hpp "$includedir"/sockbroker/*.h; do
@@ -121,13 +170,23 @@ cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$here/c_consumer.c" -o "$w
   $(pkg-config --cflags --libs sockbroker) -Wl,-rpath,"$libdir" || fail "cannot build c_consumer against the installed library"
 readelf -d "$work/c_consumer" | grep "NEEDED.*\[$soname\]" >/dev/null || fail "c_consumer does not link $soname"
 
-step "C consumer, static: pkg-config --static, libsockbroker.a"
-# -l:libsockbroker.a picks the archive even though the .so sits beside it.
-# shellcheck disable=SC2046
-cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$here/c_consumer.c" -o "$work/c_consumer_static" \
-  $(pkg-config --cflags sockbroker) \
-  $(pkg-config --static --libs sockbroker | sed 's/-lsockbroker\b/-l:libsockbroker.a/') ||
-  fail "cannot link c_consumer statically with the flags of pkg-config --static --libs sockbroker"
+step "C consumer, static: the README's recipe (Linking), word for word"
+# The one command line of the README's sh blocks that names libsockbroker.a
+# (continuation lines joined), run as it stands in a directory whose
+# myserver.c is c_consumer.c. Only cc gets this test's warnings and, in the
+# sanitizer build, the sanitizers (an instrumented archive needs them).
+recipe=$(awk '/^```sh$/ { block = 1; next } /^```/ { block = 0 } block' "$source/README.md" |
+         sed -e ':a' -e '/\\$/{N; s/\\\n//; ba' -e '}' | grep -E '^cc .*libsockbroker\.a' || true)
+[ -n "$recipe" ] && [ "$(wc -l <<<"$recipe")" -eq 1 ] ||
+  fail "README.md: no single static-link command line naming libsockbroker.a in its sh blocks (Linking)"
+echo "$recipe"
+mkdir "$work/readme"
+cp "$here/c_consumer.c" "$work/readme/myserver.c"
+(
+  cc() { command cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$@"; }
+  cd "$work/readme" && eval "$recipe"
+) || fail "the README's static-link recipe does not link c_consumer.c"
+mv "$work/readme/myserver" "$work/c_consumer_static"
 if readelf -d "$work/c_consumer_static" | grep "NEEDED.*libsockbroker" >/dev/null; then fail "c_consumer_static still needs libsockbroker.so"; fi
 
 step "C++ consumer: find_package(sockbroker COMPONENTS static), CMAKE_PREFIX_PATH=$prefix"
@@ -146,6 +205,35 @@ cmake -S "$here/cxx_consumer" -B "$work/cxx-only" -DCMAKE_PREFIX_PATH="$prefix" 
   -DCONSUMER_STATIC=OFF -DCMAKE_CXX_FLAGS="$cxx_flags" >"$work/cxx-only-configure.log" 2>&1 ||
   { cat "$work/cxx-only-configure.log" >&2; fail "find_package(sockbroker) failed in a C++-only project"; }
 cmake --build "$work/cxx-only" >"$work/cxx-only-build.log" 2>&1 || { cat "$work/cxx-only-build.log" >&2; fail "cannot build the C++-only cxx_consumer"; }
+
+step "cmake --install --prefix /usr/local, then ldconfig (README, Linking): a consumer with no rpath"
+# As the README tells a user, in this test's mount namespace: /usr/local is
+# an empty tmpfs here, and the loader reads our cache, bind-mounted on
+# /etc/ld.so.cache. ldconfig -C writes that cache because plain ldconfig
+# would rename(2) a new file onto /etc/ld.so.cache, which a mount point
+# refuses; it reads the same /etc/ld.so.conf (Debian's lists /usr/local/lib).
+cache_mounted=0
+private_ldconfig() {
+  ldconfig -C "$work/ld.so.cache" >>"$work/ldconfig.log" 2>&1 || { cat "$work/ldconfig.log" >&2; fail "ldconfig -C failed"; }
+  if [ "$cache_mounted" = 1 ]; then umount /etc/ld.so.cache; fi
+  mount --bind "$work/ld.so.cache" /etc/ld.so.cache || fail "cannot bind-mount a private /etc/ld.so.cache"
+  cache_mounted=1
+}
+mount -t tmpfs -o mode=0755 sockbroker-install-test /usr/local || fail "cannot mount a tmpfs on /usr/local (private)"
+private_ldconfig  # the system without libsockbroker, as before any install
+cmake --install "$build" --prefix /usr/local >"$work/install-usr-local.log" 2>&1 ||
+  { cat "$work/install-usr-local.log" >&2; fail "cmake --install --prefix /usr/local failed"; }
+# Built as the README's shared recipe, with pkg-config's own search path.
+# shellcheck disable=SC2046
+cc -std=c11 -pedantic "${flags[@]}" "${sanitize[@]}" "$here/c_consumer.c" -o "$work/c_consumer_ldconfig" \
+  $(env -u PKG_CONFIG_PATH pkg-config --cflags --libs sockbroker) ||
+  fail "cannot build c_consumer against /usr/local with pkg-config's default search path"
+if readelf -d "$work/c_consumer_ldconfig" | grep -E '\((RPATH|RUNPATH)\)'; then fail "c_consumer_ldconfig has an rpath"; fi
+# What the README warns of: installed, but not yet in the loader's cache.
+# (ldd into a file: grep -q on a pipe could end ldd with SIGPIPE, which pipefail reports.)
+ldd "$work/c_consumer_ldconfig" >"$work/ldd-before.log" 2>&1 || true
+grep -q "$soname => not found" "$work/ldd-before.log" ||
+  { cat "$work/ldd-before.log" >&2; fail "the loader finds $soname before ldconfig ran (is the README's warning still true?)"; }
 
 step "the installed sockbrokerd, in a private network namespace"
 mkdir -m 0755 "$work/run"
@@ -167,13 +255,28 @@ for _ in $(seq 100); do
 done
 [ -S "$control" ] || { cat "$work/broker.log" >&2; fail "sockbrokerd did not create $control within 10 s"; }
 
+run_consumer() {
+  step "as uid 65534: ${1#"$work"/}"
+  setpriv --reuid=65534 --regid=65534 --clear-groups "$1" "$control" web ||
+    { cat "$work/broker.log" >&2; fail "${1#"$work"/} did not get a listening socket from the installed broker"; }
+}
+# Here the loader's cache still lacks libsockbroker, and the static consumer
+# has no rpath: it finds everything it needs without libsockbroker.so.
+ldd "$work/c_consumer_static" >"$work/ldd-static.log" 2>&1 || { cat "$work/ldd-static.log" >&2; fail "ldd c_consumer_static failed"; }
+if grep -E 'libsockbroker|not found' "$work/ldd-static.log"; then fail "c_consumer_static needs a library the loader cannot find, or libsockbroker"; fi
 consumers=("$work/c_consumer" "$work/c_consumer_static" "$work/cxx/cxx_consumer" "$work/cxx/cxx_consumer_static"
            "$work/cxx-only/cxx_consumer")
 for consumer in "${consumers[@]}"; do
-  step "as uid 65534: ${consumer#"$work"/}"
-  setpriv --reuid=65534 --regid=65534 --clear-groups "$consumer" "$control" web ||
-    { cat "$work/broker.log" >&2; fail "${consumer#"$work"/} did not get a listening socket from the installed broker"; }
+  run_consumer "$consumer"
 done
+
+step "ldconfig: the consumer of /usr/local/lib finds $soname"
+private_ldconfig
+ldd "$work/c_consumer_ldconfig" >"$work/ldd-after.log" 2>&1 || { cat "$work/ldd-after.log" >&2; fail "ldd c_consumer_ldconfig failed"; }
+grep -q "$soname => /usr/local/lib/$soname" "$work/ldd-after.log" ||
+  { cat "$work/ldd-after.log" >&2; fail "after ldconfig the loader does not find /usr/local/lib/$soname"; }
+consumers+=("$work/c_consumer_ldconfig")
+run_consumer "$work/c_consumer_ldconfig"
 
 step "stopping sockbrokerd (SIGTERM)"
 kill -TERM "$broker_pid"

@@ -1,18 +1,14 @@
 // The sockbroker command as services and operators run it: exit codes, the one
 // line of failure, LISTEN_FDS for socket-activated programs.
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -89,6 +85,28 @@ TEST(Cli, ControlOptionAfterTheCommandName) {
   EXPECT_EQ(listing["sockets"][0]["state"], "bound");
 }
 
+// The human listing: aligned columns, each as wide as its widest cell, and
+// no blanks at the end of a line.
+TEST(Cli, ListPrintsAlignedColumns) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto user = cli_as_nobody(*broker, {"list"});
+  EXPECT_EQ(user.exit_code, 0) << user.output;
+  EXPECT_EQ(user.output,
+            "NAME  TYPE      ADDRESS\n"
+            "dns   datagram  127.0.0.1:53\n"
+            "web   stream    0.0.0.0:80\n");
+  auto admin = sbtest::cli_as_root(*broker, {"list"});
+  EXPECT_EQ(admin.exit_code, 0) << admin.output;
+  EXPECT_EQ(admin.output,
+            "NAME   TYPE      ADDRESS        STATE  HOLDERS  GRANTS  LIMIT  NOTE\n"
+            "admin  stream    127.0.0.1:443  bound  0        0       -\n"
+            "dns    datagram  127.0.0.1:53   bound  0        0       -\n"
+            "web    stream    0.0.0.0:80     bound  0        0       -\n");
+}
+
 TEST(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
   SBTEST_PREPARE();
   TempDir dir;
@@ -103,6 +121,26 @@ TEST(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
   auto denials = broker->wait_for_events("deny");
   ASSERT_EQ(denials.size(), 1u);
   EXPECT_EQ(denials[0]["reason"], "no_rule_matched");
+}
+
+// A refused revoke says what was refused, and why: the broker's reason.
+TEST(Cli, RevokeByANonAdministratorSaysWhatWasRefused) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  auto refused = cli_as_nobody(*broker, {"revoke", "web"});
+  EXPECT_EQ(refused.exit_code, 77) << refused.output;
+  EXPECT_TRUE(refused.output.starts_with("sockbroker: cannot revoke \"web\": permission denied: administrators only "
+                                         "(root or admin_group); the broker saw uid 65534"))
+      << refused.output;
+  EXPECT_EQ(std::count(refused.output.begin(), refused.output.end(), '\n'), 1) << "one line: " << refused.output;
+
+  auto unreachable = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
+                                            {sbtest::programs().sockbroker, "--control", dir.file("none.sock"),
+                                             "revoke", "web"});
+  EXPECT_EQ(unreachable.exit_code, 69) << unreachable.output;
+  EXPECT_TRUE(unreachable.output.starts_with("sockbroker: cannot revoke \"web\": ")) << unreachable.output;
 }
 
 TEST(Cli, UnknownSocketExits65) {
@@ -139,6 +177,35 @@ TEST(Cli, BindFailureExits71) {
   EXPECT_NE(result.output.find("not a socket"), std::string::npos) << result.output;
 }
 
+// A --netns path the caller may not open is a permission failure (77), not a
+// usage error: here a network namespace bound to a file, as `ip netns add`
+// does, in a directory only root may enter.
+TEST(Cli, NetnsPathTheCallerMayNotOpenExits77) {
+  SBTEST_PREPARE();
+  // The bind mount lives and dies with this test process's own mount namespace.
+  ASSERT_EQ(::unshare(CLONE_NEWNS), 0) << std::strerror(errno);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0) << std::strerror(errno);
+  TempDir dir;
+  ASSERT_EQ(::mkdir(dir.file("netns").c_str(), 0700), 0) << std::strerror(errno);
+  const std::string path = dir.file("netns/ctr1");
+  dir.write("netns/ctr1", "");
+  ASSERT_EQ(::mount("/proc/self/ns/net", path.c_str(), nullptr, MS_BIND, nullptr), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{path};
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+
+  // For root the same path is a namespace run can send.
+  auto root = sbtest::cli_as_root(*broker, {"run", "--netns", path, "-s", "web", "--", "/bin/true"});
+  EXPECT_EQ(root.exit_code, 0) << root.output;
+
+  auto nobody = cli_as_nobody(*broker, {"run", "--netns", path, "-s", "web", "--", "/bin/true"});
+  EXPECT_EQ(nobody.exit_code, 77) << nobody.output;
+  EXPECT_EQ(nobody.output, "sockbroker: cannot open the network namespace \"" + path + "\": Permission denied\n");
+}
+
 TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
   SBTEST_PREPARE();
   TempDir dir;
@@ -150,15 +217,15 @@ TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
   EXPECT_EQ(cli_as_nobody(*broker, {"--help"}).exit_code, 0);
 }
 
-// main() builds only the command it is asked for: every command must still be
-// found under its name (with --control before or after it), and help without
-// one, or with an unknown one, must still list them all.
+// Every command is found under its name (with --control before or after it),
+// and help without one, or with an unknown one, lists them all.
 TEST(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
   SBTEST_PREPARE();
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
-  const std::vector<std::string> all{"run", "get", "list", "check", "reload", "revoke", "status", "audit", "doctor"};
+  const std::vector<std::string> all{"run",    "get",   "list",   "check", "reload", "revoke",
+                                     "status", "audit", "doctor", "help",  "version"};
   for (const auto& command : all) {
     auto help = cli_as_nobody(*broker, {command, "--help"});
     EXPECT_EQ(help.exit_code, 0) << command << ": " << help.output;
@@ -185,6 +252,80 @@ TEST(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
     EXPECT_EQ(listed.exit_code, 0) << listed.output;
     EXPECT_NE(listed.output.find("web"), std::string::npos) << listed.output;
   }
+}
+
+// `sockbroker ARGS...` as nobody, without a broker.
+sbtest::ChildResult sockbroker_as_nobody(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{sbtest::programs().sockbroker};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, argv);
+}
+
+// What a newcomer types first: help, version, and a command that does not
+// exist, which must be named as such with the commands there are.
+TEST(Cli, HelpAndVersionAreCommands) {
+  SBTEST_PREPARE();
+  auto help = sockbroker_as_nobody({"help"});
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  EXPECT_EQ(help.output, sockbroker_as_nobody({"--help"}).output);
+  EXPECT_NE(help.output.find("  revoke"), std::string::npos) << help.output;
+  // An index: each command in its first sentence, the rest under help COMMAND.
+  EXPECT_EQ(help.output.find("Uptime, policy generation"), std::string::npos) << help.output;
+  EXPECT_NE(sockbroker_as_nobody({"help", "status"}).output.find("Uptime, policy generation"), std::string::npos);
+
+  for (const std::string command : {"run", "check", "revoke", "help"}) {
+    auto one = sockbroker_as_nobody({"help", command});
+    EXPECT_EQ(one.exit_code, 0) << command << ": " << one.output;
+    EXPECT_EQ(one.output, sockbroker_as_nobody({command, "--help"}).output) << command;
+    EXPECT_NE(one.output.find("sockbroker " + command), std::string::npos) << one.output;
+  }
+  EXPECT_NE(sockbroker_as_nobody({"help", "run"}).output.find("Examples:"), std::string::npos);
+
+  auto version = sockbroker_as_nobody({"version"});
+  EXPECT_EQ(version.exit_code, 0) << version.output;
+  EXPECT_TRUE(version.output.starts_with("sockbroker ")) << version.output;
+  EXPECT_EQ(version.output, sockbroker_as_nobody({"--version"}).output);
+}
+
+TEST(Cli, UnknownOrMissingCommandExits64NamingTheCommands) {
+  SBTEST_PREPARE();
+  const std::string commands = "run, get, list, check, reload, revoke, status, audit, doctor, help, version";
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"frobnicate"},
+                                               {"--control", "/nonexistent.sock", "frobnicate"},
+                                               {"frobnicate", "--control", "/nonexistent.sock"},
+                                               {"help", "frobnicate"}}) {
+    auto result = sockbroker_as_nobody(args);
+    EXPECT_EQ(result.exit_code, 64) << result.output;
+    EXPECT_EQ(result.output, "sockbroker: unknown command \"frobnicate\"; the commands are " + commands +
+                                 " (sockbroker help COMMAND explains one)\n");
+  }
+  auto none = sockbroker_as_nobody({});
+  EXPECT_EQ(none.exit_code, 64) << none.output;
+  EXPECT_EQ(none.output, "sockbroker: no command given; the commands are " + commands +
+                             " (sockbroker help explains them)\n");
+  // An unknown option is still CLI11's usage error, not an unknown command.
+  auto option = sockbroker_as_nobody({"list", "--frobnicate"});
+  EXPECT_EQ(option.exit_code, 64) << option.output;
+  EXPECT_NE(option.output.find("--frobnicate"), std::string::npos) << option.output;
+  EXPECT_EQ(option.output.find("unknown command"), std::string::npos) << option.output;
+}
+
+// CLI11's errors, like every other failure, in one line that says what to read.
+TEST(Cli, UsageErrorsAreOneLineNamingTheHelp) {
+  SBTEST_PREPARE();
+  auto option = sockbroker_as_nobody({"list", "--frobnicate"});
+  EXPECT_EQ(option.exit_code, 64) << option.output;
+  EXPECT_EQ(option.output,
+            "sockbroker: the following argument was not expected: --frobnicate (see sockbroker help list)\n");
+  auto missing = sockbroker_as_nobody({"revoke"});
+  EXPECT_EQ(missing.exit_code, 64) << missing.output;
+  EXPECT_EQ(missing.output, "sockbroker: name is required (see sockbroker help revoke)\n");
+  auto value = sockbroker_as_nobody({"check", "--policy"});
+  EXPECT_EQ(value.exit_code, 64) << value.output;
+  EXPECT_EQ(value.output, "sockbroker: --policy: 1 required TEXT missing (see sockbroker help check)\n");
+  auto top = sockbroker_as_nobody({"--frobnicate"});
+  EXPECT_EQ(top.exit_code, 64) << top.output;
+  EXPECT_EQ(top.output, "sockbroker: the following argument was not expected: --frobnicate (see sockbroker help)\n");
 }
 
 TEST(Cli, DemoHttpdServesThroughRunAsNobody) {
@@ -224,70 +365,45 @@ TEST(Cli, CheckReportsPositionsAndExit78) {
   EXPECT_EQ(strict.exit_code, 78) << strict.output;  // wildcard warnings become errors
 }
 
-// Size and Rss (kB) of each executable mapping of `file` in /proc/PID/smaps.
-std::vector<std::pair<long, long>> code_mappings(pid_t pid, const std::string& file) {
-  std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps");
-  std::vector<std::pair<long, long>> out;
-  bool ours = false;
-  std::string line;
-  while (std::getline(smaps, line)) {
-    std::istringstream fields(line);
-    std::string first, perms, offset, device, inode, path;
-    fields >> first >> perms >> offset >> device >> inode >> path;
-    if (first.find('-') != std::string::npos && first.back() != ':') {  // a mapping's header line
-      ours = path == file && perms.find('x') != std::string::npos;
-      if (ours) out.emplace_back(-1, -1);
-    } else if (ours && first == "Size:") {
-      out.back().first = std::stol(perms);
-    } else if (ours && first == "Rss:") {
-      out.back().second = std::stol(perms);
-    }
-  }
-  return out;
-}
-
-// prefault_image.cpp: the command maps all of its code in one madvise before
-// its constructors run, so while it waits for the broker every page of its
-// executable mapping is present, not only the ones it has run.
-TEST(Cli, CommandMapsAllOfItsCodeBeforeMain) {
+// No allow rule means root only, as documented; check says so, because in a
+// policy that is more often a rule forgotten than a decision.
+TEST(Cli, CheckWarnsAboutASocketOnlyRootGets) {
   SBTEST_PREPARE();
-#ifndef MADV_POPULATE_READ
-  constexpr int MADV_POPULATE_READ = 22;
-#endif
-  std::vector<char> probe(4096);
-  if (::madvise(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(probe.data()) & ~std::uintptr_t{4095}), 4096,
-                MADV_POPULATE_READ) != 0 &&
-      errno == EINVAL) {
-    if (sockbroker_skips_are_forbidden()) FAIL() << "this kernel has no MADV_POPULATE_READ (Linux 5.14)";
-    GTEST_SKIP() << "this kernel has no MADV_POPULATE_READ (Linux 5.14): the command faults its code in as it runs";
-  }
   TempDir dir;
-  // A control socket nobody answers: the command connects and waits for a reply.
-  const std::string path = dir.file("silent.sock");
-  sockbroker::UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  ASSERT_TRUE(listener);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
-  ASSERT_EQ(::listen(listener.get(), 1), 0);
-  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+  dir.write("policy.toml",
+            "[socket.app]\nlisten = \"127.0.0.1:9000\"\n\n"
+            "[socket.web]\nlisten = \"0.0.0.0:80\"\n[[socket.web.allow]]\nuser = \"nobody\"\n\n"
+            "[socket.\"app.v2\"]\nlisten = \"127.0.0.1:9001\"\n\n"
+            "[socket.root]\nlisten = \"127.0.0.1:9002\"\n[[socket.root.allow]]\nuser = \"root\"\n");
+  const std::string file = dir.file("policy.toml");
+  auto result = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--policy", file});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  // In position order with the loader's own warnings; root named by a rule is no mistake.
+  EXPECT_EQ(result.output,
+            file + ":1:1: warning: socket \"app\" has no allow rule, so only root gets it; add [[socket.app.allow]] "
+                   "rules, or one with user = \"root\" to say that is meant\n" +
+                file + ":5:10: warning: listen \"0.0.0.0:80\" listens on every interface; name the address it should "
+                       "serve\n" +
+                file + ":9:1: warning: socket \"app.v2\" has no allow rule, so only root gets it; add "
+                       "[[socket.\"app.v2\".allow]] rules, or one with user = \"root\" to say that is meant\n"
+                       "policy OK: 4 socket(s) from 1 file(s), 3 warning(s)\n");
 
-  sbtest::Background command(sbtest::kNobody, sbtest::kNogroup,
-                             {sbtest::programs().sockbroker, "--control", path, "list"});
-  pollfd ready{listener.get(), POLLIN, 0};
-  ASSERT_EQ(::poll(&ready, 1, 10000), 1) << "the command never connected: " << command.output();
-  sockbroker::UniqueFd connection(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  ASSERT_TRUE(connection);
-  char request[4096];
-  ASSERT_GT(::recv(connection.get(), request, sizeof request, 0), 0);  // it sent its request: past main
+  auto json = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--json", "--policy", file});
+  EXPECT_EQ(json.exit_code, 0) << json.output;
+  auto parsed = nlohmann::json::parse(json.output);
+  ASSERT_EQ(parsed["diagnostics"].size(), 3u) << json.output;
+  EXPECT_EQ(parsed["diagnostics"][0]["severity"], "warning");
+  EXPECT_EQ(parsed["diagnostics"][0]["line"], 1);
 
-  const auto mappings = code_mappings(command.pid(), std::filesystem::canonical(sbtest::programs().sockbroker));
-  ASSERT_FALSE(mappings.empty()) << "no executable mapping of " << sbtest::programs().sockbroker;
-  for (const auto& [size_kb, rss_kb] : mappings) {
-    EXPECT_GT(size_kb, 0);
-    EXPECT_EQ(rss_kb, size_kb) << "of its code, " << rss_kb << " kB of " << size_kb << " kB are mapped";
-  }
+  // --strict: a warning like the others, so an error.
+  dir.write("root-only.toml", "[socket.app]\nlisten = \"127.0.0.1:9000\"\n");
+  auto strict = sbtest::run_command_as(
+      0, 0, {sbtest::programs().sockbroker, "check", "--strict", "--policy", dir.file("root-only.toml")});
+  EXPECT_EQ(strict.exit_code, 78) << strict.output;
+  EXPECT_NE(strict.output.find(dir.file("root-only.toml") + ":1:1: error: socket \"app\" has no allow rule"),
+            std::string::npos)
+      << strict.output;
+  EXPECT_NE(strict.output.find("policy invalid: 1 error(s)"), std::string::npos) << strict.output;
 }
 
 }  // namespace

@@ -744,10 +744,12 @@ int echo_server(const std::string& tag) {
 }  // namespace
 
 int supervised_probe(int argc, char** argv);  // supervised_probe.cpp
+int threaded_bind_probe(int argc, char** argv);  // supervised_probe.cpp
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--probe-listen-fds") == 0) return probe_listen_fds();
   if (argc > 1 && std::strcmp(argv[1], "--supervised-probe") == 0) return supervised_probe(argc, argv);
+  if (argc > 1 && std::strcmp(argv[1], "--threaded-bind-probe") == 0) return threaded_bind_probe(argc, argv);
   if (argc > 2 && std::strcmp(argv[1], "--echo-server") == 0) return echo_server(argv[2]);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();

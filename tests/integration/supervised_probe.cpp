@@ -3,6 +3,10 @@
 // makes and prints what each returned, as one JSON object on stdout, for
 // supervisor_test.cpp to check. PORT, UNIX_PATH and UDP_PORT are policy
 // sockets; DENIED_PORT is not.
+//
+// `integration_tests --threaded-bind-probe PORT DENIED_PORT`: the same for a
+// server whose bind(2) and listen(2) come from a thread other than its first
+// (a listener thread, Go's or Java's runtime).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -18,6 +22,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -37,6 +42,20 @@ int int_option(int fd, int level, int name) {
   int value = -1;
   socklen_t length = sizeof value;
   return ::getsockopt(fd, level, name, &value, &length) == 0 ? value : -1;
+}
+
+// Serves one connection on fd, so the test sees the socket works; 0 once it has.
+int serve_one_connection(int fd) {
+  for (int i = 0; i < 500; ++i) {
+    int client = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client >= 0) {
+      (void)!::write(client, "probe\n", 6);
+      ::close(client);
+      return 0;
+    }
+    ::usleep(10000);
+  }
+  return 3;
 }
 
 }  // namespace
@@ -105,15 +124,33 @@ int supervised_probe(int argc, char** argv) {
   out["listen_udp"] = outcome(::listen(udp, 1));
 
   std::cout << out.dump() << std::endl;
-  // Serve one connection on the TCP socket, so the test sees it works.
-  for (int i = 0; i < 500; ++i) {
-    int client = ::accept4(tcp, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client >= 0) {
-      (void)!::write(client, "probe\n", 6);
-      ::close(client);
-      return 0;
-    }
-    ::usleep(10000);
-  }
-  return 3;
+  return serve_one_connection(tcp);
+}
+
+int threaded_bind_probe(int argc, char** argv) {
+  if (argc < 4) return 64;
+  const int port = std::atoi(argv[2]);
+  const int denied_port = std::atoi(argv[3]);
+  nlohmann::json out;
+  int tcp = -1;
+  // errno is the thread's own, so each outcome is read where its call ran.
+  std::thread listener([&] {
+    tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in address = loopback(port);
+    out["bind"] = outcome(::bind(tcp, reinterpret_cast<sockaddr*>(&address), sizeof address));
+    sockaddr_in bound{};
+    socklen_t length = sizeof bound;
+    ::getsockname(tcp, reinterpret_cast<sockaddr*>(&bound), &length);
+    out["bound_port"] = ntohs(bound.sin_port);
+    out["listen"] = outcome(::listen(tcp, 16));
+
+    int other = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in denied = loopback(denied_port);
+    out["bind_denied"] = outcome(::bind(other, reinterpret_cast<sockaddr*>(&denied), sizeof denied));
+    int unbound = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    out["listen_unbound"] = outcome(::listen(unbound, 1));
+  });
+  listener.join();
+  std::cout << out.dump() << std::endl;
+  return serve_one_connection(tcp);
 }

@@ -101,6 +101,30 @@ TEST(Supervisor, AProgramsOwnBindsAreServedFromThePolicyAndTheRestRefused) {
       << "the supervisor says why on stderr:\n" << text;
 }
 
+// The notification names the calling thread, not its process: a bind from a
+// thread other than the first must be answered as the first's is, never left
+// waiting (the program would hang in bind(2) for good).
+TEST(Supervisor, BindsAndListensFromAnotherThreadAreAnswered) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, policy(dir));
+  ASSERT_TRUE(broker);
+  Background probe(sbtest::kNobody, sbtest::kNogroup,
+                   run(*broker, {sbtest::programs().self, "--threaded-bind-probe", std::to_string(kPort),
+                                 std::to_string(kDeniedPort)}));
+  ASSERT_TRUE(probe.wait_for_output("}", std::chrono::seconds(20)))
+      << "the thread's calls were not answered:\n" << probe.output();
+  EXPECT_EQ(sbtest::tcp_exchange(kPort, ""), "probe\n") << "the program serves the broker's socket";
+  EXPECT_EQ(probe.wait(), 0) << probe.output();
+  const std::string text = probe.output();
+  auto out = nlohmann::json::parse(text.substr(text.find('{'), text.rfind('}') - text.find('{') + 1));
+  EXPECT_EQ(out["bind"], "ok");
+  EXPECT_EQ(out["bound_port"], kPort);
+  EXPECT_EQ(out["listen"], "ok");
+  EXPECT_EQ(out["bind_denied"], "Permission denied") << "an address the policy lacks: EACCES";
+  EXPECT_EQ(out["listen_unbound"], "Operation not permitted");
+}
+
 TEST(Supervisor, ForwardsSignalsAndExitsWithTheProgramsStatus) {
   SBTEST_PREPARE();
   TempDir dir;
