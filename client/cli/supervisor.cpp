@@ -186,11 +186,9 @@ int supervise(Supervision run) {
   }
   // Landlock before the fork, once for both: the program's domain is then the
   // supervisor's (see run_child).
-  auto landlock = lockdown_layers::apply_landlock_net();
+  auto landlock = lockdown_layers::apply_landlock();
   if (!landlock) return report(landlock.error());
-  if (!landlock->applied) {
-    say("note: no Landlock layer (" + landlock->unavailable + "); the seccomp layer alone refuses binds");
-  }
+  if (!landlock->note.empty()) say("note: " + landlock->note);
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return report(errno_error("socketpair"));
   UniqueFd ours(pair[0]), theirs(pair[1]);
