@@ -32,6 +32,7 @@
 #include <array>
 #include <vector>
 #include <span>
+#include <cctype>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -482,6 +483,63 @@ TEST(Lockdown, WithoutLandlockNetworkRulesStillCannotWriteIntoAnotherProcessOfIt
   EXPECT_TRUE(exited_cleanly(r)) << describe(r);
   expect_victim_untouched(victim);
   reap(victim);
+}
+
+// An AF_UNIX socket with SO_PASSCRED (or SO_PASSPIDFD) gets a name when it
+// first sends or connects unbound: an abstract "\0XXXXX" of five hex digits
+// the kernel picks, which anyone in the network namespace can send datagrams
+// to. Allowed on purpose: it is the AF_UNIX form of the ephemeral port a UDP
+// socket gets on its first sendto (also allowed, and as reachable), the
+// process cannot choose the name, and refusing SO_PASSCRED would break
+// sd-bus, libdbus and udev's netlink monitor, which cannot be told apart by a
+// filter (setsockopt shows no socket family). Choosing a name is still a bind.
+TEST(Lockdown, PassCredAutobindGetsOnlyAKernelChosenAbstractName) {
+  auto r = run_in_child([](Probe& p) {
+    UniqueFd receiver = make_socket(AF_UNIX, SOCK_DGRAM);
+    const Address there = abstract_unix("passcred");
+    p.expect_ok("bind the receiver before lockdown", ::bind(receiver.get(), there.get(), there.length));
+    if (!lock_down(p)) return;
+
+    UniqueFd sender = make_socket(AF_UNIX, SOCK_DGRAM);
+    p.expect_ok("setsockopt(SO_PASSCRED)", set_int_option(sender.get(), SOL_SOCKET, SO_PASSCRED, 1));
+    p.expect_ok("sendto with SO_PASSCRED", ::sendto(sender.get(), "x", 1, 0, there.get(), there.length));
+    const Address name = local_address(sender.get());
+    const auto* un = reinterpret_cast<const sockaddr_un*>(&name.storage);
+    const socklen_t autobind_length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 6);
+    p.expect(name.length == autobind_length && un->sun_path[0] == '\0' &&
+                 std::all_of(un->sun_path + 1, un->sun_path + 6, [](char c) { return std::isxdigit(c) != 0; }),
+             "expected an autobound abstract name of five hex digits");
+
+    // Anyone may send to it, as to a UDP socket's ephemeral port.
+    UniqueFd stranger = make_socket(AF_UNIX, SOCK_DGRAM);
+    p.expect_ok("a datagram to the autobound name", ::sendto(stranger.get(), "y", 1, 0, name.get(), name.length));
+
+    // What the process cannot do: choose the name, or ask for autobind by bind(2).
+    UniqueFd chooser = make_socket(AF_UNIX, SOCK_DGRAM);
+    const Address chosen = abstract_unix("chosen");
+    p.expect_errno("bind(AF_UNIX, a chosen abstract name)", ::bind(chooser.get(), chosen.get(), chosen.length), EPERM);
+    sockaddr_un family_only{};
+    family_only.sun_family = AF_UNIX;
+    p.expect_errno("bind(AF_UNIX, family only: autobind)",
+                   ::bind(chooser.get(), reinterpret_cast<sockaddr*>(&family_only), sizeof(sa_family_t)), EPERM);
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+}
+
+// The lockdown leaves PR_SET_DUMPABLE as it was. Not dumpable, the process
+// would lose its core dumps and its own /proc/self/environ, auxv, io and mem
+// (owned by root then; measured on 6.18), and same-uid monitoring of its
+// /proc/PID; and execve sets it back to dumpable, so for a program `sockbroker
+// run` starts it could not be set at all. What it would buy (other processes
+// of the uid kept out of this one) is not what the lockdown is for: it keeps
+// the locked-down process in, and the Landlock domain does that.
+TEST(Lockdown, LeavesDumpableAsItWas) {
+  auto r = run_in_child([](Probe& p) {
+    p.expect_ok("PR_SET_DUMPABLE 1", ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0));
+    if (!lock_down(p)) return;
+    p.expect(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1, "the lockdown changed PR_GET_DUMPABLE");
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
 }
 
 // Inside a container whose seccomp profile refuses the Landlock system calls
