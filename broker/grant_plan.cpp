@@ -77,6 +77,7 @@ DenialKind kind_of(DenialReason reason) noexcept {
     case Reason::invalid_flags: return {"invalid", Code::invalid};
     case Reason::netns_missing: return {"invalid", Code::invalid};
     case Reason::netns_invalid: return {"invalid", Code::invalid};
+    case Reason::netns_brokers_own: return {"netns_brokers_own", Code::denied};
     case Reason::not_serving: return {"bind_failed", Code::bind};
     case Reason::holder_limit: return {"limit", Code::quota};
     case Reason::untrackable: return {"system", Code::system};
@@ -136,7 +137,19 @@ Planned plan_grant(const GrantQuery& query, const CallerFacts& caller, const pol
     if (!query.netns->ok()) {
       return refuse(Reason::netns_invalid, socket_named(name) + ": " + describe(query.netns->error()), &spec);
     }
-    netns = query.netns->value();
+    const NamespaceFacts& sent = query.netns->value();
+    // Bound in the broker's own namespace, a request socket would be one more
+    // socket on the broker's ports, outside the policy's conflict checks: with
+    // reuse_port it would join a broker socket's group (root makes both, so
+    // the kernel lets it) and take a share of its connections.
+    if (sent.brokers_own) {
+      return refuse(Reason::netns_brokers_own,
+                    socket_named(name) + ": the network namespace sent (net:[" + std::to_string(sent.inode) +
+                        "]) is the broker's own; a netns = \"request\" socket is bound only in another one (a "
+                        "container's): send that namespace",
+                    &spec);
+    }
+    netns = sent.inode;
   }
   const TableEntry* entry = table.find(name);
   if (entry == nullptr || !entry->serving()) {

@@ -4,13 +4,14 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <cstring>
 
 namespace sockbroker::broker {
 
-Result<std::uint64_t> network_namespace_inode(int fd) {
+Result<NamespaceFacts> inspect_network_namespace(int fd) {
   // Read from the descriptor's /proc link, never from the file: fstat or an
   // ioctl would call into whatever file system the client's file lives on
   // (a FUSE server can make either wait forever).
@@ -19,7 +20,17 @@ Result<std::uint64_t> network_namespace_inode(int fd) {
     return Error{0, 0, "the descriptor sent with the request is " + kind.description +
                            ", not a network namespace (send an open /proc/PID/ns/net or /run/netns/NAME)"};
   }
-  return kind.inode;
+  NamespaceFacts facts;
+  facts.inode = kind.inode;
+  // Asked per request, not remembered: cheap, and true of the thread that is
+  // about to enter the namespace. nsfs is one file system, so the inode alone
+  // names a namespace.
+  struct stat own {};
+  if (::stat("/proc/thread-self/ns/net", &own) != 0) {
+    return errno_error("cannot tell the broker's own network namespace (/proc/thread-self/ns/net)");
+  }
+  facts.brokers_own = static_cast<std::uint64_t>(own.st_ino) == kind.inode;
+  return facts;
 }
 
 // Why the calling thread itself enters the namespace and comes back, rather

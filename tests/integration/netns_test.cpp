@@ -287,6 +287,66 @@ TEST(Netns, RefusedRequestsBindNothingAnywhere) {
   EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
 }
 
+// Security review round 2, item 4: a runtime uid sent the broker's own
+// namespace (its own /proc/self/ns/net: the runtime runs on the host) for a
+// reuse_port request socket on the port of a broker reuse_port socket, and the
+// broker, root for both, bound a new member of that group for it: half the
+// host socket's connections. Now refused, whoever asks.
+TEST(Netns, TheBrokersOwnNamespaceIsRefused) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.host]
+listen = "127.0.0.1:8443"
+reuse_port = true
+
+[[socket.host.allow]]
+user = 4242
+
+[socket.side]
+listen = "127.0.0.1:8443"
+reuse_port = true
+netns = "request"
+
+[[socket.side.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+  const std::uint64_t home = netns_inode_of_pid(broker->pid());
+
+  // The runtime opens its own namespace, which is the broker's.
+  auto own = sbtest::run_as(kRuntime, kRuntime, [&](int report_fd) {
+    UniqueFd mine(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!mine || !client) return 100;
+    auto grant = client->acquire_in_netns("side", mine.get());
+    if (grant) return 0;
+    sbtest::report(report_fd, grant.error().message);
+    return -grant.error().code;
+  });
+  EXPECT_EQ(-own.exit_code, SOCKBROKER_E_DENIED) << own.exit_code << ": " << own.output;
+  EXPECT_NE(own.output.find("is the broker's own"), std::string::npos) << own.output;
+
+  // root, sending the same namespace, is refused too.
+  UniqueFd same(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(same);
+  Asked as_root = ask_as(0, broker->control(), "side", same.get());
+  EXPECT_FALSE(as_root.socket);
+  EXPECT_EQ(as_root.code, SOCKBROKER_E_DENIED) << as_root.message;
+
+  auto denials = broker->wait_for_events("deny", 2);
+  ASSERT_EQ(denials.size(), 2u);
+  for (const auto& denial : denials) {
+    EXPECT_EQ(denial["reason"], "netns_brokers_own") << denial.dump();
+    EXPECT_EQ(denial["netns"], home) << denial.dump();
+  }
+  // Any other namespace is granted as before.
+  Netns a = make_netns();
+  Asked in_a = ask_as(kRuntime, broker->control(), "side", a.fd.get());
+  ASSERT_TRUE(in_a.socket) << in_a.message;
+  EXPECT_EQ(socket_netns(in_a.socket.get()), a.inode);
+}
+
 TEST(Netns, BrokerSocketIgnoresANamespaceSentWithIt) {
   SBTEST_PREPARE();
   TempDir dir;

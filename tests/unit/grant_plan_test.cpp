@@ -203,12 +203,44 @@ user = "nobody"
   facts.sender_pid = peer.pid;
   EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
             DenialReason::netns_invalid);
-  query.netns.emplace(std::uint64_t{4026532000});
+  query.netns.emplace(broker::NamespaceFacts{4026532000, false});
   const auto planned = broker::plan_grant(query, facts, world.policy, world.table, world.leases);
   const auto& plan = plan_of(planned);
   EXPECT_EQ(plan.source, GrantPlan::Source::in_request_netns);
   EXPECT_EQ(plan.lease, GrantPlan::Lease::none);
   EXPECT_EQ(plan.netns, std::uint64_t{4026532000});
+}
+
+// A request socket in the broker's own namespace would join the broker's own
+// ports (a reuse_port group of a broker socket, say): refused for everyone,
+// root too, before anything is bound.
+TEST(GrantPlan, RequestNamespaceSocketIsNeverBoundInTheBrokersOwnNamespace) {
+  World world(R"(
+[socket.ctr]
+listen = "127.0.0.1:8080"
+netns = "request"
+reuse_port = true
+[[socket.ctr.allow]]
+user = "nobody"
+)");
+  GrantQuery query;
+  query.name = "ctr";
+  query.netns.emplace(broker::NamespaceFacts{4026531840, true});
+  for (uid_t uid : {kNobody, uid_t{0}}) {
+    policy::PeerIdentity peer = nobody();
+    peer.uid = uid;
+    CallerFacts facts{peer};
+    facts.sender_pid = peer.pid;
+    const auto planned = broker::plan_grant(query, facts, world.policy, world.table, world.leases);
+    EXPECT_EQ(reason_of(planned), DenialReason::netns_brokers_own) << "uid " << uid;
+    if (const auto* denial = std::get_if<Denial>(&planned)) {
+      EXPECT_EQ(denial->message,
+                "socket \"ctr\": the network namespace sent (net:[4026531840]) is the broker's own; a netns = "
+                "\"request\" socket is bound only in another one (a container's): send that namespace");
+    }
+  }
+  EXPECT_EQ(broker::kind_of(DenialReason::netns_brokers_own).audit_reason, "netns_brokers_own");
+  EXPECT_EQ(broker::kind_of(DenialReason::netns_brokers_own).code, proto::ErrorCode::denied);
 }
 
 TEST(GrantPlan, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
