@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <sockbroker/fd.hpp>
 
@@ -38,6 +39,7 @@ enum class DenialReason : std::uint8_t {
   netns_missing,          // a netns = "request" socket asked for without a namespace
   netns_invalid,          // what was sent is not a network namespace
   netns_brokers_own,      // what was sent is the broker's own network namespace
+  netns_not_allowed,      // what was sent is none the socket's netns_owner or netns_path allows
   not_serving,            // the broker could not bind the socket
   holder_limit,           // max_clients / max_clients_per_uid holder processes tracked
   untrackable,            // a counted grant, and no pidfd to count it by (Linux < 6.5)
@@ -74,6 +76,13 @@ struct BindAddress {
 struct NamespaceFacts {
   std::uint64_t inode = 0;   // what lsns shows, and /proc/PID/ns/net as net:[INODE]
   bool brokers_own = false;  // the namespace the broker itself is in
+  // Asked only when the socket's netns_owner needs it: the uid owning the
+  // namespace's user namespace. Unset: not asked, or the kernel would not say.
+  std::optional<uid_t> owner;
+  // Asked only when the socket has netns_path: the first place among them the
+  // namespace is mounted at, and why any pattern could not be searched.
+  std::optional<std::string> mounted_at;
+  std::vector<std::string> unsearched;
 };
 
 // What one acquire asks for: a socket by name, or the socket at an address.

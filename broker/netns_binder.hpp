@@ -15,10 +15,12 @@ namespace sockbroker::broker {
 
 // What plan_grant needs to know of the network namespace fd refers to: its
 // inode (what `ip netns identify`, `lsns` and /proc/PID/ns/net -> "net:[INODE]"
-// show) and whether it is the broker's own; or an error saying what the
-// descriptor is instead. The descriptor is untrusted: anything a client can
-// open or create may arrive here.
-[[nodiscard]] Result<NamespaceFacts> inspect_network_namespace(int fd);
+// show), whether it is the broker's own, and what `socket`'s netns_owner and
+// netns_path need (its owner; where among those paths it is mounted); or an
+// error saying what the descriptor is instead. The descriptor is untrusted:
+// anything a client can open or create may arrive here. `socket` may be null
+// (nothing but the first two is asked).
+[[nodiscard]] Result<NamespaceFacts> inspect_network_namespace(int fd, const policy::SocketSpec* socket);
 
 // Creates and binds the policy socket inside the network namespace netns_fd
 // (already checked with inspect_network_namespace) and returns to the broker's

@@ -134,7 +134,7 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
     const policy::SocketSpec* named = query.address ? nullptr : state_.policy.find(query.name);
     // A namespace sent along for any other socket is ignored (the server disposes of it).
     if (named == nullptr || named->netns == policy::NetnsMode::request) {
-      query.netns.emplace(inspect_network_namespace(caller.netns_fd));
+      query.netns.emplace(inspect_network_namespace(caller.netns_fd, named));
     }
   }
   CallerFacts facts{peer};

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -182,6 +183,29 @@ int run_ip(const std::vector<std::string>& args, std::string* output, const std:
   return result.exit_code;
 }
 
+// A namespace mounted at `path` as `ip netns add` does (a bind mount of the
+// nsfs file on an empty file), unmounted and removed when this goes.
+class MountedNetns {
+ public:
+  MountedNetns(const Netns& ns, std::string path) : path_(std::move(path)) {
+    UniqueFd target(::open(path_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444));
+    EXPECT_TRUE(target) << path_ << ": " << std::strerror(errno);
+    const std::string source = "/proc/self/fd/" + std::to_string(ns.fd.get());
+    mounted_ = ::mount(source.c_str(), path_.c_str(), nullptr, MS_BIND, nullptr) == 0;
+    EXPECT_TRUE(mounted_) << "mount --bind " << source << " " << path_ << ": " << std::strerror(errno);
+  }
+  ~MountedNetns() {
+    if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
+    ::unlink(path_.c_str());
+  }
+  MountedNetns(const MountedNetns&) = delete;
+  MountedNetns& operator=(const MountedNetns&) = delete;
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+};
+
 }  // namespace
 
 TEST(Netns, GrantIsBoundInsideTheRequestedNamespaceOnly) {
@@ -345,6 +369,108 @@ user = 65534
   Asked in_a = ask_as(kRuntime, broker->control(), "side", a.fd.get());
   ASSERT_TRUE(in_a.socket) << in_a.message;
   EXPECT_EQ(socket_netns(in_a.socket.get()), a.inode);
+}
+
+// netns_owner = "requester": a namespace made in a user namespace of the
+// requester's own (a rootless container's) qualifies; one root made (another
+// container's, /run/netns/NAME readable by everyone) does not.
+TEST(Netns, OwnerRequesterTakesOnlyTheRequestersOwnNamespaces) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "0.0.0.0:80"
+netns = "request"
+netns_owner = "requester"
+
+[[socket.web.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+  const int baseline = broker->settled_fd_count();
+
+  Netns roots = make_netns();
+  Asked theirs = ask_as(kRuntime, broker->control(), "web", roots.fd.get());
+  EXPECT_FALSE(theirs.socket);
+  EXPECT_EQ(theirs.code, SOCKBROKER_E_DENIED) << theirs.message;
+  EXPECT_NE(theirs.message.find("its user namespace is owned by uid 0 (netns_owner allows the requester (uid 65534))"),
+            std::string::npos)
+      << theirs.message;
+  EXPECT_FALSE(connects_in(roots.fd.get(), "127.0.0.1", 80)) << "nothing bound in the namespace refused";
+
+  // The runtime's own: a user namespace and a network namespace made by uid 65534.
+  auto own = sbtest::run_as(kRuntime, kRuntime, [&](int report_fd) {
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
+      sbtest::report(report_fd, std::string("unshare(CLONE_NEWUSER | CLONE_NEWNET): ") + std::strerror(errno));
+      return 100;
+    }
+    UniqueFd mine(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!mine || !client) return 101;
+    auto grant = client->acquire_in_netns("web", mine.get());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    return socket_netns(grant->fd.get()) == inode_of(mine.get()) && local_port(grant->fd.get()) == 80 ? 0 : 2;
+  });
+  EXPECT_EQ(own.exit_code, 0) << own.output;
+
+  auto denials = broker->wait_for_events("deny");
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0]["reason"], "netns_not_allowed") << denials[0].dump();
+  EXPECT_EQ(denials[0]["netns"], roots.inode) << denials[0].dump();
+  EXPECT_EQ(broker->wait_for_events("grant").size(), 1u);
+  EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
+}
+
+// netns_path: the namespace must be mounted at a matching path, found by the
+// broker as itself (not through a link), in directories only root can change.
+TEST(Netns, PathTakesOnlyNamespacesMountedThere) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  const std::string named = dir.file("netns");
+  ASSERT_EQ(::mkdir(named.c_str(), 0755), 0);
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "0.0.0.0:80"
+netns = "request"
+netns_path = ")" + named + R"(/ctr-*"
+
+[[socket.web.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+
+  Netns a = make_netns(), b = make_netns(), c = make_netns();
+  MountedNetns at_a(a, named + "/ctr-a");
+  MountedNetns at_b(b, named + "/other-b");
+  const std::string link = named + "/ctr-link";
+  ASSERT_EQ(::symlink(c.path().c_str(), link.c_str()), 0);
+
+  Asked in_a = ask_as(kRuntime, broker->control(), "web", a.fd.get());
+  ASSERT_TRUE(in_a.socket) << in_a.message;
+  EXPECT_EQ(socket_netns(in_a.socket.get()), a.inode);
+
+  Asked in_b = ask_as(kRuntime, broker->control(), "web", b.fd.get());
+  EXPECT_EQ(in_b.code, SOCKBROKER_E_DENIED) << in_b.message;
+  EXPECT_NE(in_b.message.find("it is mounted at no netns_path (\"" + named + "/ctr-*\")"), std::string::npos)
+      << in_b.message;
+  Asked in_c = ask_as(kRuntime, broker->control(), "web", c.fd.get());
+  EXPECT_EQ(in_c.code, SOCKBROKER_E_DENIED) << "a link to it is not a mount of it: " << in_c.message;
+
+  // A directory someone else can change is not searched at all.
+  ASSERT_EQ(::chown(named.c_str(), kRuntime, kRuntime), 0);
+  in_a.socket.reset();
+  Asked changed = ask_as(kRuntime, broker->control(), "web", a.fd.get());
+  EXPECT_EQ(changed.code, SOCKBROKER_E_DENIED) << changed.message;
+  EXPECT_NE(changed.message.find("\"" + named + "\" is owned by uid 65534, not root"), std::string::npos)
+      << changed.message;
+  ::unlink(link.c_str());
+
+  auto denials = broker->wait_for_events("deny", 3);
+  ASSERT_EQ(denials.size(), 3u);
+  for (const auto& denial : denials) EXPECT_EQ(denial["reason"], "netns_not_allowed") << denial.dump();
 }
 
 TEST(Netns, BrokerSocketIgnoresANamespaceSentWithIt) {
