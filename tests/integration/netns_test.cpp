@@ -5,6 +5,7 @@
 // the broker's; namespaces A, B, ... are made by unshare and held by descriptor.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -471,6 +472,47 @@ user = 65534
   auto denials = broker->wait_for_events("deny", 3);
   ASSERT_EQ(denials.size(), 3u);
   for (const auto& denial : denials) EXPECT_EQ(denial["reason"], "netns_not_allowed") << denial.dump();
+}
+
+// `ip netns exec NAME sockbroker get --netns /run/netns/NAME ...`: the runtime
+// opens the namespace in a mount namespace of its own, whose copy of the
+// bind mount the broker's /proc/self/mountinfo does not list. Still a network
+// namespace, and still the one mounted at the netns_path the broker sees.
+TEST(Netns, NamespaceOpenedInAnotherMountNamespaceIsRecognised) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  const std::string named = dir.file("netns");
+  ASSERT_EQ(::mkdir(named.c_str(), 0755), 0);
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "0.0.0.0:80"
+netns = "request"
+netns_path = ")" + named + R"(/ctr-*"
+
+[[socket.web.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+  Netns a = make_netns();
+  MountedNetns at_a(a, named + "/ctr-a");
+
+  auto child = sbtest::run_as(0, 0, [&](int report_fd) {
+    if (::unshare(CLONE_NEWNS) != 0) return 100;
+    UniqueFd ns(::open((named + "/ctr-a").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns || ::setgroups(0, nullptr) != 0 || ::setgid(kRuntime) != 0 || ::setuid(kRuntime) != 0) return 101;
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!client) return 102;
+    auto grant = client->acquire_in_netns("web", ns.get());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    return 0;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  auto grants = broker->wait_for_events("grant");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0]["netns"], a.inode) << grants[0].dump();
 }
 
 TEST(Netns, BrokerSocketIgnoresANamespaceSentWithIt) {
