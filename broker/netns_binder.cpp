@@ -34,7 +34,7 @@ std::optional<uid_t> namespace_owner(int fd) {
 Status trusted(int fd, const std::string& shown) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return errno_error("fstat \"" + shown + "\"");
-  if (auto why = policy::untrusted_directory(st)) return Error{0, EPERM, "\"" + shown + "\" " + *why};
+  if (auto why = policy::untrusted_directory(st)) return Error{0, 0, "\"" + shown + "\" " + *why};
   return Ok{};
 }
 
@@ -56,11 +56,12 @@ Result<std::optional<UniqueFd>> open_netns_directory(std::string_view directory)
     shown += "/" + name;
     UniqueFd next(::openat(current.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!next) {
-      if (errno == ENOENT) return std::optional<UniqueFd>();
-      if (errno == ELOOP || errno == ENOTDIR) {
-        return Error{0, errno, "\"" + shown + "\" is a symbolic link or not a directory (the broker follows no link)"};
+      const int err = errno;
+      if (err == ENOENT) return std::optional<UniqueFd>();
+      if (err == ELOOP || err == ENOTDIR) {
+        return Error{0, 0, "\"" + shown + "\" is a symbolic link or not a directory (the broker follows no link)"};
       }
-      return errno_error("open \"" + shown + "\"");
+      return errno_error("open \"" + shown + "\"", err);
     }
     if (auto s = trusted(next.get(), shown); !s) return std::move(s).error();
     current = std::move(next);
@@ -135,8 +136,7 @@ Result<NamespaceFacts> inspect_network_namespace(int fd, const policy::SocketSpe
     if (!found) {
       const Error& e = found.error();
       facts.unsearched.push_back("netns_path " + proto::quoted(pattern) + " was not searched: " + e.message +
-                                 (e.sys_errno != 0 && e.sys_errno != EPERM ? std::string(": ") + std::strerror(e.sys_errno)
-                                                                           : std::string()));
+                                 (e.sys_errno != 0 ? std::string(": ") + std::strerror(e.sys_errno) : std::string()));
     } else if (!found->empty()) {
       facts.mounted_at = std::move(*found);
       break;
