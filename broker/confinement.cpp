@@ -422,6 +422,9 @@ constexpr Row kSyscalls[] = {
     // Which namespace a bind-mounted nsfs file is, once procfs said it is one
     // (descriptor_disposer.cpp: nothing else is asked).
     only(When::netns_request, allow_if(SCMP_SYS(ioctl), eq(1, NS_GET_NSTYPE), "netns = \"request\": the namespace's type")),
+    // Who owns it (netns_owner): its user namespace, then that one's owner.
+    only(When::netns_request, allow_if(SCMP_SYS(ioctl), eq(1, NS_GET_USERNS), "netns_owner: the namespace's user namespace")),
+    only(When::netns_request, allow_if(SCMP_SYS(ioctl), eq(1, NS_GET_OWNER_UID), "netns_owner: that one's owner")),
 
     // --- sanitizer builds only: AddressSanitizer's raw open(2) and its pipe
     // probing whether memory is readable (UBSan's vptr check), LeakSanitizer's

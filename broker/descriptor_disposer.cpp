@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -225,6 +226,21 @@ std::string file_system_of(int fd) {
   return {};
 }
 
+// Whether fd's file is on nsfs, for a mount file_system_of() cannot name: one
+// of another mount namespace (`ip netns exec`, which a runtime may run the
+// request under, makes one, with its own copy of /run/netns/NAME). Asked of the
+// kernel's cached attributes only: with AT_STATX_DONT_SYNC, FUSE, NFS, CIFS and
+// Ceph answer from their cache instead of asking their server, and those that
+// would always ask (9p without a cache) cannot be mounted without privilege.
+// nsfs is one superblock: its device is that of the broker's own namespace.
+bool on_nsfs(int fd) {
+  struct statx attributes {};
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &attributes) != 0) return false;
+  struct stat own {};
+  if (::stat("/proc/thread-self/ns/net", &own) != 0) return false;
+  return makedev(attributes.stx_dev_major, attributes.stx_dev_minor) == own.st_dev;
+}
+
 std::string namespace_description(std::string_view type) {
   if (type == "net") return "a network namespace";
   if (type == "mnt") return "a mount namespace";
@@ -289,9 +305,10 @@ DescriptorKind classify_descriptor(int fd) {
     kind.description = "an anonymous inode (" + std::string(text.substr(11)) + ")";
   } else if (text.starts_with("/")) {
     // A path: a file, or a namespace bind-mounted there (/run/netns/NAME is
-    // one). Only nsfs, which procfs names, is asked anything further.
+    // one). Only nsfs, which procfs names (or, for a mount of another mount
+    // namespace, its cached attributes), is asked anything further.
     const std::string fs = file_system_of(fd);
-    if (fs == "nsfs") {
+    if (fs == "nsfs" || (fs.empty() && on_nsfs(fd))) {
       const int nstype = ::ioctl(fd, NS_GET_NSTYPE);
       struct stat st {};
       if (nstype >= 0 && ::fstat(fd, &st) == 0) {

@@ -64,6 +64,38 @@ std::variant<const policy::SocketSpec*, Denial> socket_at(const BindAddress& bin
                     "; add one (listen = " + proto::quoted(bind.address.text) + ") and allow the program's user");
 }
 
+// Whether the namespace sent is one the socket's netns_owner or netns_path
+// allows (policy.hpp, NetnsAllow); if not, why, for the denial.
+std::optional<std::string> netns_refusal(const policy::NetnsAllow& allow, const NamespaceFacts& sent, uid_t requester) {
+  if (!allow.restricted()) return std::nullopt;
+  if (sent.owner && ((allow.owned_by_requester && *sent.owner == requester) ||
+                     std::find(allow.owners.begin(), allow.owners.end(), *sent.owner) != allow.owners.end())) {
+    return std::nullopt;
+  }
+  if (sent.mounted_at) return std::nullopt;
+
+  std::vector<std::string> reasons;
+  if (allow.owned_by_requester || !allow.owners.empty()) {
+    std::string owners;
+    const auto add = [&](const std::string& who) { owners += (owners.empty() ? "" : ", ") + who; };
+    if (allow.owned_by_requester) add("the requester (uid " + std::to_string(requester) + ")");
+    for (uid_t uid : allow.owners) add("uid " + std::to_string(uid));
+    reasons.push_back((sent.owner ? "its user namespace is owned by uid " + std::to_string(*sent.owner)
+                                  : std::string("the owner of its user namespace is unknown")) +
+                      " (netns_owner allows " + owners + ")");
+  }
+  if (!allow.paths.empty()) {
+    std::string paths;
+    for (const auto& path : allow.paths) paths += (paths.empty() ? "" : ", ") + proto::quoted(path);
+    std::string why = "it is mounted at no netns_path (" + paths + ")";
+    for (const auto& problem : sent.unsearched) why += "; " + problem;
+    reasons.push_back(std::move(why));
+  }
+  std::string out;
+  for (const auto& reason : reasons) out += (out.empty() ? "" : ", and ") + reason;
+  return out;
+}
+
 }  // namespace
 
 DenialKind kind_of(DenialReason reason) noexcept {
@@ -77,6 +109,8 @@ DenialKind kind_of(DenialReason reason) noexcept {
     case Reason::invalid_flags: return {"invalid", Code::invalid};
     case Reason::netns_missing: return {"invalid", Code::invalid};
     case Reason::netns_invalid: return {"invalid", Code::invalid};
+    case Reason::netns_brokers_own: return {"netns_brokers_own", Code::denied};
+    case Reason::netns_not_allowed: return {"netns_not_allowed", Code::denied};
     case Reason::not_serving: return {"bind_failed", Code::bind};
     case Reason::holder_limit: return {"limit", Code::quota};
     case Reason::untrackable: return {"system", Code::system};
@@ -136,7 +170,25 @@ Planned plan_grant(const GrantQuery& query, const CallerFacts& caller, const pol
     if (!query.netns->ok()) {
       return refuse(Reason::netns_invalid, socket_named(name) + ": " + describe(query.netns->error()), &spec);
     }
-    netns = query.netns->value();
+    const NamespaceFacts& sent = query.netns->value();
+    // Bound in the broker's own namespace, a request socket would be one more
+    // socket on the broker's ports, outside the policy's conflict checks: with
+    // reuse_port it would join a broker socket's group (root makes both, so
+    // the kernel lets it) and take a share of its connections.
+    if (sent.brokers_own) {
+      return refuse(Reason::netns_brokers_own,
+                    socket_named(name) + ": the network namespace sent (net:[" + std::to_string(sent.inode) +
+                        "]) is the broker's own; a netns = \"request\" socket is bound only in another one (a "
+                        "container's): send that namespace",
+                    &spec);
+    }
+    if (auto why = netns_refusal(spec.netns_allow, sent, peer.uid)) {
+      return refuse(Reason::netns_not_allowed,
+                    socket_named(name) + ": permission denied: network namespace net:[" + std::to_string(sent.inode) +
+                        "] is not one it may be bound in: " + *why,
+                    &spec);
+    }
+    netns = sent.inode;
   }
   const TableEntry* entry = table.find(name);
   if (entry == nullptr || !entry->serving()) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <sockbroker/fd.hpp>
 
@@ -37,6 +38,8 @@ enum class DenialReason : std::uint8_t {
   invalid_flags,
   netns_missing,          // a netns = "request" socket asked for without a namespace
   netns_invalid,          // what was sent is not a network namespace
+  netns_brokers_own,      // what was sent is the broker's own network namespace
+  netns_not_allowed,      // what was sent is none the socket's netns_owner or netns_path allows
   not_serving,            // the broker could not bind the socket
   holder_limit,           // max_clients / max_clients_per_uid holder processes tracked
   untrackable,            // a counted grant, and no pidfd to count it by (Linux < 6.5)
@@ -68,15 +71,29 @@ struct BindAddress {
   bool v6only = true;  // IPV6_V6ONLY of the program's socket (IPv6 only)
 };
 
+// What the broker learned of the network namespace an acquire sent, before
+// planning (netns_binder.hpp gathers it).
+struct NamespaceFacts {
+  std::uint64_t inode = 0;   // what lsns shows, and /proc/PID/ns/net as net:[INODE]
+  bool brokers_own = false;  // the namespace the broker itself is in
+  // Asked only when the socket's netns_owner needs it: the uid owning the
+  // namespace's user namespace. Unset: not asked, or the kernel would not say.
+  std::optional<uid_t> owner;
+  // Asked only when the socket has netns_path: the first place among them the
+  // namespace is mounted at, and why any pattern could not be searched.
+  std::optional<std::string> mounted_at;
+  std::vector<std::string> unsearched;
+};
+
 // What one acquire asks for: a socket by name, or the socket at an address.
 struct GrantQuery {
   std::string name;                    // when !address
   std::optional<BindAddress> address;  // a supervised bind
   std::uint32_t flags = 0;
   // The descriptor sent with a netns = "request" acquire, as far as the
-  // broker could tell: the namespace's inode, or why it is not one. Unset:
+  // broker could tell: what namespace it is, or why it is not one. Unset:
   // nothing was sent.
-  std::optional<Result<std::uint64_t>> netns;
+  std::optional<Result<NamespaceFacts>> netns;
 };
 
 // What the broker knows of the process that asks, gathered before planning.

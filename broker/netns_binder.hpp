@@ -7,19 +7,23 @@
 
 #include <sockbroker/fd.hpp>
 
+#include "grant_plan.hpp"
 #include "policy.hpp"
 #include "socket_factory.hpp"
 
 namespace sockbroker::broker {
 
-// The inode of the network namespace fd refers to (what `ip netns identify`,
-// `lsns` and /proc/PID/ns/net -> "net:[INODE]" show), or an error saying what
-// the descriptor is instead. The descriptor is untrusted: anything a client
-// can open or create may arrive here.
-[[nodiscard]] Result<std::uint64_t> network_namespace_inode(int fd);
+// What plan_grant needs to know of the network namespace fd refers to: its
+// inode (what `ip netns identify`, `lsns` and /proc/PID/ns/net -> "net:[INODE]"
+// show), whether it is the broker's own, and what `socket`'s netns_owner and
+// netns_path need (its owner; where among those paths it is mounted); or an
+// error saying what the descriptor is instead. The descriptor is untrusted:
+// anything a client can open or create may arrive here. `socket` may be null
+// (nothing but the first two is asked).
+[[nodiscard]] Result<NamespaceFacts> inspect_network_namespace(int fd, const policy::SocketSpec* socket);
 
 // Creates and binds the policy socket inside the network namespace netns_fd
-// (already checked with network_namespace_inode) and returns to the broker's
+// (already checked with inspect_network_namespace) and returns to the broker's
 // own namespace before returning. Never returns in the other namespace: if
 // going back fails the process aborts.
 [[nodiscard]] Result<OpenedSocket> open_in_netns(const policy::SocketSpec& spec, int netns_fd);

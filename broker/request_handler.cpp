@@ -140,7 +140,7 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
     const policy::SocketSpec* named = query.address ? nullptr : state_.policy.find(query.name);
     // A namespace sent along for any other socket is ignored (the server disposes of it).
     if (named == nullptr || named->netns == policy::NetnsMode::request) {
-      query.netns.emplace(network_namespace_inode(caller.netns_fd));
+      query.netns.emplace(inspect_network_namespace(caller.netns_fd, named));
     }
   }
   CallerFacts facts{peer};
@@ -171,7 +171,7 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
     }
   }
   const std::optional<std::uint64_t> netns =
-      query.netns && query.netns->ok() ? std::optional<std::uint64_t>(query.netns->value()) : std::nullopt;
+      query.netns && query.netns->ok() ? std::optional<std::uint64_t>(query.netns->value().inode) : std::nullopt;
   if (auto* denial = std::get_if<Denial>(&planned)) return deny(std::move(*denial), query, peer, netns);
   return carry_out(std::get<GrantPlan>(planned), facts, caller);
 }

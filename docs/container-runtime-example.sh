@@ -5,13 +5,16 @@
 #
 #   1. makes a "container" network namespace with `ip netns add`;
 #   2. starts sockbrokerd with a policy whose socket "web" says
-#      netns = "request" and is granted to the runtime's own uid only;
+#      netns = "request", may be bound only in namespaces mounted at
+#      /run/netns/sockbroker-example-* (netns_path), and is granted to the
+#      runtime's own uid only;
 #   3. plays the runtime: as that uid, inside the namespace (ip netns exec),
 #      `sockbroker get --netns /run/netns/NAME web -- sockbroker-demo-httpd`
 #      sends the namespace with the request, receives port 80 bound in it as
 #      fd 3, and execs the server there;
 #   4. curls the server from inside the namespace, and shows that the
-#      broker's own namespace has nothing on port 80;
+#      broker's own namespace has nothing on port 80 and is refused when the
+#      runtime sends it;
 #   5. prints the broker's audit events (the grant names the namespace).
 #
 # Usage: sudo docs/container-runtime-example.sh    (after scripts/build.sh)
@@ -75,6 +78,7 @@ cat >"$tmp/policy.toml" <<EOF
 [socket.web]
 listen = "0.0.0.0:80"
 netns = "request"       # bound at grant time, inside the requester's namespace
+netns_path = "/run/netns/sockbroker-example-*"   # and only one of these
 
 [[socket.web.allow]]
 user = $runtime_uid     # the container runtime's identity
@@ -116,6 +120,12 @@ sed 's/^/    /' "$tmp/service.log"
 step "Port 80 in the broker's own namespace: nothing (it was bound in $ns only)"
 if curl -sS --max-time 2 http://127.0.0.1:80/ >/dev/null 2>&1; then die "something answers on port 80 outside $ns"; fi
 echo "    connection refused, as it should be"
+
+step "The broker's own namespace is refused, even to the runtime"
+status=0
+as_runtime "$sockbroker" --control "$control" get --netns /proc/self/ns/net web -- true || status=$?
+echo "exit code: $status"
+((status == 77)) || die "expected exit code 77 (permission denied)"
 
 step "A uid the policy does not name is refused, namespace or not"
 status=0

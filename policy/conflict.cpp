@@ -71,6 +71,11 @@ std::string conflict_key(const SocketSpec& spec) {
     case Address::Kind::inet6:
       // Type stands for the transport: stream is TCP, datagram UDP, an inet
       // seqpacket SCTP. Different transports have separate port spaces.
+      // A request socket and a broker socket never meet: the broker refuses
+      // to bind a request socket in its own namespace (broker/grant_plan.cpp),
+      // and that is the only namespace broker sockets are in. Two request
+      // sockets meet in any namespace both may be granted in. Abstract names
+      // are per namespace too (above).
       return "inet " + std::to_string(address.port()) + ' ' + std::to_string(static_cast<int>(spec.type)) +
              (spec.netns == NetnsMode::request ? " request" : " broker");
   }

@@ -35,10 +35,13 @@ constexpr std::int64_t kMaxId = 4294967294;
 constexpr std::array<std::string_view, 2> kTopKeys = {"broker", "socket"};
 constexpr std::array<std::string_view, 6> kBrokerKeys = {"admin_group",         "control_mode",       "max_clients",
                                                          "max_clients_per_uid", "request_timeout_ms", "max_grants_per_client"};
-constexpr std::array<std::string_view, 18> kSocketKeys = {
+constexpr std::array<std::string_view, 20> kSocketKeys = {
     "listen",      "type",         "reuse_port",  "max_grants",     "backlog",        "bind_to_device",
     "free_bind",   "transparent",  "fast_open",   "v6only",         "receive_buffer", "send_buffer",
-    "socket_user", "socket_group", "socket_mode", "allow_abstract", "netns",          "allow"};
+    "socket_user", "socket_group", "socket_mode", "allow_abstract", "netns",          "netns_owner",
+    "netns_path",  "allow"};
+// The netns_owner value that means "the uid that asks".
+constexpr std::string_view kRequester = "requester";
 constexpr std::array<std::string_view, 5> kRuleKeys = {"user", "group", "unit", "executable", "cgroup"};
 constexpr std::array<std::string_view, 11> kUnitSuffixes = {".service",   ".socket", ".scope", ".slice",
                                                             ".target",    ".timer",  ".path",  ".mount",
@@ -471,6 +474,10 @@ class DocumentReader {
                             "unknown netns " + quoted(*text) + " (expected \"broker\" or \"request\")");
           }
         }
+      } else if (field == "netns_owner") {
+        read_netns_owners(value, spec.netns_allow);
+      } else if (field == "netns_path") {
+        read_netns_paths(value, parsed);
       } else if (field == "allow") {
         read_rules(name, value, spec);
       }
@@ -481,7 +488,101 @@ class DocumentReader {
     }
     if (parsed.usable) check_address_fit(parsed, seen);
     check_options(spec, seen);
+    check_netns(spec, seen);
     return parsed;
+  }
+
+  // The elements of a key that takes one value or an array of them.
+  std::vector<const toml::node*> one_or_many(std::string_view key, const toml::node& node, const char* what) {
+    std::vector<const toml::node*> out;
+    if (const auto* array = node.as_array()) {
+      if (array->empty()) reporter_.error(at(node.source()), std::string(key) + " must name at least one " + what);
+      for (const toml::node& element : *array) out.push_back(&element);
+    } else {
+      out.push_back(&node);
+    }
+    return out;
+  }
+
+  void read_netns_owners(const toml::node& node, NetnsAllow& allow) {
+    for (const toml::node* element : one_or_many("netns_owner", node, "owner")) {
+      if (const auto* text = element->as_string(); text != nullptr && text->get() == kRequester) {
+        allow.owned_by_requester = true;
+        continue;
+      }
+      if (!element->is_string() && !element->is_integer()) {
+        wrong_type("netns_owner", *element, "\"requester\", a user name or a uid (or an array of them)");
+        continue;
+      }
+      if (auto uid = user("netns_owner", *element)) allow.owners.push_back(*uid);
+    }
+  }
+
+  // netns_path patterns: absolute, written plainly (the broker walks them a
+  // directory at a time and follows no link), wildcards in the last component
+  // only (the broker lists one directory, never a tree).
+  void read_netns_paths(const toml::node& node, ParsedSocket& parsed) {
+    for (const toml::node* element : one_or_many("netns_path", node, "path")) {
+      const std::string* text = string("netns_path", *element);
+      if (text == nullptr) continue;
+      const std::string& path = *text;
+      const auto bad = [&](const std::string& why) {
+        reporter_.error(at(element->source()), "netns_path " + quoted(path) + " " + why);
+      };
+      if (path.empty() || path.front() != '/') {
+        bad("must be an absolute path such as \"/run/netns/ctr-*\"");
+        continue;
+      }
+      if (path.size() >= PATH_MAX) {
+        bad("is too long");
+        continue;
+      }
+      const std::size_t last = path.rfind('/');
+      if (last + 1 == path.size()) {
+        bad("ends in \"/\": name the namespace files, such as \"/run/netns/*\"");
+        continue;
+      }
+      bool plain = true;
+      for (std::size_t start = 1; start <= last && plain;) {
+        const std::size_t end = path.find('/', start);
+        const std::string_view part(path.data() + start, end - start);
+        plain = !part.empty() && part != "." && part != "..";
+        start = end + 1;
+      }
+      const std::string_view name(path.data() + last + 1, path.size() - last - 1);
+      if (!plain || name == "." || name == "..") {
+        bad("is not written plainly (no \"//\", \".\" or \"..\"): write it plainly");
+        continue;
+      }
+      if (path.find_first_of("*?[") < last) {
+        bad("has a wildcard in a directory: only its last component may have one");
+        continue;
+      }
+      parsed.spec.netns_allow.paths.push_back(path);
+      parsed.netns_path_pos.push_back(at(element->source()));
+    }
+  }
+
+  // netns_owner and netns_path say where a netns = "request" socket may be
+  // bound; without either, wherever the requester points but the broker's own.
+  void check_netns(const SocketSpec& spec, const SeenKeys& seen) {
+    if (spec.netns != NetnsMode::request) {
+      for (std::size_t key : {socket_key("netns_owner"), socket_key("netns_path")}) {
+        if (const auto* it = seen.find(key); it != nullptr) {
+          reporter_.error(at(it->key), std::string(kSocketKeys[key]) + " applies only to netns = \"request\" sockets");
+        }
+      }
+      return;
+    }
+    if (spec.netns_allow.restricted() || seen.find(socket_key("netns_owner")) != nullptr ||
+        seen.find(socket_key("netns_path")) != nullptr) {
+      return;
+    }
+    const auto* it = seen.find(socket_key("netns"));
+    reporter_.warning(at(it->value),
+                      "netns = \"request\" binds in any network namespace the requester can open but the broker's "
+                      "own, another container's /run/netns/NAME (readable by everyone) included: restrict it with "
+                      "netns_owner = \"requester\" or netns_path");
   }
 
   // Options that only some kinds of address can take.

@@ -44,6 +44,7 @@ struct ParsedSocket {
   SocketSpec spec;
   SourcePos listen_pos;  // of the listen value, for conflict messages
   bool usable = false;   // listen parsed: duplicates and conflicts can be checked
+  std::vector<SourcePos> netns_path_pos;  // of each spec.netns_allow.paths value
 };
 
 // A [broker] key this document sets, for the "set in two files" check.

@@ -787,6 +787,7 @@ class Loader {
                                                 detail::to_string(sockets_[named->second].spec.where));
         continue;  // one message per mistake: its conflicts would repeat this one
       }
+      if (check_file_system_) check_netns_directories(current);
       if (!current.usable) continue;
       if (check_file_system_ && current.spec.listen.kind == Address::Kind::unix_path) check_directories(current);
       auto& group = by_key[detail::conflict_key(current.spec)];
@@ -810,6 +811,18 @@ class Loader {
     PathVerdict verdict = check_socket_directories(socket.spec.listen.text);
     if (verdict.kind == PathVerdict::Kind::untrusted) reporter_.error(socket.listen_pos, std::move(verdict.message));
     if (verdict.kind == PathVerdict::Kind::unknown) reporter_.warning(socket.listen_pos, std::move(verdict.message));
+  }
+
+  // The broker searches a netns_path directory only if it is reached through
+  // directories only root can change, following no link (broker/netns_binder.cpp).
+  void check_netns_directories(const detail::ParsedSocket& socket) {
+    const auto& paths = socket.spec.netns_allow.paths;
+    for (std::size_t i = 0; i < paths.size() && i < socket.netns_path_pos.size(); ++i) {
+      PathVerdict verdict = check_directories_on_the_way(
+          paths[i], "the broker searches netns_path only in directories only root can change");
+      if (verdict.kind == PathVerdict::Kind::untrusted) reporter_.error(socket.netns_path_pos[i], std::move(verdict.message));
+      if (verdict.kind == PathVerdict::Kind::unknown) reporter_.warning(socket.netns_path_pos[i], std::move(verdict.message));
+    }
   }
 
   detail::Reporter reporter_;

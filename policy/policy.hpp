@@ -38,6 +38,29 @@ struct Rule {
 
 enum class NetnsMode { broker, request };
 
+// Which network namespaces a netns = "request" socket may be bound in. Never
+// the broker's own, whatever this says. A namespace qualifies when any of
+// these holds (OR); with none set, every namespace the requester can open
+// qualifies (`check` warns). Each is decided from the descriptor the request
+// sends and from what root controls, never from what the requester says.
+struct NetnsAllow {
+  // netns_owner: the uid that owns the namespace's user namespace
+  // (NS_GET_USERNS, then NS_GET_OWNER_UID) is the requester's, or one of these.
+  // A namespace made in a user namespace of one's own (rootless containers)
+  // is owned by that uid; one made by root, or by anything in the initial
+  // user namespace, by uid 0.
+  bool owned_by_requester = false;
+  std::vector<uid_t> owners;
+  // netns_path: the namespace is bind-mounted at one of these paths, each
+  // absolute and written plainly, with shell wildcards (fnmatch) in its last
+  // component only ("/run/netns/ctr-*"). Only root can mount, and the broker
+  // reaches the directory through root-owned directories and no link.
+  std::vector<std::string> paths;
+
+  [[nodiscard]] bool restricted() const noexcept { return owned_by_requester || !owners.empty() || !paths.empty(); }
+  friend bool operator==(const NetnsAllow&, const NetnsAllow&) = default;
+};
+
 // One [socket.NAME] table.
 struct SocketSpec {
   std::string name;
@@ -58,6 +81,7 @@ struct SocketSpec {
   std::optional<mode_t> socket_mode;
   bool allow_abstract = false;
   NetnsMode netns = NetnsMode::broker;
+  NetnsAllow netns_allow;  // netns = "request" only
   std::vector<Rule> allow;
   SourcePos where;  // of the [socket.NAME] header
 };

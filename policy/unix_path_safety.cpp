@@ -18,6 +18,12 @@ std::optional<std::string> untrusted_directory(const struct stat& st) {
 }
 
 PathVerdict check_socket_directories(std::string_view socket_path) {
+  return check_directories_on_the_way(socket_path,
+                                      "a user who can change it could redirect the broker's root operations there; use "
+                                      "a directory only root can write (the broker creates missing ones root-owned 0755)");
+}
+
+PathVerdict check_directories_on_the_way(std::string_view socket_path, std::string_view advice) {
   const std::size_t last = socket_path.rfind('/');
   if (socket_path.empty() || socket_path[0] != '/' || last == std::string_view::npos) return {};
   std::string directory = "/";
@@ -26,16 +32,14 @@ PathVerdict check_socket_directories(std::string_view socket_path) {
     struct stat st {};
     if (::lstat(directory.c_str(), &st) != 0) {
       const int err = errno;
-      if (err == ENOENT) return {};  // the broker makes the rest: root-owned 0755
+      if (err == ENOENT) return {};  // for a socket, the broker makes the rest: root-owned 0755
       return {PathVerdict::Kind::unknown,
               "cannot inspect \"" + directory + "\" (" + std::strerror(err) + "); sockbrokerd checks again when it binds"};
     }
     if (auto why = untrusted_directory(st)) {
       std::string message = "\"" + directory + "\", on the way to \"" + std::string(socket_path) + "\", " + *why;
-      message += S_ISLNK(st.st_mode)
-                     ? ": write the path without links (the broker follows none)"
-                     : ": a user who can change it could redirect the broker's root operations there; use a directory "
-                       "only root can write (the broker creates missing ones root-owned 0755)";
+      message += S_ISLNK(st.st_mode) ? std::string(": write the path without links (the broker follows none)")
+                                     : ": " + std::string(advice);
       return {PathVerdict::Kind::untrusted, std::move(message)};
     }
     if (rest.empty()) return {};

@@ -36,4 +36,9 @@ struct PathVerdict {
 // one that cannot be inspected (EACCES, when not run as root) is `unknown`.
 [[nodiscard]] PathVerdict check_socket_directories(std::string_view socket_path);
 
+// The same walk for any path root will look something up in (netns_path):
+// `advice` ends the message about a directory that is not a link but can be
+// changed by someone other than root. A missing directory is fine.
+[[nodiscard]] PathVerdict check_directories_on_the_way(std::string_view path, std::string_view advice);
+
 }  // namespace sockbroker::policy

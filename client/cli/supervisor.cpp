@@ -220,11 +220,9 @@ int supervise(Supervision run) {
   }
   // Landlock before the fork, once for both: the program's domain is then the
   // supervisor's (see run_child).
-  auto landlock = lockdown_layers::apply_landlock_net();
+  auto landlock = lockdown_layers::apply_landlock();
   if (!landlock) return report(landlock.error());
-  if (!landlock->applied) {
-    say("note: no Landlock layer (" + landlock->unavailable + "); the seccomp layer alone refuses binds");
-  }
+  if (!landlock->note.empty()) say("note: " + landlock->note);
   // Before the program runs: a revoke from then on is heard.
   RevokeWatcher watcher(run.control);
   int pair[2];

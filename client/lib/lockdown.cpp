@@ -1,10 +1,15 @@
 // The client-side lockdown: after it, the process can use the sockets it holds
 // (accept, read, write, connect, sendto) but can no longer obtain a listening
-// address of its own by any route we know of. Two layers:
+// address of its own by any route we know of, nor reach into another process
+// of its uid that is not locked down with it. Two layers:
 //
-//   1. Landlock (ABI >= 4): LANDLOCK_ACCESS_NET_BIND_TCP handled, no port
-//      allowed. It sits on the LSM bind hook, so it also covers paths that never
-//      enter the bind(2) syscall (io_uring's IORING_OP_BIND).
+//   1. Landlock. With network rules (ABI >= 4): LANDLOCK_ACCESS_NET_BIND_TCP
+//      handled, no port allowed. It sits on the LSM bind hook, so it also
+//      covers paths that never enter the bind(2) syscall (io_uring's
+//      IORING_OP_BIND). On ABI 2 and 3, a domain that restricts nothing a
+//      service does (below), for what every Landlock domain brings: the
+//      process can no longer ptrace-access (open /proc/PID/mem,
+//      process_vm_writev, pidfd_getfd, ...) a process outside its domain.
 //   2. seccomp: one declarative table (kDenials) of syscalls and argument
 //      patterns refused with EPERM; everything else is allowed. A foreign-ABI
 //      call kills the process, because i386 socketcall(2) hides its arguments
@@ -16,6 +21,7 @@
 // (ABI < 8) it alone covers the threads that existed before the lockdown.
 #include <sockbroker/client.hpp>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <linux/filter.h>
@@ -32,6 +38,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -81,15 +88,20 @@ Result<long> load_program(std::span<const sock_filter> program, unsigned long ex
 
 #ifdef __NR_landlock_create_ruleset
 constexpr long kSysLandlockCreateRuleset = __NR_landlock_create_ruleset;
+constexpr long kSysLandlockAddRule = __NR_landlock_add_rule;
 constexpr long kSysLandlockRestrictSelf = __NR_landlock_restrict_self;
 #else
 constexpr long kSysLandlockCreateRuleset = 444;
+constexpr long kSysLandlockAddRule = 445;
 constexpr long kSysLandlockRestrictSelf = 446;
 #endif
 
 constexpr std::uint32_t kLandlockCreateRulesetVersion = 1U << 0;
 constexpr std::uint64_t kLandlockAccessNetBindTcp = 1ULL << 0;
+constexpr std::uint64_t kLandlockAccessFsRefer = 1ULL << 13;
+constexpr int kLandlockRulePathBeneath = 1;  // LANDLOCK_RULE_PATH_BENEATH
 constexpr std::uint32_t kLandlockRestrictSelfTsync = 1U << 3;
+constexpr int kLandlockFirstReferAbi = 2;
 constexpr int kLandlockFirstNetAbi = 4;
 constexpr int kLandlockFirstTsyncAbi = 8;
 
@@ -100,6 +112,52 @@ struct LandlockRulesetAttr {
   std::uint64_t handled_access_net;
 };
 static_assert(sizeof(LandlockRulesetAttr) == 16);
+
+// struct landlock_path_beneath_attr, packed as the uapi header declares it.
+struct __attribute__((packed)) LandlockPathBeneathAttr {
+  std::uint64_t allowed_access;
+  std::int32_t parent_fd;
+};
+static_assert(sizeof(LandlockPathBeneathAttr) == 12);
+
+// The ruleset the lockdown wants from a kernel of Landlock ABI `abi`, filled
+// in; nullopt (and `why`) when that kernel has none that fits.
+//
+// Any Landlock domain, whatever its rules, also scopes the kernel's ptrace
+// access check (every PTRACE_MODE_ATTACH and _READ: opening /proc/PID/mem for
+// writing, process_vm_readv/writev, pidfd_getfd, /proc/PID/environ, ...): a
+// target outside the caller's domain, or a domain nested in it, is refused.
+// That is the only thing that keeps a locked-down process from writing into
+// an unconfined process of its uid through /proc/PID/mem, which seccomp cannot
+// see (the path is in memory). So without network rules a domain is still
+// worth having, if one can be had that restricts nothing a service does. Landlock is an allow-list over the access
+// rights a ruleset handles, so a ruleset must handle at least one, and one
+// that handles any filesystem right also refuses to move a file between
+// directories (link, rename) unless LANDLOCK_ACCESS_FS_REFER is granted
+// there. Handling REFER alone and granting it beneath "/" leaves every
+// operation on everything reachable from the root as it was; ABI 2 is the
+// first that has REFER. On ABI 1 any domain would make every cross-directory
+// rename fail with EXDEV (Maildir delivery, caches that rename a finished
+// temporary file into place), which is worse than the gap it closes.
+//
+// What such a domain still changes: a path under no directory of this mount
+// tree (a file reached through another mount namespace, /proc/PID/root, or a
+// bind mount whose source was moved away) cannot be renamed into another
+// directory, and the process can no longer mount or unmount (which an
+// unprivileged service cannot anyway, outside a user namespace of its own).
+std::optional<LandlockRulesetAttr> ruleset_for(int abi, std::string* why) {
+  if (abi >= kLandlockFirstNetAbi) return LandlockRulesetAttr{0, kLandlockAccessNetBindTcp};
+  if (abi >= kLandlockFirstReferAbi) return LandlockRulesetAttr{kLandlockAccessFsRefer, 0};
+  *why = "the kernel's Landlock (ABI " + std::to_string(abi) +
+         ") has no network rules (ABI 4) and no way to leave renames between directories alone (ABI 2)";
+  return std::nullopt;
+}
+
+std::string no_layer(const std::string& why) {
+  return "no Landlock layer (" + why +
+         "): the seccomp layer alone refuses binds, and the program can still open /proc/PID/mem of a process "
+         "of its uid";
+}
 
 }  // namespace
 
@@ -127,30 +185,46 @@ Result<int> landlock_abi_version(std::string* why) {
   return errno_error("lockdown: landlock_create_ruleset(LANDLOCK_CREATE_RULESET_VERSION) failed", err);
 }
 
-Result<LandlockOutcome> apply_landlock_net() {
+Result<LandlockOutcome> apply_landlock() {
   std::string why;
   auto abi = landlock_abi_version(&why);
   if (!abi) return std::move(abi).error();
-  if (*abi == 0) return LandlockOutcome{false, why};
-  if (*abi < kLandlockFirstNetAbi) {
-    return LandlockOutcome{false, "the kernel's Landlock (ABI " + std::to_string(*abi) + ") has no network rules (ABI 4)"};
-  }
+  if (*abi == 0) return LandlockOutcome{false, false, no_layer(why)};
+  return apply_landlock_for_abi(*abi);
+}
+
+Result<LandlockOutcome> apply_landlock_for_abi(int abi) {
+  std::string why;
+  const auto attr = ruleset_for(abi, &why);
+  if (!attr) return LandlockOutcome{false, false, no_layer(why)};
 
   if (auto s = set_no_new_privs(); !s) return std::move(s).error();
 
-  // Nothing but BIND_TCP is handled, so files, connect(2) and UDP stay as they were.
-  const LandlockRulesetAttr attr{0, kLandlockAccessNetBindTcp};
-  UniqueFd ruleset(static_cast<int>(::syscall(kSysLandlockCreateRuleset, &attr, sizeof attr, 0U)));
-  if (!ruleset) return errno_error("lockdown: landlock_create_ruleset(BIND_TCP) failed");
+  UniqueFd ruleset(static_cast<int>(::syscall(kSysLandlockCreateRuleset, &*attr, sizeof *attr, 0U)));
+  if (!ruleset) return errno_error("lockdown: landlock_create_ruleset failed");
+  if (attr->handled_access_fs != 0) {
+    // REFER everywhere beneath the root: the one right the ruleset handles,
+    // granted wherever a path can be walked to (ruleset_for says why).
+    UniqueFd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) return errno_error("lockdown: open(\"/\", O_PATH) for the Landlock rule failed");
+    const LandlockPathBeneathAttr beneath{kLandlockAccessFsRefer, root.get()};
+    if (::syscall(kSysLandlockAddRule, ruleset.get(), kLandlockRulePathBeneath, &beneath, 0U) != 0) {
+      return errno_error("lockdown: landlock_add_rule(\"/\", REFER) failed");
+    }
+  }
 
   // Before ABI 8 the domain reaches only this thread and what it creates from
   // now on (including the program `sockbroker run` execs); older threads are
   // covered by the seccomp layer, which is TSYNC.
-  const std::uint32_t flags = *abi >= kLandlockFirstTsyncAbi ? kLandlockRestrictSelfTsync : 0U;
+  const std::uint32_t flags = abi >= kLandlockFirstTsyncAbi ? kLandlockRestrictSelfTsync : 0U;
   if (::syscall(kSysLandlockRestrictSelf, ruleset.get(), flags) != 0) {
     return errno_error("lockdown: landlock_restrict_self failed");
   }
-  return LandlockOutcome{true, {}};
+  const bool binds = attr->handled_access_net != 0;
+  return LandlockOutcome{true, binds,
+                         binds ? std::string()
+                               : "the kernel's Landlock (ABI " + std::to_string(abi) +
+                                     ") has no network rules (ABI 4): the seccomp layer alone refuses binds"};
 }
 
 Status apply_seccomp(const LockdownOptions& options) {
@@ -186,7 +260,7 @@ Status lockdown(const LockdownOptions& options) {
   // A failure part-way leaves the earlier layers in place (they cannot be
   // undone); the caller must treat any error as "do not run the service".
   if (auto s = lockdown_layers::set_no_new_privs(); !s) return s;
-  if (auto landlock = lockdown_layers::apply_landlock_net(); !landlock) return std::move(landlock).error();
+  if (auto landlock = lockdown_layers::apply_landlock(); !landlock) return std::move(landlock).error();
   return lockdown_layers::apply_seccomp(options);
 }
 

@@ -20,19 +20,32 @@ namespace sockbroker::lockdown_layers {
 // `why` says which, when 0.
 [[nodiscard]] Result<int> landlock_abi_version(std::string* why = nullptr);
 
-// Whether the Landlock layer is in place, and if not, why (for the one
-// warning `sockbroker run` prints).
+// What the Landlock layer did, and what it could not (for the one note
+// `sockbroker run` prints).
 struct LandlockOutcome {
+  // A Landlock domain is in place: the process can no longer ptrace-access
+  // (open /proc/PID/mem, process_vm_writev, ...) any process outside it.
   bool applied = false;
-  std::string unavailable;  // "" when applied
+  // It also refuses TCP binds (network rules, ABI >= 4).
+  bool refuses_tcp_bind = false;
+  // "" when both; else one sentence saying what is missing and why.
+  std::string note;
 };
 
-// Handles LANDLOCK_ACCESS_NET_BIND_TCP with no port allowed, filesystem access
-// untouched. Not applied (and not an error) when Landlock or its network
-// rules (ABI 4) are unavailable: the seccomp layer still refuses bind(2).
+// The Landlock layer for the running kernel: apply_landlock_for_abi() of its
+// ABI, or nothing (and not an error) when Landlock cannot be used.
+[[nodiscard]] Result<LandlockOutcome> apply_landlock();
+
+// The layer lockdown() applies on a kernel of Landlock ABI `abi` (at most the
+// running kernel's), so that a test can see what older kernels get:
+//   >= 4: LANDLOCK_ACCESS_NET_BIND_TCP handled, no port allowed, files untouched;
+//   2, 3: LANDLOCK_ACCESS_FS_REFER handled and granted beneath "/", which
+//         restricts nothing a service does and brings the domain's ptrace
+//         scoping (lockdown.cpp, ruleset_for, says what it still changes);
+//   1:    nothing: any domain there makes renames between directories fail.
 // Sets NO_NEW_PRIVS itself. Restricts the calling thread and what it later
 // creates; on ABI >= 8 every thread of the process (LANDLOCK_RESTRICT_SELF_TSYNC).
-[[nodiscard]] Result<LandlockOutcome> apply_landlock_net();
+[[nodiscard]] Result<LandlockOutcome> apply_landlock_for_abi(int abi);
 
 // Loads the lockdown seccomp filter on every thread (TSYNC), with NO_NEW_PRIVS.
 [[nodiscard]] Status apply_seccomp(const LockdownOptions& options);

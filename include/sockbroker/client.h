@@ -51,8 +51,11 @@ const char *sockbroker_last_error(void);
 
 /* Install the lockdown seccomp filter on every thread of the calling process:
    bind(2), listen(2) (unless SOCKBROKER_LOCKDOWN_ALLOW_LISTEN), io_uring, SCTP
-   sockets, ptrace, pidfd_getfd and the port-stealing setsockopt options fail
-   with EPERM from now on; foreign-ABI system calls kill the process.
+   sockets, ptrace, pidfd_getfd, process_vm_readv/writev and the port-stealing
+   setsockopt options fail with EPERM from now on; foreign-ABI system calls kill
+   the process. Where the kernel has Landlock (ABI >= 2), also a Landlock domain,
+   which keeps the process out of every other process's memory (/proc/PID/mem)
+   and, with network rules (ABI >= 4), refuses TCP binds by any route.
    Returns 0 or -errno. Irreversible. */
 int sockbroker_lockdown(unsigned flags);
 

@@ -26,16 +26,19 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <grp.h>
 
 #include <algorithm>
 #include <array>
 #include <vector>
 #include <span>
+#include <cctype>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -361,6 +364,184 @@ TEST(Lockdown, RefusesProcessVmReadvAndWritev) {
   EXPECT_TRUE(exited_cleanly(r)) << describe(r);
 }
 
+// ---------------------------------------------------------------------------
+// Another process of the same uid (security review, round 2, item 9)
+//
+// The victim is what a service started by systemd with User= is: a process of
+// uid 65534 that is not locked down and is dumpable (execve made it so). The
+// attacker is a locked-down process of the same uid. The kernel's own checks
+// (same uid, target dumpable) let one write into the other; the lockdown must
+// not.
+
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+
+// What the attacker tries to overwrite, at the same address in every process
+// forked from this one.
+volatile int g_victim_secret = 42;
+
+bool become_nobody() {
+  return ::setgroups(0, nullptr) == 0 && ::setgid(kNogroup) == 0 && ::setuid(kNobody) == 0;
+}
+
+// The victim: uid 65534, dumpable, not locked down; sleeps until killed.
+pid_t spawn_victim() {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // A set*id() from root makes a process non-dumpable; a service exec'd with
+    // User= is dumpable again. Say so, as execve would.
+    if (!become_nobody() || ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) ::_exit(1);
+    for (;;) ::pause();
+  }
+  return pid;
+}
+
+// The victim's g_victim_secret, read by the (unconfined, root) test process.
+int victim_secret(pid_t victim) {
+  int value = -1;
+  iovec local{&value, sizeof value};
+  iovec remote{const_cast<int*>(&g_victim_secret), sizeof value};
+  return ::process_vm_readv(victim, &local, 1, &remote, 1, 0) == sizeof value ? value : -1;
+}
+
+// The attacker's two ways in, each checked to work before `lock` and to fail after it.
+void attack_victim(Probe& p, pid_t victim, const std::function<bool(Probe&)>& lock) {
+  if (!become_nobody()) return p.fail("cannot become uid 65534: " + errno_text(errno));
+  const std::string mem = "/proc/" + std::to_string(victim) + "/mem";
+  int value = 42;  // what the victim holds already: the premise check changes nothing
+  iovec local{&value, sizeof value};
+  iovec remote{const_cast<int*>(&g_victim_secret), sizeof value};
+  {
+    UniqueFd before(::open(mem.c_str(), O_RDWR | O_CLOEXEC));
+    p.expect_ok(("before the lockdown, open(" + mem + ", O_RDWR) (the premise: same uid, dumpable)").c_str(),
+                before.get());
+    p.expect_ok("before the lockdown, process_vm_writev into the victim (the premise)",
+                ::process_vm_writev(victim, &local, 1, &remote, 1, 0));
+  }
+  if (!lock(p)) return;
+  value = 666;
+  p.expect_errno("process_vm_writev into another process of the uid",
+                 ::process_vm_writev(victim, &local, 1, &remote, 1, 0), EPERM);
+  p.expect_errno("process_vm_readv from another process of the uid",
+                 ::process_vm_readv(victim, &local, 1, &remote, 1, 0), EPERM);
+  UniqueFd after(::open(mem.c_str(), O_RDWR | O_CLOEXEC));
+  p.expect_errno(("open(" + mem + ", O_RDWR)").c_str(), after.get(), EACCES);
+  if (after) {
+    (void)!::pwrite(after.get(), &value, sizeof value, reinterpret_cast<off_t>(&g_victim_secret));
+  }
+}
+
+void expect_victim_untouched(pid_t victim) {
+  EXPECT_EQ(victim_secret(victim), 42) << "the locked-down process wrote into the victim";
+}
+
+int kernel_landlock_abi() {
+  auto abi = sockbroker::lockdown_layers::landlock_abi_version();
+  return abi.ok() ? *abi : 0;
+}
+
+TEST(Lockdown, CannotWriteIntoAnotherProcessOfItsUid) {
+  SOCKBROKER_REQUIRE_ROOT();
+  const pid_t victim = spawn_victim();
+  ASSERT_GT(victim, 0);
+  auto r = run_in_child([&](Probe& p) { attack_victim(p, victim, [](Probe& q) { return lock_down(q); }); });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+  expect_victim_untouched(victim);
+  reap(victim);
+}
+
+// What lockdown() applies on a kernel whose Landlock has no network rules
+// (ABI 2 and 3: Debian 12's 6.1, for one). Before the layer for those kernels,
+// no Landlock domain was made there, and /proc/PID/mem stayed open.
+TEST(Lockdown, WithoutLandlockNetworkRulesStillCannotWriteIntoAnotherProcessOfItsUid) {
+  SOCKBROKER_REQUIRE_ROOT();
+  if (kernel_landlock_abi() < 2) {
+    if (sockbroker_skips_are_forbidden()) {
+      FAIL() << "needs Landlock ABI >= 2 and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";
+    }
+    GTEST_SKIP() << "needs Landlock ABI >= 2";
+  }
+  const pid_t victim = spawn_victim();
+  ASSERT_GT(victim, 0);
+  auto r = run_in_child([&](Probe& p) {
+    attack_victim(p, victim, [](Probe& q) {
+      // lockdown() on an ABI 3 kernel: NO_NEW_PRIVS, the Landlock layer for ABI 3, the seccomp layer.
+      auto landlock = sockbroker::lockdown_layers::apply_landlock_for_abi(3);
+      if (!landlock) {
+        q.fail("apply_landlock_for_abi(3) failed: " + landlock.error().message);
+        return false;
+      }
+      q.expect(landlock->applied && !landlock->refuses_tcp_bind, "ABI 3: a domain without network rules");
+      q.expect(landlock->note.find("no network rules") != std::string::npos, "the note says why: " + landlock->note);
+      if (auto s = sockbroker::lockdown_layers::apply_seccomp({}); !s) {
+        q.fail("apply_seccomp failed: " + s.error().message);
+        return false;
+      }
+      return true;
+    });
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+  expect_victim_untouched(victim);
+  reap(victim);
+}
+
+// An AF_UNIX socket with SO_PASSCRED (or SO_PASSPIDFD) gets a name when it
+// first sends or connects unbound: an abstract "\0XXXXX" of five hex digits
+// the kernel picks, which anyone in the network namespace can send datagrams
+// to. Allowed on purpose: it is the AF_UNIX form of the ephemeral port a UDP
+// socket gets on its first sendto (also allowed, and as reachable), the
+// process cannot choose the name, and refusing SO_PASSCRED would break
+// sd-bus, libdbus and udev's netlink monitor, which cannot be told apart by a
+// filter (setsockopt shows no socket family). Choosing a name is still a bind.
+TEST(Lockdown, PassCredAutobindGetsOnlyAKernelChosenAbstractName) {
+  auto r = run_in_child([](Probe& p) {
+    UniqueFd receiver = make_socket(AF_UNIX, SOCK_DGRAM);
+    const Address there = abstract_unix("passcred");
+    p.expect_ok("bind the receiver before lockdown", ::bind(receiver.get(), there.get(), there.length));
+    if (!lock_down(p)) return;
+
+    UniqueFd sender = make_socket(AF_UNIX, SOCK_DGRAM);
+    p.expect_ok("setsockopt(SO_PASSCRED)", set_int_option(sender.get(), SOL_SOCKET, SO_PASSCRED, 1));
+    p.expect_ok("sendto with SO_PASSCRED", ::sendto(sender.get(), "x", 1, 0, there.get(), there.length));
+    const Address name = local_address(sender.get());
+    const auto* un = reinterpret_cast<const sockaddr_un*>(&name.storage);
+    const socklen_t autobind_length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 6);
+    p.expect(name.length == autobind_length && un->sun_path[0] == '\0' &&
+                 std::all_of(un->sun_path + 1, un->sun_path + 6, [](char c) { return std::isxdigit(c) != 0; }),
+             "expected an autobound abstract name of five hex digits");
+
+    // Anyone may send to it, as to a UDP socket's ephemeral port.
+    UniqueFd stranger = make_socket(AF_UNIX, SOCK_DGRAM);
+    p.expect_ok("a datagram to the autobound name", ::sendto(stranger.get(), "y", 1, 0, name.get(), name.length));
+
+    // What the process cannot do: choose the name, or ask for autobind by bind(2).
+    UniqueFd chooser = make_socket(AF_UNIX, SOCK_DGRAM);
+    const Address chosen = abstract_unix("chosen");
+    p.expect_errno("bind(AF_UNIX, a chosen abstract name)", ::bind(chooser.get(), chosen.get(), chosen.length), EPERM);
+    sockaddr_un family_only{};
+    family_only.sun_family = AF_UNIX;
+    p.expect_errno("bind(AF_UNIX, family only: autobind)",
+                   ::bind(chooser.get(), reinterpret_cast<sockaddr*>(&family_only), sizeof(sa_family_t)), EPERM);
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+}
+
+// The lockdown leaves PR_SET_DUMPABLE as it was. Not dumpable, the process
+// would lose its core dumps and its own /proc/self/environ, auxv, io and mem
+// (owned by root then; measured on 6.18), and same-uid monitoring of its
+// /proc/PID; and execve sets it back to dumpable, so for a program `sockbroker
+// run` starts it could not be set at all. What it would buy (other processes
+// of the uid kept out of this one) is not what the lockdown is for: it keeps
+// the locked-down process in, and the Landlock domain does that.
+TEST(Lockdown, LeavesDumpableAsItWas) {
+  auto r = run_in_child([](Probe& p) {
+    p.expect_ok("PR_SET_DUMPABLE 1", ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0));
+    if (!lock_down(p)) return;
+    p.expect(::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1, "the lockdown changed PR_GET_DUMPABLE");
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+}
+
 // Inside a container whose seccomp profile refuses the Landlock system calls
 // (systemd-nspawn's does; so do older Docker profiles), the lockdown goes on
 // without its Landlock layer: the seccomp layer alone refuses binds.
@@ -376,8 +557,8 @@ TEST(Lockdown, LandlockRefusedByTheContainerLeavesTheSeccompLayer) {
     auto abi = sockbroker::lockdown_layers::landlock_abi_version(&why);
     p.expect(abi.ok() && *abi == 0, "Landlock refused by seccomp should read as unavailable");
     p.expect(why.find("seccomp profile") != std::string::npos, "the reason should name the profile: " + why);
-    auto landlock = sockbroker::lockdown_layers::apply_landlock_net();
-    p.expect(landlock.ok() && !landlock->applied, "apply_landlock_net() should apply nothing, and not fail");
+    auto landlock = sockbroker::lockdown_layers::apply_landlock();
+    p.expect(landlock.ok() && !landlock->applied, "apply_landlock() should apply nothing, and not fail");
     if (!lock_down(p)) return;
     UniqueFd tcp = make_socket(AF_INET, SOCK_STREAM);
     const Address v4 = loopback(AF_INET);
@@ -800,8 +981,8 @@ TEST(LockdownLandlock, RefusesTcpBindWithoutSeccomp) {
   }
 
   auto r = run_in_child([](Probe& p) {
-    if (auto s = sockbroker::lockdown_layers::apply_landlock_net(); !s) {
-      return p.fail("apply_landlock_net() failed: " + s.error().message + ": " + errno_text(s.error().sys_errno));
+    if (auto s = sockbroker::lockdown_layers::apply_landlock(); !s) {
+      return p.fail("apply_landlock() failed: " + s.error().message + ": " + errno_text(s.error().sys_errno));
     }
     p.expect(::prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == 0, "a seccomp filter is installed; this case tests Landlock alone");
     const Address v4 = loopback(AF_INET);
@@ -821,6 +1002,103 @@ TEST(LockdownLandlock, RefusesTcpBindWithoutSeccomp) {
     // seccomp layer refuses listen(2) itself.
     UniqueFd unbound = make_socket(AF_INET, SOCK_STREAM);
     p.expect_ok("Landlock: listen(unbound TCP socket)", ::listen(unbound.get(), 1));
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+}
+
+// A directory uid 65534 may write in, removed with what is left in it.
+struct ScratchDir {
+  std::string path;
+  ScratchDir() {
+    char name[] = "/tmp/sockbroker-lockdown-XXXXXX";
+    if (::mkdtemp(name) != nullptr) path = name;
+    if (!path.empty() && ::chown(path.c_str(), kNobody, kNogroup) != 0) path.clear();
+  }
+  ~ScratchDir() {
+    if (!path.empty()) std::filesystem::remove_all(path);
+  }
+};
+
+// The ordinary file operations a service does, cross-directory moves included.
+void expect_file_operations_work(Probe& p, const std::string& dir) {
+  const std::string a = dir + "/a", b = dir + "/b";
+  p.expect_ok("mkdir a", ::mkdir(a.c_str(), 0755));
+  p.expect_ok("mkdir b", ::mkdir(b.c_str(), 0755));
+  UniqueFd file(::open((a + "/tmp").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+  p.expect_ok("create a/tmp", file.get());
+  p.expect_ok("write a/tmp", ::write(file.get(), "x", 1));
+  file.reset();
+  p.expect_ok("rename a/tmp to a/done (same directory)", ::rename((a + "/tmp").c_str(), (a + "/done").c_str()));
+  p.expect_ok("rename a/done to b/done (another directory)", ::rename((a + "/done").c_str(), (b + "/done").c_str()));
+  p.expect_ok("link b/done to a/again (another directory)", ::link((b + "/done").c_str(), (a + "/again").c_str()));
+  p.expect_ok("rename directory b into a", ::rename(b.c_str(), (a + "/b").c_str()));
+  p.expect_ok("unlink a/again", ::unlink((a + "/again").c_str()));
+}
+
+// The layer lockdown() applies on kernels with Landlock but without its
+// network rules, alone: it refuses nothing a service does, and keeps the
+// process out of every process outside its domain, but not out of its own
+// children (the supervisor reads its program's bind addresses).
+TEST(LockdownLandlock, WithoutNetworkRulesTheDomainKeepsOutOfOtherProcessesOnly) {
+  SOCKBROKER_REQUIRE_ROOT();
+  if (kernel_landlock_abi() < 2) {
+    if (skips_are_forbidden()) FAIL() << "needs Landlock ABI >= 2 and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";
+    GTEST_SKIP() << "needs Landlock ABI >= 2";
+  }
+  ScratchDir scratch;
+  ASSERT_FALSE(scratch.path.empty());
+  const pid_t victim = spawn_victim();
+  ASSERT_GT(victim, 0);
+  auto r = run_in_child([&](Probe& p) {
+    if (!become_nobody()) return p.fail("cannot become uid 65534: " + errno_text(errno));
+    // Dumpable, as a service exec'd with User= is: /proc/self/mem is then its own.
+    ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    for (int abi : {2, 3}) {
+      auto landlock = sockbroker::lockdown_layers::apply_landlock_for_abi(abi);
+      if (!landlock) return p.fail("apply_landlock_for_abi(" + std::to_string(abi) + "): " + landlock.error().message);
+      p.expect(landlock->applied && !landlock->refuses_tcp_bind, "ABI " + std::to_string(abi) + ": a domain, no bind rule");
+    }
+    p.expect(::prctl(PR_GET_SECCOMP, 0, 0, 0, 0) == 0, "a seccomp filter is installed; this case tests Landlock alone");
+
+    expect_file_operations_work(p, scratch.path);
+    UniqueFd tcp = make_socket(AF_INET, SOCK_STREAM);
+    const Address v4 = loopback(AF_INET);
+    p.expect_ok("bind(TCP) (no network rules at these ABIs)", ::bind(tcp.get(), v4.get(), v4.length));
+    UniqueFd self_mem(::open("/proc/self/mem", O_RDWR | O_CLOEXEC));
+    p.expect_ok("open(/proc/self/mem, O_RDWR)", self_mem.get());
+
+    const pid_t child = spawn_sleeper();  // in the domain, as `sockbroker run`'s program is in the supervisor's
+    UniqueFd child_mem(::open(("/proc/" + std::to_string(child) + "/mem").c_str(), O_RDWR | O_CLOEXEC));
+    p.expect_ok("open(/proc/CHILD/mem, O_RDWR) of a child in the domain", child_mem.get());
+    reap(child);
+
+    const std::string mem = "/proc/" + std::to_string(victim) + "/mem";
+    UniqueFd victim_mem(::open(mem.c_str(), O_RDWR | O_CLOEXEC));
+    p.expect_errno(("Landlock alone: open(" + mem + ", O_RDWR)").c_str(), victim_mem.get(), EACCES);
+    int value = 666;
+    iovec local{&value, sizeof value};
+    iovec remote{const_cast<int*>(&g_victim_secret), sizeof value};
+    p.expect_errno("Landlock alone: process_vm_writev into the victim",
+                   ::process_vm_writev(victim, &local, 1, &remote, 1, 0), EPERM);
+  });
+  EXPECT_TRUE(exited_cleanly(r)) << describe(r);
+  expect_victim_untouched(victim);
+  reap(victim);
+}
+
+// Landlock ABI 1 (Linux 5.13 to 5.18) cannot make a domain that leaves renames
+// between directories alone: the lockdown makes none there.
+TEST(LockdownLandlock, Abi1GetsNoLayerRatherThanBreakingRenames) {
+  SOCKBROKER_REQUIRE_ROOT();
+  ScratchDir scratch;
+  ASSERT_FALSE(scratch.path.empty());
+  auto r = run_in_child([&](Probe& p) {
+    if (!become_nobody()) return p.fail("cannot become uid 65534: " + errno_text(errno));
+    auto landlock = sockbroker::lockdown_layers::apply_landlock_for_abi(1);
+    if (!landlock) return p.fail("apply_landlock_for_abi(1): " + landlock.error().message);
+    p.expect(!landlock->applied, "ABI 1: no domain");
+    p.expect(landlock->note.find("/proc/PID/mem") != std::string::npos, "the note names the gap: " + landlock->note);
+    expect_file_operations_work(p, scratch.path);
   });
   EXPECT_TRUE(exited_cleanly(r)) << describe(r);
 }

@@ -5,12 +5,14 @@
 // the broker's; namespaces A, B, ... are made by unshare and held by descriptor.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -182,6 +184,29 @@ int run_ip(const std::vector<std::string>& args, std::string* output, const std:
   return result.exit_code;
 }
 
+// A namespace mounted at `path` as `ip netns add` does (a bind mount of the
+// nsfs file on an empty file), unmounted and removed when this goes.
+class MountedNetns {
+ public:
+  MountedNetns(const Netns& ns, std::string path) : path_(std::move(path)) {
+    UniqueFd target(::open(path_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444));
+    EXPECT_TRUE(target) << path_ << ": " << std::strerror(errno);
+    const std::string source = "/proc/self/fd/" + std::to_string(ns.fd.get());
+    mounted_ = ::mount(source.c_str(), path_.c_str(), nullptr, MS_BIND, nullptr) == 0;
+    EXPECT_TRUE(mounted_) << "mount --bind " << source << " " << path_ << ": " << std::strerror(errno);
+  }
+  ~MountedNetns() {
+    if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
+    ::unlink(path_.c_str());
+  }
+  MountedNetns(const MountedNetns&) = delete;
+  MountedNetns& operator=(const MountedNetns&) = delete;
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+};
+
 }  // namespace
 
 TEST(Netns, GrantIsBoundInsideTheRequestedNamespaceOnly) {
@@ -285,6 +310,209 @@ TEST(Netns, RefusedRequestsBindNothingAnywhere) {
   EXPECT_EQ(denials[0]["reason"], "no_rule_matched");
   EXPECT_EQ(denials[0]["netns"], c.inode) << "a denial names the namespace asked for: " << denials[0].dump();
   EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
+}
+
+// Security review round 2, item 4: a runtime uid sent the broker's own
+// namespace (its own /proc/self/ns/net: the runtime runs on the host) for a
+// reuse_port request socket on the port of a broker reuse_port socket, and the
+// broker, root for both, bound a new member of that group for it: half the
+// host socket's connections. Now refused, whoever asks.
+TEST(Netns, TheBrokersOwnNamespaceIsRefused) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.host]
+listen = "127.0.0.1:8443"
+reuse_port = true
+
+[[socket.host.allow]]
+user = 4242
+
+[socket.side]
+listen = "127.0.0.1:8443"
+reuse_port = true
+netns = "request"
+
+[[socket.side.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+  const std::uint64_t home = netns_inode_of_pid(broker->pid());
+
+  // The runtime opens its own namespace, which is the broker's.
+  auto own = sbtest::run_as(kRuntime, kRuntime, [&](int report_fd) {
+    UniqueFd mine(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!mine || !client) return 100;
+    auto grant = client->acquire_in_netns("side", mine.get());
+    if (grant) return 0;
+    sbtest::report(report_fd, grant.error().message);
+    return -grant.error().code;
+  });
+  EXPECT_EQ(-own.exit_code, SOCKBROKER_E_DENIED) << own.exit_code << ": " << own.output;
+  EXPECT_NE(own.output.find("is the broker's own"), std::string::npos) << own.output;
+
+  // root, sending the same namespace, is refused too.
+  UniqueFd same(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(same);
+  Asked as_root = ask_as(0, broker->control(), "side", same.get());
+  EXPECT_FALSE(as_root.socket);
+  EXPECT_EQ(as_root.code, SOCKBROKER_E_DENIED) << as_root.message;
+
+  auto denials = broker->wait_for_events("deny", 2);
+  ASSERT_EQ(denials.size(), 2u);
+  for (const auto& denial : denials) {
+    EXPECT_EQ(denial["reason"], "netns_brokers_own") << denial.dump();
+    EXPECT_EQ(denial["netns"], home) << denial.dump();
+  }
+  // Any other namespace is granted as before.
+  Netns a = make_netns();
+  Asked in_a = ask_as(kRuntime, broker->control(), "side", a.fd.get());
+  ASSERT_TRUE(in_a.socket) << in_a.message;
+  EXPECT_EQ(socket_netns(in_a.socket.get()), a.inode);
+}
+
+// netns_owner = "requester": a namespace made in a user namespace of the
+// requester's own (a rootless container's) qualifies; one root made (another
+// container's, /run/netns/NAME readable by everyone) does not.
+TEST(Netns, OwnerRequesterTakesOnlyTheRequestersOwnNamespaces) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "0.0.0.0:80"
+netns = "request"
+netns_owner = "requester"
+
+[[socket.web.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+  const int baseline = broker->settled_fd_count();
+
+  Netns roots = make_netns();
+  Asked theirs = ask_as(kRuntime, broker->control(), "web", roots.fd.get());
+  EXPECT_FALSE(theirs.socket);
+  EXPECT_EQ(theirs.code, SOCKBROKER_E_DENIED) << theirs.message;
+  EXPECT_NE(theirs.message.find("its user namespace is owned by uid 0 (netns_owner allows the requester (uid 65534))"),
+            std::string::npos)
+      << theirs.message;
+  EXPECT_FALSE(connects_in(roots.fd.get(), "127.0.0.1", 80)) << "nothing bound in the namespace refused";
+
+  // The runtime's own: a user namespace and a network namespace made by uid 65534.
+  auto own = sbtest::run_as(kRuntime, kRuntime, [&](int report_fd) {
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
+      sbtest::report(report_fd, std::string("unshare(CLONE_NEWUSER | CLONE_NEWNET): ") + std::strerror(errno));
+      return 100;
+    }
+    UniqueFd mine(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!mine || !client) return 101;
+    auto grant = client->acquire_in_netns("web", mine.get());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    return socket_netns(grant->fd.get()) == inode_of(mine.get()) && local_port(grant->fd.get()) == 80 ? 0 : 2;
+  });
+  EXPECT_EQ(own.exit_code, 0) << own.output;
+
+  auto denials = broker->wait_for_events("deny");
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0]["reason"], "netns_not_allowed") << denials[0].dump();
+  EXPECT_EQ(denials[0]["netns"], roots.inode) << denials[0].dump();
+  EXPECT_EQ(broker->wait_for_events("grant").size(), 1u);
+  EXPECT_EQ(broker->wait_for_fd_count(baseline), baseline) << broker->fd_listing();
+}
+
+// netns_path: the namespace must be mounted at a matching path, found by the
+// broker as itself (not through a link), in directories only root can change.
+TEST(Netns, PathTakesOnlyNamespacesMountedThere) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  const std::string named = dir.file("netns");
+  ASSERT_EQ(::mkdir(named.c_str(), 0755), 0);
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "0.0.0.0:80"
+netns = "request"
+netns_path = ")" + named + R"(/ctr-*"
+
+[[socket.web.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+
+  Netns a = make_netns(), b = make_netns(), c = make_netns();
+  MountedNetns at_a(a, named + "/ctr-a");
+  MountedNetns at_b(b, named + "/other-b");
+  const std::string link = named + "/ctr-link";
+  ASSERT_EQ(::symlink(c.path().c_str(), link.c_str()), 0);
+
+  Asked in_a = ask_as(kRuntime, broker->control(), "web", a.fd.get());
+  ASSERT_TRUE(in_a.socket) << in_a.message;
+  EXPECT_EQ(socket_netns(in_a.socket.get()), a.inode);
+
+  Asked in_b = ask_as(kRuntime, broker->control(), "web", b.fd.get());
+  EXPECT_EQ(in_b.code, SOCKBROKER_E_DENIED) << in_b.message;
+  EXPECT_NE(in_b.message.find("it is mounted at no netns_path (\"" + named + "/ctr-*\")"), std::string::npos)
+      << in_b.message;
+  Asked in_c = ask_as(kRuntime, broker->control(), "web", c.fd.get());
+  EXPECT_EQ(in_c.code, SOCKBROKER_E_DENIED) << "a link to it is not a mount of it: " << in_c.message;
+
+  // A directory someone else can change is not searched at all.
+  ASSERT_EQ(::chown(named.c_str(), kRuntime, kRuntime), 0);
+  in_a.socket.reset();
+  Asked changed = ask_as(kRuntime, broker->control(), "web", a.fd.get());
+  EXPECT_EQ(changed.code, SOCKBROKER_E_DENIED) << changed.message;
+  EXPECT_NE(changed.message.find("\"" + named + "\" is owned by uid 65534, not root"), std::string::npos)
+      << changed.message;
+  ::unlink(link.c_str());
+
+  auto denials = broker->wait_for_events("deny", 3);
+  ASSERT_EQ(denials.size(), 3u);
+  for (const auto& denial : denials) EXPECT_EQ(denial["reason"], "netns_not_allowed") << denial.dump();
+}
+
+// `ip netns exec NAME sockbroker get --netns /run/netns/NAME ...`: the runtime
+// opens the namespace in a mount namespace of its own, whose copy of the
+// bind mount the broker's /proc/self/mountinfo does not list. Still a network
+// namespace, and still the one mounted at the netns_path the broker sees.
+TEST(Netns, NamespaceOpenedInAnotherMountNamespaceIsRecognised) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  const std::string named = dir.file("netns");
+  ASSERT_EQ(::mkdir(named.c_str(), 0755), 0);
+  auto broker = Broker::start(dir, R"(
+[socket.web]
+listen = "0.0.0.0:80"
+netns = "request"
+netns_path = ")" + named + R"(/ctr-*"
+
+[[socket.web.allow]]
+user = 65534
+)");
+  ASSERT_TRUE(broker);
+  Netns a = make_netns();
+  MountedNetns at_a(a, named + "/ctr-a");
+
+  auto child = sbtest::run_as(0, 0, [&](int report_fd) {
+    if (::unshare(CLONE_NEWNS) != 0) return 100;
+    UniqueFd ns(::open((named + "/ctr-a").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns || ::setgroups(0, nullptr) != 0 || ::setgid(kRuntime) != 0 || ::setuid(kRuntime) != 0) return 101;
+    auto client = sockbroker::Client::connect(broker->control());
+    if (!client) return 102;
+    auto grant = client->acquire_in_netns("web", ns.get());
+    if (!grant) {
+      sbtest::report(report_fd, grant.error().message);
+      return 1;
+    }
+    return 0;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  auto grants = broker->wait_for_events("grant");
+  ASSERT_EQ(grants.size(), 1u);
+  EXPECT_EQ(grants[0]["netns"], a.inode) << grants[0].dump();
 }
 
 TEST(Netns, BrokerSocketIgnoresANamespaceSentWithIt) {

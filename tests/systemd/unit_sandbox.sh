@@ -349,6 +349,7 @@ user = 65534
 [socket.container]    # bound at grant time in the namespace the client sends: setns
 listen = "127.0.0.1:443"
 netns = "request"
+netns_path = "/run/netns/sockbroker-sandbox-*"   # found by listing /run/netns
 [[socket.container.allow]]
 user = 65534
 TOML

@@ -94,6 +94,14 @@ struct World {
   }
 };
 
+// What the handler learns of a namespace a request sent (netns_binder.hpp).
+broker::NamespaceFacts namespace_facts(std::uint64_t inode, bool brokers_own = false) {
+  broker::NamespaceFacts facts;
+  facts.inode = inode;
+  facts.brokers_own = brokers_own;
+  return facts;
+}
+
 DenialReason reason_of(const broker::Planned& planned) {
   const auto* denial = std::get_if<Denial>(&planned);
   if (denial == nullptr) {
@@ -203,12 +211,114 @@ user = "nobody"
   facts.sender_pid = peer.pid;
   EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
             DenialReason::netns_invalid);
-  query.netns.emplace(std::uint64_t{4026532000});
+  query.netns.emplace(namespace_facts(4026532000));
   const auto planned = broker::plan_grant(query, facts, world.policy, world.table, world.leases);
   const auto& plan = plan_of(planned);
   EXPECT_EQ(plan.source, GrantPlan::Source::in_request_netns);
   EXPECT_EQ(plan.lease, GrantPlan::Lease::none);
   EXPECT_EQ(plan.netns, std::uint64_t{4026532000});
+}
+
+// A request socket in the broker's own namespace would join the broker's own
+// ports (a reuse_port group of a broker socket, say): refused for everyone,
+// root too, before anything is bound.
+TEST(GrantPlan, RequestNamespaceSocketIsNeverBoundInTheBrokersOwnNamespace) {
+  World world(R"(
+[socket.ctr]
+listen = "127.0.0.1:8080"
+netns = "request"
+reuse_port = true
+[[socket.ctr.allow]]
+user = "nobody"
+)");
+  GrantQuery query;
+  query.name = "ctr";
+  query.netns.emplace(namespace_facts(4026531840, true));
+  for (uid_t uid : {kNobody, uid_t{0}}) {
+    policy::PeerIdentity peer = nobody();
+    peer.uid = uid;
+    CallerFacts facts{peer};
+    facts.sender_pid = peer.pid;
+    const auto planned = broker::plan_grant(query, facts, world.policy, world.table, world.leases);
+    EXPECT_EQ(reason_of(planned), DenialReason::netns_brokers_own) << "uid " << uid;
+    if (const auto* denial = std::get_if<Denial>(&planned)) {
+      EXPECT_EQ(denial->message,
+                "socket \"ctr\": the network namespace sent (net:[4026531840]) is the broker's own; a netns = "
+                "\"request\" socket is bound only in another one (a container's): send that namespace");
+    }
+  }
+  EXPECT_EQ(broker::kind_of(DenialReason::netns_brokers_own).audit_reason, "netns_brokers_own");
+  EXPECT_EQ(broker::kind_of(DenialReason::netns_brokers_own).code, proto::ErrorCode::denied);
+}
+
+// netns_owner and netns_path: which namespaces qualify, decided from what the
+// handler learned of the one sent.
+TEST(GrantPlan, RequestNamespaceMustBeOneTheSocketAllows) {
+  World world(R"(
+[socket.own]
+listen = "127.0.0.1:8080"
+netns = "request"
+netns_owner = "requester"
+[[socket.own.allow]]
+user = "nobody"
+[[socket.own.allow]]
+user = 1000
+
+[socket.named]
+listen = "127.0.0.1:8081"
+netns = "request"
+netns_owner = 1000
+netns_path = "/run/netns/ctr-*"
+[[socket.named.allow]]
+user = "nobody"
+)");
+  const auto ask = [&](const std::string& name, uid_t uid, const broker::NamespaceFacts& sent) {
+    GrantQuery query;
+    query.name = name;
+    query.netns.emplace(sent);
+    policy::PeerIdentity peer = nobody();
+    peer.uid = uid;
+    CallerFacts facts{peer};
+    facts.sender_pid = peer.pid;
+    return broker::plan_grant(query, facts, world.policy, world.table, world.leases);
+  };
+  auto owned_by = [](std::optional<uid_t> owner) {
+    auto facts = namespace_facts(4026532100);
+    facts.owner = owner;
+    return facts;
+  };
+
+  // "requester": the namespace's user namespace is the caller's.
+  EXPECT_EQ(plan_of(ask("own", kNobody, owned_by(kNobody))).netns, std::uint64_t{4026532100});
+  EXPECT_EQ(plan_of(ask("own", 0, owned_by(0))).netns, std::uint64_t{4026532100});  // root's own, as for runtimes as root
+  const auto rootful = ask("own", kNobody, owned_by(0));
+  EXPECT_EQ(reason_of(rootful), DenialReason::netns_not_allowed);
+  if (const auto* denial = std::get_if<Denial>(&rootful)) {
+    EXPECT_EQ(denial->message,
+              "socket \"own\": permission denied: network namespace net:[4026532100] is not one it may be bound in: "
+              "its user namespace is owned by uid 0 (netns_owner allows the requester (uid 65534))");
+  }
+  EXPECT_EQ(reason_of(ask("own", 1000, owned_by(kNobody))), DenialReason::netns_not_allowed);
+  EXPECT_EQ(reason_of(ask("own", kNobody, owned_by(std::nullopt))), DenialReason::netns_not_allowed);
+
+  // A listed owner, or a mount at a netns_path: either will do.
+  EXPECT_TRUE(std::holds_alternative<GrantPlan>(ask("named", kNobody, owned_by(1000))));
+  auto mounted = owned_by(0);
+  mounted.mounted_at = "/run/netns/ctr-1";
+  EXPECT_TRUE(std::holds_alternative<GrantPlan>(ask("named", kNobody, mounted)));
+  auto neither = owned_by(0);
+  neither.unsearched.push_back("netns_path \"/x/*\" was not searched: \"/x\" is owned by uid 1000, not root");
+  const auto refused = ask("named", kNobody, neither);
+  EXPECT_EQ(reason_of(refused), DenialReason::netns_not_allowed);
+  if (const auto* denial = std::get_if<Denial>(&refused)) {
+    EXPECT_EQ(denial->message,
+              "socket \"named\": permission denied: network namespace net:[4026532100] is not one it may be bound "
+              "in: its user namespace is owned by uid 0 (netns_owner allows uid 1000), and it is mounted at no "
+              "netns_path (\"/run/netns/ctr-*\"); netns_path \"/x/*\" was not searched: \"/x\" is owned by uid "
+              "1000, not root");
+  }
+  EXPECT_EQ(broker::kind_of(DenialReason::netns_not_allowed).audit_reason, "netns_not_allowed");
+  EXPECT_EQ(broker::kind_of(DenialReason::netns_not_allowed).code, proto::ErrorCode::denied);
 }
 
 TEST(GrantPlan, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {

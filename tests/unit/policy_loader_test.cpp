@@ -73,6 +73,8 @@ max_grants = 8
 backlog = 128
 bind_to_device = "lo"
 netns = "request"
+netns_owner = ["requester", "www-data", 1234]
+netns_path = "/run/netns/ctr-*"
 
 [[socket.web.allow]]
 user = "www-data"
@@ -118,6 +120,9 @@ send_buffer = 65536
   EXPECT_EQ(web.backlog, 128);
   EXPECT_EQ(web.bind_to_device, std::optional<std::string>("lo"));
   EXPECT_EQ(web.netns, NetnsMode::request);
+  EXPECT_TRUE(web.netns_allow.owned_by_requester);
+  EXPECT_EQ(web.netns_allow.owners, (std::vector<uid_t>{33, 1234}));
+  EXPECT_EQ(web.netns_allow.paths, Lines{"/run/netns/ctr-*"});
   EXPECT_EQ(web.where.line, 8);
   EXPECT_EQ(web.where.file, "t.toml");
   EXPECT_EQ(web.where.column, 1);
@@ -125,7 +130,7 @@ send_buffer = 65536
   EXPECT_EQ(web.allow[0].user, std::optional<uid_t>(33));
   EXPECT_EQ(web.allow[0].unit, std::optional<std::string>("nginx.service"));
   EXPECT_FALSE(web.allow[0].group);
-  EXPECT_EQ(web.allow[0].where.line, 17);
+  EXPECT_EQ(web.allow[0].where.line, 19);
   EXPECT_EQ(web.allow[1].group, std::optional<gid_t>(65534));
   EXPECT_EQ(web.allow[2].user, std::optional<uid_t>(1234));  // a uid needs no passwd entry
   EXPECT_EQ(web.allow[2].group, std::optional<gid_t>(33));
@@ -833,9 +838,21 @@ TEST(PolicyWarning, BacklogOnDatagram) {
 }
 
 TEST(PolicyWarning, MaxGrantsOnARequestNetnsSocket) {
-  EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\nmax_grants = 4\n"),
+  EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\nmax_grants = 4\nnetns_owner = "
+                  "\"requester\"\n"),
             (Lines{"t.toml:4:1: warning: max_grants is ignored for netns = \"request\" sockets: the broker keeps no "
                    "reference to them and cannot see when they are closed"}));
+}
+
+// netns = "request" without netns_owner or netns_path: any namespace the
+// requester can open (but the broker's own) qualifies, another container's too.
+TEST(PolicyWarning, RequestNetnsWithoutRestriction) {
+  EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\n"),
+            (Lines{"t.toml:3:9: warning: netns = \"request\" binds in any network namespace the requester can open but "
+                   "the broker's own, another container's /run/netns/NAME (readable by everyone) included: restrict "
+                   "it with netns_owner = \"requester\" or netns_path"}));
+  EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\n", LoadOptions{.strict = true}).size(),
+            1u);
 }
 
 TEST(PolicyWarning, BufferAboveKernelMaximum) {
@@ -969,16 +986,20 @@ listen = "[::1]:53"
 )");
 }
 
+// A request socket is never bound in the broker's own namespace (the broker
+// refuses it), so it cannot meet a broker socket; two request sockets can meet
+// in one requested namespace.
 TEST(PolicyConflict, RequestNamespaceDoesNotConflictWithBrokerNamespace) {
   load_ok(R"([socket.host]
 listen = "127.0.0.1:80"
 [socket.container]
 listen = "127.0.0.1:80"
 netns = "request"
+netns_owner = "requester"
 )");
-  EXPECT_EQ(check("[socket.c1]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\n[socket.c2]\nlisten = "
-                  "\"127.0.0.1:80\"\nnetns = \"request\"\n"),
-            (Lines{"t.toml:5:10: error: listen \"127.0.0.1:80\" conflicts with socket \"c1\" (\"127.0.0.1:80\" at "
+  EXPECT_EQ(check("[socket.c1]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\nnetns_owner = \"requester\"\n[socket.c2]\n"
+                  "listen = \"127.0.0.1:80\"\nnetns = \"request\"\nnetns_owner = \"requester\"\n"),
+            (Lines{"t.toml:6:10: error: listen \"127.0.0.1:80\" conflicts with socket \"c1\" (\"127.0.0.1:80\" at "
                    "t.toml:2:10); sockets can share a port only if both set reuse_port = true"}));
 }
 
@@ -1003,6 +1024,102 @@ TEST(PolicyConflict, SameAbstractName) {
   EXPECT_EQ(check("[socket.a]\nlisten = \"@x\"\nallow_abstract = true\n[socket.b]\nlisten = \"@x\"\nallow_abstract = "
                   "true\n"),
             (Lines{"t.toml:5:10: error: listen \"@x\" conflicts with socket \"a\" (\"@x\" at t.toml:2:10)"}));
+}
+
+// ---------------------------------------------------------------------------
+// netns_owner and netns_path: where a netns = "request" socket may be bound
+
+TEST(PolicyNetns, OwnerAndPathTakeOneValueOrAnArray) {
+  Policy p = load_ok(R"([socket.a]
+listen = "127.0.0.1:80"
+netns = "request"
+netns_owner = "requester"
+[socket.b]
+listen = "127.0.0.1:81"
+netns = "request"
+netns_owner = 1000
+netns_path = ["/run/netns/ctr-*", "/run/netns/web"]
+[socket.c]
+listen = "127.0.0.1:82"
+netns = "request"
+netns_path = "/run/netns/[ab]?"
+)");
+  const NetnsAllow& a = p.find("a")->netns_allow;
+  EXPECT_TRUE(a.owned_by_requester);
+  EXPECT_TRUE(a.owners.empty());
+  EXPECT_TRUE(a.paths.empty());
+  const NetnsAllow& b = p.find("b")->netns_allow;
+  EXPECT_FALSE(b.owned_by_requester);
+  EXPECT_EQ(b.owners, std::vector<uid_t>{1000});
+  EXPECT_EQ(b.paths, (Lines{"/run/netns/ctr-*", "/run/netns/web"}));
+  EXPECT_EQ(p.find("c")->netns_allow.paths, Lines{"/run/netns/[ab]?"});
+}
+
+TEST(PolicyNetns, OnlyForRequestSockets) {
+  EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns_owner = \"requester\"\nnetns_path = \"/run/netns/x\"\n"),
+            (Lines{"t.toml:3:1: error: netns_owner applies only to netns = \"request\" sockets",
+                   "t.toml:4:1: error: netns_path applies only to netns = \"request\" sockets"}));
+  EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"broker\"\nnetns_owner = 0\n"),
+            (Lines{"t.toml:4:1: error: netns_owner applies only to netns = \"request\" sockets"}));
+}
+
+TEST(PolicyNetns, OwnerMistakes) {
+  const std::string head = "[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\n";
+  EXPECT_EQ(check(head + "netns_owner = \"no-such-user-here\"\n"),
+            (Lines{"t.toml:4:15: error: unknown user \"no-such-user-here\""}));
+  EXPECT_EQ(check(head + "netns_owner = []\n"), (Lines{"t.toml:4:15: error: netns_owner must name at least one owner"}));
+  EXPECT_EQ(check(head + "netns_owner = true\n"),
+            (Lines{"t.toml:4:15: error: netns_owner must be \"requester\", a user name or a uid (or an array of them), "
+                   "not a boolean"}));
+  EXPECT_EQ(check(head + "netns_owner = [\"requester\", 1.5]\n"),
+            (Lines{"t.toml:4:29: error: netns_owner must be \"requester\", a user name or a uid (or an array of them), "
+                   "not a floating-point number"}));
+  EXPECT_EQ(check(head + "netns_owner = -1\n"), (Lines{"t.toml:4:15: error: netns_owner = -1 is out of range 0..4294967294"}));
+}
+
+TEST(PolicyNetns, PathMistakes) {
+  const std::string head = "[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\nnetns_path = ";
+  const std::pair<const char*, const char*> cases[] = {
+      {"\"run/netns/x\"", "must be an absolute path such as \"/run/netns/ctr-*\""},
+      {"\"/run/netns/\"", "ends in \"/\": name the namespace files, such as \"/run/netns/*\""},
+      {"\"/run//netns/x\"", "is not written plainly (no \"//\", \".\" or \"..\"): write it plainly"},
+      {"\"/run/netns/../x\"", "is not written plainly (no \"//\", \".\" or \"..\"): write it plainly"},
+      {"\"/run/netns/..\"", "is not written plainly (no \"//\", \".\" or \"..\"): write it plainly"},
+      {"\"/run/*/x\"", "has a wildcard in a directory: only its last component may have one"},
+  };
+  for (const auto& [value, why] : cases) {
+    const std::string text = std::string(value);
+    EXPECT_EQ(check(head + text + "\n"),
+              (Lines{"t.toml:4:14: error: netns_path " + text + " " + why}))
+        << value;
+  }
+  EXPECT_EQ(check(head + "42\n"), (Lines{"t.toml:4:14: error: netns_path must be a string, not an integer"}));
+  EXPECT_EQ(check(head + "[]\n"), (Lines{"t.toml:4:14: error: netns_path must name at least one path"}));
+}
+
+// The broker follows no link and searches only directories only root can
+// change; `check` says so at the value.
+TEST(PolicyNetns, PathThroughALinkOrAnotherUsersDirectoryIsAnError) {
+  char pattern[] = "/tmp/sockbroker-netns-path-XXXXXX";
+  ASSERT_NE(::mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  std::filesystem::create_directory(dir + "/real");
+  std::filesystem::create_directory_symlink(dir + "/real", dir + "/link");
+  const std::string head = "[socket.web]\nlisten = \"127.0.0.1:80\"\nnetns = \"request\"\nnetns_path = ";
+  auto lines = check(head + "\"" + dir + "/link/ns-*\"\n");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "t.toml:4:14: error: \"" + dir + "/link\", on the way to \"" + dir +
+                          "/link/ns-*\", is a symbolic link: write the path without links (the broker follows none)");
+  EXPECT_EQ(check(head + "\"" + dir + "/real/ns-*\"\n"), Lines{});
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::chown((dir + "/real").c_str(), 65534, 65534), 0);
+    lines = check(head + "\"" + dir + "/real/ns-*\"\n");
+    ASSERT_EQ(lines.size(), 1u);
+    EXPECT_EQ(lines[0], "t.toml:4:14: error: \"" + dir + "/real\", on the way to \"" + dir +
+                            "/real/ns-*\", is owned by uid 65534, not root: the broker searches netns_path only in "
+                            "directories only root can change");
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // ---------------------------------------------------------------------------
