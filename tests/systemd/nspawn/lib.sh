@@ -41,10 +41,10 @@
 # Without root the tests skip (exit 77), or fail if SOCKBROKER_TEST_REQUIRE_ROOT=1.
 #
 # Adding a test: a file NAME.sh here like the others, and NAME in the list
-# nspawn_tests in tests/systemd/CMakeLists.txt. A test of broker restarts,
-# say, boots with --wants sockbroker.service (the ports held from boot),
-# starts a service holding port 80, and compares what `ss -Hltne` says of
-# port 80 (the socket's inode) before and after `systemctl restart
+# nspawn_tests in tests/systemd/CMakeLists.txt. restart.sh, for one, boots
+# with --wants sockbroker.service (the ports held from boot), starts a service
+# holding port 80, and compares what `ss -Hltnpe` says of port 80 (the
+# socket's inode, its holders) before and after `systemctl restart
 # sockbroker` or a `kill -9` of its MainPID. To look into a live container:
 # a `sleep 600` in the script, a longer --timeout, and from the host
 # `nsenter --target PID --all`, PID being the container's systemd as the host
