@@ -292,6 +292,7 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(fcntl), "O_NONBLOCK, F_DUPFD_CLOEXEC of pidfds, journal memfd seals"),
     allow(SCMP_SYS(fsync), "audit file, should a sink sync"),
     allow(SCMP_SYS(fdatasync), "audit file, should a sink sync"),
+    allow(SCMP_SYS(ftruncate), "audit file: a line a full disk cut short is taken back (audit.cpp)"),
     allow_if(SCMP_SYS(ioctl), eq(1, TCGETS), "isatty() in stdio and libsystemd's line reader"),
 
     // --- files: reload (policy files and directories, sysctls), NSS (/etc,

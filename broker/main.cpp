@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
     return kExitCantCreate;
   }
   audit->set_flush_interval(std::chrono::milliseconds(audit_flush_ms));
+  audit->set_logger(log.get());
   if (auto s = broker::Server::block_signals(); !s) {
     log->critical("{}", describe(s.error()));
     return kExitOsErr;
@@ -229,6 +230,7 @@ int main(int argc, char** argv) {
 
   ::sd_notify(0, "STOPPING=1");
   if (!created_path.empty()) ::unlink(created_path.c_str());
+  audit->emit_suppressed();
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : describe(served.error())}});
   audit->flush();
   if (!served) {
