@@ -428,6 +428,12 @@ Response RequestHandler::status(const Caller& caller) {
   out.last_reload_time = m.last_reload_time;
   out.last_reload_ok = m.last_reload_ok;
   out.last_reload_message = m.last_reload_message;
+  out.audit_failure = policy::to_string(state_.policy.broker.audit_failure);
+  out.audit_failing = audit_.failing();
+  if (audit_.failing()) out.audit_error = std::strerror(audit_.failure()->sys_errno);
+  out.audit_failing_since = audit_.failing_since();
+  out.audit_lines_lost = audit_.lines_lost();
+  out.audit_suppressed = audit_.suppressed();
   return Response{std::move(out), nullptr};
 }
 

@@ -131,6 +131,13 @@ struct StatusReport {
   std::int64_t last_reload_time = 0;  // 0: never
   bool last_reload_ok = false;
   std::string last_reload_message;
+  // The audit trail.
+  std::string audit_failure;  // "deny" | "continue"; "" from a broker that does not say
+  bool audit_failing = false;
+  std::string audit_error;              // at most kMaxStatusAuditErrorLength
+  std::int64_t audit_failing_since = 0;  // Unix seconds; 0: not failing
+  std::uint64_t audit_lines_lost = 0;
+  std::uint64_t audit_suppressed = 0;
 };
 
 using Reply = std::variant<Grant, Failure, Listing, Outcome, StatusReport>;

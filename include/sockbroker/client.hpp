@@ -94,6 +94,14 @@ struct BrokerStatus {
   bool last_reload_ok = false;
   std::string last_reload_message;
   std::vector<SocketInfo> sockets;  // every socket, the administrator's view of list()
+  // The audit trail. audit_failure: what grants do while it cannot be
+  // written, "deny" or "continue" ("" from a broker too old to say).
+  std::string audit_failure;
+  bool audit_failing = false;           // its last write failed; lines wait in the broker's memory
+  std::string audit_error;              // that write's error, while failing
+  std::int64_t audit_failing_since = 0;  // Unix seconds; 0 when not failing
+  std::uint64_t audit_lines_lost = 0;    // lines that never reached it, since the broker started
+  std::uint64_t audit_suppressed = 0;    // lines the per-uid rate limit dropped, since the broker started
 };
 
 // A connection to the broker, kept open for several requests. Not for use from
