@@ -1,6 +1,7 @@
 // Everything a decision reads or changes, owned by main() and handed down.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,6 +29,8 @@ struct BrokerState {
   std::uint64_t generation = 1;  // +1 per successful reload
   Metrics metrics = {};          // what `sockbroker status` reports
   std::vector<Revocation> revocations;  // not yet told (Server::tell_revoked)
+  // When the shared sockets are next looked at (shared_socket_repair.hpp).
+  std::chrono::steady_clock::time_point next_shared_socket_check = {};
 };
 
 // A holder's process exited (or its pid was found recycled): its grants stop

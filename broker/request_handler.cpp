@@ -17,6 +17,7 @@
 #include "netns_binder.hpp"
 #include "reload.hpp"
 #include "grant_plan.hpp"
+#include "shared_socket_repair.hpp"
 #include "socket_factory.hpp"
 
 namespace sockbroker::broker {
@@ -162,6 +163,17 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
     // nothing for it.
     if (count_closed_members(denial->reason == DenialReason::quota ? denial->socket : nullptr, facts.holder) != 0) {
       planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
+    }
+  }
+  if (const auto* plan = std::get_if<GrantPlan>(&planned); plan != nullptr && plan->source == GrantPlan::Source::shared) {
+    // A holder may have broken the one socket every holder shares (shutdown,
+    // connect): repaired before anyone else gets it (shared_socket_repair.hpp).
+    TableEntry* entry = state_.table.find(plan->spec->name);
+    if (entry != nullptr && entry->socket) {
+      if (Damage damage = inspect_shared_socket(entry->socket->get(), entry->spec); damage != Damage::none) {
+        repair_shared_socket(state_, *entry, damage, "grant", audit_, log_);
+        planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
+      }
     }
   }
   const std::optional<std::uint64_t> netns =

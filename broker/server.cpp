@@ -18,6 +18,7 @@
 #include "epoll_timeout.hpp"
 #include "peer_identity.hpp"
 #include "reload.hpp"
+#include "shared_socket_repair.hpp"
 
 namespace sockbroker::broker {
 namespace {
@@ -131,6 +132,7 @@ Status Server::run() {
     disposer_.flush(log_);
     const auto now = Clock::now();
     state_.table.retry_failed(now, audit_, log_);
+    check_shared_sockets(state_, now, audit_, log_);
     if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
@@ -473,6 +475,7 @@ int Server::milliseconds_to_next_deadline() const {
   if (watchdog_interval_.count() > 0 && (!next || next_watchdog_ < *next)) next = next_watchdog_;
   if (auto due = audit_.flush_deadline(); due && (!next || *due < *next)) next = *due;
   if (auto retry = state_.table.next_retry(); retry && (!next || *retry < *next)) next = *retry;
+  if (auto check = next_shared_socket_check(state_); check && (!next || *check < *next)) next = *check;
   // The disposer's queue was full: try again soon.
   if (disposer_.backlogged()) {
     auto retry = Clock::now() + std::chrono::milliseconds(10);
