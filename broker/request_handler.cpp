@@ -353,6 +353,11 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
   // The sockets granted from each entry, by entry id: reuse_port members live
   // only in their holders (and leases), not in the table.
   std::unordered_map<std::uint64_t, std::vector<const Lease*>> granted_leases;
+  if (admin && request.cursor == 0) {
+    // Sockets as they are now: one a holder broke is repaired (and audited)
+    // before it is listed as bound.
+    check_shared_sockets(state_, std::chrono::steady_clock::now(), audit_, log_, true);
+  }
   if (admin) {
     // Holders as they are now: members closed since no longer count.
     for (const TableEntry& entry : entries) {

@@ -134,8 +134,8 @@ void repair_shared_socket(BrokerState& state, TableEntry& entry, Damage damage, 
 }
 
 void check_shared_sockets(BrokerState& state, std::chrono::steady_clock::time_point now, Audit& audit,
-                          spdlog::logger& log) {
-  if (auto due = next_shared_socket_check(state); !due || now < *due) return;
+                          spdlog::logger& log, bool now_anyway) {
+  if (auto due = next_shared_socket_check(state); !now_anyway && (!due || now < *due)) return;
   state.next_shared_socket_check = now + kSharedSocketCheckInterval;
   std::vector<pollfd> probes;
   std::vector<const TableEntry*> of;
@@ -157,7 +157,7 @@ void check_shared_sockets(BrokerState& state, std::chrono::steady_clock::time_po
   }
   for (const auto& [name, damage] : found) {
     if (TableEntry* entry = state.table.find(name); entry != nullptr && shared(*entry)) {
-      repair_shared_socket(state, *entry, damage, "check", audit, log);
+      repair_shared_socket(state, *entry, damage, now_anyway ? "list" : "check", audit, log);
     }
   }
 }

@@ -45,7 +45,7 @@ enum class Damage : std::uint8_t {
 [[nodiscard]] Damage inspect_shared_socket(int fd, const policy::SocketSpec& spec) noexcept;
 
 // Repairs the entry's socket, found as `damage`, audits and logs it.
-// noticed: "grant" or "check", for the event. The entry may be bound afresh
+// noticed: "grant", "check" or "list", for the event. The entry may be bound afresh
 // (a new id), or be failed and retried with backoff.
 void repair_shared_socket(BrokerState& state, TableEntry& entry, Damage damage, std::string_view noticed, Audit& audit,
                           spdlog::logger& log);
@@ -54,9 +54,10 @@ void repair_shared_socket(BrokerState& state, TableEntry& entry, Damage damage, 
 inline constexpr std::chrono::seconds kSharedSocketCheckInterval{1};
 
 // Looks at every shared socket (one poll(2) for them all) if the check is
-// due, and repairs what it finds.
+// due, or now if `now_anyway` (an administrator's listing must not call a
+// broken socket bound), and repairs what it finds.
 void check_shared_sockets(BrokerState& state, std::chrono::steady_clock::time_point now, Audit& audit,
-                          spdlog::logger& log);
+                          spdlog::logger& log, bool now_anyway = false);
 // When the loop must call check_shared_sockets(); none while no process holds
 // a grant (a socket damaged by a holder that has exited is repaired at its
 // next grant).

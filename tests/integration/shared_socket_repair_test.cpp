@@ -150,6 +150,22 @@ TEST(Adversarial, ASharedListenerLeftShutDownIsRepairedAtTheNextGrant) {
   EXPECT_NE(listing.output.find("\"bound\""), std::string::npos) << listing.output;
 }
 
+TEST(Adversarial, AnAdministratorsListingDoesNotCallABrokenSocketBound) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
+  ASSERT_TRUE(broker);
+  EXPECT_EQ(harm_and_exit(*broker, "web", [](int fd) { return ::shutdown(fd, SHUT_RD) == 0 ? 0 : 10; }), 0);
+  // No grant since: the listing looks first, and lists what it repaired.
+  auto listing = sbtest::cli_as_root(*broker, {"list", "--json"});
+  ASSERT_EQ(listing.exit_code, 0) << listing.output;
+  auto events = relistens(*broker);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_TRUE(events[0]["noticed"] == "list" || events[0]["noticed"] == "check") << events[0].dump();
+  EXPECT_EQ(events[0]["ok"], true);
+  EXPECT_EQ(tcp_connect(80), 0);
+}
+
 TEST(Adversarial, AUnixListenerShutDownByAHolderIsBoundAfresh) {
   SBTEST_PREPARE();
   TempDir dir;
