@@ -355,6 +355,10 @@ void Audit::flush() {
   if (!pending_.empty() || cut_line_ || failing()) write_out();
 }
 
+std::size_t Audit::lines_pending() const noexcept {
+  return static_cast<std::size_t>(std::count(pending_.begin(), pending_.end(), '\n'));
+}
+
 void Audit::emit_suppressed() { emit_summaries(limit_.take_due(std::chrono::steady_clock::now(), true)); }
 
 void Audit::emit_summaries(const std::vector<AuditRateLimit::Summary>& summaries) {

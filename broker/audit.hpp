@@ -123,6 +123,8 @@ class Audit {
   [[nodiscard]] std::int64_t failing_since() const noexcept { return failing() ? failing_since_.tv_sec : 0; }
   // Lines that never reached the destination, since start.
   [[nodiscard]] std::uint64_t lines_lost() const noexcept { return lines_lost_; }
+  // Lines waiting in memory to be written.
+  [[nodiscard]] std::size_t lines_pending() const noexcept;
 
   // The per-uid rate limit (audit_rate_limit.hpp): whether a line (and the
   // log line that goes with it) attributed to uid may be written now. What it

@@ -233,6 +233,10 @@ int main(int argc, char** argv) {
   audit->emit_suppressed();
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : describe(served.error())}});
   audit->flush();
+  if (audit->failing()) {
+    log->error("exiting with {} audit line(s) the trail would not take: {}", audit->lines_pending(),
+               describe(*audit->failure()));
+  }
   if (!served) {
     log->critical("{}", describe(served.error()));
     return kExitOsErr;
