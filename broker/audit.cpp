@@ -97,21 +97,21 @@ void flatten(const std::string& prefix, const nlohmann::ordered_json& value, std
 }
 
 // The journal is not the fast path: the line is parsed back into its fields.
-void send_to_journal(const std::string& line) {
+// 0, or the negative errno sd_journal_sendv returned.
+int send_to_journal(std::string_view line) {
   auto fields = nlohmann::ordered_json::parse(line, nullptr, false);
-  if (!fields.is_object()) return;  // cannot happen: the line was written as JSON
+  if (!fields.is_object()) return 0;  // cannot happen: the line was written as JSON
   const std::string event = fields.value("event", "");
   fields.erase("ts");  // the journal stamps its own time
   std::vector<std::string> entries;
-  entries.push_back("MESSAGE=" + line);
+  entries.push_back("MESSAGE=" + std::string(line));
   entries.push_back("SYSLOG_IDENTIFIER=sockbrokerd");
   entries.push_back(std::string("PRIORITY=") + (event == "deny" || event == "bad_request" ? "5" : "6"));
   flatten("SOCKBROKER", fields, entries);
   std::vector<iovec> iov;
   iov.reserve(entries.size());
   for (auto& entry : entries) iov.push_back(iovec{entry.data(), entry.size()});
-  // Best effort by design: a journal hiccup must not stop the broker serving.
-  (void)::sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
+  return ::sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
 }
 
 }  // namespace
@@ -152,22 +152,121 @@ int Audit::output() const noexcept {
   return -1;
 }
 
-void Audit::write_out() {
+int Audit::write_pending() {
+  if (cut_line_) {
+    // The last line written was cut and could not be taken back: it ends
+    // here, so that every line after it is whole.
+    pending_.insert(0, 1, '\n');
+    cut_line_ = false;
+  }
   std::size_t done = 0;
+  int err = 0;
   while (done < pending_.size()) {
     ssize_t n = ::write(output(), pending_.data() + done, pending_.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      // Disk full, a read-only file system, a closed stderr: lines are lost,
-      // and the broker is told (failed()), which may refuse grants meanwhile.
-      last_error_ = errno_error("writing the audit trail", n < 0 ? errno : ENOSPC);
-      ++lines_lost_;
+      // Disk full, a quota, an I/O error, a closed stderr. A regular file
+      // takes what fits, then refuses: n == 0 cannot happen, but would be that.
+      err = n < 0 ? errno : ENOSPC;
       break;
     }
     done += static_cast<std::size_t>(n);
   }
-  if (done == pending_.size()) last_error_.reset();
+  if (err == 0) {
+    pending_.clear();
+    return 0;
+  }
+  // Whole lines or nothing: the lines written stay, the one cut short goes.
+  const std::size_t newline = done == 0 ? std::string::npos : pending_.rfind('\n', done - 1);
+  const std::size_t whole = newline == std::string::npos ? 0 : newline + 1;
+  if (done > whole && !take_back(done - whole)) {
+    // A pipe or a file someone else writes too: what went out stays out.
+    // The rest of that line is dropped, and the next write ends it.
+    const std::size_t end = pending_.find('\n', done);
+    pending_.erase(0, end == std::string::npos ? pending_.size() : end + 1);
+    ++lines_lost_;
+    cut_line_ = true;
+    return err;
+  }
+  if (done > whole && log_ != nullptr) {
+    log_->debug("the audit trail took {} of a line's bytes, then refused the rest: they were taken back",
+                done - whole);
+  }
+  pending_.erase(0, whole);
+  return err;
+}
+
+bool Audit::take_back(std::size_t bytes) {
+  const int fd = output();
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  // After a write the offset is where it ended (with O_APPEND too). Only if
+  // the file ends there are the last bytes ours: a logrotate copytruncate, or
+  // another writer of a shared stderr, must not lose theirs.
+  const off_t end = ::lseek(fd, 0, SEEK_CUR);
+  if (end < 0 || st.st_size != end || end < static_cast<off_t>(bytes)) return false;
+  const off_t cut = end - static_cast<off_t>(bytes);
+  if (::ftruncate(fd, cut) != 0) return false;
+  // A descriptor without O_APPEND (a stderr redirected with ">") would
+  // otherwise write past the end, leaving a hole of zeros.
+  (void)::lseek(fd, cut, SEEK_SET);
+  return true;
+}
+
+int Audit::send_pending_to_journal() {
+  std::size_t start = 0;
+  while (start < pending_.size()) {
+    const std::size_t end = pending_.find('\n', start);
+    const int r = send_to_journal(std::string_view(pending_).substr(start, end - start));
+    if (r == -EINVAL || r == -E2BIG || r == -EMSGSIZE) {
+      // This line, not the journal: retrying it would fail for ever.
+      ++lines_lost_;
+    } else if (r < 0) {
+      pending_.erase(0, start);
+      return -r;
+    }
+    start = end + 1;
+  }
   pending_.clear();
+  return 0;
+}
+
+void Audit::write_out() {
+  last_attempt_ = std::chrono::steady_clock::now();
+  const std::uint64_t lost_before = lines_lost_;
+  const int err = destination_ == Destination::journal ? send_pending_to_journal() : write_pending();
+  if (err != 0) {
+    note_failure(err, lost_before);
+  } else if (failing()) {
+    note_recovery();
+  }
+}
+
+void Audit::note_failure(int err, std::uint64_t lost_before) {
+  const bool began = !failing();
+  last_error_ = errno_error("cannot write the audit trail", err);
+  if (!began) return;
+  ::clock_gettime(CLOCK_REALTIME, &failing_since_);
+  lost_when_failing_ = lost_before;  // a line this very attempt cut counts in this outage
+  if (log_ != nullptr) {
+    log_->error("cannot write the audit trail: {}; its lines wait in memory (up to {} KiB) and writing is retried "
+                "every {} s; while it fails, grants are refused unless the policy says audit_failure = \"continue\"",
+                std::strerror(err), kMaxRetained / 1024, kRetryInterval.count());
+  }
+}
+
+void Audit::note_recovery() {
+  const Error error = *last_error_;
+  last_error_.reset();
+  const std::uint64_t lost = lines_lost_ - lost_when_failing_;
+  const std::string since = utc_text(failing_since_);
+  if (log_ != nullptr) {
+    log_->warn("the audit trail can be written again (failing since {}: {}); {} line(s) lost", since,
+               std::strerror(error.sys_errno), lost);
+  }
+  AuditLine line = begin("audit_resumed");
+  line.field("since", since).field("error", std::strerror(error.sys_errno)).field("lines_lost", lost);
+  commit(line);
 }
 
 void Audit::emit(std::string_view event, const nlohmann::ordered_json& fields) {
@@ -176,6 +275,22 @@ void Audit::emit(std::string_view event, const nlohmann::ordered_json& fields) {
     for (const auto& [key, value] : fields.items()) line.field(key, value);
   }
   commit(line);
+}
+
+std::string Audit::utc_text(const timespec& when) {
+  if (when.tv_sec != stamped_second_) {
+    tm parts{};
+    ::gmtime_r(&when.tv_sec, &parts);
+    char text[32];
+    std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &parts);
+    second_prefix_.assign(text, n);
+    stamped_second_ = when.tv_sec;
+  }
+  std::string out = second_prefix_;
+  char micros[] = ".000000Z";
+  for (long left = when.tv_nsec / 1000, i = 6; i >= 1; --i, left /= 10) micros[i] = static_cast<char>('0' + left % 10);
+  out += micros;
+  return out;
 }
 
 AuditLine Audit::begin(std::string_view event) {
@@ -205,15 +320,17 @@ AuditLine Audit::begin(std::string_view event) {
 void Audit::commit(AuditLine& line) {
   (void)line;  // its text is line_
   line_ += '}';
-  if (destination_ == Destination::journal) {
-    send_to_journal(line_);
+  if (!failing() && destination_ == Destination::file && pending_.size() + line_.size() + 1 > kWriteBlock) write_out();
+  if (failing() && pending_.size() + line_.size() + 1 > kMaxRetained) {
+    ++lines_lost_;
     return;
   }
-  if (pending_.size() + line_.size() + 1 > kWriteBlock) write_out();
   pending_ += line_;
   pending_ += '\n';
-  // A file waits for the flush interval (one write per burst of grants);
-  // stdout and stderr take each line as it comes.
+  // While failing, lines wait for the next retry (flush_deadline). A file
+  // waits for the flush interval (one write per burst of grants); stdout,
+  // stderr and the journal take each line as it comes.
+  if (failing()) return;
   if (destination_ != Destination::file || flush_interval_.count() == 0) {
     write_out();
   } else if (!first_unwritten_) {
@@ -222,13 +339,53 @@ void Audit::commit(AuditLine& line) {
 }
 
 std::optional<std::chrono::steady_clock::time_point> Audit::flush_deadline() const noexcept {
-  if (!first_unwritten_) return std::nullopt;
-  return *first_unwritten_ + flush_interval_;
+  std::optional<std::chrono::steady_clock::time_point> next;
+  if (failing()) {
+    next = last_attempt_ + kRetryInterval;
+  } else if (first_unwritten_) {
+    next = *first_unwritten_ + flush_interval_;
+  }
+  if (auto due = limit_.next_due(); due && (!next || *due < *next)) next = *due;
+  return next;
 }
 
 void Audit::flush() {
+  emit_summaries(limit_.take_due(std::chrono::steady_clock::now()));
   first_unwritten_.reset();
-  if (!pending_.empty()) write_out();
+  if (!pending_.empty() || cut_line_ || failing()) write_out();
+}
+
+std::size_t Audit::lines_pending() const noexcept {
+  return static_cast<std::size_t>(std::count(pending_.begin(), pending_.end(), '\n'));
+}
+
+void Audit::emit_suppressed() { emit_summaries(limit_.take_due(std::chrono::steady_clock::now(), true)); }
+
+void Audit::emit_summaries(const std::vector<AuditRateLimit::Summary>& summaries) {
+  if (summaries.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  timespec wall{};
+  ::clock_gettime(CLOCK_REALTIME, &wall);
+  for (const auto& summary : summaries) {
+    // The first dropped line's wall time: now, less how long ago it was.
+    const auto ago = std::chrono::duration_cast<std::chrono::nanoseconds>(now - summary.since).count();
+    std::int64_t ns = static_cast<std::int64_t>(wall.tv_sec) * 1000000000 + wall.tv_nsec - ago;
+    const timespec since{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    const std::string since_text = utc_text(since);
+    AuditLine line = begin("suppressed");
+    if (summary.uid) {
+      line.field("uid", static_cast<std::uint64_t>(*summary.uid));
+    } else {
+      line.field("uid", nullptr);
+    }
+    line.field("count", summary.count).field("since", since_text);
+    commit(line);
+    if (log_ != nullptr) {
+      log_->warn("{}: {} audit event(s) and their log lines dropped since {} (audit_rate_per_uid)",
+                 summary.uid ? "uid " + std::to_string(*summary.uid) : std::string("uids past the first 1024"),
+                 summary.count, since_text);
+    }
+  }
 }
 
 namespace {

@@ -5,7 +5,7 @@
 #pragma once
 
 #include <sys/socket.h>
-
+#include <time.h>
 
 #include <chrono>
 #include <cstdint>
@@ -14,10 +14,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <sockbroker/fd.hpp>
+#include <spdlog/logger.h>
 
 #include "address.hpp"
+#include "audit_rate_limit.hpp"
 #include "identity.hpp"
 #include "policy.hpp"
 
@@ -74,6 +77,10 @@ class Audit {
   // The audit file a previous broker had open (an upgrade in place).
   [[nodiscard]] static Audit adopt(UniqueFd file);
 
+  // Where the audit's own troubles are told (the trail failing and
+  // recovering, suppressed lines); none: not told.
+  void set_logger(spdlog::logger* log) noexcept { log_ = log; }
+
   // Stamps `ts` and `event` onto fields and writes one line.
   void emit(std::string_view event, const nlohmann::ordered_json& fields);
 
@@ -92,12 +99,44 @@ class Audit {
   // of that interval; stopping normally writes them all. stdout, stderr and the
   // journal are always written line by line.
   void set_flush_interval(std::chrono::milliseconds interval) noexcept { flush_interval_ = interval; }
+  // When the loop must call flush(): a batch to write, a write to retry, a
+  // suppressed summary due.
   [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> flush_deadline() const noexcept;
+  // Writes the summaries due, then every line held (retrying a failing trail).
   void flush();
 
-  // The last write failed (disk full, ...): lines were lost since.
+  // Writing fails (disk full, I/O error, a read-only file system, journald
+  // gone): the trail holds whole lines only, so a line cut short is taken
+  // back (a regular file is truncated to its last whole line) or, where it
+  // cannot be, the next write starts on a new line. Unwritten lines wait in
+  // memory, up to kMaxRetained bytes (lines past it are lost, and counted),
+  // and are retried every kRetryInterval and at every flush(); the first
+  // write that works writes them and an `audit_resumed` event saying since
+  // when and how many lines were lost. Meanwhile failing() is true: with
+  // audit_failure = "deny" the broker refuses grants (request_handler.cpp).
+  static constexpr std::size_t kMaxRetained = 256 * 1024;
+  static constexpr std::chrono::seconds kRetryInterval{1};
+  [[nodiscard]] bool failing() const noexcept { return last_error_.has_value(); }
+  // The error of the last failed write, while failing.
   [[nodiscard]] const std::optional<Error>& failure() const noexcept { return last_error_; }
+  // Unix time (seconds) the trail began failing; 0 when it is not.
+  [[nodiscard]] std::int64_t failing_since() const noexcept { return failing() ? failing_since_.tv_sec : 0; }
+  // Lines that never reached the destination, since start.
   [[nodiscard]] std::uint64_t lines_lost() const noexcept { return lines_lost_; }
+  // Lines waiting in memory to be written.
+  [[nodiscard]] std::size_t lines_pending() const noexcept;
+
+  // The per-uid rate limit (audit_rate_limit.hpp): whether a line (and the
+  // log line that goes with it) attributed to uid may be written now. What it
+  // refuses is counted and summarised by flush() as `suppressed` events.
+  [[nodiscard]] bool admit(uid_t uid, const AuditRateLimit::Limits& limits) {
+    return limit_.admit(uid, std::chrono::steady_clock::now(), limits);
+  }
+  // Lines the rate limit dropped since start.
+  [[nodiscard]] std::uint64_t suppressed() const noexcept { return limit_.suppressed_total(); }
+  // Every pending summary, due or not: before `stop`.
+  void emit_suppressed();
+
   // The file written to, for a handover; -1 for the other destinations.
   [[nodiscard]] int file() const noexcept { return file_.get(); }
 
@@ -106,15 +145,33 @@ class Audit {
   enum class Destination { file, stdout_stream, stderr_stream, journal };
   Audit(UniqueFd file, Destination destination) : file_(std::move(file)), destination_(destination) {}
   [[nodiscard]] int output() const noexcept;
+  // One attempt at writing pending_; records a failure or a recovery.
   void write_out();
+  // 0, or the errno of the write that failed; pending_ keeps what was not written.
+  [[nodiscard]] int write_pending();
+  [[nodiscard]] int send_pending_to_journal();
+  // Removes the last `bytes` written from a regular file; false if it cannot.
+  [[nodiscard]] bool take_back(std::size_t bytes);
+  // lost_before: lines_lost_ before the attempt that failed.
+  void note_failure(int err, std::uint64_t lost_before);
+  void note_recovery();
+  void emit_summaries(const std::vector<AuditRateLimit::Summary>& summaries);
+  // "2026-11-22T10:00:00.123456Z"
+  [[nodiscard]] std::string utc_text(const timespec& when);
 
   UniqueFd file_;
   Destination destination_;
+  spdlog::logger* log_ = nullptr;
   std::string pending_;  // whole lines not written yet
   std::chrono::milliseconds flush_interval_{0};
   std::optional<std::chrono::steady_clock::time_point> first_unwritten_;
   std::optional<Error> last_error_;
+  timespec failing_since_{};
+  std::uint64_t lost_when_failing_ = 0;  // lines_lost_ when the failure began
+  std::chrono::steady_clock::time_point last_attempt_{};
+  bool cut_line_ = false;  // a line was cut and could not be taken back: start anew
   std::uint64_t lines_lost_ = 0;
+  AuditRateLimit limit_;
   std::string line_;
   std::int64_t stamped_second_ = -1;  // the second line_'s cached date prefix is for
   std::string second_prefix_;         // "2026-11-22T10:00:00"

@@ -1,6 +1,7 @@
 // Everything a decision reads or changes, owned by main() and handed down.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +30,8 @@ struct BrokerState {
   Metrics metrics = {};          // what `sockbroker status` reports
   std::vector<Revocation> revocations;  // not yet told (Server::tell_revoked)
   bool upgrade_requested = false;       // SIGUSR2 or `sockbroker upgrade`: the loop re-executes
+  // When the shared sockets are next looked at (shared_socket_repair.hpp).
+  std::chrono::steady_clock::time_point next_shared_socket_check = {};
 };
 
 // A holder's process exited (or its pid was found recycled): its grants stop

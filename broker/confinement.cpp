@@ -293,12 +293,12 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(writev), "stdio, journal memfd"),
     allow(SCMP_SYS(pread64), "NSS module loading, the handed-over state"),
     allow(SCMP_SYS(pwrite64), "the state kept in systemd's descriptor store (a memfd)"),
-    allow(SCMP_SYS(ftruncate), "the state kept in systemd's descriptor store (a memfd)"),
     allow(SCMP_SYS(lseek), "stdio"),
     allow(SCMP_SYS(close), "everything"),
     allow(SCMP_SYS(fcntl), "O_NONBLOCK, F_DUPFD_CLOEXEC of pidfds, journal memfd seals"),
     allow(SCMP_SYS(fsync), "audit file, should a sink sync"),
     allow(SCMP_SYS(fdatasync), "audit file, should a sink sync"),
+    allow(SCMP_SYS(ftruncate), "audit file: a line a full disk cut short is taken back (audit.cpp); the state memfd"),
     allow_if(SCMP_SYS(ioctl), eq(1, TCGETS), "isatty() in stdio and libsystemd's line reader"),
 
     // --- files: reload (policy files and directories, sysctls), NSS (/etc,

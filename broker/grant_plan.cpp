@@ -117,6 +117,7 @@ DenialKind kind_of(DenialReason reason) noexcept {
     case Reason::requester_gone: return {"requester_gone", Code::denied};
     case Reason::quota: return {"quota", Code::quota};
     case Reason::client_quota: return {"quota", Code::quota};
+    case Reason::audit_unavailable: return {"audit_unavailable", Code::system};
   }
   return {"system", Code::system};
 }

@@ -46,6 +46,7 @@ enum class DenialReason : std::uint8_t {
   requester_gone,         // the process that asked has exited
   quota,                  // max_grants live grants of the socket
   client_quota,           // max_grants_per_client live grants of the process
+  audit_unavailable,      // the audit trail cannot be written and audit_failure = "deny"
 };
 
 struct DenialKind {

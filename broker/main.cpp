@@ -179,6 +179,7 @@ int main(int argc, char** argv) {
     return kExitCantCreate;
   }
   audit->set_flush_interval(std::chrono::milliseconds(audit_flush_ms));
+  audit->set_logger(log.get());
   if (auto s = broker::Server::block_signals(); !s) {
     log->critical("{}", describe(s.error()));
     return kExitOsErr;
@@ -316,8 +317,13 @@ int main(int argc, char** argv) {
   ::sd_notify(0, "STOPPING=1");
   // A control socket systemd keeps serves the next broker: its path stays.
   if (!created_path.empty() && !(fd_store && fd_store->holds("control"))) ::unlink(created_path.c_str());
+  audit->emit_suppressed();
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : describe(served.error())}});
   audit->flush();
+  if (audit->failing()) {
+    log->error("exiting with {} audit line(s) the trail would not take: {}", audit->lines_pending(),
+               describe(*audit->failure()));
+  }
   if (!served) {
     log->critical("{}", describe(served.error()));
     return kExitOsErr;

@@ -17,6 +17,7 @@
 #include "netns_binder.hpp"
 #include "reload.hpp"
 #include "grant_plan.hpp"
+#include "shared_socket_repair.hpp"
 #include "socket_factory.hpp"
 
 namespace sockbroker::broker {
@@ -170,10 +171,41 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
       planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
     }
   }
+  if (const auto* plan = std::get_if<GrantPlan>(&planned); plan != nullptr && plan->source == GrantPlan::Source::shared) {
+    // A holder may have broken the one socket every holder shares (shutdown,
+    // connect): repaired before anyone else gets it (shared_socket_repair.hpp).
+    TableEntry* entry = state_.table.find(plan->spec->name);
+    if (entry != nullptr && entry->socket) {
+      if (Damage damage = inspect_shared_socket(entry->socket->get(), entry->spec); damage != Damage::none) {
+        repair_shared_socket(state_, *entry, damage, "grant", audit_, log_);
+        planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
+      }
+    }
+  }
   const std::optional<std::uint64_t> netns =
       query.netns && query.netns->ok() ? std::optional<std::uint64_t>(query.netns->value().inode) : std::nullopt;
   if (auto* denial = std::get_if<Denial>(&planned)) return deny(std::move(*denial), query, peer, netns);
-  return carry_out(std::get<GrantPlan>(planned), facts, caller);
+  const GrantPlan& plan = std::get<GrantPlan>(planned);
+  if (auto refused = refuse_unless_audited(plan)) return deny(std::move(*refused), query, peer, netns);
+  return carry_out(plan, facts, caller);
+}
+
+std::optional<Denial> RequestHandler::refuse_unless_audited(const GrantPlan& plan) {
+  if (!audit_.failing() || state_.policy.broker.audit_failure != policy::AuditFailure::deny) return std::nullopt;
+  // Space may have come back since the last retry: one more attempt first.
+  audit_.flush();
+  if (!audit_.failing()) return std::nullopt;
+  const Error& error = *audit_.failure();
+  return Denial{DenialReason::audit_unavailable,
+                "socket " + proto::quoted(plan.spec->name) + ": the broker cannot write its audit trail (" +
+                    std::strerror(error.sys_errno) +
+                    ") and grants nothing it cannot record (audit_failure = \"deny\"); try again later",
+                false, plan.spec};
+}
+
+bool RequestHandler::may_record(const policy::PeerIdentity& peer) {
+  const auto& broker = state_.policy.broker;
+  return audit_.admit(peer.uid, AuditRateLimit::Limits{broker.audit_rate_per_uid, broker.audit_burst_per_uid});
 }
 
 std::size_t RequestHandler::count_closed_members(const policy::SocketSpec* socket, const Holder* holder) {
@@ -293,6 +325,9 @@ Response RequestHandler::deny(Denial denial, const GrantQuery& query, const poli
                               std::optional<std::uint64_t> netns) {
   if (denial.ends_with_caller) denial.message += describe_peer(peer);
   const DenialKind kind = kind_of(denial.reason);
+  state_.metrics.denied(kind.audit_reason);
+  // Counted always; written (audit and log) within the caller's uid's rate.
+  if (!may_record(peer)) return Response{proto::Failure{kind.code, std::move(denial.message), view_of(peer)}, nullptr};
   const std::string socket = denial.socket != nullptr ? denial.socket->name : query.name;
   nlohmann::ordered_json fields{{"socket", socket}, {"reason", kind.audit_reason}, {"peer", peer_json(peer)},
                                 {"message", denial.message}};
@@ -310,7 +345,6 @@ Response RequestHandler::deny(Denial denial, const GrantQuery& query, const poli
     fields["type"] = proto::to_string(spec->type);
   }
   audit_.emit("deny", std::move(fields));
-  state_.metrics.denied(kind.audit_reason);
   log_.info("deny {}: {}", describe_peer(peer), denial.message);
   return Response{proto::Failure{kind.code, std::move(denial.message), view_of(peer)}, nullptr};
 }
@@ -325,6 +359,11 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
   // The sockets granted from each entry, by entry id: reuse_port members live
   // only in their holders (and leases), not in the table.
   std::unordered_map<std::uint64_t, std::vector<const Lease*>> granted_leases;
+  if (admin && request.cursor == 0) {
+    // Sockets as they are now: one a holder broke is repaired (and audited)
+    // before it is listed as bound.
+    check_shared_sockets(state_, std::chrono::steady_clock::now(), audit_, log_, true);
+  }
   if (admin) {
     // Holders as they are now: members closed since no longer count.
     for (const TableEntry& entry : entries) {
@@ -361,9 +400,11 @@ std::optional<Response> RequestHandler::refuse_unless_admin(std::string_view wha
   if (policy::is_admin(state_.policy.broker, caller.identity)) return std::nullopt;
   std::string message = std::string(what) + ": permission denied: administrators only (root or admin_group); the broker saw " +
                         describe_peer(caller.identity);
-  audit_.emit("deny", {{"reason", "not_admin"}, {"request", what}, {"peer", peer_json(caller.identity)}, {"message", message}});
   state_.metrics.denied("not_admin");
-  log_.info("deny {}", message);
+  if (may_record(caller.identity)) {
+    audit_.emit("deny", {{"reason", "not_admin"}, {"request", what}, {"peer", peer_json(caller.identity)}, {"message", message}});
+    log_.info("deny {}", message);
+  }
   return Response{proto::Failure{proto::ErrorCode::denied, std::move(message), view_of(caller.identity)}, nullptr};
 }
 
@@ -446,21 +487,31 @@ Response RequestHandler::status(const Caller& caller) {
   out.last_reload_message = m.last_reload_message;
   out.upgrades = m.upgrades;
   out.last_upgrade_time = m.last_upgrade_time;
+  out.audit_failure = policy::to_string(state_.policy.broker.audit_failure);
+  out.audit_failing = audit_.failing();
+  if (audit_.failing()) out.audit_error = std::strerror(audit_.failure()->sys_errno);
+  out.audit_failing_since = audit_.failing_since();
+  out.audit_lines_lost = audit_.lines_lost();
+  out.audit_suppressed = audit_.suppressed();
   return Response{std::move(out), nullptr};
 }
 
 Response RequestHandler::bad_request(const Error& error, const policy::PeerIdentity& peer) {
-  audit_.emit("bad_request", {{"peer", peer_json(peer)}, {"reason", "malformed"}, {"message", error.message}});
   ++state_.metrics.bad_requests;
-  log_.info("bad request from {}: {}", describe_peer(peer), error.message);
+  if (may_record(peer)) {
+    audit_.emit("bad_request", {{"peer", peer_json(peer)}, {"reason", "malformed"}, {"message", error.message}});
+    log_.info("bad request from {}: {}", describe_peer(peer), error.message);
+  }
   return Response{proto::Failure{proto::ErrorCode::protocol, error.message, view_of(peer)}, nullptr};
 }
 
 Response RequestHandler::limit_reached(std::string_view what, const policy::PeerIdentity& peer) {
   std::string message = "the broker refuses more connections: " + std::string(what);
-  audit_.emit("deny", {{"peer", peer_json(peer)}, {"reason", "limit"}, {"message", message}});
   state_.metrics.denied("limit");
-  log_.warn("{} for {}", message, describe_peer(peer));
+  if (may_record(peer)) {
+    audit_.emit("deny", {{"peer", peer_json(peer)}, {"reason", "limit"}, {"message", message}});
+    log_.warn("{} for {}", message, describe_peer(peer));
+  }
   return Response{proto::Failure{proto::ErrorCode::quota, std::move(message), view_of(peer)}, nullptr};
 }
 

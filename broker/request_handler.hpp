@@ -76,6 +76,12 @@ class RequestHandler {
   Response revoke(const proto::RevokeRequest& request, const Caller& caller);
   // Administrators: the counters (Metrics) and what the table and policy say now.
   Response status(const Caller& caller);
+  // A denial when the audit trail cannot be written and the policy says
+  // audit_failure = "deny": no grant goes out that the trail cannot record.
+  [[nodiscard]] std::optional<Denial> refuse_unless_audited(const GrantPlan& plan);
+  // Whether a refusal of this caller may cost an audit line and a log line
+  // now: the per-uid rate limit (audit_rate_limit.hpp). Counted either way.
+  [[nodiscard]] bool may_record(const policy::PeerIdentity& peer);
   // The holder this caller's session already found alive, if still tracked.
   [[nodiscard]] Holder* remembered_holder(const Caller& caller) const;
   // Administrators only; nullopt when the caller is one.

@@ -18,6 +18,7 @@
 #include "epoll_timeout.hpp"
 #include "peer_identity.hpp"
 #include "reload.hpp"
+#include "shared_socket_repair.hpp"
 
 namespace sockbroker::broker {
 namespace {
@@ -137,6 +138,10 @@ Status Server::run() {
     if (auto due = state_.table.next_retry(); due && now >= *due) {
       state_.table.retry_failed(now, audit_, log_);
       if (fd_store_ != nullptr) fd_store_->mark_stale();
+    }
+    if (auto due = next_shared_socket_check(state_); due && now >= *due) {
+      check_shared_sockets(state_, now, audit_, log_);
+      if (fd_store_ != nullptr) fd_store_->mark_stale();  // a repair may have bound a socket afresh
     }
     if (fd_store_ != nullptr) fd_store_->sync(state_, log_);
     if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
@@ -453,8 +458,12 @@ void Server::upgrade() {
     fd_store_->mark_stale();
     fd_store_->sync(state_, log_, true);
   }
+  audit_.emit_suppressed();
   audit_.emit("upgrade", {{"pid", ::getpid()}, {"generation", state_.generation}});
   audit_.flush();
+  // Lines the trail could not take yet stay in this image's memory, which the
+  // exec discards: say how many, as a stop would.
+  if (audit_.failing()) log_.error("upgrading with the audit trail failing: lines not yet written are lost");
   ::sd_notifyf(0, "RELOADING=1\nSTATUS=upgrading in place");
   const Error failed = upgrader_(control_.get());
   log_.error("upgrade in place failed, serving on with this image: {}", errno_text(failed));
@@ -578,6 +587,7 @@ int Server::milliseconds_to_next_deadline() const {
   if (fd_store_ != nullptr) {
     if (auto due = fd_store_->deadline(); due && (!next || *due < *next)) next = *due;
   }
+  if (auto check = next_shared_socket_check(state_); check && (!next || *check < *next)) next = *check;
   // The disposer's queue was full: try again soon.
   if (disposer_.backlogged()) {
     auto retry = Clock::now() + std::chrono::milliseconds(10);

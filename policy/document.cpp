@@ -33,8 +33,9 @@ constexpr std::int64_t kMaxU32 = 4294967295;
 constexpr std::int64_t kMaxId = 4294967294;
 
 constexpr std::array<std::string_view, 2> kTopKeys = {"broker", "socket"};
-constexpr std::array<std::string_view, 6> kBrokerKeys = {"admin_group",         "control_mode",       "max_clients",
-                                                         "max_clients_per_uid", "request_timeout_ms", "max_grants_per_client"};
+constexpr std::array<std::string_view, 9> kBrokerKeys = {
+    "admin_group",           "control_mode",  "max_clients",        "max_clients_per_uid", "request_timeout_ms",
+    "max_grants_per_client", "audit_failure", "audit_rate_per_uid", "audit_burst_per_uid"};
 constexpr std::array<std::string_view, 20> kSocketKeys = {
     "listen",      "type",         "reuse_port",  "max_grants",     "backlog",        "bind_to_device",
     "free_bind",   "transparent",  "fast_open",   "v6only",         "receive_buffer", "send_buffer",
@@ -355,6 +356,21 @@ class DocumentReader {
         if (auto v = integer(name, value, 1, kMaxU32)) broker.max_grants_per_client = static_cast<std::uint32_t>(*v);
       } else if (name == "request_timeout_ms") {
         if (auto v = integer(name, value, 1, kMaxU32)) broker.request_timeout_ms = static_cast<std::uint32_t>(*v);
+      } else if (name == "audit_failure") {
+        if (const std::string* text = string(name, value)) {
+          if (*text == "deny") {
+            broker.audit_failure = AuditFailure::deny;
+          } else if (*text == "continue") {
+            broker.audit_failure = AuditFailure::keep_granting;
+          } else {
+            reporter_.error(at(value.source()),
+                            "unknown audit_failure " + quoted(*text) + " (expected \"deny\" or \"continue\")");
+          }
+        }
+      } else if (name == "audit_rate_per_uid") {
+        if (auto v = integer(name, value, 0, kMaxU32)) broker.audit_rate_per_uid = static_cast<std::uint32_t>(*v);
+      } else if (name == "audit_burst_per_uid") {
+        if (auto v = integer(name, value, 1, kMaxU32)) broker.audit_burst_per_uid = static_cast<std::uint32_t>(*v);
       } else {
         unknown_key(key, "in [broker]", kBrokerKeys);
         continue;

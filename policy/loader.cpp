@@ -94,6 +94,9 @@ void apply_broker_key(const std::string& key, const BrokerSettings& from, Broker
   if (key == "max_clients_per_uid") to.max_clients_per_uid = from.max_clients_per_uid;
   if (key == "request_timeout_ms") to.request_timeout_ms = from.request_timeout_ms;
   if (key == "max_grants_per_client") to.max_grants_per_client = from.max_grants_per_client;
+  if (key == "audit_failure") to.audit_failure = from.audit_failure;
+  if (key == "audit_rate_per_uid") to.audit_rate_per_uid = from.audit_rate_per_uid;
+  if (key == "audit_burst_per_uid") to.audit_burst_per_uid = from.audit_burst_per_uid;
 }
 
 // ---------------------------------------------------------------------------

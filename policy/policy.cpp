@@ -13,6 +13,10 @@ bool same_address(const Address& a, const Address& b) noexcept {
   return a.kind == b.kind && a.length == b.length && std::memcmp(&a.storage, &b.storage, a.length) == 0;
 }
 
+const char* to_string(AuditFailure mode) noexcept {
+  return mode == AuditFailure::deny ? "deny" : "continue";
+}
+
 const SocketSpec* Policy::find(std::string_view name) const noexcept {
   auto it = std::lower_bound(sockets.begin(), sockets.end(), name,
                              [](const SocketSpec& spec, std::string_view key) { return spec.name < key; });

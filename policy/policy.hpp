@@ -106,6 +106,13 @@ struct BindingChange {
 // that shapes the socket is equal (rules and limits may differ).
 [[nodiscard]] bool same_binding(const SocketSpec& a, const SocketSpec& b) noexcept;
 
+// What grants do while the audit trail cannot be written (a full disk, an
+// I/O error, journald gone): "deny" (the default) refuses them, so no socket
+// is handed out unrecorded; "continue" keeps granting, the lines kept in
+// memory as far as they fit and counted as lost beyond.
+enum class AuditFailure : std::uint8_t { deny, keep_granting };
+[[nodiscard]] const char* to_string(AuditFailure mode) noexcept;
+
 struct BrokerSettings {
   std::optional<gid_t> admin_group;
   mode_t control_mode = 0666;
@@ -115,6 +122,12 @@ struct BrokerSettings {
   // Live grants one process may hold at once, over all sockets: bounds the
   // descriptors (reuse_port members) the broker keeps on a client's behalf.
   std::uint32_t max_grants_per_client = 256;
+  AuditFailure audit_failure = AuditFailure::deny;
+  // The audit lines (and log lines) one uid's refused requests may cost:
+  // a token bucket of audit_burst_per_uid lines refilled at
+  // audit_rate_per_uid a second (0: no limit). Root is not limited.
+  std::uint32_t audit_rate_per_uid = 10;
+  std::uint32_t audit_burst_per_uid = 100;
 };
 
 struct Policy {

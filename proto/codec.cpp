@@ -124,9 +124,21 @@ Result<Reply> decode_status(wire::Status::Reader in) {
     return protocol_error("status reply: " + std::string(what) + " of " + std::to_string(size) +
                           " bytes exceeds the limit of " + std::to_string(limit));
   };
-  if (in.getVersion().size() > kMaxStatusTextLength) return too_long("version", in.getVersion().size(), kMaxStatusTextLength);
-  if (in.getLastReloadMessage().size() > kMaxStatusTextLength) {
-    return too_long("last reload message", in.getLastReloadMessage().size(), kMaxStatusTextLength);
+  // Each text read once: every read counts against the traversal limit,
+  // which a full Status comes close to.
+  const auto version = in.getVersion();
+  const auto last_reload_message = in.getLastReloadMessage();
+  const auto audit_failure = in.getAuditFailure();
+  const auto audit_error = in.getAuditError();
+  if (version.size() > kMaxStatusTextLength) return too_long("version", version.size(), kMaxStatusTextLength);
+  if (last_reload_message.size() > kMaxStatusTextLength) {
+    return too_long("last reload message", last_reload_message.size(), kMaxStatusTextLength);
+  }
+  if (audit_failure.size() > kMaxStatusWordLength) {
+    return too_long("audit failure mode", audit_failure.size(), kMaxStatusWordLength);
+  }
+  if (audit_error.size() > kMaxStatusAuditErrorLength) {
+    return too_long("audit error", audit_error.size(), kMaxStatusAuditErrorLength);
   }
   auto paths = in.getPolicyPaths();
   if (paths.size() > kMaxStatusPaths) {
@@ -139,7 +151,7 @@ Result<Reply> decode_status(wire::Status::Reader in) {
                           std::to_string(kMaxStatusReasons));
   }
   StatusReport out;
-  out.version = text(in.getVersion());
+  out.version = text(version);
   out.pid = in.getPid();
   out.start_time = in.getStartTime();
   out.uptime_seconds = in.getUptimeSeconds();
@@ -167,7 +179,13 @@ Result<Reply> decode_status(wire::Status::Reader in) {
   out.reloads_failed = in.getReloadsFailed();
   out.last_reload_time = in.getLastReloadTime();
   out.last_reload_ok = in.getLastReloadOk();
-  out.last_reload_message = text(in.getLastReloadMessage());
+  out.last_reload_message = text(last_reload_message);
+  out.audit_failure = text(audit_failure);
+  out.audit_failing = in.getAuditFailing();
+  out.audit_error = text(audit_error);
+  out.audit_failing_since = in.getAuditFailingSince();
+  out.audit_lines_lost = in.getAuditLinesLost();
+  out.audit_suppressed = in.getAuditSuppressed();
   out.upgrades = in.getUpgrades();
   out.last_upgrade_time = in.getLastUpgradeTime();
   return Reply{std::move(out)};
@@ -221,6 +239,12 @@ void encode_status(const StatusReport& in, wire::Status::Builder out) {
   out.setLastReloadTime(in.last_reload_time);
   out.setLastReloadOk(in.last_reload_ok);
   out.setLastReloadMessage(as_text(in.last_reload_message.substr(0, kMaxStatusTextLength)));
+  out.setAuditFailure(as_text(in.audit_failure.substr(0, kMaxStatusWordLength)));
+  out.setAuditFailing(in.audit_failing);
+  out.setAuditError(as_text(in.audit_error.substr(0, kMaxStatusAuditErrorLength)));
+  out.setAuditFailingSince(in.audit_failing_since);
+  out.setAuditLinesLost(in.audit_lines_lost);
+  out.setAuditSuppressed(in.audit_suppressed);
   out.setUpgrades(in.upgrades);
   out.setLastUpgradeTime(in.last_upgrade_time);
 }

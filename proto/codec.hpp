@@ -79,6 +79,8 @@ inline constexpr std::size_t kMaxStatusPathLength = 256;
 inline constexpr std::size_t kMaxStatusReasons = 16;
 inline constexpr std::size_t kMaxReasonLength = 32;
 inline constexpr std::size_t kMaxStatusTextLength = 256;  // version, last reload message
+inline constexpr std::size_t kMaxStatusAuditErrorLength = 64;  // a strerror() text
+inline constexpr std::size_t kMaxStatusWordLength = 16;        // audit failure mode
 
 // True if name may be a socket name: 1..kMaxNameLength of [A-Za-z0-9_.-] (no ":", which
 // separates LISTEN_FDNAMES).

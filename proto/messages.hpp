@@ -141,6 +141,13 @@ struct StatusReport {
   std::string last_reload_message;
   std::uint64_t upgrades = 0;
   std::int64_t last_upgrade_time = 0;  // 0: never
+  // The audit trail.
+  std::string audit_failure;  // "deny" | "continue"; "" from a broker that does not say
+  bool audit_failing = false;
+  std::string audit_error;              // at most kMaxStatusAuditErrorLength
+  std::int64_t audit_failing_since = 0;  // Unix seconds; 0: not failing
+  std::uint64_t audit_lines_lost = 0;
+  std::uint64_t audit_suppressed = 0;
 };
 
 // Unsolicited, on a watching connection: a revoke or a reload ended a grant.

@@ -168,6 +168,14 @@ struct Status {
   lastReloadTime @16 :Int64;    # Unix time (seconds); 0: never reloaded
   lastReloadOk @17 :Bool;
   lastReloadMessage @18 :Text;
-  upgrades @19 :UInt64;         # upgrades in place since the broker started (SIGUSR2, sockbroker upgrade)
-  lastUpgradeTime @20 :Int64;   # Unix time (seconds); 0: never upgraded
+  # The audit trail (broker/audit.hpp). A broker older than these fields
+  # sends their defaults: auditFailure "" reads as unknown.
+  auditFailure @19 :Text;       # "deny" | "continue": what grants do while the trail cannot be written
+  auditFailing @20 :Bool;       # the last write of the trail failed; its lines wait in memory
+  auditError @21 :Text;         # that write's error, e.g. "No space left on device"
+  auditFailingSince @22 :Int64; # Unix time (seconds) it began failing; 0 when it is not
+  auditLinesLost @23 :UInt64;   # lines that never reached the trail, since start
+  auditSuppressed @24 :UInt64;  # lines the per-uid rate limit dropped (audit_rate_per_uid), since start
+  upgrades @25 :UInt64;         # upgrades in place since the broker started (SIGUSR2, sockbroker upgrade)
+  lastUpgradeTime @26 :Int64;   # Unix time (seconds); 0: never upgraded
 }

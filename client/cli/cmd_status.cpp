@@ -56,6 +56,22 @@ std::uint64_t denials_total(const BrokerStatus& s) {
   return total;
 }
 
+// "ok (audit_failure = deny); 0 lines lost, 0 suppressed by the rate limit",
+// or since when and why it fails, and what grants do meanwhile.
+std::string audit_summary(const BrokerStatus& s) {
+  if (s.audit_failure.empty()) return "not reported by this broker";
+  std::string state;
+  if (s.audit_failing) {
+    state = "FAILING since " + local_time(s.audit_failing_since) + ": " + s.audit_error + "; " +
+            (s.audit_failure == "deny" ? "grants are refused" : "grants go on") + " (audit_failure = " +
+            s.audit_failure + ")";
+  } else {
+    state = "ok (audit_failure = " + s.audit_failure + ")";
+  }
+  return state + "; " + std::to_string(s.audit_lines_lost) + " line(s) lost, " + std::to_string(s.audit_suppressed) +
+         " suppressed by the rate limit";
+}
+
 void print_human(const BrokerStatus& s, const std::string& control) {
   std::vector<std::pair<std::string, std::string>> lines;
   lines.emplace_back("Control", control);
@@ -81,6 +97,7 @@ void print_human(const BrokerStatus& s, const std::string& control) {
     lines.emplace_back("Upgrades", std::to_string(s.upgrades) + " in place; last " + local_time(s.last_upgrade_time));
   }
   if (s.last_reload_time != 0 && !s.last_reload_message.empty()) lines.emplace_back("", s.last_reload_message);
+  lines.emplace_back("Audit", audit_summary(s));
 
   std::size_t width = 0;
   for (const auto& [key, value] : lines) width = std::max(width, key.size());
@@ -122,6 +139,15 @@ nlohmann::ordered_json to_json(const BrokerStatus& s) {
     if (!socket.detail.empty()) entry["error"] = socket.detail;
     sockets.push_back(std::move(entry));
   }
+  nlohmann::ordered_json audit = nullptr;
+  if (!s.audit_failure.empty()) {
+    audit = {{"state", s.audit_failing ? "failing" : "ok"},
+             {"audit_failure", s.audit_failure},
+             {"error", s.audit_failing ? nlohmann::ordered_json(s.audit_error) : nlohmann::ordered_json(nullptr)},
+             {"failing_since", s.audit_failing ? nlohmann::ordered_json(s.audit_failing_since) : nlohmann::ordered_json(nullptr)},
+             {"lines_lost", s.audit_lines_lost},
+             {"suppressed", s.audit_suppressed}};
+  }
   nlohmann::ordered_json last_reload = nullptr;
   if (s.last_reload_time != 0) {
     last_reload = {{"time", s.last_reload_time}, {"ok", s.last_reload_ok}, {"message", s.last_reload_message}};
@@ -146,6 +172,7 @@ nlohmann::ordered_json to_json(const BrokerStatus& s) {
           {"last_reload", std::move(last_reload)},
           {"upgrades", s.upgrades},
           {"last_upgrade_time", s.last_upgrade_time},
+          {"audit", std::move(audit)},
           {"sockets", std::move(sockets)}};
 }
 
@@ -223,6 +250,16 @@ std::string to_prometheus(const BrokerStatus& s) {
   e.family("sockbroker_reloads_total", "counter", "Policy reloads (SIGHUP or sockbroker reload) by result.");
   e.sample("result", "ok", s.reloads_ok);
   e.sample("result", "failed", s.reloads_failed);
+  if (!s.audit_failure.empty()) {
+    e.family("sockbroker_audit_failing", "gauge",
+             "1 while the audit trail cannot be written (grants are refused if audit_failure = \"deny\").");
+    e.sample(s.audit_failing ? 1 : 0);
+    e.family("sockbroker_audit_lines_lost_total", "counter", "Audit lines that never reached the trail.");
+    e.sample(s.audit_lines_lost);
+    e.family("sockbroker_audit_suppressed_total", "counter",
+             "Audit lines (and their log lines) the per-uid rate limit dropped.");
+    e.sample(s.audit_suppressed);
+  }
   return e.str();
 }
 
@@ -256,9 +293,10 @@ Command add_status(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<StatusOptions>();
   auto* cmd = app.add_subcommand(
       "status",
-      "Administrators (root or admin_group): what the running broker has done since it started.\n"
-      "Uptime, policy generation and files, sockets bound and failed, grants and holders per socket,\n"
-      "denials by reason, malformed requests, clients connected, descriptors held, reloads.\n\n"
+      "Administrators (root or admin_group): what the running broker has done since it started: uptime,\n"
+      "policy generation and files, sockets bound and failed, grants and holders per socket, denials by\n"
+      "reason, malformed requests, clients connected, descriptors held, reloads, and whether the audit\n"
+      "trail is being written (lines lost, lines the per-uid rate limit suppressed).\n\n"
       "Examples:\n"
       "  sockbroker status                       aligned key: value lines, then a table per socket\n"
       "  sockbroker status --json | jq .fds      stable keys for scripts\n"

@@ -274,6 +274,12 @@ Result<BrokerStatus> Client::status() {
   out.last_reload_message = std::move(report->last_reload_message);
   out.upgrades = report->upgrades;
   out.last_upgrade_time = report->last_upgrade_time;
+  out.audit_failure = std::move(report->audit_failure);
+  out.audit_failing = report->audit_failing;
+  out.audit_error = std::move(report->audit_error);
+  out.audit_failing_since = report->audit_failing_since;
+  out.audit_lines_lost = report->audit_lines_lost;
+  out.audit_suppressed = report->audit_suppressed;
   // The per-socket rows are the administrator's listing, paged: a status reply
   // must fit one datagram whatever the size of the policy.
   auto sockets = list();

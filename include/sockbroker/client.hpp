@@ -97,6 +97,14 @@ struct BrokerStatus {
   std::uint64_t upgrades = 0;          // upgrades in place since the broker started
   std::int64_t last_upgrade_time = 0;  // Unix seconds; 0: never
   std::vector<SocketInfo> sockets;  // every socket, the administrator's view of list()
+  // The audit trail. audit_failure: what grants do while it cannot be
+  // written, "deny" or "continue" ("" from a broker too old to say).
+  std::string audit_failure;
+  bool audit_failing = false;           // its last write failed; lines wait in the broker's memory
+  std::string audit_error;              // that write's error, while failing
+  std::int64_t audit_failing_since = 0;  // Unix seconds; 0 when not failing
+  std::uint64_t audit_lines_lost = 0;    // lines that never reached it, since the broker started
+  std::uint64_t audit_suppressed = 0;    // lines the per-uid rate limit dropped, since the broker started
 };
 
 // What the broker tells a watching connection (Client::watch) when a revoke,

@@ -195,6 +195,13 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   ASSERT_TRUE(status["last_reload"].is_object()) << status.dump();
   EXPECT_EQ(status["last_reload"]["ok"], false);
   EXPECT_NE(status["last_reload"]["message"].get<std::string>().find("generation 2 stays in force"), std::string::npos);
+  EXPECT_EQ(status["audit"], (nlohmann::json{{"state", "ok"},
+                                             {"audit_failure", "deny"},
+                                             {"error", nullptr},
+                                             {"failing_since", nullptr},
+                                             {"lines_lost", 0},
+                                             {"suppressed", 0}}))
+      << status.dump();
 
   ASSERT_EQ(status["sockets"].size(), 4u);
   const auto& web = socket_named(status, "web");
@@ -220,7 +227,8 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   ASSERT_EQ(human.exit_code, 0) << human.output;
   for (const char* line : {"Sockets: 3 bound, 1 failed", "Grants: 3", "Denials: 5", "Bad requests: 1",
                            "Reloads: 1 ok, 1 failed", "Denials by reason:", "  no_rule_matched  1",
-                           "SOCKET      STATE   HOLDERS  GRANTS  NOTE", "workers     bound   1        1"}) {
+                           "SOCKET      STATE   HOLDERS  GRANTS  NOTE", "workers     bound   1        1",
+                           "Audit: ok (audit_failure = deny); 0 line(s) lost, 0 suppressed by the rate limit"}) {
     EXPECT_NE(human.output.find(line), std::string::npos) << "missing \"" << line << "\" in:\n" << human.output;
   }
 
@@ -257,6 +265,9 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   EXPECT_EQ(samples["sockbroker_reloads_total{result=ok}"], 1.0);
   EXPECT_EQ(samples["sockbroker_reloads_total{result=failed}"], 1.0);
   EXPECT_LT(samples["sockbroker_uptime_seconds"].get<double>(), 60.0);
+  EXPECT_EQ(samples["sockbroker_audit_failing"], 0.0);
+  EXPECT_EQ(samples["sockbroker_audit_lines_lost_total"], 0.0);
+  EXPECT_EQ(samples["sockbroker_audit_suppressed_total"], 0.0);
   EXPECT_EQ(samples["TYPE sockbroker_grants"], "counter") << parsed.output;
   EXPECT_EQ(samples["TYPE sockbroker_holders"], "gauge") << parsed.output;
 }

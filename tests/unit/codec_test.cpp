@@ -98,7 +98,10 @@ std::string describe(const Reply& reply) {
            std::to_string(s->peak_clients) + " fds=" + std::to_string(s->fds) + " reloads=" +
            std::to_string(s->reloads_ok) + "/" + std::to_string(s->reloads_failed) + " last=" +
            std::to_string(s->last_reload_time) + "," + std::to_string(s->last_reload_ok) + "," +
-           testing::PrintToString(s->last_reload_message) + "}";
+           testing::PrintToString(s->last_reload_message) + " audit=" + testing::PrintToString(s->audit_failure) +
+           "," + std::to_string(s->audit_failing) + "," + testing::PrintToString(s->audit_error) + "," +
+           std::to_string(s->audit_failing_since) + "," + std::to_string(s->audit_lines_lost) + "," +
+           std::to_string(s->audit_suppressed) + "}";
   }
   const auto& l = std::get<Listing>(reply);
   std::string out = "listing{next=" + std::to_string(l.next_cursor) + " admin=" + std::to_string(l.admin);
@@ -963,6 +966,12 @@ StatusReport full_status() {
   s.last_reload_time = 1795354500;
   s.last_reload_ok = false;
   s.last_reload_message = "policy not reloaded: 1 error(s); generation 7 stays in force";
+  s.audit_failure = "deny";
+  s.audit_failing = true;
+  s.audit_error = "No space left on device";
+  s.audit_failing_since = 1795354600;
+  s.audit_lines_lost = 12;
+  s.audit_suppressed = 0xfffffffffull;
   return s;
 }
 
@@ -984,6 +993,8 @@ TEST(CodecEncode, LargestStatusIsCutToFitOneDatagram) {
   StatusReport s = full_status();
   s.version = std::string(5000, 'v');
   s.last_reload_message = std::string(5000, 'm');
+  s.audit_failure = std::string(5000, 'f');
+  s.audit_error = std::string(5000, 'e');
   s.policy_paths.clear();
   for (int i = 0; i < 100; ++i) s.policy_paths.push_back("/" + std::string(5000, 'p') + std::to_string(i));
   s.denials.clear();
@@ -1000,6 +1011,9 @@ TEST(CodecEncode, LargestStatusIsCutToFitOneDatagram) {
   const auto& out = std::get<StatusReport>(*reply);
   EXPECT_EQ(out.version.size(), kMaxStatusTextLength);
   EXPECT_EQ(out.last_reload_message.size(), kMaxStatusTextLength);
+  EXPECT_EQ(out.audit_failure.size(), kMaxStatusWordLength);
+  EXPECT_EQ(out.audit_error.size(), kMaxStatusAuditErrorLength);
+  EXPECT_EQ(out.audit_suppressed, s.audit_suppressed);
   ASSERT_EQ(out.policy_paths.size(), kMaxStatusPaths);
   EXPECT_EQ(out.policy_paths[0], s.policy_paths[0].substr(0, kMaxStatusPathLength));
   EXPECT_EQ(out.policy_paths.back(), "... and " + std::to_string(100 - kMaxStatusPaths + 1) + " more");
@@ -1077,6 +1091,18 @@ TEST(CodecHostile, StatusBeyondItsBoundsIsRefused) {
     r.initStatus().setLastReloadMessage(message.c_str());
   });
   EXPECT_TRUE(contains(protocol_error(decode_reply(long_message)), "last reload message"));
+
+  auto long_audit_error = raw_reply([](wire::Reply::Builder r) {
+    std::string error(kMaxStatusAuditErrorLength + 1, 'e');
+    r.initStatus().setAuditError(error.c_str());
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(long_audit_error)), "audit error"));
+
+  auto long_audit_failure = raw_reply([](wire::Reply::Builder r) {
+    std::string mode(kMaxStatusWordLength + 1, 'd');
+    r.initStatus().setAuditFailure(mode.c_str());
+  });
+  EXPECT_TRUE(contains(protocol_error(decode_reply(long_audit_failure)), "audit failure mode"));
 }
 
 TEST(CodecHostile, ListingEntryWithTooManyInodesIsRefused) {

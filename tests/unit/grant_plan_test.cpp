@@ -124,13 +124,15 @@ user = "nobody"
 )";
 
 TEST(GrantPlan, EveryReasonHasAnAuditNameAndAnErrorCode) {
-  for (int r = 0; r <= static_cast<int>(DenialReason::client_quota); ++r) {
+  for (int r = 0; r <= static_cast<int>(DenialReason::audit_unavailable); ++r) {
     auto kind = broker::kind_of(static_cast<DenialReason>(r));
     EXPECT_FALSE(kind.audit_reason.empty()) << r;
   }
   EXPECT_EQ(broker::kind_of(DenialReason::no_rule_matched).code, proto::ErrorCode::denied);
   EXPECT_EQ(broker::kind_of(DenialReason::quota).code, proto::ErrorCode::quota);
   EXPECT_EQ(broker::kind_of(DenialReason::not_serving).audit_reason, "bind_failed");
+  EXPECT_EQ(broker::kind_of(DenialReason::audit_unavailable).audit_reason, "audit_unavailable");
+  EXPECT_EQ(broker::kind_of(DenialReason::audit_unavailable).code, proto::ErrorCode::system);
 }
 
 TEST(GrantPlan, AMatchingRuleGrantsASharedSocketWithANewRecord) {

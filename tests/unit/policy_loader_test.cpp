@@ -329,6 +329,48 @@ TEST(PolicyMistake, RequestTimeoutNegative) {
             (Lines{"t.toml:2:22: error: request_timeout_ms = -5 is out of range 1..4294967295"}));
 }
 
+TEST(PolicyLoader, AuditSettingsDefaultToDenyAndAPerUidLimit) {
+  Policy p = load_ok("[socket.s]\nlisten = \"127.0.0.1:9000\"\n");
+  EXPECT_EQ(p.broker.audit_failure, AuditFailure::deny);
+  EXPECT_STREQ(to_string(p.broker.audit_failure), "deny");
+  EXPECT_EQ(p.broker.audit_rate_per_uid, 10u);
+  EXPECT_EQ(p.broker.audit_burst_per_uid, 100u);
+}
+
+TEST(PolicyLoader, AuditSettingsAreRead) {
+  Policy keep = load_ok("[broker]\naudit_failure = \"continue\"\naudit_rate_per_uid = 0\naudit_burst_per_uid = 5\n");
+  EXPECT_EQ(keep.broker.audit_failure, AuditFailure::keep_granting);
+  EXPECT_STREQ(to_string(keep.broker.audit_failure), "continue");
+  EXPECT_EQ(keep.broker.audit_rate_per_uid, 0u);  // no limit
+  EXPECT_EQ(keep.broker.audit_burst_per_uid, 5u);
+  EXPECT_EQ(load_ok("[broker]\naudit_failure = \"deny\"\n").broker.audit_failure, AuditFailure::deny);
+}
+
+TEST(PolicyMistake, AuditFailureUnknownWord) {
+  EXPECT_EQ(check("[broker]\naudit_failure = \"ignore\"\n"),
+            (Lines{"t.toml:2:17: error: unknown audit_failure \"ignore\" (expected \"deny\" or \"continue\")"}));
+  // Not a boolean in disguise either: the two words are the whole vocabulary.
+  EXPECT_EQ(check("[broker]\naudit_failure = \"Deny\"\n"),
+            (Lines{"t.toml:2:17: error: unknown audit_failure \"Deny\" (expected \"deny\" or \"continue\")"}));
+}
+
+TEST(PolicyMistake, AuditFailureWrongType) {
+  EXPECT_EQ(check("[broker]\naudit_failure = false\n"),
+            (Lines{"t.toml:2:17: error: audit_failure must be a string, not a boolean"}));
+}
+
+TEST(PolicyMistake, AuditFailureMisspelt) {
+  EXPECT_EQ(check("[broker]\naudit_failures = \"deny\"\n"),
+            (Lines{"t.toml:2:1: error: unknown key \"audit_failures\" in [broker] (did you mean \"audit_failure\"?)"}));
+}
+
+TEST(PolicyMistake, AuditBurstZero) {
+  EXPECT_EQ(check("[broker]\naudit_burst_per_uid = 0\n"),
+            (Lines{"t.toml:2:23: error: audit_burst_per_uid = 0 is out of range 1..4294967295"}));
+  EXPECT_EQ(check("[broker]\naudit_rate_per_uid = -1\n"),
+            (Lines{"t.toml:2:22: error: audit_rate_per_uid = -1 is out of range 0..4294967295"}));
+}
+
 TEST(PolicyMistake, ControlModeAsInteger) {
   EXPECT_EQ(check("[broker]\ncontrol_mode = 660\n"),
             (Lines{"t.toml:2:16: error: control_mode must be a string of octal digits such as \"0660\", not an "

@@ -1,0 +1,234 @@
+// The audit trail on a file system that fills up, for real: a 64 KiB tmpfs in
+// a private mount namespace as the audit directory. The trail must hold whole
+// lines only, grants must stop while it cannot be written (audit_failure =
+// "deny", the default) or go on when the policy says "continue", `status`
+// must say so, and once there is room again every line kept meanwhile must
+// reach the file with an `audit_resumed` event.
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include <sockbroker/client.hpp>
+
+#include "harness.hpp"
+
+namespace {
+
+using sbtest::Broker;
+using sbtest::TempDir;
+
+const std::string kPolicy = R"(
+[socket.web]
+listen = "127.0.0.1:80"
+
+[[socket.web.allow]]
+user = "nobody"
+)";
+
+// A tmpfs of `size` mounted at dir/name in this process's own mount namespace
+// (so nothing leaks to the host), unmounted before the directory is removed.
+class SmallFileSystem {
+ public:
+  SmallFileSystem(const TempDir& dir, const std::string& name, const char* size) : path_(dir.file(name)) {
+    static bool unshared = false;
+    if (!unshared) {
+      if (::unshare(CLONE_NEWNS) != 0) {
+        error_ = std::string("unshare(CLONE_NEWNS): ") + std::strerror(errno);
+        return;
+      }
+      if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+        error_ = std::string("mount --make-rprivate /: ") + std::strerror(errno);
+        return;
+      }
+      unshared = true;
+    }
+    ::mkdir(path_.c_str(), 0755);
+    const std::string options = std::string("size=") + size + ",mode=0755";
+    if (::mount("tmpfs", path_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str()) != 0) {
+      error_ = std::string("mount tmpfs: ") + std::strerror(errno);
+      return;
+    }
+    mounted_ = true;
+  }
+  ~SmallFileSystem() {
+    if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
+  }
+  [[nodiscard]] const std::string& error() const { return error_; }
+  [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+  // Writes a file until the file system refuses more; returns its size.
+  std::size_t fill(const std::string& name) const {
+    sockbroker::UniqueFd fd(::open(file(name).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    EXPECT_TRUE(fd) << std::strerror(errno);
+    std::string block(512, 'f');
+    std::size_t total = 0;
+    for (;;) {
+      ssize_t n = ::write(fd.get(), block.data(), block.size());
+      if (n <= 0) break;
+      total += static_cast<std::size_t>(n);
+    }
+    return total;
+  }
+
+ private:
+  std::string path_;
+  std::string error_;
+  bool mounted_ = false;
+};
+
+struct Trail {
+  std::vector<nlohmann::json> events;
+  std::vector<std::string> broken;  // lines that are not a whole JSON object
+  bool ends_with_newline = true;
+};
+
+Trail read_trail(const std::string& path) {
+  Trail out;
+  const std::string text = sbtest::read_file(path);
+  out.ends_with_newline = text.empty() || text.back() == '\n';
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    auto event = nlohmann::json::parse(line, nullptr, false);
+    if (event.is_object()) {
+      out.events.push_back(std::move(event));
+    } else {
+      out.broken.push_back(line);
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+std::size_t count(const Trail& trail, const std::string& event) {
+  std::size_t n = 0;
+  for (const auto& e : trail.events) n += e.value("event", "") == event;
+  return n;
+}
+
+nlohmann::json status_json(const Broker& broker) {
+  auto status = sbtest::cli_as_root(broker, {"status", "--json"});
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  return nlohmann::json::parse(status.output, nullptr, false);
+}
+
+// Refusals of root are never rate-limited: each is an audit line, enough of
+// them fill what is left of the audit file's last page, and then one is cut.
+void deny_root_until_failing(const Broker& broker) {
+  auto client = sockbroker::Client::connect(broker.control());
+  ASSERT_TRUE(client) << client.error().message;
+  for (int i = 0; i < 200; ++i) {
+    auto got = client->acquire("nosuch-" + std::string(200, 'x').substr(0, 100));
+    ASSERT_FALSE(got);
+    if (status_json(broker)["audit"]["state"] == "failing") return;
+  }
+  FAIL() << "the audit never failed on a full file system";
+}
+
+TEST(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIsWhole) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  SmallFileSystem fs(dir, "audit-fs", "64k");
+  ASSERT_EQ(fs.error(), "");
+  const std::string trail = fs.file("audit.log");
+  auto broker = Broker::start(dir, kPolicy, {"--audit", trail, "--audit-flush-ms", "0", "--log-level", "debug"});
+  ASSERT_TRUE(broker);
+  EXPECT_TRUE(sbtest::grants(*broker, "web"));
+  auto ok = status_json(*broker);
+  EXPECT_EQ(ok["audit"]["state"], "ok") << ok.dump();
+  EXPECT_EQ(ok["audit"]["audit_failure"], "deny");
+
+  fs.fill("filler");
+  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(*broker));
+
+  // While it fails: no grant, a system error naming the audit trail.
+  auto refused = sbtest::acquire_as_nobody(*broker, "web");
+  EXPECT_FALSE(refused.granted);
+  EXPECT_EQ(refused.code, SOCKBROKER_E_SYSTEM) << refused.message;
+  EXPECT_NE(refused.message.find("audit trail"), std::string::npos) << refused.message;
+  auto cli = sbtest::cli_as_nobody(*broker, {"get", "web", "--", "/bin/true"});
+  EXPECT_EQ(cli.exit_code, 71) << cli.output;
+  EXPECT_NE(cli.output.find("No space left on device"), std::string::npos) << cli.output;
+
+  auto failing = status_json(*broker);
+  EXPECT_EQ(failing["audit"]["state"], "failing") << failing.dump();
+  EXPECT_EQ(failing["audit"]["error"], "No space left on device");
+  EXPECT_GT(failing["audit"]["failing_since"].get<std::int64_t>(), 0);
+  EXPECT_EQ(failing["denials"]["audit_unavailable"], 2) << failing.dump();
+  auto human = sbtest::cli_as_root(*broker, {"status"});
+  EXPECT_NE(human.output.find("Audit: FAILING since"), std::string::npos) << human.output;
+  EXPECT_NE(human.output.find("grants are refused (audit_failure = deny)"), std::string::npos) << human.output;
+  EXPECT_EQ(::kill(broker->pid(), 0), 0) << "still serving";
+
+  // Whole lines only, even with the file system full in the middle of one.
+  Trail during = read_trail(trail);
+  EXPECT_TRUE(during.broken.empty()) << during.broken.front();
+  EXPECT_TRUE(during.ends_with_newline);
+  // The file system filled in the middle of a line (tmpfs takes what fits in
+  // the file's last page): the part written was taken back.
+  EXPECT_NE(broker->log().find("then refused the rest: they were taken back"), std::string::npos) << broker->log();
+  EXPECT_NE(broker->log().find("cannot write the audit trail: No space left on device"), std::string::npos);
+
+  // Room again: within the retry interval, grants resume.
+  ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
+  EXPECT_TRUE(sbtest::wait_until([&] { return sbtest::acquire_as_nobody(*broker, "web").granted; },
+                                 std::chrono::seconds(5), std::chrono::milliseconds(100)));
+  auto after = status_json(*broker);
+  EXPECT_EQ(after["audit"]["state"], "ok") << after.dump();
+  EXPECT_EQ(after["audit"]["lines_lost"], 0) << "the lines kept in memory all fit";
+
+  EXPECT_EQ(broker->stop(), 0);
+  Trail whole = read_trail(trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_TRUE(whole.ends_with_newline);
+  EXPECT_EQ(count(whole, "audit_resumed"), 1u);
+  std::size_t refusals = 0;
+  for (const auto& e : whole.events) {
+    if (e.value("event", "") == "deny" && e.value("reason", "") == "audit_unavailable") ++refusals;
+  }
+  EXPECT_EQ(refusals, 2u) << "the refusals themselves were kept and written";
+  ASSERT_FALSE(whole.events.empty());
+  EXPECT_EQ(whole.events.front()["event"], "start");
+  EXPECT_EQ(whole.events.back()["event"], "stop");
+}
+
+TEST(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  SmallFileSystem fs(dir, "audit-fs", "64k");
+  ASSERT_EQ(fs.error(), "");
+  const std::string trail = fs.file("audit.log");
+  auto broker = Broker::start(dir, "[broker]\naudit_failure = \"continue\"\n" + kPolicy, {"--audit", trail});
+  ASSERT_TRUE(broker);
+  fs.fill("filler");
+  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(*broker));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(*broker, "web"));
+  auto failing = status_json(*broker);
+  EXPECT_EQ(failing["audit"]["state"], "failing");
+  EXPECT_EQ(failing["audit"]["audit_failure"], "continue");
+  auto human = sbtest::cli_as_root(*broker, {"status"});
+  EXPECT_NE(human.output.find("grants go on (audit_failure = continue)"), std::string::npos) << human.output;
+  auto prometheus = sbtest::cli_as_root(*broker, {"status", "--prometheus"});
+  EXPECT_NE(prometheus.output.find("sockbroker_audit_failing 1\n"), std::string::npos) << prometheus.output;
+
+  ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
+  EXPECT_TRUE(sbtest::wait_until([&] { return status_json(*broker)["audit"]["state"] == "ok"; }));
+  EXPECT_EQ(broker->stop(), 0);
+  Trail whole = read_trail(trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_EQ(count(whole, "grant"), 3u) << "the grants made meanwhile are in the trail";
+  EXPECT_EQ(count(whole, "audit_resumed"), 1u);
+}
+
+}  // namespace
