@@ -293,10 +293,10 @@ Command add_status(CLI::App& app, const GlobalOptions& global) {
   auto options = std::make_shared<StatusOptions>();
   auto* cmd = app.add_subcommand(
       "status",
-      "Administrators (root or admin_group): what the running broker has done since it started: uptime,\n"
-      "policy generation and files, sockets bound and failed, grants and holders per socket, denials by\n"
-      "reason, malformed requests, clients connected, descriptors held, reloads, and whether the audit\n"
-      "trail is being written (lines lost, lines the per-uid rate limit suppressed).\n\n"
+      "Administrators (root or admin_group): what the running broker has done since it started.\n"
+      "Uptime, policy generation and files, sockets bound and failed, grants and holders per socket,\n"
+      "denials by reason, malformed requests, clients connected, descriptors held, reloads, upgrades,\n"
+      "and whether the audit trail is being written (lines lost, lines the per-uid rate limit suppressed).\n\n"
       "Examples:\n"
       "  sockbroker status                       aligned key: value lines, then a table per socket\n"
       "  sockbroker status --json | jq .fds      stable keys for scripts\n"

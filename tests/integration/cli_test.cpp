@@ -289,7 +289,7 @@ TEST(Cli, HelpAndVersionAreCommands) {
 
 TEST(Cli, UnknownOrMissingCommandExits64NamingTheCommands) {
   SBTEST_PREPARE();
-  const std::string commands = "run, get, list, check, reload, revoke, status, audit, doctor, help, version";
+  const std::string commands = "run, get, list, check, reload, revoke, upgrade, status, audit, doctor, help, version";
   for (const std::vector<std::string>& args : {std::vector<std::string>{"frobnicate"},
                                                {"--control", "/nonexistent.sock", "frobnicate"},
                                                {"frobnicate", "--control", "/nonexistent.sock"},
