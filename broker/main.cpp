@@ -30,6 +30,7 @@
 #include "descriptor_disposer.hpp"
 #include "fd_store.hpp"
 #include "handover.hpp"
+#include "keeper.hpp"
 #include "upgrade.hpp"
 #include "loader.hpp"
 #include "server.hpp"
@@ -198,9 +199,40 @@ int main(int argc, char** argv) {
     return kExitOsErr;
   }
 
+  // The process that keeps copies across an upgrade in place (keeper.hpp);
+  // forked now, like the disposer, while the broker may still fork.
+  std::optional<broker::Keeper> keeper;
+  if (UniqueFd carried_keeper = take_carried("keeper")) {
+    keeper = broker::Keeper::adopt(std::move(carried_keeper));
+  } else if (auto started = broker::Keeper::start()) {
+    keeper = std::move(*started);
+  } else {
+    log->warn("no keeper process ({}): an upgrade in place whose new image dies loses the ports, unless systemd's "
+              "store has them",
+              describe(started.error()));
+  }
+
   // What a previous broker left: systemd's descriptor store (after a
-  // restart or a crash), or socket activation's control socket.
+  // restart or a crash), or socket activation's control socket; else what
+  // the keeper of an upgrade that failed holds.
   std::vector<broker::HandoverItem> passed = upgrade_from >= 0 ? std::move(carried) : broker::take_listen_fds();
+  if (upgrade_from < 0) {
+    // Taken in any case, so that no keeper lingers holding ports; systemd's
+    // store, when it handed anything, is the more recent and wins.
+    auto rescued = broker::take_from_keeper(*log);
+    const bool from_store = std::any_of(passed.begin(), passed.end(), [](const broker::HandoverItem& item) {
+      return item.name == "state" || item.name.starts_with("sock.");
+    });
+    if (from_store && !rescued.empty()) {
+      log->info("systemd's store handed the sockets over; the keeper's copies are closed");
+    } else {
+      for (auto& item : rescued) {
+        // A control socket systemd passed (socket activation) wins over the keeper's.
+        if (item.name == "control" && !passed.empty()) continue;
+        passed.push_back(std::move(item));
+      }
+    }
+  }
   // What systemd's store still holds (it hands back copies), before adoption
   // takes the items: the store is then kept in step from there.
   std::map<std::string, std::uint64_t> handed_back;
@@ -283,6 +315,10 @@ int main(int argc, char** argv) {
                                   : (upgrade_from >= 0 ? "the control socket kept across the upgrade" : "the socket systemd passed"),
             status);
   ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
+  // This image holds everything now: the keeper's copies can go.
+  if (upgrade_from >= 0 && keeper) {
+    if (auto s = keeper->release(); !s) log->warn("the keeper did not let go: {}", describe(s.error()));
+  }
 
   if (!control_socket->credentials_from_connect) {
     log->warn("the control socket systemd passed has no PassCredentials=yes: connections made before sockbrokerd "
@@ -297,7 +333,8 @@ int main(int argc, char** argv) {
       std::vector<std::string> arguments = own_arguments;
       if (!created_path.empty()) arguments.emplace_back("--control-created");
       return broker::reexecute(own_binary, arguments, state,
-                               broker::UpgradeCarry{control_fd, &*audit, disposer->socket(), fd_store ? &*fd_store : nullptr},
+                               broker::UpgradeCarry{control_fd, &*audit, disposer->socket(), fd_store ? &*fd_store : nullptr,
+                                                    keeper ? &*keeper : nullptr},
                                *log);
     });
   }

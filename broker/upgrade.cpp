@@ -79,21 +79,36 @@ Error reexecute(const std::string& binary, const std::vector<std::string>& argum
   std::vector<std::pair<std::string, int>> items(snap.descriptors.begin(), snap.descriptors.end());
   items.emplace_back("state", state_fd);
   items.emplace_back("control", carry.control);
+  // What a next broker needs if the new image dies: copies to the keeper.
+  const bool kept = carry.keeper != nullptr;
+  if (kept) {
+    if (auto s = carry.keeper->hold(items); !s) return s.error();
+    items.emplace_back("keeper", carry.keeper->socket());
+  }
+  auto let_go = [&] {
+    if (kept) (void)carry.keeper->release();
+  };
   if (carry.audit != nullptr && carry.audit->file() >= 0) items.emplace_back("audit", carry.audit->file());
   if (carry.disposer >= 0) items.emplace_back("disposer", carry.disposer);
 
   UniqueFd manifest(::memfd_create("sockbrokerd-manifest", MFD_CLOEXEC));
-  if (!manifest) return errno_error("memfd_create (manifest)");
+  if (!manifest) {
+    let_go();
+    return errno_error("memfd_create (manifest)");
+  }
   std::string text;
   for (const auto& [name, fd] : items) text += name + " " + std::to_string(fd) + "\n";
   if (::pwrite(manifest.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
-    return errno_error("writing the upgrade manifest");
+    Error e = errno_error("writing the upgrade manifest");
+    let_go();
+    return e;
   }
 
   items.emplace_back("manifest", manifest.get());
   for (const auto& [name, fd] : items) {
     if (auto s = set_close_on_exec(fd, false); !s) {
       for (const auto& [other, other_fd] : items) (void)set_close_on_exec(other_fd, true);
+      let_go();
       return s.error();
     }
   }
@@ -110,6 +125,7 @@ Error reexecute(const std::string& binary, const std::vector<std::string>& argum
   const int err = errno;
 
   for (const auto& [name, fd] : items) (void)set_close_on_exec(fd, true);
+  let_go();
   return Error{0, err, "cannot execute " + binary};
 }
 

@@ -9,10 +9,11 @@
 // What if the new image cannot start:
 //  - the exec fails (no file, not executable, not ELF): execveat returns,
 //    the running image marks its descriptors close-on-exec again and serves on;
-//  - it starts and dies (a broken build): under systemd, Restart= starts the
-//    broker again and the file descriptor store (kept in step just before the
-//    exec) hands everything back; without systemd the ports are released, as
-//    by any crash of an unsupervised daemon.
+//  - it starts and dies (a broken build): the keeper (keeper.hpp), which got
+//    copies of the sockets, the control socket and the state just before the
+//    exec, keeps the ports bound and hands everything to the next sockbrokerd;
+//    under systemd, Restart= starts that one at once, and the file
+//    descriptor store (kept in step just before the exec) has it all too.
 //
 // The seccomp filter and the narrowed capabilities survive execve: the new
 // image runs under the old image's filter (it checks, and does not try to
@@ -33,6 +34,7 @@
 #include "broker_state.hpp"
 #include "descriptor_disposer.hpp"
 #include "fd_store.hpp"
+#include "keeper.hpp"
 
 namespace sockbroker::broker {
 
@@ -53,6 +55,7 @@ struct UpgradeCarry {
   Audit* audit = nullptr;
   int disposer = -1;
   FdStore* fd_store = nullptr;  // its state memfd is the one handed on
+  Keeper* keeper = nullptr;      // holds copies while the new image starts
 };
 
 // Executes `binary` with `arguments` and --upgrade-from. Returns only if the

@@ -272,6 +272,8 @@ TEST(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
   EXPECT_TRUE(second->wait_for_log("adopted 3 socket(s), 1 holder(s) with 1 lease(s)")) << second->log();
   EXPECT_EQ(inode_of_granted(*second, "web"), web_inode);
   EXPECT_EQ(sbtest::tcp_exchange(81, "", 2000), "A\n");
+  // The keeper had copies too: it handed them over and left, holding nothing.
+  EXPECT_TRUE(second->wait_for_log("the keeper's copies are closed")) << second->log();
 }
 
 // Without NOTIFY_SOCKET (or with --no-fd-store) nothing is stored, and the

@@ -164,4 +164,35 @@ TEST(UpgradeInPlace, ANewImageThatCannotBeExecutedLeavesTheOldOneServing) {
   EXPECT_TRUE(broker->wait_for_log("serving on with this image")) << broker->log();
 }
 
+// An image that execs and dies at once (here /bin/false), without systemd:
+// the keeper got copies just before the exec and holds the ports until the
+// next sockbrokerd takes them, the same kernel sockets, leases and all.
+TEST(UpgradeInPlace, ANewImageThatDiesAtOnceLosesNothingWithoutSystemd) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  const std::string binary = dir.file("sockbrokerd");
+  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
+  ::chmod(binary.c_str(), 0755);
+  auto broker = Broker::start(dir, kPolicy, {}, {}, binary);
+  ASSERT_TRUE(broker);
+  const std::uint64_t web = inode_of_granted(*broker, "web");
+  auto b = start_worker(*broker, "pool", "B");
+  ASSERT_TRUE(b->wait_for_output("ready")) << b->output();
+  ASSERT_EQ(::unlink(binary.c_str()), 0);
+  std::filesystem::copy_file("/bin/false", binary);
+  ::chmod(binary.c_str(), 0755);
+
+  ASSERT_EQ(::kill(broker->pid(), SIGUSR2), 0);
+  EXPECT_EQ(broker->wait_exit(std::chrono::seconds(5)), 1) << broker->log();
+  EXPECT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80), EADDRINUSE) << "the keeper holds the port";
+
+  // The next broker, as an operator or a supervisor would start it.
+  auto next = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(next);
+  EXPECT_TRUE(next->wait_for_log("from the keeper of an upgrade that failed")) << next->log();
+  EXPECT_TRUE(next->wait_for_log("adopted 2 socket(s), 1 holder(s) with 1 lease(s)")) << next->log();
+  EXPECT_EQ(inode_of_granted(*next, "web"), web) << "the same kernel socket";
+  EXPECT_EQ(sbtest::tcp_exchange(81, "", 2000), "B\n") << "the worker served throughout";
+}
+
 }  // namespace
