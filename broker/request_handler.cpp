@@ -1,8 +1,6 @@
 #include "printable.hpp"
 #include "request_handler.hpp"
 
-#include <grp.h>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,24 +24,6 @@ namespace {
 proto::PeerView view_of(const policy::PeerIdentity& peer) {
   return proto::PeerView{peer.pid, peer.uid, peer.gid, peer.unit.value_or("")};
 }
-
-// Names help a human reading a denial; the numbers are what the policy matched.
-std::string user_name(uid_t uid) {
-  passwd entry{};
-  passwd* found = nullptr;
-  char buffer[1024];
-  if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr) return found->pw_name;
-  return {};
-}
-
-std::string group_name(gid_t gid) {
-  group entry{};
-  group* found = nullptr;
-  char buffer[4096];
-  if (::getgrgid_r(gid, &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr) return found->gr_name;
-  return {};
-}
-
 
 std::string describe(const Error& e) {
   return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
@@ -70,13 +50,12 @@ std::vector<std::uint64_t> entry_inodes(const TableEntry& entry,
 
 }  // namespace
 
+// Numbers only: a name lookup (NSS: LDAP, sss) can stall for seconds, and this
+// runs on the loop for every denial, where any user can cause one. The
+// command line adds the names on the caller's side (cli/exit_codes.cpp).
 std::string describe_peer(const policy::PeerIdentity& peer) {
-  std::string out = "uid " + std::to_string(peer.uid);
-  if (auto name = user_name(peer.uid); !name.empty()) out += " (" + name + ")";
-  out += ", gid " + std::to_string(peer.gid);
-  if (auto name = group_name(peer.gid); !name.empty()) out += " (" + name + ")";
-  out += ", unit " + (peer.unit ? proto::quoted(*peer.unit) : std::string("none"));
-  return out;
+  return "uid " + std::to_string(peer.uid) + ", gid " + std::to_string(peer.gid) +
+         ", unit " + (peer.unit ? proto::quoted(*peer.unit) : std::string("none"));
 }
 
 Response RequestHandler::handle(const proto::Request& request, const Caller& caller) {

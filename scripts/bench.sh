@@ -8,7 +8,8 @@
 # that, and rows whose tool is missing print "not installed"), builds Release in
 # build-bench/, then:
 #   - build-bench/tests/bench/sockbroker_bench (Google Benchmark): items 1, 2,
-#     3, 5, 8, 9 (a program's own bind under `sockbroker run`) and s6-fdholder
+#     3, 5, 8, 9 (a program's own bind under `sockbroker run`), 10 (adopting
+#     10,000 handed-over sockets, an upgrade in place with 1,000 holders) and s6-fdholder
 #     in-process;
 #   - hyperfine: whole processes (item 4, the command-line alternatives of item 6);
 #   - wrk: the data path (item 7), also with a server that binds itself under
@@ -283,7 +284,7 @@ cmake --build "$build" -j "$(nproc)" --target \
 rm -rf "$results"
 mkdir -p "$results"
 
-echo "==> Grants, throughput, scale (sockbroker_bench: about a minute)"
+echo "==> Grants, throughput, scale, handover (sockbroker_bench: about a minute and a quarter)"
 # The ratio rows run as repetitions, interleaved at random so that a noisy
 # moment falls on figure and baseline alike (bench_env.hpp, kRepetitions).
 "$bench_dir/sockbroker_bench" --benchmark_enable_random_interleaving=true --benchmark_format=json \

@@ -470,6 +470,26 @@ def main():
         t.add("8. broker RSS, 1,000 connected clients", (f"{loaded:.2f} MiB", "-"), ("-", "-"), "-", "< 16 MiB",
               verdict(loaded < 16))
 
+    # 10: handover (#17). The start-ups alternate in one benchmark, so the
+    # ratio is of two medians taken in the same stretch of the run.
+    b = bm.get("BM_Handover_Startup")
+    name = "10. broker start-up, 10,000 sockets: adopted (LISTEN_FDS) vs bound (p50 / max)"
+    if skipped(b):
+        t.missing(name, "not run", "<= 0.5x")
+    else:
+        r = b["adopt_p50_us"] / b["bind_p50_us"]
+        t.add(name, (fmt_us(b["adopt_p50_us"]), fmt_us(b["adopt_max_us"])),
+              (fmt_us(b["bind_p50_us"]), fmt_us(b["bind_max_us"])), f"{r:.2f}x", "<= 0.5x", verdict(r <= 0.5))
+    b = bm.get("BM_Handover_Upgrade/1000")
+    name = "10. upgrade in place, 10,000 sockets, 1,000 holders vs a status answer (p50 / max)"
+    if skipped(b):
+        t.missing(name, "not run", "< 300 ms")
+    else:
+        kept = int(b["holders_after"])
+        t.add(f"{name}, {kept:,} holders kept", (fmt_us(b["p50_us"]), fmt_us(b["max_us"])),
+              (fmt_us(b["status_p50_us"]), "-"), f"{b['p50_us'] / b['status_p50_us']:.1f}x", "< 300 ms, 1,000 kept",
+              verdict(b["max_us"] < 300000 and kept == 1000))
+
     print(t.render())
     print()
     cpu = "unknown"
