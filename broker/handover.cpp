@@ -11,6 +11,8 @@
 #include <charconv>
 #include <cstring>
 #include <optional>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "address.hpp"
 #include "socket_factory.hpp"
@@ -90,17 +92,27 @@ std::optional<std::string> mismatch(int fd, const policy::SocketSpec& spec, bool
   return std::nullopt;
 }
 
-// "sock.<id>.<name>" -> {id, name}; "member.<id>.<inode>" -> {id, "<inode>"}.
-std::optional<std::pair<std::uint64_t, std::string>> split_name(std::string_view name, std::string_view prefix) {
-  if (!name.starts_with(prefix)) return std::nullopt;
-  name.remove_prefix(prefix.size());
+// "s<id>" -> {id, ""} (the name is the state's); the older "sock.<id>.<name>"
+// -> {id, name}.
+std::optional<std::pair<std::uint64_t, std::string>> split_name(std::string_view name) {
+  const bool long_form = name.starts_with("sock.");
+  if (!long_form && !socket_item(name)) return std::nullopt;
+  name.remove_prefix(long_form ? 5 : 1);
   std::uint64_t id = 0;
   auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
-  if (ec != std::errc() || end == name.data() + name.size() || *end != '.') return std::nullopt;
+  if (ec != std::errc()) return std::nullopt;
+  if (!long_form) return end == name.data() + name.size() ? std::optional(std::make_pair(id, std::string())) : std::nullopt;
+  if (end == name.data() + name.size() || *end != '.') return std::nullopt;
   return std::make_pair(id, std::string(end + 1, name.data() + name.size()));
 }
 
 }  // namespace
+
+bool socket_item(std::string_view name) noexcept {
+  if (name.starts_with("sock.")) return true;
+  return name.size() > 1 && name[0] == 's' &&
+         std::all_of(name.begin() + 1, name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
 
 Snapshot snapshot(BrokerState& state) {
   Snapshot out;
@@ -113,7 +125,7 @@ Snapshot snapshot(BrokerState& state) {
     }
     entries.push_back(std::move(e));
     if (entry.socket && entry.socket->valid()) {
-      out.descriptors["sock." + std::to_string(entry.id) + "." + entry.spec.name] = entry.socket->get();
+      out.descriptors["s" + std::to_string(entry.id)] = entry.socket->get();
     }
   }
   nlohmann::json holders = nlohmann::json::array();
@@ -180,24 +192,37 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     auto it = object.find(key);
     return it != object.end() && it->is_number_unsigned() ? it->get<std::uint64_t>() : 0;
   };
+  // Indexed once: 10,000 sockets must not cost 10,000 scans of 10,000 entries.
+  std::unordered_map<std::uint64_t, const nlohmann::json*> saved_by_id;
+  for (const auto& e : array_at(saved, "entries")) saved_by_id.emplace(number_at(e, "id"), &e);
   auto saved_entry = [&](std::uint64_t id) -> const nlohmann::json* {
-    for (const auto& e : array_at(saved, "entries")) {
-      if (number_at(e, "id") == id) return &e;
-    }
-    return nullptr;
+    auto it = saved_by_id.find(id);
+    return it == saved_by_id.end() ? nullptr : it->second;
   };
+  std::unordered_set<std::string> adopted_names;
 
   // The sockets: each adopted if it is what the policy in force says.
   std::vector<TableEntry> entries;
   for (auto& item : items) {
-    auto parsed = item.fd ? split_name(item.name, "sock.") : std::nullopt;
+    auto parsed = item.fd ? split_name(item.name) : std::nullopt;
     if (!parsed) continue;
     UniqueFd fd = std::move(item.fd);
+    if (parsed->second.empty()) {
+      // The short form: the state says which socket the id was.
+      if (const auto* e = saved_entry(parsed->first); e != nullptr && e->is_object()) {
+        if (auto it = e->find("name"); it != e->end() && it->is_string()) parsed->second = it->get<std::string>();
+      }
+      if (parsed->second.empty()) {
+        log.warn("handed-over socket {} is not named in the handed-over state: shut down and closed", item.name);
+        (void)::shutdown(fd.get(), SHUT_RDWR);
+        ++out.refused;
+        continue;
+      }
+    }
     const policy::SocketSpec* spec = state.policy.find(parsed->second);
     std::optional<std::string> why = spec == nullptr ? std::optional<std::string>("not in the policy")
                                                      : mismatch(fd.get(), *spec, false);
-    const bool duplicate = std::any_of(entries.begin(), entries.end(),
-                                       [&](const TableEntry& e) { return e.spec.name == parsed->second; });
+    const bool duplicate = adopted_names.contains(parsed->second);
     if (why || duplicate) {
       // Its holders must not serve on, unseen: shut down as a revoke would.
       log.warn("handed-over socket \"{}\" is not what the policy says ({}): shut down and closed", parsed->second,
@@ -228,6 +253,7 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     auto fields = socket_json(*spec);
     fields["adopted"] = true;
     audit.emit("bind", std::move(fields));
+    adopted_names.insert(entry.spec.name);
     entries.push_back(std::move(entry));
     ++out.sockets;
   }
@@ -235,6 +261,8 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
 
   // The holders still alive, with their leases of adopted entries: a pid
   // names the same process only if its start time is the one recorded.
+  std::unordered_map<std::uint64_t, const TableEntry*> adopted_by_id;
+  for (const auto& e : state.table.entries()) adopted_by_id.emplace(e.id, &e);
   for (const auto& h : array_at(saved, "holders")) {
     const auto pid = static_cast<pid_t>(number_at(h, "pid"));
     const std::uint64_t start_time = number_at(h, "start_time");
@@ -244,10 +272,8 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     Holder* holder = nullptr;
     if (!h.is_object()) continue;
     for (const auto& l : array_at(h, "leases")) {
-      const TableEntry* entry = nullptr;
-      for (const auto& e : state.table.entries()) {
-        if (e.id == number_at(l, "entry")) entry = &e;
-      }
+      auto found = adopted_by_id.find(number_at(l, "entry"));
+      const TableEntry* entry = found == adopted_by_id.end() ? nullptr : found->second;
       if (entry == nullptr) continue;  // not adopted: the lease went with it
       if (holder == nullptr) {
         holder = state.leases.adopt_record(pid, static_cast<uid_t>(number_at(h, "uid")), std::move(pidfd));

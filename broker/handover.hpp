@@ -5,7 +5,12 @@
 // Restart=) and an upgrade in place (the descriptors survive execve, listed
 // in a manifest).
 //
-//   sock.<entry id>.<socket name>   the socket the broker bound for an entry
+//   s<entry id>                      the socket the broker bound for an entry;
+//                                    its policy name is in the state (short:
+//                                    systemd passes every name in one
+//                                    environment variable, LISTEN_FDNAMES,
+//                                    which execve caps at 128 KiB; "s<id>"
+//                                    fits about 16,000 sockets)
 //   state                            a memfd: counters, and who holds what
 //   control                          the control socket
 //   audit, disposer                  the broker's own, in an upgrade in place only
@@ -24,6 +29,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +49,9 @@ struct Snapshot {
   nlohmann::json state;
 };
 [[nodiscard]] Snapshot snapshot(BrokerState& state);
+// Whether a handed-over item is a socket of the table ("s<id>", or the older
+// "sock.<id>.<name>").
+[[nodiscard]] bool socket_item(std::string_view name) noexcept;
 [[nodiscard]] Snapshot snapshot(const BrokerState& state);
 
 // The broker's table, leases and counters rebuilt from what a previous one

@@ -221,7 +221,7 @@ int main(int argc, char** argv) {
     // store, when it handed anything, is the more recent and wins.
     auto rescued = broker::take_from_keeper(*log);
     const bool from_store = std::any_of(passed.begin(), passed.end(), [](const broker::HandoverItem& item) {
-      return item.name == "state" || item.name.starts_with("sock.");
+      return item.name == "state" || broker::socket_item(item.name);
     });
     if (from_store && !rescued.empty()) {
       log->info("systemd's store handed the sockets over; the keeper's copies are closed");
@@ -238,7 +238,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::uint64_t> handed_back;
   UniqueFd handed_state;
   for (const auto& item : passed) {
-    if (!item.fd || !(item.name == "state" || item.name == "control" || item.name.starts_with("sock."))) continue;
+    if (!item.fd || !(item.name == "state" || item.name == "control" || broker::socket_item(item.name))) continue;
     handed_back[item.name] = broker::FdStore::inode_of(item.fd.get());
     if (item.name == "state") handed_state.reset(::fcntl(item.fd.get(), F_DUPFD_CLOEXEC, 3));
   }
@@ -252,7 +252,7 @@ int main(int argc, char** argv) {
                         {"sockets", state.policy.sockets.size()},
                         {"upgraded", upgrade_from >= 0}});
   const bool handed_over = std::any_of(passed.begin(), passed.end(), [](const broker::HandoverItem& item) {
-    return item.name == "state" || item.name.starts_with("sock.");
+    return item.name == "state" || broker::socket_item(item.name);
   });
   if (handed_over) {
     const std::int64_t this_start = state.metrics.start_time;
