@@ -444,6 +444,9 @@ void Server::upgrade() {
   // Closing a connection may release what a client queued on it: the
   // disposer's job, and it must have everything before the exec, which
   // would close what is left on this thread.
+  // Shut down first: the clients see the end of the stream at once (and
+  // reconnect to the new image), though the disposer closes the sockets later.
+  for (auto& [session, owned] : sessions_) (void)::shutdown(session->connection.get(), SHUT_RDWR);
   while (!sessions_.empty()) close_session(*sessions_.begin()->second, Ending::unread);
   for (int i = 0; i < 100 && disposer_.backlogged(); ++i) {
     disposer_.flush(log_);
