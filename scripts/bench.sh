@@ -8,7 +8,8 @@
 # that, and rows whose tool is missing print "not installed"), builds Release in
 # build-bench/, then:
 #   - build-bench/tests/bench/sockbroker_bench (Google Benchmark): items 1, 2,
-#     3, 5, 8, 9 (a program's own bind under `sockbroker run`) and s6-fdholder
+#     3, 5, 8, 9 (a program's own bind under `sockbroker run`), 10 (one uid's flood
+#     against another uid's latency) and s6-fdholder
 #     in-process;
 #   - hyperfine: whole processes (item 4, the command-line alternatives of item 6);
 #   - wrk: the data path (item 7), also with a server that binds itself under
