@@ -9,7 +9,8 @@
 # build-bench/, then:
 #   - build-bench/tests/bench/sockbroker_bench (Google Benchmark): items 1, 2,
 #     3, 5, 8, 9 (a program's own bind under `sockbroker run`), 10 (adopting
-#     10,000 handed-over sockets, an upgrade in place with 1,000 holders) and s6-fdholder
+#     10,000 handed-over sockets, an upgrade in place with 1,000 holders), 11
+#     (one uid's flood against another uid's latency) and s6-fdholder
 #     in-process;
 #   - hyperfine: whole processes (item 4, the command-line alternatives of item 6);
 #   - wrk: the data path (item 7), also with a server that binds itself under

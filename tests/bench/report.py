@@ -340,6 +340,18 @@ def main():
                  "2. reuse_port member vs round trip + socket/bind/listen", 1.3, 2)
     latency_rows(t, bm, "BM_Grant_ConnectAcquireClose", "BM_Limit_ConnectRoundTripClose",
                  "3. connect+acquire+close vs connect/accept + round trip", None, None)
+    # Item 10: uid 1's connect+acquire+close while uid 65534 floods, against
+    # the same client unloaded in the same iteration; the goal is on p99.
+    fair = bm.get("BM_Fairness_OtherUidUnderFlood")
+    fair_name = "11. other uid's connect+acquire+close, flooded vs unloaded"
+    if skipped(fair):
+        t.missing(fair_name, "not run", "p99 <= 2x")
+    else:
+        r50 = fair["p50_us"] / fair["unloaded_p50_us"]
+        r99 = fair["p99_us"] / fair["unloaded_p99_us"]
+        t.add(fair_name, (fmt_us(fair["p50_us"]), fmt_us(fair["p99_us"])),
+              (fmt_us(fair["unloaded_p50_us"]), fmt_us(fair["unloaded_p99_us"])),
+              f"{r50:.2f}x / {r99:.2f}x", "p99 <= 2x", verdict(r99 <= 2))
     for arg, placement in ((0, "same CPU"), (1, "split CPUs")):
         fig = bm.get(f"BM_Grant_ConnectAcquireClose/{arg}")
         s6 = bm.get(f"BM_Alt_S6FdholderConnectRetrieveClose/{arg}")
