@@ -30,6 +30,11 @@ constexpr std::uint64_t kControlToken = make_token(WatchKind::control, 0);
 constexpr std::uint64_t kSignalToken = make_token(WatchKind::signal, 0);
 
 constexpr int kMaxDrainedBeforeClose = 65536;
+// Untold notices: how long they wait for their holder to watch again (a
+// supervisor reconnects within 5 s), and how many are kept at most.
+constexpr auto kUntoldFor = std::chrono::seconds(30);
+constexpr std::size_t kMaxUntoldHolders = 4096;
+constexpr std::size_t kMaxUntoldPerHolder = 16;
 // Descriptors queued for the disposer past which requests carrying more are
 // refused unread (see serve()); main.cpp's descriptor budget includes it.
 constexpr std::size_t kDisposerHighWater = 4096;
@@ -479,9 +484,35 @@ void Server::start_watching(Session& session) {
     session.watching = true;
     idle_order_.erase(session.idle_position);
   }
+  const std::uint64_t token = session.token;
+  const pid_t pid = session.peer.pid;
   reply(session, Response{proto::Outcome{true, "watching: revocations of grants to pid " +
-                                                   std::to_string(session.peer.pid) + " will be told here", {}, {}},
+                                                   std::to_string(pid) + " will be told here", {}, {}},
                           nullptr, nullptr});
+  // What it missed while it was not watching, if it is the same process.
+  auto it = untold_.find(pid);
+  if (it == untold_.end()) return;
+  Untold untold = std::move(it->second);
+  untold_.erase(it);
+  if (Clock::now() - untold.since > kUntoldFor || process_start_time(pid) != untold.start_time) return;
+  for (auto& notice : untold.notices) {
+    auto live = session_tokens_.find(token);  // a failed send closes the session
+    if (live == session_tokens_.end() || live->second->pending) return;
+    send_notice(*live->second, std::move(notice));
+  }
+}
+
+void Server::keep_untold(pid_t pid, proto::Notice notice) {
+  const auto now = Clock::now();
+  std::erase_if(untold_, [&](const auto& entry) { return now - entry.second.since > kUntoldFor; });
+  auto it = untold_.find(pid);
+  if (it == untold_.end()) {
+    if (untold_.size() >= kMaxUntoldHolders) return;
+    const std::uint64_t start_time = process_start_time(pid);
+    if (start_time == 0) return;  // gone already
+    it = untold_.emplace(pid, Untold{start_time, now, {}}).first;
+  }
+  if (it->second.notices.size() < kMaxUntoldPerHolder) it->second.notices.push_back(std::move(notice));
 }
 
 void Server::tell_revoked() {
@@ -496,9 +527,11 @@ void Server::tell_revoked() {
   }
   auto tell = [&](const std::string& socket, const std::vector<pid_t>& pids, const std::string& message) {
     for (pid_t pid : pids) {
+      bool told = false;
       for (std::uint64_t token : watchers) {
         auto it = session_tokens_.find(token);
         if (it == session_tokens_.end() || it->second->peer.pid != pid) continue;
+        told = true;
         if (it->second->pending) {
           // One reply waits at most: a watcher that does not read loses notices, not the broker's memory.
           log_.warn("pid {} has not read its last reply; it is not told that \"{}\" was revoked", pid, socket);
@@ -506,6 +539,7 @@ void Server::tell_revoked() {
         }
         send_notice(*it->second, proto::Notice{socket, message});
       }
+      if (!told) keep_untold(pid, proto::Notice{socket, message});
     }
   };
   for (const auto& revocation : revocations) {

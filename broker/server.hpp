@@ -92,6 +92,7 @@ class Server {
   // sessions of the holders it reached, then forgets it.
   void tell_revoked();
   void send_notice(Session& session, proto::Notice notice);
+  void keep_untold(pid_t pid, proto::Notice notice);
 
   UniqueFd control_;
   bool credentials_from_connect_;
@@ -116,6 +117,16 @@ class Server {
   Clock::time_point next_watchdog_{};
   FdStore* fd_store_ = nullptr;
   Upgrader upgrader_;
+  // Notices for holders that were not watching when told (a supervisor
+  // reconnecting after a restart or an upgrade): delivered when that very
+  // process (pid and start time) sends `watch`, forgotten after kUntoldFor.
+  struct Untold {
+    std::uint64_t start_time = 0;
+    Clock::time_point since;
+    std::vector<proto::Notice> notices;
+  };
+  std::unordered_map<pid_t, Untold> untold_;
 };
+
 
 }  // namespace sockbroker::broker

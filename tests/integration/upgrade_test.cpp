@@ -119,8 +119,9 @@ TEST(UpgradeInPlace, KeepsThePidSocketsLeasesAndCountersAndRefusesNoConnection) 
 
   // SIGUSR2 does the same; B's supervisor, which lost its watching connection,
   // is connected again and still told of a revoke.
-  // Connected again after each upgrade: a revoke sent while it reconnects
-  // would not be heard (the broker keeps no notice for a holder not watching).
+  // B's supervisor lost its watching connection at each upgrade and connects
+  // again (after 100 ms): a revoke made meanwhile is kept for it and told
+  // when it watches again.
   auto heard_again = [&](std::size_t times) {
     const std::string out = b->output();
     std::size_t n = 0;
@@ -133,8 +134,7 @@ TEST(UpgradeInPlace, KeepsThePidSocketsLeasesAndCountersAndRefusesNoConnection) 
   ASSERT_TRUE(sbtest::wait_until([&] { return heard_again(1); }, std::chrono::seconds(10))) << b->output();
   ASSERT_EQ(::kill(pid, SIGUSR2), 0);
   EXPECT_TRUE(sbtest::wait_until([&] { return upgrades(*broker) == 2; }, std::chrono::seconds(5)));
-  ASSERT_TRUE(sbtest::wait_until([&] { return heard_again(2); }, std::chrono::seconds(10))) << b->output();
-  ASSERT_EQ(cli_as(0, 0, *broker, {"revoke", "pool"}).exit_code, 0);
+  ASSERT_EQ(cli_as(0, 0, *broker, {"revoke", "pool"}).exit_code, 0);  // most likely before it reconnects
   EXPECT_EQ(b->wait(), 75) << b->output();
   EXPECT_EQ(broker->stop(), 0) << broker->log();
 }
