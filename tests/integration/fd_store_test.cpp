@@ -29,6 +29,9 @@
 
 namespace {
 
+using sbtest::inode_of_granted;
+using sbtest::start_worker;
+
 using sbtest::Background;
 using sbtest::Broker;
 using sbtest::ScopedEnv;
@@ -142,13 +145,6 @@ type = "datagram"
 allow = [{ user = "nobody" }]
 )";
 
-std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag) {
-  return std::make_unique<Background>(
-      sbtest::kNobody, sbtest::kNogroup,
-      std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker.control(), "run", "-s", socket, "--",
-                               sbtest::programs().self, "--echo-server", tag});
-}
-
 // As systemd starts it: with NOTIFY_SOCKET naming the store.
 std::optional<Broker> start_under(const FakeFdStore& store, const TempDir& dir, const std::string& policy,
                                   const std::vector<std::string>& args = {},
@@ -156,11 +152,6 @@ std::optional<Broker> start_under(const FakeFdStore& store, const TempDir& dir, 
                                   const std::string& binary = SOCKBROKERD_PATH) {
   ScopedEnv notify("NOTIFY_SOCKET", store.path());
   return Broker::start(dir, policy, args, handed, binary);
-}
-
-std::uint64_t inode_of_granted(const Broker& broker, const std::string& name) {
-  auto got = sbtest::acquire_as_nobody(broker, name, [](int fd) -> nlohmann::json { return sbtest::inode_of(fd); });
-  return got.granted ? got.probe.get<std::uint64_t>() : 0;
 }
 
 // The same kernel sockets after a crash: no port was ever let go, running

@@ -23,20 +23,13 @@
 
 namespace {
 
+using sbtest::start_worker;
+
 using sbtest::Background;
 using sbtest::Broker;
 using sbtest::TempDir;
 
 // A worker serving `socket` through `sockbroker run`, answering with its tag.
-// on_revoke: sockbroker run's --on-revoke.
-std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag,
-                                         const std::string& on_revoke = "term") {
-  return std::make_unique<Background>(
-      sbtest::kNobody, sbtest::kNogroup,
-      std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker.control(), "run", "-s", socket,
-                               "--on-revoke", on_revoke, "--", sbtest::programs().self, "--echo-server", tag});
-}
-
 // sockbroker run --on-revoke=term: the program got SIGTERM, and the supervisor
 // exits 75 (EX_TEMPFAIL) so that Restart=on-failure brings the service back.
 constexpr int kStoppedForRevoke = 75;

@@ -675,6 +675,19 @@ std::string unix_exchange(const std::string& path, const std::string& send, int 
   return out;
 }
 
+std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag,
+                                         const std::string& on_revoke) {
+  return std::make_unique<Background>(
+      kNobody, kNogroup,
+      std::vector<std::string>{programs().sockbroker, "--control", broker.control(), "run", "-s", socket,
+                               "--on-revoke", on_revoke, "--", programs().self, "--echo-server", tag});
+}
+
+std::uint64_t inode_of_granted(const Broker& broker, const std::string& name) {
+  auto got = acquire_as_nobody(broker, name, [](int fd) -> nlohmann::json { return inode_of(fd); });
+  return got.granted ? got.probe.get<std::uint64_t>() : 0;
+}
+
 }  // namespace sbtest
 
 namespace {

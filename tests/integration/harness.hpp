@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -340,6 +341,16 @@ std::string answer_pong(int listener, sockaddr_storage* peer = nullptr);
 std::string tcp_exchange(std::uint16_t port, const std::string& send, int timeout_ms = 5000);
 std::string udp_exchange(std::uint16_t port, const std::string& send, int timeout_ms = 5000);
 std::string unix_exchange(const std::string& path, const std::string& send, int timeout_ms = 5000);
+
+// A worker serving `socket` through `sockbroker run --on-revoke ON_REVOKE`, as
+// uid 65534, answering every connection with "TAG\n" (--echo-server): it
+// prints "ready" once it holds its socket.
+std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag,
+                                         const std::string& on_revoke = "term");
+
+// As uid 65534 in a child that exits at once: the inode of the kernel socket
+// `name` is granted as (the socket's identity across restarts), 0 if refused.
+std::uint64_t inode_of_granted(const Broker& broker, const std::string& name);
 
 }  // namespace sbtest
 

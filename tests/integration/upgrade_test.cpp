@@ -20,6 +20,9 @@
 
 namespace {
 
+using sbtest::inode_of_granted;
+using sbtest::start_worker;
+
 using sbtest::Background;
 using sbtest::Broker;
 using sbtest::cli_as;
@@ -36,18 +39,6 @@ reuse_port = true
 max_grants = 1
 allow = [{ user = "nobody" }]
 )";
-
-std::unique_ptr<Background> start_worker(const Broker& broker, const std::string& socket, const std::string& tag) {
-  return std::make_unique<Background>(
-      sbtest::kNobody, sbtest::kNogroup,
-      std::vector<std::string>{sbtest::programs().sockbroker, "--control", broker.control(), "run", "-s", socket, "--",
-                               sbtest::programs().self, "--echo-server", tag});
-}
-
-std::uint64_t inode_of_granted(const Broker& broker, const std::string& name) {
-  auto got = sbtest::acquire_as_nobody(broker, name, [](int fd) -> nlohmann::json { return sbtest::inode_of(fd); });
-  return got.granted ? got.probe.get<std::uint64_t>() : 0;
-}
 
 std::uint64_t upgrades(const Broker& broker) {
   auto client = sockbroker::Client::connect(broker.control());
