@@ -505,7 +505,8 @@ TEST(ReusePort, RevokeTellsEveryMemberHolderAndTheirSupervisorsStopThem) {
 TEST(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  // A reuse_port member, which only the notice stops (see below).
+  auto broker = Broker::start(dir, reuse_port_policy(80));
   ASSERT_TRUE(broker);
   auto worker = start_worker(*broker, "web", "A", "exit");
   ASSERT_TRUE(wait_ready(*worker)) << worker->output();
@@ -519,15 +520,17 @@ TEST(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
 TEST(Reload, ReplacingASocketStopsItsSupervisedHolders) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  // A reuse_port member: the broker cannot shut it down, so only the notice
+  // stops its holder (a shared socket's holder may see its accept fail first).
+  auto broker = Broker::start(dir, reuse_port_policy(8443));
   ASSERT_TRUE(broker);
-  auto worker = start_worker(*broker, "api", "A");
+  auto worker = start_worker(*broker, "web", "A");
   ASSERT_TRUE(wait_ready(*worker)) << worker->output();
-  dir.write("policy.toml", kReloadedPolicy);  // api: 127.0.0.1:8443 -> :8444
+  dir.write("policy.toml", reuse_port_policy(8444));  // a new address: a new group
   auto reloaded = cli_as(0, 0, *broker, {"reload"});
   ASSERT_EQ(reloaded.exit_code, 0) << reloaded.output;
   EXPECT_EQ(worker->wait(), kStoppedForRevoke) << worker->output();
-  EXPECT_NE(worker->output().find("revoked \"api\""), std::string::npos) << worker->output();
+  EXPECT_NE(worker->output().find("revoked \"web\""), std::string::npos) << worker->output();
 }
 
 // A member its holder closes leaves the group at once, though the holder
