@@ -385,15 +385,26 @@ bool become_nobody() {
 }
 
 // The victim: uid 65534, dumpable, not locked down; sleeps until killed.
+// Returns once it is uid 65534 and dumpable: an attacker started earlier would
+// find the premise false (seen once in a fresh clone's run).
 pid_t spawn_victim() {
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) return -1;
   const pid_t pid = ::fork();
   if (pid == 0) {
+    ::close(ready[0]);
     // A set*id() from root makes a process non-dumpable; a service exec'd with
     // User= is dumpable again. Say so, as execve would.
     if (!become_nobody() || ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) ::_exit(1);
+    (void)!::write(ready[1], "r", 1);
+    ::close(ready[1]);
     for (;;) ::pause();
   }
-  return pid;
+  ::close(ready[1]);
+  char byte = 0;
+  const bool up = pid > 0 && ::read(ready[0], &byte, 1) == 1;
+  ::close(ready[0]);
+  return up ? pid : -1;
 }
 
 // The victim's g_victim_secret, read by the (unconfined, root) test process.
