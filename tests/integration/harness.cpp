@@ -612,6 +612,9 @@ Background::Background(uid_t uid, gid_t gid, const std::vector<std::string>& arg
     ::dup2(out, 2);
     close_inherited_fds();
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // Its own process group, so that the destructor reaches what it starts
+    // too (the program under `sockbroker run`).
+    ::setpgid(0, 0);
     drop_privileges(uid, gid);
     std::vector<char*> argv;
     for (const auto& a : argv_in) argv.push_back(const_cast<char*>(a.c_str()));
@@ -620,12 +623,41 @@ Background::Background(uid_t uid, gid_t gid, const std::vector<std::string>& arg
     std::perror("execv");
     _exit(127);
   }
+  ::setpgid(pid_, pid_);  // also here: whichever runs first, the group exists before the destructor
 }
+
+namespace {
+
+// Whether a process of group `pgid` still runs (zombies hold no descriptor).
+bool group_has_live_process(pid_t pgid) {
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc", ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+    const std::string stat = read_file(it->path() / "stat");
+    const auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close_paren + 1));
+    char state = 0;
+    pid_t parent = 0, group = 0;
+    fields >> state >> parent >> group;
+    if (group == pgid && state != 'Z' && state != 'X') return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 Background::~Background() {
   if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
+    // The whole group, and until it is gone: a program under `sockbroker run`
+    // outlives its supervisor's SIGKILL for a moment (PR_SET_PDEATHSIG is
+    // asynchronous), holding its sockets, and the next test's bind of the
+    // same port would race it.
+    ::kill(-pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
+    (void)wait_until([&] { return !group_has_live_process(pid_); }, std::chrono::seconds(5));
   }
 }
 
