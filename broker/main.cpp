@@ -226,9 +226,11 @@ int main(int argc, char** argv) {
     if (from_store && !rescued.empty()) {
       log->info("systemd's store handed the sockets over; the keeper's copies are closed");
     } else {
+      // A control socket systemd passed (socket activation) wins over the
+      // keeper's. Decided before the loop: `passed` grows in it.
+      const bool systemd_passed_one = !passed.empty();
       for (auto& item : rescued) {
-        // A control socket systemd passed (socket activation) wins over the keeper's.
-        if (item.name == "control" && !passed.empty()) continue;
+        if (item.name == "control" && systemd_passed_one) continue;
         passed.push_back(std::move(item));
       }
     }

@@ -185,6 +185,9 @@ TEST(UpgradeInPlace, ANewImageThatDiesAtOnceLosesNothingWithoutSystemd) {
   std::filesystem::copy_file("/bin/false", binary);
   ::chmod(binary.c_str(), 0755);
 
+  struct stat control_before {};
+  ASSERT_EQ(::stat(broker->control().c_str(), &control_before), 0);
+
   ASSERT_EQ(::kill(broker->pid(), SIGUSR2), 0);
   EXPECT_EQ(broker->wait_exit(std::chrono::seconds(5)), 1) << broker->log();
   EXPECT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80), EADDRINUSE) << "the keeper holds the port";
@@ -196,6 +199,11 @@ TEST(UpgradeInPlace, ANewImageThatDiesAtOnceLosesNothingWithoutSystemd) {
   EXPECT_TRUE(next->wait_for_log("adopted 2 socket(s), 1 holder(s) with 1 lease(s)")) << next->log();
   EXPECT_EQ(inode_of_granted(*next, "web"), web) << "the same kernel socket";
   EXPECT_EQ(sbtest::tcp_exchange(81, "", 2000), "B\n") << "the worker served throughout";
+  // The keeper's control socket too, not a new one at the same path (which a
+  // keeper not yet gone would make look taken by "another broker").
+  struct stat control_after {};
+  ASSERT_EQ(::stat(next->control().c_str(), &control_after), 0);
+  EXPECT_EQ(control_after.st_ino, control_before.st_ino) << next->log();
 }
 
 }  // namespace
