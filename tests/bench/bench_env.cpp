@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -128,7 +129,11 @@ void TempDir::write(const std::string& name, const std::string& content) const {
   if (!out) die("write " + file(name));
 }
 
-std::string sockbrokerd_path() { return SOCKBROKERD_PATH; }
+std::string sockbrokerd_path() {
+  // Another build's broker, for a before/after comparison with the same bench.
+  if (const char* other = std::getenv("SBBENCH_SOCKBROKERD"); other != nullptr && *other != '\0') return other;
+  return SOCKBROKERD_PATH;
+}
 std::string sockbroker_path() { return SOCKBROKER_CLI_PATH; }
 
 void child_prologue() {

@@ -76,6 +76,7 @@ class TempDir {
 };
 
 // The build tree's programs (compile definitions).
+// SOCKBROKERD_PATH, or $SBBENCH_SOCKBROKERD (another build, for a before/after run).
 [[nodiscard]] std::string sockbrokerd_path();
 [[nodiscard]] std::string sockbroker_path();
 

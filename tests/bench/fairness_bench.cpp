@@ -6,6 +6,13 @@
 // service does once, connect + acquire + close. Its p50/p99 are taken unloaded
 // and under the flood in the same iteration; the goal is flooded p99 within 2x
 // of unloaded p99 (the ratio_p99 counter).
+//
+// Each uid's processes run in a CPU cgroup of their own (user_slice.hpp), as
+// under systemd, where every user has a user-UID.slice of equal weight: the
+// flooders share CPU 0 with the measured client, yet as one uid, not as ten
+// processes each weighing as much as it. Where no cgroup can be made the row
+// runs without (label "no user slices"), and then mostly measures how CFS
+// shares one core among eleven processes.
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -18,9 +25,13 @@
 #include <sockbroker/client.hpp>
 
 #include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "bench_env.hpp"
+#include "user_slice.hpp"
 
 namespace sbbench {
 namespace {
@@ -124,11 +135,12 @@ int measure_other_uid(const std::string& control, int report) {
   return 0;
 }
 
-Samples sample_other_uid(const std::string& control) {
+Samples sample_other_uid(const std::string& control, const UserSlice* slice) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) die("pipe2");
   pid_t pid = spawn([&] {
     ::close(pipe_fds[0]);
+    if (slice) slice->add(::getpid());
     pin_self(0);
     return measure_other_uid(control, pipe_fds[1]);
   });
@@ -153,40 +165,72 @@ Samples sample_other_uid(const std::string& control) {
   return samples;
 }
 
+// The same CPU taken by as many processes that only spin: what sharing CPU 0
+// costs uid 1 whatever the other uid does, with no broker involved.
+[[noreturn]] void spin() {
+  become(kNobody, kNogroup);
+  for (;;) benchmark::ClobberMemory();
+}
+
 void BM_Fairness_OtherUidUnderFlood(benchmark::State& state) {
   // A broker of its own: the flood must not leave sessions in the shared one.
   static TempDir dir;
   static Broker broker(dir, fairness_policy());
   pin_self(0);
   pin(broker.pid(), 1);
-  double unloaded_p50 = 0, unloaded_p99 = 0, flooded_p50 = 0, flooded_p99 = 0;
-  for (auto _ : state) {
-    Samples unloaded = sample_other_uid(broker.control());
-    std::vector<pid_t> flooders;
-    for (int i = 0; i < kConnectFlooders; ++i) {
-      flooders.push_back(spawn([&]() -> int { connect_flood(broker.control()); }));
+  std::string why;
+  const auto measured_slice = UserSlice::make("sockbroker-bench-uid-" + std::to_string(kOtherUid), &why);
+  const auto flood_slice = UserSlice::make("sockbroker-bench-uid-" + std::to_string(kNobody), &why);
+  const bool sliced = measured_slice && flood_slice;
+  if (!sliced) state.SetLabel("no user slices (" + why + ")");
+  const UserSlice* measured = sliced ? &*measured_slice : nullptr;
+
+  // uid 1 sampled while `load` (uid 65534's processes) runs beside it.
+  auto sample_under = [&](const std::function<pid_t()>& start_one, int count) {
+    std::vector<pid_t> loaders;
+    for (int i = 0; i < count; ++i) loaders.push_back(start_one());
+    // They share CPU 0 with the measured client, as unprivileged processes on
+    // the broker's machine would; the broker keeps CPU 1.
+    for (pid_t pid : loaders) pin(pid, 0);
+    if (sliced) {
+      for (pid_t pid : loaders) flood_slice->add(pid);
     }
-    for (int i = 0; i < kDeniedFlooders; ++i) {
-      flooders.push_back(spawn([&]() -> int { denied_flood(broker.control()); }));
-    }
-    // The flooders share CPU 0 with the measured client, as unprivileged
-    // processes on the broker's machine would; the broker keeps CPU 1.
-    for (pid_t pid : flooders) pin(pid, 0);
-    ::usleep(200'000);  // until the flooding uid is at its cap
-    Samples flooded = sample_other_uid(broker.control());
-    for (pid_t pid : flooders) ::kill(pid, SIGKILL);
-    for (pid_t pid : flooders) ::waitpid(pid, nullptr, 0);
+    ::usleep(200'000);  // until a flooding uid is at its cap
+    Samples samples = sample_other_uid(broker.control(), measured);
+    for (pid_t pid : loaders) ::kill(pid, SIGKILL);
+    for (pid_t pid : loaders) ::waitpid(pid, nullptr, 0);
     ::usleep(200'000);  // the broker sees the flooders' connections close
+    return samples;
+  };
+  int next_flooder = 0;
+  auto start_flooder = [&]() -> pid_t {
+    const bool connecting = next_flooder++ % (kConnectFlooders + kDeniedFlooders) < kConnectFlooders;
+    return connecting ? spawn([&]() -> int { connect_flood(broker.control()); })
+                      : spawn([&]() -> int { denied_flood(broker.control()); });
+  };
+
+  double unloaded_p50 = 0, unloaded_p99 = 0, flooded_p50 = 0, flooded_p99 = 0, spun_p50 = 0, spun_p99 = 0;
+  for (auto _ : state) {
+    Samples unloaded = sample_other_uid(broker.control(), measured);
+    Samples flooded = sample_under(start_flooder, kConnectFlooders + kDeniedFlooders);
+    Samples spun = sample_under([] { return spawn([]() -> int { spin(); }); }, kConnectFlooders + kDeniedFlooders);
     unloaded_p50 = unloaded.percentile_us(0.50);
     unloaded_p99 = unloaded.percentile_us(0.99);
     flooded_p50 = flooded.percentile_us(0.50);
     flooded_p99 = flooded.percentile_us(0.99);
+    spun_p50 = spun.percentile_us(0.50);
+    spun_p99 = spun.percentile_us(0.99);
   }
   state.counters["unloaded_p50_us"] = unloaded_p50;
   state.counters["unloaded_p99_us"] = unloaded_p99;
   state.counters["p50_us"] = flooded_p50;
   state.counters["p99_us"] = flooded_p99;
   state.counters["ratio_p99"] = unloaded_p99 > 0 ? flooded_p99 / unloaded_p99 : 0;
+  // The broker's share of the slowdown: the flood against the same CPU load
+  // that asks the broker nothing.
+  state.counters["cpu_only_p50_us"] = spun_p50;
+  state.counters["cpu_only_p99_us"] = spun_p99;
+  state.counters["ratio_p99_vs_cpu_only"] = spun_p99 > 0 ? flooded_p99 / spun_p99 : 0;
 }
 
 BENCHMARK(BM_Fairness_OtherUidUnderFlood)->Iterations(1)->Repetitions(3)->Unit(benchmark::kMillisecond);

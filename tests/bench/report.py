@@ -352,6 +352,12 @@ def main():
         t.add(fair_name, (fmt_us(fair["p50_us"]), fmt_us(fair["p99_us"])),
               (fmt_us(fair["unloaded_p50_us"]), fmt_us(fair["unloaded_p99_us"])),
               f"{r50:.2f}x / {r99:.2f}x", "p99 <= 2x", verdict(r99 <= 2))
+        if fair.get("cpu_only_p99_us"):
+            # The same CPU taken by processes that ask the broker nothing.
+            rc = fair["p99_us"] / fair["cpu_only_p99_us"]
+            t.add("11. (info) the flood vs as many processes only spinning",
+                  (fmt_us(fair["p50_us"]), fmt_us(fair["p99_us"])),
+                  (fmt_us(fair["cpu_only_p50_us"]), fmt_us(fair["cpu_only_p99_us"])), f"{rc:.2f}x (p99)", "info", "-")
     for arg, placement in ((0, "same CPU"), (1, "split CPUs")):
         fig = bm.get(f"BM_Grant_ConnectAcquireClose/{arg}")
         s6 = bm.get(f"BM_Alt_S6FdholderConnectRetrieveClose/{arg}")
