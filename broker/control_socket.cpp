@@ -20,6 +20,13 @@
 namespace sockbroker::broker {
 namespace {
 
+// Short on purpose: the kernel keeps one first-in, first-out queue of
+// connections for every uid, and its length is what one uid's connect flood
+// makes all the others wait behind (ARCHITECTURE.md, "Resource bounds").
+// Connectors beyond it sleep in connect(2), woken in order; only a
+// non-blocking connect fails (EAGAIN).
+constexpr int kControlBacklog = 16;
+
 // Only an acquire of a netns = "request" socket carries a descriptor: until
 // the policy has one, and where the kernel can (Linux >= 6.16), refuse them at
 // the sender, whose sendmsg then fails with EPERM. Connections inherit the
@@ -137,7 +144,7 @@ Result<ControlSocket> open_control_socket(const std::string& path, mode_t mode, 
     ::unlink(path.c_str());
     return std::move(s).error();
   }
-  if (::listen(fd.get(), SOMAXCONN) != 0) {
+  if (::listen(fd.get(), kControlBacklog) != 0) {
     Error e = errno_error("listen \"" + path + "\"");
     ::unlink(path.c_str());
     return e;

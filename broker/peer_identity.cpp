@@ -166,12 +166,17 @@ bool still_alive(int pidfd) {
 
 }  // namespace
 
-Result<Peer> read_peer(int connection) {
+Result<ucred> peer_credentials(int connection) {
   ucred cred{};
   socklen_t length = sizeof cred;
   if (::getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) {
     return errno_error("getsockopt(SO_PEERCRED)");
   }
+  return cred;
+}
+
+Result<Peer> read_peer(int connection, const ucred& cred) {
+  socklen_t length = 0;
   Peer out;
   policy::PeerIdentity& peer = out.identity;
   peer.pid = cred.pid;
@@ -189,16 +194,18 @@ Result<Peer> read_peer(int connection) {
     return out;
   }
   out.pidfd.reset(raw_pidfd);
-  if (cred.pid <= 0) return out;
+  return out;
+}
 
-  auto cgroup = cgroup_of(cred.pid);
-  auto unit = unit_of(cred.pid, cgroup);
-  auto executable = executable_of(cred.pid);
-  if (!still_alive(out.pidfd.get())) return out;  // what we read may belong to a successor
+void resolve_process_identity(policy::PeerIdentity& peer, int pidfd) {
+  if (pidfd < 0 || peer.pid <= 0) return;
+  auto cgroup = cgroup_of(peer.pid);
+  auto unit = unit_of(peer.pid, cgroup);
+  auto executable = executable_of(peer.pid);
+  if (!still_alive(pidfd)) return;  // what we read may belong to a successor
   peer.unit = std::move(unit);
   peer.executable = std::move(executable);
   peer.cgroup = std::move(cgroup);
-  return out;
 }
 
 }  // namespace sockbroker::broker

@@ -1,6 +1,8 @@
 // Who is on the other end of a control connection, as the kernel says.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <sockbroker/fd.hpp>
 
 #include "identity.hpp"
@@ -14,11 +16,22 @@ struct Peer {
   UniqueFd pidfd;
 };
 
-// Reads SO_PEERCRED and SO_PEERGROUPS (captured by the kernel at connect time,
-// so handing the connection to another process changes nothing), then the
-// caller's systemd unit, executable and cgroup through /proc. Those three are
-// kept only if the process behind SO_PEERPIDFD is still alive after they were
-// read: a pid recycled in between cannot lend its unit to the caller.
-[[nodiscard]] Result<Peer> read_peer(int connection);
+// Reads SO_PEERGROUPS and SO_PEERPIDFD (captured by the kernel at connect
+// time, like `cred`, so handing the connection to another process changes
+// nothing). Touches no /proc file: see resolve_process_identity.
+[[nodiscard]] Result<Peer> read_peer(int connection, const ucred& cred);
+
+// The process's systemd unit, executable and cgroup, through /proc, kept only
+// if the process behind `pidfd` is still alive after they were read: a pid
+// recycled in between cannot lend its unit to the caller. Read when a
+// connection's first well-formed request arrives, not at accept: a connection
+// that only sends junk (or nothing) costs no /proc read, and the executable
+// is the one of the process asking, which must be the connector
+// (grant_plan.cpp, Reason::not_the_connector).
+void resolve_process_identity(policy::PeerIdentity& peer, int pidfd);
+
+// SO_PEERCRED alone: what the broker needs to count a connection against the
+// per-uid limit before it spends anything else on it.
+[[nodiscard]] Result<ucred> peer_credentials(int connection);
 
 }  // namespace sockbroker::broker

@@ -24,7 +24,8 @@ namespace sockbroker::broker {
 namespace {
 
 constexpr int kMaxEvents = 64;
-constexpr int kAcceptAttemptsPerWake = 32;
+constexpr int kAcceptsPerWake = 64;
+constexpr int kRequestsPerUidPerTurn = 8;
 
 constexpr std::uint64_t kControlToken = make_token(WatchKind::control, 0);
 constexpr std::uint64_t kSignalToken = make_token(WatchKind::signal, 0);
@@ -113,6 +114,7 @@ Status Server::run() {
     sync_descriptor_passing();
     state_.table.make_spares(log_);
     int n = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, milliseconds_to_next_deadline());
+    served_this_turn_.clear();
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno_error("epoll_wait");
@@ -131,7 +133,9 @@ Status Server::run() {
           if (Holder* holder = state_.leases.by_token(token)) holder_exited(*holder);
           break;
         case WatchKind::session:
-          if (auto it = session_tokens_.find(token); it != session_tokens_.end()) serve(*it->second, events[i].events);
+          if (auto it = session_tokens_.find(token); it != session_tokens_.end() && within_turn_budget(*it->second)) {
+            serve(*it->second, events[i].events);
+          }
           break;
       }
     }
@@ -182,17 +186,31 @@ bool Server::handle_signals() {
   return true;
 }
 
+bool Server::within_turn_budget(const Session& session) {
+  // A few datagrams per uid per turn, so that one uid's hundred ready
+  // connections wait their turn behind another uid's one rather than the
+  // other way round. What is skipped stays ready (the watch is
+  // level-triggered) and epoll reports it again, after the others.
+  for (auto& [uid, served] : served_this_turn_) {
+    if (uid == session.peer.uid) return ++served <= kRequestsPerUidPerTurn;
+  }
+  served_this_turn_.emplace_back(session.peer.uid, 1);
+  return true;
+}
+
 void Server::accept_clients() {
-  // One connection per wake-up, like one request per session: connections
-  // arrive one at a time, and a batch would end with an accept4 that only
-  // learns EAGAIN. A flood is taken in turn with the connected clients' requests
-  // (the watch is level-triggered), so it cannot keep them waiting. The bound
-  // only stops a run of aborted connections.
-  for (int attempt = 0; attempt < kAcceptAttemptsPerWake; ++attempt) {
+  // The kernel queues connections in one FIFO for every uid: a connection
+  // waits behind every one queued before it, so one uid's flood would keep
+  // everyone else's first request waiting (security review 2, item 10). The
+  // queue is therefore drained, up to a bound per wake-up, and admit() makes
+  // what a flood sends cheap to turn away: a uid over its limit costs one
+  // getsockopt and a short reply. The bound keeps the connected clients'
+  // requests in turn with a flood (the watch is level-triggered).
+  for (int attempt = 0; attempt < kAcceptsPerWake; ++attempt) {
     int raw = ::accept4(control_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (raw >= 0) {
       admit(UniqueFd(raw));
-      return;
+      continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno == EMFILE || errno == ENFILE) {
@@ -215,7 +233,43 @@ void Server::accept_clients() {
 }
 
 void Server::admit(UniqueFd connection) {
-  auto peer = read_peer(connection.get());
+  auto cred = peer_credentials(connection.get());
+  if (!cred) {
+    log_.warn("dropping a connection whose identity cannot be read: {}", errno_text(cred.error()));
+    return;
+  }
+  // Gone already with nothing queued (a probe, a client that gave up in the
+  // queue): nothing to serve, nothing to count against its uid's limit. Only
+  // where every datagram carries credentials does an empty read prove it.
+  if (credentials_from_connect_) {
+    if (auto head = proto::peek_datagram(connection.get()); head && *head == proto::Head::end_of_stream) return;
+  }
+  // Counted against the limits before anything else is spent on it: a uid
+  // over its limit costs the broker one getsockopt and a short reply, not the
+  // /proc reads of a full identity (security review 2, item 10).
+  const auto& limits = state_.policy.broker;
+  std::string refusal;
+  if (sessions_.size() >= limits.max_clients) {
+    refusal = "max_clients (" + std::to_string(limits.max_clients) + ") connections are open";
+  } else if (auto it = sessions_per_uid_.find(cred->uid);
+             it != sessions_per_uid_.end() && it->second >= limits.max_clients_per_uid) {
+    refusal = "uid " + std::to_string(cred->uid) + " has max_clients_per_uid (" +
+              std::to_string(limits.max_clients_per_uid) + ") connections open";
+  }
+  if (!refusal.empty()) {
+    policy::PeerIdentity peer;  // as SO_PEERCRED says: enough to name who was refused
+    peer.pid = cred->pid;
+    peer.uid = cred->uid;
+    peer.gid = cred->gid;
+    // Answered synchronously on the fresh socket (its buffer is empty), then closed.
+    Response response = handler_.limit_reached(refusal, peer);
+    auto size = encoder_.encode(response.reply, buffer_.span());
+    if (size) (void)proto::send_datagram(connection.get(), std::span(buffer_.bytes, *size));
+    retire_connection(std::move(connection), Ending::after_reply);
+    return;
+  }
+
+  auto peer = read_peer(connection.get(), *cred);
   if (!peer) {
     log_.warn("dropping a connection whose identity cannot be read: {}", errno_text(peer.error()));
     return;
@@ -237,23 +291,6 @@ void Server::admit(UniqueFd connection) {
   session->peer = std::move(peer->identity);
   session->pidfd = std::move(peer->pidfd);
   Session& s = *session;
-
-  const auto& limits = state_.policy.broker;
-  std::string refusal;
-  if (sessions_.size() >= limits.max_clients) {
-    refusal = "max_clients (" + std::to_string(limits.max_clients) + ") connections are open";
-  } else if (sessions_per_uid_[s.peer.uid] >= limits.max_clients_per_uid) {
-    refusal = "uid " + std::to_string(s.peer.uid) + " has max_clients_per_uid (" +
-              std::to_string(limits.max_clients_per_uid) + ") connections open";
-  }
-  if (!refusal.empty()) {
-    // Answered synchronously on the fresh socket (its buffer is empty), then closed.
-    Response response = handler_.limit_reached(refusal, s.peer);
-    auto size = encoder_.encode(response.reply, buffer_.span());
-    if (size) (void)proto::send_datagram(s.connection.get(), std::span(buffer_.bytes, *size));
-    retire_connection(std::move(s.connection), Ending::after_reply);
-    return;
-  }
 
   ++sessions_per_uid_[s.peer.uid];
   s.idle_position = idle_order_.insert(idle_order_.end(), &s);
@@ -359,6 +396,10 @@ void Server::serve(Session& session, std::uint32_t events) {
                               : "1 unexpected descriptor(s) attached (only an acquire with a network namespace carries one)"};
     reply(session, handler_.bad_request(mismatch, session.peer));
     return;
+  }
+  if (!session.identity_resolved) {
+    resolve_process_identity(session.peer, session.pidfd.get());
+    session.identity_resolved = true;
   }
   if (std::holds_alternative<proto::WatchRequest>(*request)) {
     start_watching(session);

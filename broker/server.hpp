@@ -66,6 +66,8 @@ class Server {
   };
 
   void accept_clients();
+  // Whether `session` may be served in this loop turn (kRequestsPerUidPerTurn).
+  bool within_turn_budget(const Session& session);
   void admit(UniqueFd connection);
   void serve(Session& session, std::uint32_t events);
   void flush_pending(Session& session);
@@ -109,6 +111,8 @@ class Server {
   std::unordered_map<std::uint64_t, Session*> session_tokens_;  // what epoll events name
   std::uint64_t next_session_serial_ = 1;
   std::unordered_map<uid_t, std::uint32_t> sessions_per_uid_;
+  // Datagrams served per uid in the current loop turn (a handful of uids).
+  std::vector<std::pair<uid_t, int>> served_this_turn_;
   std::list<Session*> idle_order_;  // earliest deadline first (all timeouts are equal)
   proto::DatagramBuffer buffer_;    // one request at a time: the loop is single-threaded
   proto::ReplyEncoder encoder_;     // likewise one reply

@@ -23,6 +23,9 @@ struct Session {
   std::uint64_t token = 0;  // what its epoll events carry (watched.hpp)
   UniqueFd connection;
   policy::PeerIdentity peer;
+  // Whether peer's unit, executable and cgroup have been read (at the first
+  // well-formed request; peer_identity.hpp).
+  bool identity_resolved = false;
   UniqueFd pidfd;  // the connecting process (SO_PEERPIDFD): what grants are leased to
   // The lease table's holder for that process, once a grant has checked it is
   // alive (LeaseTable tokens are never reused); 0: not yet known.

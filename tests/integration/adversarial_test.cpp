@@ -1072,13 +1072,19 @@ TEST(Adversarial, AFloodOfLingeringSocketsDoesNotFreezeTheBroker) {
   auto paused = std::make_unique<PausedBroker>(*broker);
   const std::string control = broker->control();
   auto attacker = deliver_lingering_socket(delivered, checked, [control](int socket, int) {
-    // 200 requests, each carrying the same lingering socket twice, queued on
+    // 204 requests, each carrying the same lingering socket twice, queued on
     // connections the broker accepts once resumed: every one of its copies
-    // must be released without waiting.
+    // must be released without waiting. 12 connections of 17 requests: a
+    // stopped broker's listen backlog (16) holds no more connections, and a
+    // connection whose first request is refused has the others released
+    // with it.
     static std::vector<UniqueFd> connections;
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 12; ++i) {
       UniqueFd conn = connect_control(control);
-      if (!conn || send_raw(conn.get(), acquire_request("web"), {socket, socket}) != 0) return 20;
+      if (!conn) return 20;
+      for (int j = 0; j < 17; ++j) {
+        if (send_raw(conn.get(), acquire_request("web"), {socket, socket}) != 0) return 21;
+      }
       if (i % 2 == 0) connections.push_back(std::move(conn));  // the others hang up at once
     }
     return 0;

@@ -297,8 +297,10 @@ std::optional<Broker> Broker::start(const TempDir& dir, const std::string& polic
     // Connectable is not yet serving: the loop makes its epoll, signalfd and
     // spare descriptor after the control socket exists. One answered request
     // proves it runs, so fd baselines taken now are stable.
-    if (can_connect(control) && sockbroker::Client::connect(control) && sockbroker::Client::connect(control)->list()) {
-      return Broker(pid, control, audit, log);
+    // One connection at a time: a policy may allow root only one.
+    if (can_connect(control)) {
+      auto client = sockbroker::Client::connect(control);
+      if (client && client->list()) return Broker(pid, control, audit, log);
     }
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == pid) {
