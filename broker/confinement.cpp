@@ -552,6 +552,11 @@ std::string capability_hint(const policy::SocketSpec& spec) {
          ", which the broker gave up at start-up because no socket needed it then: restart the broker to grant it";
 }
 
+bool can_read_callers_executables() {
+  UniqueCaps current(::cap_get_proc());
+  return current && has(current.get(), CAP_SYS_PTRACE, CAP_EFFECTIVE);
+}
+
 Status confine(const policy::Policy& policy, spdlog::logger& log) {
   if (auto s = check_single_threaded(); !s) return s;
   preload_nss();

@@ -41,6 +41,10 @@ struct CapabilityNeed {
 // Callers append it to the bind_failed error.
 [[nodiscard]] std::string capability_hint(const policy::SocketSpec& spec);
 
+// Whether the broker can read another uid's /proc/PID/exe (CAP_SYS_PTRACE is
+// effective): confined, only while a rule uses `executable` kept it.
+[[nodiscard]] bool can_read_callers_executables();
+
 // Drops every capability `policy` does not need (effective, permitted,
 // inheritable, ambient and bounding sets), sets NO_NEW_PRIVS and loads the
 // seccomp allow-list. Call once, after the start-up binds and the control

@@ -197,11 +197,11 @@ Result<Peer> read_peer(int connection, const ucred& cred) {
   return out;
 }
 
-void resolve_process_identity(policy::PeerIdentity& peer, int pidfd) {
+void resolve_process_identity(policy::PeerIdentity& peer, int pidfd, bool read_executable) {
   if (pidfd < 0 || peer.pid <= 0) return;
   auto cgroup = cgroup_of(peer.pid);
   auto unit = unit_of(peer.pid, cgroup);
-  auto executable = executable_of(peer.pid);
+  auto executable = read_executable ? executable_of(peer.pid) : std::nullopt;
   if (!still_alive(pidfd)) return;  // what we read may belong to a successor
   peer.unit = std::move(unit);
   peer.executable = std::move(executable);

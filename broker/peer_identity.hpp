@@ -27,8 +27,11 @@ struct Peer {
 // connection's first well-formed request arrives, not at accept: a connection
 // that only sends junk (or nothing) costs no /proc read, and the executable
 // is the one of the process asking, which must be the connector
-// (grant_plan.cpp, Reason::not_the_connector).
-void resolve_process_identity(policy::PeerIdentity& peer, int pidfd);
+// (grant_plan.cpp, Reason::not_the_connector). `read_executable` false skips
+// the readlink of /proc/PID/exe: it fails with EACCES for another uid's
+// process unless the broker kept CAP_SYS_PTRACE, which it does only while a
+// rule uses `executable` (confinement.cpp).
+void resolve_process_identity(policy::PeerIdentity& peer, int pidfd, bool read_executable);
 
 // SO_PEERCRED alone: what the broker needs to count a connection against the
 // per-uid limit before it spends anything else on it.

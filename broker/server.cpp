@@ -13,6 +13,7 @@
 #include <cstring>
 #include <optional>
 
+#include "confinement.hpp"
 #include "control_socket.hpp"
 #include "datagram.hpp"
 #include "epoll_timeout.hpp"
@@ -111,7 +112,7 @@ Status Server::run() {
   std::array<epoll_event, kMaxEvents> events;
   if (watchdog_interval_.count() > 0) pet_watchdog();
   for (;;) {
-    sync_descriptor_passing();
+    follow_policy_generation();
     state_.table.make_spares(log_);
     int n = ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, milliseconds_to_next_deadline());
     served_this_turn_.clear();
@@ -398,7 +399,9 @@ void Server::serve(Session& session, std::uint32_t events) {
     return;
   }
   if (!session.identity_resolved) {
-    resolve_process_identity(session.peer, session.pidfd.get());
+    // A read that cannot succeed is not tried: without CAP_SYS_PTRACE (kept
+    // only for an `executable` rule) /proc/PID/exe of a caller fails.
+    resolve_process_identity(session.peer, session.pidfd.get(), executables_readable_);
     session.identity_resolved = true;
   }
   if (std::holds_alternative<proto::WatchRequest>(*request)) {
@@ -413,11 +416,12 @@ void Server::serve(Session& session, std::uint32_t events) {
                                                   &session.audit_peer}));
 }
 
-void Server::sync_descriptor_passing() {
-  if (descriptors_generation_ == state_.generation) return;
-  descriptors_generation_ = state_.generation;
+void Server::follow_policy_generation() {
+  if (followed_generation_ == state_.generation) return;
+  followed_generation_ = state_.generation;
   const bool wanted = std::any_of(state_.policy.sockets.begin(), state_.policy.sockets.end(),
                                   [](const policy::SocketSpec& s) { return s.netns == policy::NetnsMode::request; });
+  executables_readable_ = can_read_callers_executables();
   // Logged, not fatal: the receive path checks and closes whatever arrives.
   if (auto s = accept_descriptors(control_.get(), wanted); !s) {
     log_.warn("cannot {} descriptors on the control socket: {}", wanted ? "accept" : "refuse", errno_text(s.error()));

@@ -81,9 +81,11 @@ class Server {
   void pet_watchdog();
   void watch(Session& session, std::uint32_t events);
   void watch_holder(Holder& holder);
-  // Lets clients attach a namespace descriptor while (and only while) the
-  // current policy has a netns = "request" socket; checked once per reload.
-  void sync_descriptor_passing();
+  // What the loop derives from the policy in force, once per reload: clients
+  // may attach a namespace descriptor while (and only while) it has a
+  // netns = "request" socket; callers' executables are read only while the
+  // broker can (CAP_SYS_PTRACE, which confinement keeps for `executable` rules).
+  void follow_policy_generation();
   void holder_exited(Holder& holder);
   // SIGUSR2 or `sockbroker upgrade`: every session is handed to the disposer
   // (clients reconnect to the new image), then the upgrader runs.
@@ -116,7 +118,8 @@ class Server {
   std::list<Session*> idle_order_;  // earliest deadline first (all timeouts are equal)
   proto::DatagramBuffer buffer_;    // one request at a time: the loop is single-threaded
   proto::ReplyEncoder encoder_;     // likewise one reply
-  std::uint64_t descriptors_generation_ = 0;  // the policy generation sync_descriptor_passing() applied
+  std::uint64_t followed_generation_ = 0;  // the policy generation follow_policy_generation() followed
+  bool executables_readable_ = false;         // CAP_SYS_PTRACE effective (confinement.hpp)
   std::chrono::microseconds watchdog_interval_{0};
   Clock::time_point next_watchdog_{};
   FdStore* fd_store_ = nullptr;
