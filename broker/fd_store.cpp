@@ -16,10 +16,14 @@ std::uint64_t FdStore::inode_of(int fd) noexcept {
   return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
 }
 
+bool FdStore::notify_socket_set() noexcept {
+  const char* notify = std::getenv("NOTIFY_SOCKET");
+  return notify != nullptr && *notify != '\0';
+}
+
 std::optional<FdStore> FdStore::open(spdlog::logger& log, const std::map<std::string, std::uint64_t>& already_stored,
                                      UniqueFd state_memfd) {
-  const char* notify = std::getenv("NOTIFY_SOCKET");
-  if (notify == nullptr || *notify == '\0') return std::nullopt;
+  if (!notify_socket_set()) return std::nullopt;
   const bool fresh = !state_memfd;
   if (fresh) state_memfd.reset(::memfd_create("sockbrokerd-state", MFD_CLOEXEC));
   if (!state_memfd) {

@@ -34,6 +34,9 @@ class FdStore {
   using Clock = std::chrono::steady_clock;
   static constexpr std::chrono::milliseconds kSyncInterval{50};
 
+  // Whether systemd listens (NOTIFY_SOCKET): without it open() makes nothing,
+  // and what was handed over need not be looked at for the store.
+  [[nodiscard]] static bool notify_socket_set() noexcept;
   // Enabled when systemd listens (NOTIFY_SOCKET) and the unit allows a
   // store (FDSTORE is refused otherwise: the first store says so, once).
   // already_stored: what systemd handed back (name -> inode), which its store

@@ -26,8 +26,8 @@ std::vector<HandoverItem> take_listen_fds() {
   char** names = nullptr;
   const int n = ::sd_listen_fds_with_names(1, &names);
   for (int i = 0; i < n; ++i) {
+    // sd_listen_fds() has made it close-on-exec already.
     const int fd = SD_LISTEN_FDS_START + i;
-    close_on_exec(fd);
     items.push_back(HandoverItem{names != nullptr && names[i] != nullptr ? names[i] : "", UniqueFd(fd)});
   }
   if (names != nullptr) {

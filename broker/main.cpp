@@ -236,16 +236,19 @@ int main(int argc, char** argv) {
     }
   }
   // What systemd's store still holds (it hands back copies), before adoption
-  // takes the items: the store is then kept in step from there.
-  std::map<std::string, std::uint64_t> handed_back;
-  UniqueFd handed_state;
-  for (const auto& item : passed) {
-    if (!item.fd || !(item.name == "state" || item.name == "control" || broker::socket_item(item.name))) continue;
-    handed_back[item.name] = broker::FdStore::inode_of(item.fd.get());
-    if (item.name == "state") handed_state.reset(::fcntl(item.fd.get(), F_DUPFD_CLOEXEC, 3));
-  }
+  // takes the items: the store is then kept in step from there. Without
+  // systemd there is no store, and 10,000 handed sockets need no fstat.
   std::optional<broker::FdStore> fd_store;
-  if (!no_fd_store) fd_store = broker::FdStore::open(*log, handed_back, std::move(handed_state));
+  if (!no_fd_store && broker::FdStore::notify_socket_set()) {
+    std::map<std::string, std::uint64_t> handed_back;
+    UniqueFd handed_state;
+    for (const auto& item : passed) {
+      if (!item.fd || !(item.name == "state" || item.name == "control" || broker::socket_item(item.name))) continue;
+      handed_back[item.name] = broker::FdStore::inode_of(item.fd.get());
+      if (item.name == "state") handed_state.reset(::fcntl(item.fd.get(), F_DUPFD_CLOEXEC, 3));
+    }
+    fd_store = broker::FdStore::open(*log, handed_back, std::move(handed_state));
+  }
 
   broker::BrokerState state{std::move(*loaded.policy), policy_paths, {}, {}, 1, {}, {}};
   audit->emit("start", {{"pid", ::getpid()},
