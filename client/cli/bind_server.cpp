@@ -73,14 +73,14 @@ bool already_bound(int fd, int family) {
 }
 
 // Whether the program's descriptor is close-on-exec: its /proc fdinfo says
-// (the duplicate pidfd_getfd made is ours, with flags of its own).
-bool close_on_exec(pid_t tid, int fd) {
-  const std::string path = "/proc/" + std::to_string(tid) + "/fdinfo/" + std::to_string(fd);
-  UniqueFd info(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!info) return true;  // the safer guess
+// (the duplicate pidfd_getfd made is ours, with flags of its own). nullopt:
+// the file cannot be opened in that directory.
+std::optional<bool> close_on_exec_in(int fdinfo_dir, int fd) {
+  UniqueFd info(::openat(fdinfo_dir, std::to_string(fd).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!info) return std::nullopt;
   char text[512];
   ssize_t n = ::read(info.get(), text, sizeof text - 1);
-  if (n <= 0) return true;
+  if (n <= 0) return true;  // the safer guess
   text[n] = '\0';
   const char* flags = std::strstr(text, "flags:");
   if (flags == nullptr) return true;
@@ -241,7 +241,7 @@ BindServer::Answer BindServer::answer_bind(std::uint64_t id, pid_t tid, int pidf
   auto grant = client_->acquire_address(reinterpret_cast<const sockaddr*>(&address), length, type, v6only);
   if (!grant) return {EACCES, "bind of " + asked + " refused: " + grant.error().message};
 
-  auto carried = carry_over(socket.get(), grant->fd.get());
+  auto carried = carry_over(socket.get(), grant->fd.get(), defaults_);
   if (!carried) return {EACCES, "bind of " + asked + " refused: " + describe(carried.error())};
 
   seccomp_notif_addfd addfd{};
@@ -259,6 +259,21 @@ BindServer::Answer BindServer::answer_bind(std::uint64_t id, pid_t tid, int pidf
   struct stat st {};
   if (::fstat(grant->fd.get(), &st) == 0) granted_.insert(static_cast<std::uint64_t>(st.st_ino));
   return {};
+}
+
+bool BindServer::close_on_exec(pid_t tid, int fd) {
+  // /proc/TID/fdinfo, opened once for the thread that binds (a program binds
+  // from one thread, mostly): a directory descriptor of /proc stays with the
+  // process it was opened for, so one kept for a thread that has exited
+  // finds nothing and is opened afresh, for the thread that now has that id.
+  if (tid == fdinfo_tid_ && fdinfo_dir_) {
+    if (auto answer = close_on_exec_in(fdinfo_dir_.get(), fd)) return *answer;
+  }
+  const std::string path = "/proc/" + std::to_string(tid) + "/fdinfo";
+  fdinfo_dir_.reset(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  fdinfo_tid_ = tid;
+  if (!fdinfo_dir_) return true;  // the safer guess
+  return close_on_exec_in(fdinfo_dir_.get(), fd).value_or(true);
 }
 
 BindServer::Answer BindServer::answer_listen(std::uint64_t /*id*/, int pidfd, const __u64 args[6]) {

@@ -30,6 +30,8 @@
 #include <sockbroker/client.hpp>
 #include <sockbroker/fd.hpp>
 
+#include "socket_carryover.hpp"
+
 namespace sockbroker::cli {
 
 class BindServer {
@@ -53,12 +55,17 @@ class BindServer {
   Answer answer_bind(std::uint64_t id, pid_t tid, int pidfd, const __u64 args[6]);
   Answer answer_listen(std::uint64_t id, int pidfd, const __u64 args[6]);
   [[nodiscard]] bool still_waiting(std::uint64_t id) const;
+  // Whether the calling thread's descriptor fd is close-on-exec.
+  [[nodiscard]] bool close_on_exec(pid_t tid, int fd);
 
   UniqueFd listener_;
   std::string control_;
   std::optional<Client> client_;  // connected at the first bind that needs the broker
   std::set<std::uint64_t> granted_;  // inodes of the sockets the broker granted
   std::size_t notif_size_ = 0, resp_size_ = 0;
+  PristineDefaults defaults_;  // carry_over's fresh-socket defaults, per kind
+  pid_t fdinfo_tid_ = -1;      // whose /proc/TID/fdinfo fdinfo_dir_ is
+  UniqueFd fdinfo_dir_;
 };
 
 }  // namespace sockbroker::cli

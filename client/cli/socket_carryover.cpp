@@ -5,8 +5,10 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 namespace sockbroker::cli {
 namespace {
@@ -39,9 +41,50 @@ int int_option(int fd, int level, int name, bool* ok) {
   return value;
 }
 
+constexpr std::size_t kOptionCount = sizeof kOptions / sizeof kOptions[0];
+
 }  // namespace
 
-Result<Carried> carry_over(int program, int granted) {
+struct PristineDefaults::Values {
+  std::array<std::optional<int>, kOptionCount> options;  // unset: not readable on this kind
+  std::optional<linger> so_linger;
+  std::optional<int> tos;  // IP_TOS or IPV6_TCLASS
+};
+
+struct PristineDefaults::Kind {
+  int family, type, protocol;
+  Values values;
+};
+
+PristineDefaults::PristineDefaults() = default;
+PristineDefaults::~PristineDefaults() = default;
+
+Result<const PristineDefaults::Values*> PristineDefaults::of(int family, int type, int protocol) {
+  for (const Kind& kind : kinds_) {
+    if (kind.family == family && kind.type == type && kind.protocol == protocol) return &kind.values;
+  }
+  UniqueFd pristine(::socket(family, type | SOCK_CLOEXEC, protocol));
+  if (!pristine) return errno_error("socket (a pristine one to compare with)");
+  Values values;
+  for (std::size_t i = 0; i < kOptionCount; ++i) {
+    bool have = false;
+    const int value = int_option(pristine.get(), kOptions[i].level, kOptions[i].name, &have);
+    if (have) values.options[i] = value;
+  }
+  linger fresh{};
+  socklen_t size = sizeof fresh;
+  if (::getsockopt(pristine.get(), SOL_SOCKET, SO_LINGER, &fresh, &size) == 0) values.so_linger = fresh;
+  if (family == AF_INET || family == AF_INET6) {
+    bool have = false;
+    const int value = int_option(pristine.get(), family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6,
+                                 family == AF_INET ? IP_TOS : IPV6_TCLASS, &have);
+    if (have) values.tos = value;
+  }
+  kinds_.push_back(Kind{family, type, protocol, values});
+  return &kinds_.back().values;
+}
+
+Result<Carried> carry_over(int program, int granted, PristineDefaults& defaults) {
   Carried out;
   int family = 0, type = 0, protocol = 0;
   socklen_t length = sizeof family;
@@ -51,8 +94,9 @@ Result<Carried> carry_over(int program, int granted) {
   length = sizeof protocol;
   if (::getsockopt(program, SOL_SOCKET, SO_PROTOCOL, &protocol, &length) != 0) return errno_error("getsockopt(SO_PROTOCOL)");
   // What the program's socket would hold had nobody touched it.
-  UniqueFd pristine(::socket(family, type | SOCK_CLOEXEC, protocol));
-  if (!pristine) return errno_error("socket (a pristine one to compare with)");
+  auto pristine = defaults.of(family, type, protocol);
+  if (!pristine) return std::move(pristine).error();
+  const PristineDefaults::Values& fresh = **pristine;
   const bool tcp = (family == AF_INET || family == AF_INET6) && type == SOCK_STREAM;
 
   auto set = [&](int level, int name, const void* value, socklen_t size, const char* what) -> Status {
@@ -64,31 +108,29 @@ Result<Carried> carry_over(int program, int granted) {
     return Ok{};
   };
 
-  for (const Option& option : kOptions) {
+  for (std::size_t i = 0; i < kOptionCount; ++i) {
+    const Option& option = kOptions[i];
     if (option.tcp_only && !tcp) continue;
-    bool have = false, have_default = false;
+    bool have = false;
     const int value = int_option(program, option.level, option.name, &have);
-    const int fresh = int_option(pristine.get(), option.level, option.name, &have_default);
-    if (!have || !have_default || value == fresh) continue;
+    if (!have || !fresh.options[i] || value == *fresh.options[i]) continue;
     const int wanted = option.buffer ? value / 2 : value;
     if (auto s = set(option.level, option.name, &wanted, sizeof wanted, option.what); !s) return std::move(s).error();
   }
   {
-    linger mine{}, fresh{};
+    linger mine{};
     socklen_t size = sizeof mine;
-    if (::getsockopt(program, SOL_SOCKET, SO_LINGER, &mine, &size) == 0 &&
-        ::getsockopt(pristine.get(), SOL_SOCKET, SO_LINGER, &fresh, &size) == 0 &&
-        (mine.l_onoff != fresh.l_onoff || mine.l_linger != fresh.l_linger)) {
+    if (fresh.so_linger && ::getsockopt(program, SOL_SOCKET, SO_LINGER, &mine, &size) == 0 &&
+        (mine.l_onoff != fresh.so_linger->l_onoff || mine.l_linger != fresh.so_linger->l_linger)) {
       if (auto s = set(SOL_SOCKET, SO_LINGER, &mine, sizeof mine, "SO_LINGER"); !s) return std::move(s).error();
     }
   }
   if (family == AF_INET || family == AF_INET6) {
     const int level = family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
     const int name = family == AF_INET ? IP_TOS : IPV6_TCLASS;
-    bool have = false, have_default = false;
+    bool have = false;
     const int value = int_option(program, level, name, &have);
-    const int fresh = int_option(pristine.get(), level, name, &have_default);
-    if (have && have_default && value != fresh) {
+    if (have && fresh.tos && value != *fresh.tos) {
       if (auto s = set(level, name, &value, sizeof value, family == AF_INET ? "IP_TOS" : "IPV6_TCLASS"); !s) {
         return std::move(s).error();
       }

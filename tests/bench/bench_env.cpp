@@ -134,7 +134,10 @@ std::string sockbrokerd_path() {
   if (const char* other = std::getenv("SBBENCH_SOCKBROKERD"); other != nullptr && *other != '\0') return other;
   return SOCKBROKERD_PATH;
 }
-std::string sockbroker_path() { return SOCKBROKER_CLI_PATH; }
+std::string sockbroker_path() {
+  if (const char* other = std::getenv("SBBENCH_SOCKBROKER"); other != nullptr && *other != '\0') return other;
+  return SOCKBROKER_CLI_PATH;
+}
 
 void child_prologue() {
   // A benchmark that dies must not leave children running.

@@ -76,7 +76,8 @@ class TempDir {
 };
 
 // The build tree's programs (compile definitions).
-// SOCKBROKERD_PATH, or $SBBENCH_SOCKBROKERD (another build, for a before/after run).
+// SOCKBROKERD_PATH, or $SBBENCH_SOCKBROKERD (another build, for a before/after
+// run); the CLI likewise, $SBBENCH_SOCKBROKER.
 [[nodiscard]] std::string sockbrokerd_path();
 [[nodiscard]] std::string sockbroker_path();
 

@@ -150,7 +150,8 @@ int main(int argc, char** argv) {
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, program, 0));
   const int theirs = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, shared.fd, 0));
   if (pidfd < 0 || theirs < 0) die("pidfd_open/pidfd_getfd");
-  if (auto carried = sockbroker::cli::carry_over(theirs, granted); !carried) die("carry_over");
+  sockbroker::cli::PristineDefaults defaults;
+  if (auto carried = sockbroker::cli::carry_over(theirs, granted, defaults); !carried) die("carry_over");
 
   measure("getpid (a system call that does nothing)", [] { ::syscall(SYS_getpid); });
   measure("wait4(WNOHANG) + poll(2 fds, none ready, 0)", [&] {
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
     length = sizeof value;
     ::getsockopt(theirs, SOL_SOCKET, SO_TYPE, &value, &length);
   });
-  measure("carry_over (all of it)", [&] { (void)sockbroker::cli::carry_over(theirs, granted); });
+  measure("carry_over (all of it)", [&] { (void)sockbroker::cli::carry_over(theirs, granted, defaults); });
   measure("  of which: socket(AF_INET, SOCK_STREAM) + close", [] {
     ::close(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   });
