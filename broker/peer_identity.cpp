@@ -166,6 +166,12 @@ bool still_alive(int pidfd) {
 
 }  // namespace
 
+std::optional<std::string> unit_of_process(pid_t pid, int pidfd) {
+  if (pid <= 0 || pidfd < 0) return std::nullopt;
+  auto unit = unit_of(pid, cgroup_of(pid));
+  return still_alive(pidfd) ? unit : std::nullopt;
+}
+
 Result<ucred> peer_credentials(int connection) {
   ucred cred{};
   socklen_t length = sizeof cred;

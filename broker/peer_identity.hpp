@@ -33,6 +33,10 @@ struct Peer {
 // rule uses `executable` (confinement.cpp).
 void resolve_process_identity(policy::PeerIdentity& peer, int pidfd, bool read_executable);
 
+// The systemd unit of a process the broker holds a pidfd of (a holder, for
+// `list --holders`): nullopt when none is known or the process has gone.
+[[nodiscard]] std::optional<std::string> unit_of_process(pid_t pid, int pidfd);
+
 // SO_PEERCRED alone: what the broker needs to count a connection against the
 // per-uid limit before it spends anything else on it.
 [[nodiscard]] Result<ucred> peer_credentials(int connection);

@@ -13,6 +13,7 @@
 #include "matcher.hpp"
 #include "member_census.hpp"
 #include "netns_binder.hpp"
+#include "peer_identity.hpp"
 #include "reload.hpp"
 #include "grant_plan.hpp"
 #include "shared_socket_repair.hpp"
@@ -350,6 +351,16 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
     }
     state_.leases.for_each_lease([&](const Lease& lease) { granted_leases[lease.entry_id].push_back(&lease); });
   }
+  // `list --holders`: the processes holding each entry, by entry id.
+  std::unordered_map<std::uint64_t, std::vector<const Holder*>> holders_of;
+  if (admin && request.with_holders) {
+    state_.leases.for_each_holder([&](const Holder& holder) {
+      for (const Lease& lease : holder.leases) {
+        auto& list = holders_of[lease.entry_id];
+        if (list.empty() || list.back() != &holder) list.push_back(&holder);
+      }
+    });
+  }
   std::size_t index = request.cursor;
   for (; index < entries.size(); ++index) {
     const TableEntry& entry = entries[index];
@@ -365,6 +376,13 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
       out.max_grants = entry.spec.max_grants;
       out.reuse_port = entry.spec.reuse_port;
       out.inodes = entry_inodes(entry, granted_leases);
+      if (auto it = holders_of.find(entry.id); it != holders_of.end()) {
+        for (const Holder* holder : it->second) {
+          if (out.holder_rows.size() == proto::kMaxHolderRowsPerEntry) break;
+          out.holder_rows.push_back({holder->pid, holder->uid,
+                                     unit_of_process(holder->pid, holder->pidfd.get()).value_or("")});
+        }
+      }
     }
     std::size_t cost = proto::listing_entry_bound(out);
     if (cost > budget) break;

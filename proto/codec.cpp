@@ -331,7 +331,7 @@ Result<Request> decode_request(std::span<const std::byte> datagram) {
         return Request{AcquireRequest{std::move(name_text), acquire.getFlags(), acquire.getWithNetns()}};
       }
       case wire::Request::LIST_SOCKETS:
-        return Request{ListRequest{request.getListSockets().getCursor()}};
+        return Request{ListRequest{request.getListSockets().getCursor(), request.getListSockets().getWithHolders()}};
       case wire::Request::RELOAD:
         return Request{ReloadRequest{}};
       case wire::Request::STATUS:
@@ -400,6 +400,17 @@ Result<Reply> decode_reply(std::span<const std::byte> datagram) {
                                             text(entry.getState()), text(entry.getDetail()), entry.getHolders(),
                                             entry.getGrantsTotal(), entry.getMaxGrants(), entry.getReusePort()});
           for (std::uint64_t inode : inodes) out.entries.back().inodes.push_back(inode);
+          auto rows = entry.getHolderRows();
+          if (rows.size() > kMaxHolderRowsPerEntry) {
+            return protocol_error("listing entry with " + std::to_string(rows.size()) + " holder rows, more than " +
+                                  std::to_string(kMaxHolderRowsPerEntry));
+          }
+          for (auto row : rows) {
+            // Read once: each read of a pointer counts against the traversal limit.
+            auto unit = row.getUnit();
+            if (unit.size() > kMaxNameLength) return protocol_error("holder unit longer than its bound");
+            out.entries.back().holder_rows.push_back({row.getPid(), row.getUid(), text(unit)});
+          }
         }
         return Reply{std::move(out)};
       }
@@ -445,7 +456,9 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
     body.setFlags(acquire->flags);
     body.setWithNetns(acquire->with_netns);
   } else if (const auto* list = std::get_if<ListRequest>(&request)) {
-    root.initListSockets().setCursor(list->cursor);
+    auto body = root.initListSockets();
+    body.setCursor(list->cursor);
+    body.setWithHolders(list->with_holders);
   } else if (std::holds_alternative<ReloadRequest>(request)) {
     root.setReload();
   } else if (std::holds_alternative<StatusRequest>(request)) {
@@ -559,6 +572,14 @@ Result<std::size_t> ReplyEncoder::encode(const Reply& reply, std::span<std::byte
       entry.setReusePort(in.reuse_port);
       auto inodes = entry.initInodes(static_cast<unsigned>(std::min(in.inodes.size(), kMaxInodesPerEntry)));
       for (unsigned j = 0; j < inodes.size(); ++j) inodes.set(j, in.inodes[j]);
+      if (!in.holder_rows.empty()) {
+        auto rows = entry.initHolderRows(static_cast<unsigned>(std::min(in.holder_rows.size(), kMaxHolderRowsPerEntry)));
+        for (unsigned j = 0; j < rows.size(); ++j) {
+          rows[j].setPid(in.holder_rows[j].pid);
+          rows[j].setUid(in.holder_rows[j].uid);
+          rows[j].setUnit(as_text(in.holder_rows[j].unit.substr(0, kMaxNameLength)));
+        }
+      }
     }
   }
   return finish(message, out);
@@ -568,10 +589,18 @@ std::size_t listing_entry_bound(const SocketEntry& entry) noexcept {
   // A list element of SocketEntry: its data and pointer words, plus each Text
   // rounded up to whole words including the NUL terminator.
   // The inodes are a list of UInt64: one word each, no tag.
-  constexpr std::size_t kStructBytes = 8 * (3 + 5);
+  constexpr std::size_t kStructBytes = 8 * (3 + 6);
   auto text_bytes = [](const std::string& s) { return (s.size() + 1 + 7) / 8 * 8; };
+  // The holder rows are a list of structs (one data and one pointer word
+  // each) behind a tag word, each with its unit's Text.
+  std::size_t rows = 0;
+  const std::size_t row_count = std::min(entry.holder_rows.size(), kMaxHolderRowsPerEntry);
+  if (row_count != 0) rows = 8;
+  for (std::size_t i = 0; i < row_count; ++i) {
+    rows += 16 + text_bytes(entry.holder_rows[i].unit.substr(0, kMaxNameLength));
+  }
   return kStructBytes + text_bytes(entry.name) + text_bytes(entry.address) + text_bytes(entry.state) +
-         text_bytes(entry.detail) + 8 * std::min(entry.inodes.size(), kMaxInodesPerEntry);
+         text_bytes(entry.detail) + 8 * std::min(entry.inodes.size(), kMaxInodesPerEntry) + rows;
 }
 
 }  // namespace sockbroker::proto

@@ -69,6 +69,9 @@ inline constexpr std::size_t kMaxMessageLength = 1024;
 
 // Socket inodes one listing entry carries; the encoder sends the first this many.
 inline constexpr std::size_t kMaxInodesPerEntry = 64;
+// Holding processes named per listing entry (`list --holders`); the unit name
+// of each is cut to kMaxNameLength.
+inline constexpr std::size_t kMaxHolderRowsPerEntry = 8;
 
 // A Status reply's bounded parts. With these, the largest Status encodes in
 // about 3.5 KiB: any Status fits one datagram. The encoder cuts (paths and

@@ -27,6 +27,7 @@ struct AcquireRequest {
 
 struct ListRequest {
   std::uint32_t cursor = 0;
+  bool with_holders = false;  // administrators: SocketEntry::holder_rows filled
 };
 
 struct ReloadRequest {};
@@ -96,6 +97,14 @@ struct SocketEntry {
   std::uint32_t max_grants = 0;
   bool reuse_port = false;
   std::vector<std::uint64_t> inodes = {};  // admin view only; at most kMaxInodesPerEntry
+  // Admin view, when asked for: the processes holding it; at most
+  // kMaxHolderRowsPerEntry (holders counts them all).
+  struct HolderRow {
+    std::int32_t pid = 0;
+    std::uint32_t uid = 0;
+    std::string unit;  // "" when none is known
+  };
+  std::vector<HolderRow> holder_rows = {};
 };
 
 struct Listing {

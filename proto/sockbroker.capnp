@@ -68,6 +68,7 @@ struct Acquire {
 
 struct ListSockets {
   cursor @0 :UInt32;    # 0 for the first page; then the reply's nextCursor
+  withHolders @1 :Bool; # administrators: each entry's holding processes too
 }
 
 struct Reply {
@@ -131,6 +132,13 @@ struct SocketEntry {
   maxGrants @7 :UInt32;   # 0: unlimited
   reusePort @8 :Bool;
   inodes @9 :List(UInt64);   # st_ino of the kernel sockets held and granted (at most 64)
+  holderRows @10 :List(HolderRow);  # with withHolders: the processes holding it (at most 8; `holders` counts all)
+}
+
+struct HolderRow {
+  pid @0 :Int32;
+  uid @1 :UInt32;
+  unit @2 :Text;        # its systemd unit, "" when none is known
 }
 
 struct Listing {

@@ -16,9 +16,16 @@ namespace {
 
 struct ListOptions {
   bool json = false;
+  bool holders = false;
 };
 
-void print_table(const SocketList& list) {
+// "pid 1234 (uid 33, nginx.service)": one holding process, as a table cell.
+std::string describe_holder(const HolderInfo& h) {
+  return "pid " + std::to_string(h.pid) + " (uid " + std::to_string(h.uid) + (h.unit.empty() ? "" : ", " + h.unit) + ")";
+}
+
+// holders: with --holders, every holding process named, after its socket's row.
+void print_table(const SocketList& list, const std::vector<HolderInfo>* holders) {
   std::vector<TableRow> rows{list.admin_view ? TableRow{"NAME", "TYPE", "ADDRESS", "STATE", "HOLDERS", "GRANTS", "LIMIT", "NOTE"}
                                              : TableRow{"NAME", "TYPE", "ADDRESS"}};
   for (const auto& s : list.sockets) {
@@ -29,6 +36,16 @@ void print_table(const SocketList& list) {
                              s.max_grants == 0 ? "-" : std::to_string(s.max_grants), std::move(note)});
     }
     rows.push_back(std::move(row));
+    if (holders == nullptr) continue;
+    std::size_t named = 0;
+    for (const auto& h : *holders) {
+      if (h.socket != s.name) continue;
+      ++named;
+      rows.push_back(TableRow{"", "", "  held by " + describe_holder(h)});
+    }
+    if (named < s.holders) {
+      rows.push_back(TableRow{"", "", "  and " + std::to_string(s.holders - named) + " more (the broker names 8)"});
+    }
   }
   std::cout << format_table(rows);
   if (list.sockets.empty()) std::cout << "(no socket is granted to you)\n";
@@ -39,8 +56,19 @@ int list(const ListOptions& options, const GlobalOptions& global) {
   if (!client) return report(client.error());
   auto sockets = client->list();
   if (!sockets) return report(sockets.error());
+  std::vector<HolderInfo> holders;
+  if (options.holders) {
+    if (!sockets->admin_view) {
+      std::cerr << "sockbroker list --holders: administrators only (root or the policy's admin_group); without it, "
+                   "list shows the sockets you may acquire\n";
+      return kExitDenied;
+    }
+    auto got = client->holders();
+    if (!got) return report(got.error());
+    holders = std::move(*got);
+  }
   if (!options.json) {
-    print_table(*sockets);
+    print_table(*sockets, options.holders ? &holders : nullptr);
     return kExitOk;
   }
   nlohmann::json out = nlohmann::json::array();
@@ -54,6 +82,14 @@ int list(const ListOptions& options, const GlobalOptions& global) {
       entry["reuse_port"] = s.reuse_port;
       entry["inodes"] = s.inodes;  // st_ino of the kernel sockets: ss -e shows them as ino:N
       if (!s.detail.empty()) entry["error"] = s.detail;
+      if (options.holders) {
+        nlohmann::json processes = nlohmann::json::array();
+        for (const auto& h : holders) {
+          if (h.socket != s.name) continue;
+          processes.push_back({{"pid", h.pid}, {"uid", h.uid}, {"unit", h.unit.empty() ? nlohmann::json() : nlohmann::json(h.unit)}});
+        }
+        entry["holder_processes"] = std::move(processes);  // at most 8; "holders" counts them all
+      }
     }
     out.push_back(std::move(entry));
   }
@@ -69,6 +105,8 @@ Command add_list(CLI::App& app, const GlobalOptions& global) {
                                  "List the sockets you may acquire: name, type, address. Administrators (root or\n"
                                  "admin_group) see every socket with its bind state and grant count.");
   cmd->add_flag("--json", options->json, "print JSON for scripts");
+  cmd->add_flag("--holders", options->holders,
+                "administrators: name the processes holding each socket (pid, uid, systemd unit; up to 8 a socket)");
   return [options, &global] { return list(*options, global); };
 }
 

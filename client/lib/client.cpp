@@ -202,6 +202,28 @@ Result<SocketList> Client::list() {
   return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker's listing did not end"};
 }
 
+Result<std::vector<HolderInfo>> Client::holders() {
+  std::vector<HolderInfo> out;
+  std::uint32_t cursor = 0;
+  for (int page = 0; page < kMaxListPages; ++page) {
+    auto exchanged = exchange_with_retry(*this, proto::Request{proto::ListRequest{cursor, true}}, -1);
+    if (!exchanged) return std::move(exchanged).error();
+    if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
+    auto* listing = std::get_if<proto::Listing>(&exchanged->reply);
+    if (listing == nullptr) return unexpected_reply();
+    if (!listing->admin) {
+      return Error{SOCKBROKER_E_DENIED, EPERM, "which processes hold the sockets: administrators only (root or admin_group)"};
+    }
+    for (auto& entry : listing->entries) {
+      for (auto& row : entry.holder_rows) out.push_back(HolderInfo{entry.name, row.pid, row.uid, std::move(row.unit)});
+    }
+    if (listing->next_cursor == 0) return out;
+    if (listing->next_cursor <= cursor) return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker's listing went backwards"};
+    cursor = listing->next_cursor;
+  }
+  return Error{SOCKBROKER_E_PROTOCOL, 0, "the broker's listing did not end"};
+}
+
 namespace {
 
 Result<AdminOutcome> to_outcome(Result<detail::Exchanged> exchanged) {

@@ -56,6 +56,14 @@ struct SocketInfo {
   std::vector<std::uint64_t> inodes = {};
 };
 
+// One process holding a socket (Client::holders()).
+struct HolderInfo {
+  std::string socket;  // the policy name
+  std::int32_t pid = 0;
+  std::uint32_t uid = 0;
+  std::string unit;    // its systemd unit; empty when none is known
+};
+
 // What an administrator's reload or revoke did.
 struct AdminOutcome {
   bool ok = false;
@@ -142,6 +150,9 @@ class Client {
   // when it answers a supervised program's bind. AF_INET, AF_INET6, AF_UNIX.
   [[nodiscard]] Result<Grant> acquire_address(const sockaddr* address, socklen_t length, int type, bool v6only);
   [[nodiscard]] Result<SocketList> list();
+  // Administrators: the processes holding each socket, at most 8 named per
+  // socket (SocketInfo::holders counts them all). `sockbroker list --holders`.
+  [[nodiscard]] Result<std::vector<HolderInfo>> holders();
   // Administrators (root or admin_group): re-read the policy now. A refused
   // (invalid) policy is an AdminOutcome with ok = false, not an Error.
   [[nodiscard]] Result<AdminOutcome> reload();

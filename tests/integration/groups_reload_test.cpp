@@ -653,4 +653,37 @@ TEST(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
   EXPECT_NE(table.output.find("reuse_port group"), std::string::npos) << table.output;
 }
 
+// `list --holders`: which processes hold each socket, to administrators only.
+TEST(AdminList, HoldersNamesTheProcessesHoldingEachSocket) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, reuse_port_policy(80) + "\n[socket.admin]\nlisten = \"127.0.0.1:443\"\n");
+  ASSERT_TRUE(broker);
+  auto worker = start_worker(*broker, "web", "A");
+  ASSERT_TRUE(wait_ready(*worker));
+
+  auto admin = cli_as(0, 0, *broker, {"list", "--holders", "--json"});
+  ASSERT_EQ(admin.exit_code, 0) << admin.output;
+  auto view = nlohmann::json::parse(admin.output);
+  ASSERT_EQ(view["sockets"].size(), 2u);
+  const auto& idle = view["sockets"][0];
+  EXPECT_EQ(idle["name"], "admin");
+  EXPECT_TRUE(idle["holder_processes"].empty()) << idle.dump();
+  const auto& web = view["sockets"][1];
+  ASSERT_EQ(web["holder_processes"].size(), 1u) << web.dump();
+  const auto& holder = web["holder_processes"][0];
+  // The process that asked: `sockbroker run`, the worker's supervisor.
+  EXPECT_EQ(holder["pid"], worker->pid());
+  EXPECT_EQ(holder["uid"], sbtest::kNobody);
+
+  auto table = cli_as(0, 0, *broker, {"list", "--holders"});
+  ASSERT_EQ(table.exit_code, 0) << table.output;
+  EXPECT_NE(table.output.find("held by pid " + std::to_string(worker->pid()) + " (uid 65534"), std::string::npos)
+      << table.output;
+
+  auto refused = cli_as(sbtest::kNobody, sbtest::kNogroup, *broker, {"list", "--holders"});
+  EXPECT_EQ(refused.exit_code, 77) << refused.output;
+  EXPECT_NE(refused.output.find("administrators only"), std::string::npos) << refused.output;
+}
+
 }  // namespace

@@ -1045,6 +1045,41 @@ TEST(CodecEncode, InodesPastTheLimitAreLeftOutAndBounded) {
   EXPECT_EQ(inodes.back(), kMaxInodesPerEntry);
 }
 
+// `list --holders`: the largest entry, with every holder row at its longest
+// and more rows than are sent, still fits one datagram within its bound.
+TEST(CodecEncode, HolderRowsPastTheLimitAreLeftOutAndTheLargestEntryFits) {
+  SocketEntry entry{std::string(kMaxNameLength, 'n'), SocketType::stream, std::string(108, 'a'), "bound",
+                    std::string(kMaxMessageLength, 'd'), 100, 2, 3, true};
+  for (std::uint64_t i = 1; i <= kMaxInodesPerEntry; ++i) entry.inodes.push_back(i);
+  for (int i = 1; i <= 3 * static_cast<int>(kMaxHolderRowsPerEntry); ++i) {
+    entry.holder_rows.push_back({i, 65534, std::string(2 * kMaxNameLength, 'u')});
+  }
+  ASSERT_LE(kListingOverheadBound + listing_entry_bound(entry), kMaxDatagram);
+  Listing listing{{entry}, 0, true};
+  DatagramBuffer buffer;
+  auto size = encode_reply(listing, buffer.span());
+  ASSERT_TRUE(size.ok()) << size.error().message;
+  EXPECT_LE(*size, kListingOverheadBound + listing_entry_bound(entry));
+  auto reply = decode_reply(buffer.span().first(*size));
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  const auto& rows = std::get<Listing>(*reply).entries.at(0).holder_rows;
+  ASSERT_EQ(rows.size(), kMaxHolderRowsPerEntry);
+  EXPECT_EQ(rows.front().pid, 1);
+  EXPECT_EQ(rows.back().uid, 65534u);
+  EXPECT_EQ(rows.back().unit, std::string(kMaxNameLength, 'u'));
+}
+
+TEST(CodecDecode, ListSocketsCarriesWithHolders) {
+  DatagramBuffer buffer;
+  auto size = encode_request(ListRequest{7, true}, buffer.span());
+  ASSERT_TRUE(size.ok()) << size.error().message;
+  auto request = decode_request(buffer.span().first(*size));
+  ASSERT_TRUE(request.ok()) << request.error().message;
+  const auto& list = std::get<ListRequest>(*request);
+  EXPECT_EQ(list.cursor, 7u);
+  EXPECT_TRUE(list.with_holders);
+}
+
 // A reply built with the generated API, beyond what our encoder would write:
 // what a broker that is not ours (or a bug) could send the client.
 template <class Fill>
