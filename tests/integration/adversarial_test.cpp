@@ -457,8 +457,11 @@ Bytes acquire_message(std::string_view name, bool nul = true, std::uint16_t vers
 // ---------------------------------------------------------------------------
 // Datagram sizes
 
-TEST(Adversarial, EmptyDatagramIsABadRequest) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Adversarial = sbtest::BrokerTest;
+
+TEST_F(Adversarial, EmptyDatagramIsABadRequest) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -472,8 +475,7 @@ TEST(Adversarial, EmptyDatagramIsABadRequest) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, Exactly4KiBOfGarbageIsRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, Exactly4KiBOfGarbageIsRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -492,8 +494,7 @@ TEST(Adversarial, Exactly4KiBOfGarbageIsRejected) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, ValidMessagePaddedTo4KiBIsRejectedForTrailingBytes) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ValidMessagePaddedTo4KiBIsRejectedForTrailingBytes) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -507,8 +508,7 @@ TEST(Adversarial, ValidMessagePaddedTo4KiBIsRejectedForTrailingBytes) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, ValidMessageWhoseSegmentFillsExactly4KiBIsServed) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ValidMessageWhoseSegmentFillsExactly4KiBIsServed) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -530,8 +530,7 @@ TEST(Adversarial, ValidMessageWhoseSegmentFillsExactly4KiBIsServed) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, FourKiBPlusOneIsTruncatedAndRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, FourKiBPlusOneIsTruncatedAndRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -545,8 +544,7 @@ TEST(Adversarial, FourKiBPlusOneIsTruncatedAndRejected) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, SixtyFourKiBIsRejectedOrRefusedToTheSender) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, SixtyFourKiBIsRejectedOrRefusedToTheSender) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -564,8 +562,7 @@ TEST(Adversarial, SixtyFourKiBIsRejectedOrRefusedToTheSender) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, UnalignedPayloadIsRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, UnalignedPayloadIsRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -584,8 +581,7 @@ TEST(Adversarial, UnalignedPayloadIsRejected) {
 // ---------------------------------------------------------------------------
 // Hostile segment tables
 
-TEST(Adversarial, HugeSegmentCountIsRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, HugeSegmentCountIsRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -600,8 +596,7 @@ TEST(Adversarial, HugeSegmentCountIsRejected) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, SegmentSizeBeyondTheDatagramIsRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, SegmentSizeBeyondTheDatagramIsRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -613,8 +608,7 @@ TEST(Adversarial, SegmentSizeBeyondTheDatagramIsRejected) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, MoreThanOneSegmentIsRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, MoreThanOneSegmentIsRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -645,8 +639,7 @@ Bytes nested_request(int depth) {
   return s.message();
 }
 
-TEST(Adversarial, NestingDepth1000CannotFitAndIsRejectedBySize) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, NestingDepth1000CannotFitAndIsRejectedBySize) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -664,8 +657,7 @@ TEST(Adversarial, NestingDepth1000CannotFitAndIsRejectedBySize) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, PointerAmplificationStopsAtTheTraversalLimit) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, PointerAmplificationStopsAtTheTraversalLimit) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -714,8 +706,7 @@ TEST(Adversarial, PointerAmplificationStopsAtTheTraversalLimit) {
 // ---------------------------------------------------------------------------
 // Versions, kinds and names
 
-TEST(Adversarial, WrongProtocolVersionIsRejectedNamingBoth) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, WrongProtocolVersionIsRejectedNamingBoth) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -729,8 +720,7 @@ TEST(Adversarial, WrongProtocolVersionIsRejectedNamingBoth) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, UnknownRequestKindIsRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, UnknownRequestKindIsRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -743,8 +733,7 @@ TEST(Adversarial, UnknownRequestKindIsRejected) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, SocketNameOf129CharactersIsRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, SocketNameOf129CharactersIsRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -763,8 +752,7 @@ TEST(Adversarial, SocketNameOf129CharactersIsRejected) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, NamesWithNulSlashColonOrNoTerminatorAreRejected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, NamesWithNulSlashColonOrNoTerminatorAreRejected) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -831,8 +819,7 @@ netns = "request"
 user = "nobody"
 )";
 
-TEST(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreRefusedAtTheSender) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreRefusedAtTheSender) {
   if (!kernel_refuses_rights()) {
     GTEST_SKIP() << "this kernel has no SO_PASSRIGHTS (Linux < 6.16): the next test covers what arrives";
   }
@@ -850,8 +837,7 @@ TEST(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreRefusedAtTheSender) {
 
 // The broker takes every descriptor a datagram can carry (SCM_MAX_FD): one
 // that did not fit would be released by the kernel on the broker's loop.
-TEST(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreAllTakenAndReleased) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreAllTakenAndReleased) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
   ASSERT_TRUE(broker);
@@ -983,8 +969,7 @@ void expect_not_frozen(Broker& broker, int baseline, Pipe& checked, std::unique_
   EXPECT_LT(Clock::now() - before, std::chrono::seconds(5)) << "SIGTERM waited";
 }
 
-TEST(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
   ASSERT_TRUE(broker);
@@ -1014,8 +999,7 @@ TEST(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
 
 // The same socket queued behind a bad request: the broker hangs up on that
 // client, and what is still queued on the connection is released with it.
-TEST(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFreezeIt) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFreezeIt) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
   ASSERT_TRUE(broker);
@@ -1039,8 +1023,7 @@ TEST(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFreeze
 
 // The same socket on a connection the broker refuses at once (a connection
 // limit), before it has read anything from it.
-TEST(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("max_clients_per_uid = 1", kRequestNetnsSocket));
   ASSERT_TRUE(broker);
@@ -1062,8 +1045,7 @@ TEST(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
 }
 
 // Many at once: the broker answers throughout, and holds none of them after.
-TEST(Adversarial, AFloodOfLingeringSocketsDoesNotFreezeTheBroker) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, AFloodOfLingeringSocketsDoesNotFreezeTheBroker) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
   ASSERT_TRUE(broker);
@@ -1094,8 +1076,7 @@ TEST(Adversarial, AFloodOfLingeringSocketsDoesNotFreezeTheBroker) {
   expect_not_frozen(*broker, baseline, checked, attacker);
 }
 
-TEST(Adversarial, DescriptorsOnAnOtherwiseValidRequestAreClosed) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, DescriptorsOnAnOtherwiseValidRequestAreClosed) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -1141,8 +1122,7 @@ TEST(Adversarial, DescriptorsOnAnOtherwiseValidRequestAreClosed) {
 // ---------------------------------------------------------------------------
 // Connections that misbehave over time
 
-TEST(Adversarial, IdleClientIsDroppedAtRequestTimeout) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, IdleClientIsDroppedAtRequestTimeout) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("request_timeout_ms = 200"));
   ASSERT_TRUE(broker);
@@ -1165,8 +1145,7 @@ TEST(Adversarial, IdleClientIsDroppedAtRequestTimeout) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, TenThousandConnectionsFromOneUidAreCappedAndOthersStillServed) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, TenThousandConnectionsFromOneUidAreCappedAndOthersStillServed) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("max_clients_per_uid = 64\nrequest_timeout_ms = 30000"));
   ASSERT_TRUE(broker);
@@ -1242,8 +1221,7 @@ TEST(Adversarial, TenThousandConnectionsFromOneUidAreCappedAndOthersStillServed)
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, ClientThatNeverReadsCostsOneReplyAndOthersAreServed) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ClientThatNeverReadsCostsOneReplyAndOthersAreServed) {
   TempDir dir;
   // The grant lines count what the broker has answered at each moment: each
   // must be in the file when its reply is sent, not a batch later.
@@ -1300,8 +1278,7 @@ TEST(Adversarial, ClientThatNeverReadsCostsOneReplyAndOthersAreServed) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, ClientThatNeverReadsIsDroppedAtRequestTimeout) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ClientThatNeverReadsIsDroppedAtRequestTimeout) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("request_timeout_ms = 300"));
   ASSERT_TRUE(broker);
@@ -1330,8 +1307,7 @@ TEST(Adversarial, ClientThatNeverReadsIsDroppedAtRequestTimeout) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, ClientExitingMidRequestLeavesNoLease) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ClientExitingMidRequestLeavesNoLease) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -1372,8 +1348,7 @@ TEST(Adversarial, ClientExitingMidRequestLeavesNoLease) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, ReplyStaysReadableWhenTheClientKeepsSendingAfterABadRequest) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ReplyStaysReadableWhenTheClientKeepsSendingAfterABadRequest) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -1401,8 +1376,7 @@ TEST(Adversarial, ReplyStaysReadableWhenTheClientKeepsSendingAfterABadRequest) {
 // hundred (its send buffer bounds a connected SOCK_SEQPACKET socket). Closing
 // with the rest unread resets the client, whose next recv() then returns
 // ECONNRESET ahead of the failure reply. The broker now drains the queue.
-TEST(Adversarial, ReplyStaysReadableAfterHundredsOfDatagramsFollowABadRequest) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ReplyStaysReadableAfterHundredsOfDatagramsFollowABadRequest) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -1472,8 +1446,7 @@ Handover hand_over(const Broker& broker, uid_t from_uid, gid_t from_gid, uid_t t
 // from the connector itself (SCM_CREDENTIALS names each request's sender):
 // one uid cannot lend another its rights by passing a connection (security
 // review, round 2, items 3 and 6).
-TEST(Adversarial, HandedOverConnectionServesNoOneButItsConnector) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, HandedOverConnectionServesNoOneButItsConnector) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("", kDaemonOnly));
   ASSERT_TRUE(broker);
@@ -1524,8 +1497,7 @@ pid_t fork_with_pid(pid_t wanted, int hold) {
   return static_cast<pid_t>(pid);
 }
 
-TEST(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
   TempDir dir;
   // Children forked from this test run its binary: the rule a live child meets.
   std::string self = fs::read_symlink("/proc/self/exe").string();
@@ -1611,8 +1583,7 @@ std::string reuse_port_group(std::uint16_t port) {
          "\"\nreuse_port = true\n[[socket.group.allow]]\nuser = \"nobody\"\n";
 }
 
-TEST(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
   TempDir dir;
   constexpr std::uint16_t kPort = 21090;
   auto broker = Broker::start(dir, policy("", reuse_port_group(kPort)));
@@ -1648,8 +1619,7 @@ TEST(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
   expect_still_serving(*broker, baseline + sbtest::kSpareMember);
 }
 
-TEST(Adversarial, AttachReusePortBpfIsRefusedUnderLockdown) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, AttachReusePortBpfIsRefusedUnderLockdown) {
   TempDir dir;
   constexpr std::uint16_t kPort = 21091;
   auto broker = Broker::start(dir, policy("", reuse_port_group(kPort)));
@@ -1691,8 +1661,7 @@ TEST(Adversarial, AttachReusePortBpfIsRefusedUnderLockdown) {
 // ---------------------------------------------------------------------------
 // Policies that would let the broker be tricked into the wrong bind
 
-TEST(Adversarial, DualStackWildcardConflictsWithIpv4WildcardAndTheBrokerRefusesToStart) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, DualStackWildcardConflictsWithIpv4WildcardAndTheBrokerRefusesToStart) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -1722,8 +1691,7 @@ TEST(Adversarial, DualStackWildcardConflictsWithIpv4WildcardAndTheBrokerRefusesT
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
   std::string name = "sockbroker-adversarial-" + std::to_string(::getpid());
   UniqueFd squatter(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   const sbtest::AbstractAddress address = sbtest::abstract_address(name);
@@ -1761,8 +1729,7 @@ TEST(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
   expect_still_serving(*broker, rebound);
 }
 
-TEST(Adversarial, SymlinkedUnixSocketPathIsBindFailedAndLeftAlone) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, SymlinkedUnixSocketPathIsBindFailedAndLeftAlone) {
   TempDir dir;
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
   dir.write("precious", "do not touch\n");
@@ -1797,8 +1764,7 @@ TEST(Adversarial, SymlinkedUnixSocketPathIsBindFailedAndLeftAlone) {
 // ---------------------------------------------------------------------------
 // Listing
 
-TEST(Adversarial, ListCursorBeyondTheEndIsAnEmptyLastPage) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ListCursorBeyondTheEndIsAnEmptyLastPage) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("", kDaemonOnly));
   ASSERT_TRUE(broker);
@@ -1823,8 +1789,7 @@ TEST(Adversarial, ListCursorBeyondTheEndIsAnEmptyLastPage) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, ListPaginationOver300SocketsReturnsEveryEntryInOrder) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ListPaginationOver300SocketsReturnsEveryEntryInOrder) {
   TempDir dir;
   constexpr int kSockets = 300;
   std::string sockets;
@@ -1882,8 +1847,7 @@ TEST(Adversarial, ListPaginationOver300SocketsReturnsEveryEntryInOrder) {
 // ---------------------------------------------------------------------------
 // Load
 
-TEST(Adversarial, ReloadStormWhileClientsAcquire) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ReloadStormWhileClientsAcquire) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("", kDaemonOnly));
   ASSERT_TRUE(broker);
@@ -1918,8 +1882,7 @@ TEST(Adversarial, ReloadStormWhileClientsAcquire) {
   expect_still_serving(*broker, baseline);
 }
 
-TEST(Adversarial, TenThousandAcquiresOnOneConnectionHoldOneLease) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, TenThousandAcquiresOnOneConnectionHoldOneLease) {
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -1956,8 +1919,7 @@ TEST(Adversarial, TenThousandAcquiresOnOneConnectionHoldOneLease) {
 // ---------------------------------------------------------------------------
 // Exhaustion: connections and descriptors
 
-TEST(Adversarial, ReusePortPortHolderCannotBeTakenWithReuseAddr) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ReusePortPortHolderCannotBeTakenWithReuseAddr) {
   TempDir dir;
   constexpr std::uint16_t kPort = 21092;
   auto broker = Broker::start(dir, policy("", reuse_port_group(kPort)));
@@ -2019,8 +1981,7 @@ std::optional<Broker> start_with_descriptor_limit(const TempDir& dir, const std:
 // connecting and closing in a few threads kept the loop from ever returning
 // to epoll_wait, and every connected client waited for the flood to stop.
 // The broker now accepts a bounded batch per wake-up.
-TEST(Adversarial, ConnectionFloodDoesNotStarveAConnectedClient) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ConnectionFloodDoesNotStarveAConnectedClient) {
   TempDir dir;
   auto broker = Broker::start(dir, policy("request_timeout_ms = 30000"));
   ASSERT_TRUE(broker);
@@ -2065,8 +2026,7 @@ TEST(Adversarial, ConnectionFloodDoesNotStarveAConnectedClient) {
 // there with live holders alone, each costing the broker a pidfd. Now the
 // broker drops one connection per wake-up and goes back to serving, and the
 // number of holder processes is bounded (max_clients, max_clients_per_uid).
-TEST(Adversarial, ManyLiveHoldersCannotWedgeTheBroker) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ManyLiveHoldersCannotWedgeTheBroker) {
   TempDir dir;
   // A small limit for a fast test; the broker's own check (max_clients +
   // sockets + 64 = 81) is satisfied by it.
@@ -2121,8 +2081,7 @@ TEST(Adversarial, ManyLiveHoldersCannotWedgeTheBroker) {
 // holder one more, every reuse_port member's dup one more. The broker now
 // raises its soft limit to the hard one and warns when that is below its
 // estimate.
-TEST(Adversarial, DescriptorBudgetCoversEveryClientTheLimitsAdmit) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, DescriptorBudgetCoversEveryClientTheLimitsAdmit) {
   TempDir dir;
   // 300 + 1 + 64 = 365 <= 400: the broker believes 300 clients fit.
   auto broker = start_with_descriptor_limit(

@@ -41,8 +41,11 @@ bool from_nobody(const nlohmann::json& event) {
   return event.contains("peer") && event["peer"].value("uid", 0u) == sbtest::kNobody;
 }
 
-TEST(Adversarial, AuditFloodFromOneUidIsBoundedAndSummarised) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Adversarial = sbtest::BrokerTest;
+
+TEST_F(Adversarial, AuditFloodFromOneUidIsBoundedAndSummarised) {
   TempDir dir;
   // Each line in the file before the reply it records: what the test counts
   // is what the broker has written, not a batch behind.

@@ -136,8 +136,11 @@ void deny_root_until_failing(const Broker& broker) {
   FAIL() << "the audit never failed on a full file system";
 }
 
-TEST(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIsWhole) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using AuditFullFileSystem = sbtest::BrokerTest;
+
+TEST_F(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIsWhole) {
   TempDir dir;
   SmallFileSystem fs(dir, "audit-fs", "64k");
   ASSERT_EQ(fs.error(), "");
@@ -203,8 +206,7 @@ TEST(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIsWh
   EXPECT_EQ(whole.events.back()["event"], "stop");
 }
 
-TEST(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
-  SBTEST_PREPARE();
+TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
   TempDir dir;
   SmallFileSystem fs(dir, "audit-fs", "64k");
   ASSERT_EQ(fs.error(), "");

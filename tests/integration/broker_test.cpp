@@ -43,6 +43,11 @@ int serve_one_tcp(int fd, int report_fd) {
   return 0;
 }
 
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using AuditFile = sbtest::BrokerTest;
+using AuditFlush = sbtest::BrokerTest;
+
 TEST(Broker, StreamGrantOnPort80ServesARealConnection) {
   SBTEST_PREPARE();
   TempDir dir;
@@ -500,8 +505,7 @@ std::size_t grant_lines(const Broker& broker) {
 }
 }  // namespace
 
-TEST(AuditFlush, ZeroWritesTheLineBeforeTheReplyLeaves) {
-  SBTEST_PREPARE();
+TEST_F(AuditFlush, ZeroWritesTheLineBeforeTheReplyLeaves) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebPolicy, {"--audit-flush-ms", "0"});
   ASSERT_TRUE(broker);
@@ -512,8 +516,7 @@ TEST(AuditFlush, ZeroWritesTheLineBeforeTheReplyLeaves) {
   }
 }
 
-TEST(AuditFlush, AnIdleBrokerWritesBufferedLinesWithinTheInterval) {
-  SBTEST_PREPARE();
+TEST_F(AuditFlush, AnIdleBrokerWritesBufferedLinesWithinTheInterval) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebPolicy, {"--audit-flush-ms", "0"});
   ASSERT_TRUE(broker);
@@ -524,8 +527,7 @@ TEST(AuditFlush, AnIdleBrokerWritesBufferedLinesWithinTheInterval) {
       << broker->log();
 }
 
-TEST(AuditFlush, StoppingWritesEveryBufferedLine) {
-  SBTEST_PREPARE();
+TEST_F(AuditFlush, StoppingWritesEveryBufferedLine) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebPolicy, {"--audit-flush-ms", "1000"});
   ASSERT_TRUE(broker);
@@ -542,8 +544,7 @@ TEST(AuditFlush, StoppingWritesEveryBufferedLine) {
 
 // The trail names every caller: created 0600, in a directory the broker makes
 // (root-owned 0755) when it is missing, as a log directory would be.
-TEST(AuditFile, IsCreated0600InADirectoryMadeWhenMissing) {
-  SBTEST_PREPARE();
+TEST_F(AuditFile, IsCreated0600InADirectoryMadeWhenMissing) {
   TempDir dir;
   dir.write("policy.toml", kWebPolicy);
   const std::string audit = dir.file("log/sockbroker/audit.log");
@@ -557,8 +558,7 @@ TEST(AuditFile, IsCreated0600InADirectoryMadeWhenMissing) {
   EXPECT_EQ(st.st_uid, 0u);
 }
 
-TEST(AuditFlush, OutOfRangeIsAUsageError) {
-  SBTEST_PREPARE();
+TEST_F(AuditFlush, OutOfRangeIsAUsageError) {
   TempDir dir;
   std::string output;
   EXPECT_EQ(sbtest::run_broker_to_exit(dir, {"--audit-flush-ms", "1001"}, &output), 64) << output;

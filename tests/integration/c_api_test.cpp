@@ -22,8 +22,11 @@ user = "nobody"
 listen = "127.0.0.1:443"
 )";
 
-TEST(CApi, AcquireLockdownAndServeFromC) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using CApi = sbtest::BrokerTest;
+
+TEST_F(CApi, AcquireLockdownAndServeFromC) {
   sbtest::TempDir dir;
   auto broker = sbtest::Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -40,8 +43,7 @@ TEST(CApi, AcquireLockdownAndServeFromC) {
   EXPECT_EQ(answer, "hello from C");
 }
 
-TEST(CApi, ErrorsAreDistinctCodesWithTheBrokersExplanation) {
-  SBTEST_PREPARE();
+TEST_F(CApi, ErrorsAreDistinctCodesWithTheBrokersExplanation) {
   sbtest::TempDir dir;
   auto broker = sbtest::Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -72,8 +74,7 @@ TEST(CApi, ErrorsAreDistinctCodesWithTheBrokersExplanation) {
   EXPECT_EQ(sentences.size(), 8u);
 }
 
-TEST(CApi, KeptOpenConnectionServesManyGrants) {
-  SBTEST_PREPARE();
+TEST_F(CApi, KeptOpenConnectionServesManyGrants) {
   sbtest::TempDir dir;
   auto broker = sbtest::Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);

@@ -24,8 +24,11 @@ using sbtest::cli_as_nobody;
 
 const char* const kPolicy = sbtest::kWebDnsAdminSockets;
 
-TEST(Cli, RunPassesListenFdsThatSdListenFdsAccepts) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Cli = sbtest::BrokerTest;
+
+TEST_F(Cli, RunPassesListenFdsThatSdListenFdsAccepts) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -42,8 +45,7 @@ TEST(Cli, RunPassesListenFdsThatSdListenFdsAccepts) {
   EXPECT_EQ(probe["seccomp"], 2);  // filter mode: the lockdown is on
 }
 
-TEST(Cli, GetIsRunWithOneSocketAndNoLockdownIsHonoured) {
-  SBTEST_PREPARE();
+TEST_F(Cli, GetIsRunWithOneSocketAndNoLockdownIsHonoured) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -55,8 +57,7 @@ TEST(Cli, GetIsRunWithOneSocketAndNoLockdownIsHonoured) {
   EXPECT_EQ(probe["seccomp"], 0);
 }
 
-TEST(Cli, ControlPathWorksFromTheEnvironment) {
-  SBTEST_PREPARE();
+TEST_F(Cli, ControlPathWorksFromTheEnvironment) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -72,8 +73,7 @@ TEST(Cli, ControlPathWorksFromTheEnvironment) {
   EXPECT_EQ(listing["sockets"][1]["address"], "0.0.0.0:80");
 }
 
-TEST(Cli, ControlOptionAfterTheCommandName) {
-  SBTEST_PREPARE();
+TEST_F(Cli, ControlOptionAfterTheCommandName) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -87,8 +87,7 @@ TEST(Cli, ControlOptionAfterTheCommandName) {
 
 // The human listing: aligned columns, each as wide as its widest cell, and
 // no blanks at the end of a line.
-TEST(Cli, ListPrintsAlignedColumns) {
-  SBTEST_PREPARE();
+TEST_F(Cli, ListPrintsAlignedColumns) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -107,8 +106,7 @@ TEST(Cli, ListPrintsAlignedColumns) {
             "web    stream    0.0.0.0:80     bound  0        0       -\n");
 }
 
-TEST(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
-  SBTEST_PREPARE();
+TEST_F(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -124,8 +122,7 @@ TEST(Cli, DeniedExits77NamingTheSocketAndTheCaller) {
 }
 
 // A refused revoke says what was refused, and why: the broker's reason.
-TEST(Cli, RevokeByANonAdministratorSaysWhatWasRefused) {
-  SBTEST_PREPARE();
+TEST_F(Cli, RevokeByANonAdministratorSaysWhatWasRefused) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -143,8 +140,7 @@ TEST(Cli, RevokeByANonAdministratorSaysWhatWasRefused) {
   EXPECT_TRUE(unreachable.output.starts_with("sockbroker: cannot revoke \"web\": ")) << unreachable.output;
 }
 
-TEST(Cli, UnknownSocketExits65) {
-  SBTEST_PREPARE();
+TEST_F(Cli, UnknownSocketExits65) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -153,8 +149,7 @@ TEST(Cli, UnknownSocketExits65) {
   EXPECT_NE(result.output.find("\"nosuch\""), std::string::npos) << result.output;
 }
 
-TEST(Cli, BrokerNotRunningExits69) {
-  SBTEST_PREPARE();
+TEST_F(Cli, BrokerNotRunningExits69) {
   TempDir dir;
   auto result = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
                                        {sbtest::programs().sockbroker, "--control", dir.file("none.sock"), "get", "web",
@@ -164,8 +159,7 @@ TEST(Cli, BrokerNotRunningExits69) {
   EXPECT_NE(result.output.find("none.sock"), std::string::npos) << result.output;
 }
 
-TEST(Cli, BindFailureExits71) {
-  SBTEST_PREPARE();
+TEST_F(Cli, BindFailureExits71) {
   TempDir dir;
   // Two sockets on one Unix path would be refused by check: use a path that exists as a file.
   dir.write("taken", "not a socket");
@@ -180,8 +174,7 @@ TEST(Cli, BindFailureExits71) {
 // A --netns path the caller may not open is a permission failure (77), not a
 // usage error: here a network namespace bound to a file, as `ip netns add`
 // does, in a directory only root may enter.
-TEST(Cli, NetnsPathTheCallerMayNotOpenExits77) {
-  SBTEST_PREPARE();
+TEST_F(Cli, NetnsPathTheCallerMayNotOpenExits77) {
   // The bind mount lives and dies with this test process's own mount namespace.
   ASSERT_EQ(::unshare(CLONE_NEWNS), 0) << std::strerror(errno);
   ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0) << std::strerror(errno);
@@ -206,8 +199,7 @@ TEST(Cli, NetnsPathTheCallerMayNotOpenExits77) {
   EXPECT_EQ(nobody.output, "sockbroker: cannot open the network namespace \"" + path + "\": Permission denied\n");
 }
 
-TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
-  SBTEST_PREPARE();
+TEST_F(Cli, MissingProgramExits127AndUsageErrorsExit64) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -219,8 +211,7 @@ TEST(Cli, MissingProgramExits127AndUsageErrorsExit64) {
 
 // Every command is found under its name (with --control before or after it),
 // and help without one, or with an unknown one, lists them all.
-TEST(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
-  SBTEST_PREPARE();
+TEST_F(Cli, EveryCommandIsReachableAndHelpListsThemAll) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -263,8 +254,7 @@ sbtest::ChildResult sockbroker_as_nobody(const std::vector<std::string>& args) {
 
 // What a newcomer types first: help, version, and a command that does not
 // exist, which must be named as such with the commands there are.
-TEST(Cli, HelpAndVersionAreCommands) {
-  SBTEST_PREPARE();
+TEST_F(Cli, HelpAndVersionAreCommands) {
   auto help = sockbroker_as_nobody({"help"});
   EXPECT_EQ(help.exit_code, 0) << help.output;
   EXPECT_EQ(help.output, sockbroker_as_nobody({"--help"}).output);
@@ -287,8 +277,7 @@ TEST(Cli, HelpAndVersionAreCommands) {
   EXPECT_EQ(version.output, sockbroker_as_nobody({"--version"}).output);
 }
 
-TEST(Cli, UnknownOrMissingCommandExits64NamingTheCommands) {
-  SBTEST_PREPARE();
+TEST_F(Cli, UnknownOrMissingCommandExits64NamingTheCommands) {
   const std::string commands = "run, get, list, check, reload, revoke, upgrade, status, audit, doctor, help, version";
   for (const std::vector<std::string>& args : {std::vector<std::string>{"frobnicate"},
                                                {"--control", "/nonexistent.sock", "frobnicate"},
@@ -311,8 +300,7 @@ TEST(Cli, UnknownOrMissingCommandExits64NamingTheCommands) {
 }
 
 // CLI11's errors, like every other failure, in one line that says what to read.
-TEST(Cli, UsageErrorsAreOneLineNamingTheHelp) {
-  SBTEST_PREPARE();
+TEST_F(Cli, UsageErrorsAreOneLineNamingTheHelp) {
   auto option = sockbroker_as_nobody({"list", "--frobnicate"});
   EXPECT_EQ(option.exit_code, 64) << option.output;
   EXPECT_EQ(option.output,
@@ -328,8 +316,7 @@ TEST(Cli, UsageErrorsAreOneLineNamingTheHelp) {
   EXPECT_EQ(top.output, "sockbroker: the following argument was not expected: --frobnicate (see sockbroker help)\n");
 }
 
-TEST(Cli, DemoHttpdServesThroughRunAsNobody) {
-  SBTEST_PREPARE();
+TEST_F(Cli, DemoHttpdServesThroughRunAsNobody) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -349,8 +336,7 @@ TEST(Cli, DemoHttpdServesThroughRunAsNobody) {
   EXPECT_EQ(denied.back()["local_addr"]["sin_port"], 8080) << denied.back().dump();
 }
 
-TEST(Cli, CheckReportsPositionsAndExit78) {
-  SBTEST_PREPARE();
+TEST_F(Cli, CheckReportsPositionsAndExit78) {
   TempDir dir;
   dir.write("bad.toml", "[socket.web]\nlisten = \"0.0.0.0:80\"\nlisen = 1\n");
   auto result = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--policy", dir.file("bad.toml")});
@@ -367,8 +353,7 @@ TEST(Cli, CheckReportsPositionsAndExit78) {
 
 // No allow rule means root only, as documented; check says so, because in a
 // policy that is more often a rule forgotten than a decision.
-TEST(Cli, CheckWarnsAboutASocketOnlyRootGets) {
-  SBTEST_PREPARE();
+TEST_F(Cli, CheckWarnsAboutASocketOnlyRootGets) {
   TempDir dir;
   dir.write("policy.toml",
             "[socket.app]\nlisten = \"127.0.0.1:9000\"\n\n"

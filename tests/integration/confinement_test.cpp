@@ -238,8 +238,11 @@ socket_mode = "0660"
 user = "nobody"
 )";
 
-TEST(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Confinement = sbtest::BrokerTest;
+
+TEST_F(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
   TempDir dir;
   auto broker = Broker::start(dir, replace_all(kStartPolicy, "@DIR@", dir.path()));
   ASSERT_TRUE(broker);
@@ -290,8 +293,7 @@ TEST(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
 // A socket added by a reload that needs a capability the broker gave up at
 // start-up (IP_TRANSPARENT wants CAP_NET_ADMIN) fails to bind, says why, and
 // the broker keeps serving the rest.
-TEST(Confinement, ReloadedSocketNeedingADroppedCapabilityFailsAndTheBrokerStaysUp) {
-  SBTEST_PREPARE();
+TEST_F(Confinement, ReloadedSocketNeedingADroppedCapabilityFailsAndTheBrokerStaysUp) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebOnly);
   ASSERT_TRUE(broker);
@@ -327,8 +329,7 @@ user = "nobody"
 // A Unix path owned by root needs no capability: a reload may add one to a
 // broker that kept neither CAP_CHOWN nor CAP_FOWNER. One owned by another user
 // does, and fails without harming the rest.
-TEST(Confinement, ReloadedUnixPathsWithoutChownCapability) {
-  SBTEST_PREPARE();
+TEST_F(Confinement, ReloadedUnixPathsWithoutChownCapability) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebOnly);
   ASSERT_TRUE(broker);
@@ -372,8 +373,7 @@ user = "nobody"
 // Reading another uid's /proc/PID/exe takes CAP_SYS_PTRACE, kept only when a
 // rule names an executable. Without it the executable is unknown ("exe": null)
 // and an executable rule added by a reload fails closed until a restart.
-TEST(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
-  SBTEST_PREPARE();
+TEST_F(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebOnly);
   ASSERT_TRUE(broker);
@@ -419,8 +419,7 @@ executable = ")" + self + R"("
 // A broker that cannot confine itself does not serve: it exits 71 (EX_OSERR)
 // saying why, and removes the control socket it had made. Here a filter the
 // broker inherits refuses seccomp(2) itself.
-TEST(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
-  SBTEST_PREPARE();
+TEST_F(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
   TempDir dir;
   dir.write("policy.toml", kWebOnly);
   const std::string control = dir.file("control.sock");
@@ -456,8 +455,7 @@ TEST(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
 }
 
 // --no-confine, for debugging: every capability stays and there is no filter.
-TEST(Confinement, NoConfineIsForDebuggingOnly) {
-  SBTEST_PREPARE();
+TEST_F(Confinement, NoConfineIsForDebuggingOnly) {
   TempDir dir;
   auto broker = Broker::start(dir, kWebOnly, {"--no-confine"});
   ASSERT_TRUE(broker);

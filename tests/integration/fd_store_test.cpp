@@ -154,10 +154,13 @@ std::optional<Broker> start_under(const FakeFdStore& store, const TempDir& dir, 
   return Broker::start(dir, policy, args, handed, binary);
 }
 
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using FdStore = sbtest::BrokerTest;
+
 // The same kernel sockets after a crash: no port was ever let go, running
 // holders keep serving and still count against max_grants.
-TEST(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
-  SBTEST_PREPARE();
+TEST_F(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
   TempDir dir;
   FakeFdStore store(dir);
   auto first = start_under(store, dir, kPolicy);
@@ -204,8 +207,7 @@ TEST(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
 
 // A socket the policy no longer has (or has otherwise) is not adopted: it is
 // closed and leaves the store; what the policy has is bound afresh.
-TEST(FdStore, WhatThePolicyNoLongerSaysIsRefusedAndRemoved) {
-  SBTEST_PREPARE();
+TEST_F(FdStore, WhatThePolicyNoLongerSaysIsRefusedAndRemoved) {
   TempDir dir;
   FakeFdStore store(dir);
   auto first = start_under(store, dir, kPolicy);
@@ -242,8 +244,7 @@ allow = [{ user = "nobody" }]
 // An upgrade in place to an image that dies at once (here /bin/false): the
 // process is gone, but systemd's store, kept in step just before the exec,
 // hands everything to the broker Restart= starts.
-TEST(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
-  SBTEST_PREPARE();
+TEST_F(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
   TempDir dir;
   FakeFdStore store(dir);
   const std::string binary = dir.file("sockbrokerd");
@@ -274,8 +275,7 @@ TEST(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
 
 // Without NOTIFY_SOCKET (or with --no-fd-store) nothing is stored, and the
 // broker unlinks its control socket at exit as before.
-TEST(FdStore, NoStoreWithoutSystemd) {
-  SBTEST_PREPARE();
+TEST_F(FdStore, NoStoreWithoutSystemd) {
   TempDir dir;
   FakeFdStore store(dir);
   auto broker = start_under(store, dir, kPolicy, {"--no-fd-store"});

@@ -64,8 +64,15 @@ std::string reuse_port_policy(std::uint16_t port, const std::string& extra = "")
          "\n[[socket.web.allow]]\nuser = \"nobody\"\n";
 }
 
-TEST(ReusePort, TwoWorkersEachGetTheirOwnMemberAndShareTheConnections) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using AdminList = sbtest::BrokerTest;
+using Quota = sbtest::BrokerTest;
+using Reload = sbtest::BrokerTest;
+using ReusePort = sbtest::BrokerTest;
+using Revoke = sbtest::BrokerTest;
+
+TEST_F(ReusePort, TwoWorkersEachGetTheirOwnMemberAndShareTheConnections) {
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80));
   ASSERT_TRUE(broker);
@@ -85,8 +92,7 @@ TEST(ReusePort, TwoWorkersEachGetTheirOwnMemberAndShareTheConnections) {
   EXPECT_EQ(grants[0]["reuse_port"], true);
 }
 
-TEST(ReusePort, AnotherUidCannotJoinTheGroupEvenWithoutLockdown) {
-  SBTEST_PREPARE();
+TEST_F(ReusePort, AnotherUidCannotJoinTheGroupEvenWithoutLockdown) {
   TempDir dir;
   // A high port, so that the privilege check on low ports is not what refuses it.
   auto broker = Broker::start(dir, reuse_port_policy(8080));
@@ -102,8 +108,7 @@ TEST(ReusePort, AnotherUidCannotJoinTheGroupEvenWithoutLockdown) {
   EXPECT_EQ(intruder.exit_code, 0) << intruder.output;
 }
 
-TEST(ReusePort, TheBrokerKeepsNoListeningMemberButHoldsThePort) {
-  SBTEST_PREPARE();
+TEST_F(ReusePort, TheBrokerKeepsNoListeningMemberButHoldsThePort) {
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(8081));
   ASSERT_TRUE(broker);
@@ -137,8 +142,7 @@ std::map<int, int> tcp_states_on(std::uint16_t port) {
 // block a SO_REUSEPORT bind: without it, those leftovers (carrying no
 // SO_REUSEADDR) refuse the port to a broker whose policy no longer says
 // reuse_port, for the 60 s of TIME_WAIT.
-TEST(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket) {
-  SBTEST_PREPARE();
+TEST_F(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket) {
   constexpr std::uint16_t kPort = 8082;
   constexpr int kTimeWait = 0x06;
   {
@@ -169,8 +173,7 @@ TEST(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket) {
 // After a grant the broker binds the next member ahead (a spare, not
 // listening): it must take no connection, let no one else in, and serve the
 // next worker.
-TEST(ReusePort, TheSpareMemberTakesNoConnectionsLetsNoOneInAndServesTheNextWorker) {
-  SBTEST_PREPARE();
+TEST_F(ReusePort, TheSpareMemberTakesNoConnectionsLetsNoOneInAndServesTheNextWorker) {
   TempDir dir;
   constexpr std::uint16_t kPort = 8084;
   auto broker = Broker::start(dir, reuse_port_policy(kPort));
@@ -209,8 +212,7 @@ TEST(ReusePort, TheSpareMemberTakesNoConnectionsLetsNoOneInAndServesTheNextWorke
   EXPECT_EQ(answered["B\n"] + answered["C\n"], 100);
 }
 
-TEST(ReusePort, DatagramGroupKeepsNoIdleMember) {
-  SBTEST_PREPARE();
+TEST_F(ReusePort, DatagramGroupKeepsNoIdleMember) {
   TempDir dir;
   auto broker = Broker::start(dir, "[socket.dns]\nlisten = \"127.0.0.1:5353\"\ntype = \"datagram\"\nreuse_port = true\n"
                                    "[[socket.dns.allow]]\nuser = \"nobody\"\n");
@@ -224,8 +226,7 @@ TEST(ReusePort, DatagramGroupKeepsNoIdleMember) {
   EXPECT_TRUE(grant.granted) << grant.message;
 }
 
-TEST(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
-  SBTEST_PREPARE();
+TEST_F(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80, "max_grants = 2"));
   ASSERT_TRUE(broker);
@@ -250,8 +251,7 @@ TEST(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
   EXPECT_EQ(broker->wait_for_fd_count(expected), expected) << broker->fd_listing();
 }
 
-TEST(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
-  SBTEST_PREPARE();
+TEST_F(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
   TempDir dir;
   auto broker = Broker::start(dir, "[socket.web]\nlisten = \"0.0.0.0:80\"\nmax_grants = 1\n"
                                    "[[socket.web.allow]]\nuser = \"nobody\"\n");
@@ -286,8 +286,7 @@ TEST(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
   EXPECT_TRUE(granted_within_2s(*broker, "web"));
 }
 
-TEST(Quota, PerClientCapOnLiveGrants) {
-  SBTEST_PREPARE();
+TEST_F(Quota, PerClientCapOnLiveGrants) {
   TempDir dir;
   auto broker = Broker::start(dir, "[broker]\nmax_grants_per_client = 3\n" + reuse_port_policy(80));
   ASSERT_TRUE(broker);
@@ -346,8 +345,7 @@ listen = "127.0.0.1:9001"
 user = "nobody"
 )";
 
-TEST(Reload, UnchangedKeepsTheKernelSocketChangedIsReboundRemovedIsClosed) {
-  SBTEST_PREPARE();
+TEST_F(Reload, UnchangedKeepsTheKernelSocketChangedIsReboundRemovedIsClosed) {
   TempDir dir;
   auto broker = Broker::start(dir, kReloadPolicy);
   ASSERT_TRUE(broker);
@@ -381,8 +379,7 @@ TEST(Reload, UnchangedKeepsTheKernelSocketChangedIsReboundRemovedIsClosed) {
   EXPECT_EQ(events[0]["removed"], nlohmann::json({"old"}));
 }
 
-TEST(Reload, InvalidPolicyChangesNothingAndTheErrorsArePrinted) {
-  SBTEST_PREPARE();
+TEST_F(Reload, InvalidPolicyChangesNothingAndTheErrorsArePrinted) {
   TempDir dir;
   auto broker = Broker::start(dir, kReloadPolicy);
   ASSERT_TRUE(broker);
@@ -399,8 +396,7 @@ TEST(Reload, InvalidPolicyChangesNothingAndTheErrorsArePrinted) {
   EXPECT_EQ(failed[0]["generation"], 1);
 }
 
-TEST(Reload, SighupReloads) {
-  SBTEST_PREPARE();
+TEST_F(Reload, SighupReloads) {
   TempDir dir;
   auto broker = Broker::start(dir, kReloadPolicy);
   ASSERT_TRUE(broker);
@@ -410,8 +406,7 @@ TEST(Reload, SighupReloads) {
   EXPECT_TRUE(acquire_and_report(*broker, "new").granted);
 }
 
-TEST(Reload, OnlyAdministratorsMayReloadOrRevoke) {
-  SBTEST_PREPARE();
+TEST_F(Reload, OnlyAdministratorsMayReloadOrRevoke) {
   TempDir dir;
   auto broker = Broker::start(dir, kReloadPolicy);
   ASSERT_TRUE(broker);
@@ -425,8 +420,7 @@ TEST(Reload, OnlyAdministratorsMayReloadOrRevoke) {
   EXPECT_EQ(denials[0]["reason"], "not_admin");
 }
 
-TEST(Reload, AdminGroupMembersMayReload) {
-  SBTEST_PREPARE();
+TEST_F(Reload, AdminGroupMembersMayReload) {
   TempDir dir;
   auto broker = Broker::start(dir, std::string("[broker]\nadmin_group = \"nogroup\"\n") + kReloadPolicy);
   ASSERT_TRUE(broker);
@@ -436,8 +430,7 @@ TEST(Reload, AdminGroupMembersMayReload) {
   EXPECT_EQ(outcome["ok"], true);
 }
 
-TEST(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
-  SBTEST_PREPARE();
+TEST_F(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
   TempDir dir;
   auto broker = Broker::start(dir, kReloadPolicy);
   ASSERT_TRUE(broker);
@@ -469,8 +462,7 @@ TEST(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
   EXPECT_EQ(events[0]["holders"], 1);
 }
 
-TEST(Revoke, UnknownNameExits65) {
-  SBTEST_PREPARE();
+TEST_F(Revoke, UnknownNameExits65) {
   TempDir dir;
   auto broker = Broker::start(dir, kReloadPolicy);
   ASSERT_TRUE(broker);
@@ -479,8 +471,7 @@ TEST(Revoke, UnknownNameExits65) {
 
 // The broker keeps no duplicate of a member, so it cannot shut one down: it
 // tells each holder, whose supervisor stops the program (--on-revoke=term).
-TEST(ReusePort, RevokeTellsEveryMemberHolderAndTheirSupervisorsStopThem) {
-  SBTEST_PREPARE();
+TEST_F(ReusePort, RevokeTellsEveryMemberHolderAndTheirSupervisorsStopThem) {
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80));
   ASSERT_TRUE(broker);
@@ -502,8 +493,7 @@ TEST(ReusePort, RevokeTellsEveryMemberHolderAndTheirSupervisorsStopThem) {
   EXPECT_EQ(sbtest::tcp_exchange(80, "", 2000), "C\n");
 }
 
-TEST(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
-  SBTEST_PREPARE();
+TEST_F(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
   TempDir dir;
   // A reuse_port member, which only the notice stops (see below).
   auto broker = Broker::start(dir, reuse_port_policy(80));
@@ -517,8 +507,7 @@ TEST(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
 
 // A reload that must replace a live socket (its address changed) revokes the
 // old one: its holders are told as by a revoke.
-TEST(Reload, ReplacingASocketStopsItsSupervisedHolders) {
-  SBTEST_PREPARE();
+TEST_F(Reload, ReplacingASocketStopsItsSupervisedHolders) {
   TempDir dir;
   // A reuse_port member: the broker cannot shut it down, so only the notice
   // stops its holder (a shared socket's holder may see its accept fail first).
@@ -535,8 +524,7 @@ TEST(Reload, ReplacingASocketStopsItsSupervisedHolders) {
 
 // A member its holder closes leaves the group at once, though the holder
 // lives on: no connection is hashed to a socket nobody accepts on.
-TEST(ReusePort, AMemberItsHolderClosesLeavesTheGroupAtOnce) {
-  SBTEST_PREPARE();
+TEST_F(ReusePort, AMemberItsHolderClosesLeavesTheGroupAtOnce) {
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80));
   ASSERT_TRUE(broker);
@@ -584,8 +572,7 @@ TEST(ReusePort, AMemberItsHolderClosesLeavesTheGroupAtOnce) {
 
 // max_grants and max_grants_per_client count members that still exist: a
 // process that takes and closes members one after the other is never refused.
-TEST(Quota, MembersClosedByALiveHolderStopCounting) {
-  SBTEST_PREPARE();
+TEST_F(Quota, MembersClosedByALiveHolderStopCounting) {
   TempDir dir;
   auto broker = Broker::start(dir, "[broker]\nmax_grants_per_client = 3\n" + reuse_port_policy(80, "max_grants = 2"));
   ASSERT_TRUE(broker);
@@ -614,8 +601,7 @@ TEST(Quota, MembersClosedByALiveHolderStopCounting) {
   EXPECT_NE(child.output.find("max_grants"), std::string::npos) << child.output;
 }
 
-TEST(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
-  SBTEST_PREPARE();
+TEST_F(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80, "max_grants = 4") +
                                        "\n[socket.admin]\nlisten = \"127.0.0.1:443\"\n");
@@ -654,8 +640,7 @@ TEST(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
 }
 
 // `list --holders`: which processes hold each socket, to administrators only.
-TEST(AdminList, HoldersNamesTheProcessesHoldingEachSocket) {
-  SBTEST_PREPARE();
+TEST_F(AdminList, HoldersNamesTheProcessesHoldingEachSocket) {
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80) + "\n[socket.admin]\nlisten = \"127.0.0.1:443\"\n");
   ASSERT_TRUE(broker);

@@ -354,7 +354,24 @@ std::uint64_t inode_of_granted(const Broker& broker, const std::string& name);
 
 }  // namespace sbtest
 
-// Every integration test starts with this: root check, then a private netns.
+namespace sbtest {
+
+// The fixture of the integration tests: root (a skip otherwise, or a failure
+// where SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping), then this process's
+// private network namespace. A file names its suites after it:
+// `using Netns = sbtest::BrokerTest;`.
+class BrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SOCKBROKER_REQUIRE_ROOT();
+    enter_private_netns();
+  }
+};
+
+}  // namespace sbtest
+
+// Tests of suites that cannot take the fixture's name (it would hide a type
+// of the same name) start with this instead.
 #define SBTEST_PREPARE()         \
   do {                           \
     SOCKBROKER_REQUIRE_ROOT();   \

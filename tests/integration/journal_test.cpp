@@ -80,8 +80,11 @@ std::vector<nlohmann::json> wait_for_entries(const std::string& event, std::size
   return matching;
 }
 
-TEST(Journal, AuditEventsAreStructuredJournalEntries) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Journal = sbtest::BrokerTest;
+
+TEST_F(Journal, AuditEventsAreStructuredJournalEntries) {
   ASSERT_EQ(::access(kJournald, X_OK), 0) << kJournald << " is missing: install the systemd package (scripts/deps.sh)";
   ASSERT_EQ(::access(kJournalctl, X_OK), 0) << kJournalctl << " is missing";
   std::string isolated = isolate_journal_paths();

@@ -86,8 +86,11 @@ std::uint64_t monotonic_usec_now() {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
 }
 
-TEST(Notify, ReadyReloadingStoppingAndStatus) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Notify = sbtest::BrokerTest;
+
+TEST_F(Notify, ReadyReloadingStoppingAndStatus) {
   TempDir dir;
   NotifyListener systemd(dir);
   ScopedEnv notify("NOTIFY_SOCKET", systemd.path());
@@ -115,8 +118,7 @@ TEST(Notify, ReadyReloadingStoppingAndStatus) {
   EXPECT_FALSE(systemd.until("STOPPING=1").empty());
 }
 
-TEST(Notify, WatchdogPingsAtHalfTheInterval) {
-  SBTEST_PREPARE();
+TEST_F(Notify, WatchdogPingsAtHalfTheInterval) {
   TempDir dir;
   NotifyListener systemd(dir);
   ScopedEnv notify("NOTIFY_SOCKET", systemd.path());
@@ -141,8 +143,7 @@ TEST(Notify, WatchdogPingsAtHalfTheInterval) {
   EXPECT_EQ(broker->stop(), 0);
 }
 
-TEST(Notify, WatchdogForAnotherPidIsIgnored) {
-  SBTEST_PREPARE();
+TEST_F(Notify, WatchdogForAnotherPidIsIgnored) {
   TempDir dir;
   NotifyListener systemd(dir);
   ScopedEnv notify("NOTIFY_SOCKET", systemd.path());

@@ -38,8 +38,12 @@ std::vector<std::string> holder(const Broker& broker) {
           sbtest::programs().self, "--echo-server", "H"};
 }
 
-TEST(ReloadInPlace, BacklogAndBuffersChangeOnTheLiveSocketAndItsHolderServesOn) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using FailedSocket = sbtest::BrokerTest;
+using ReloadInPlace = sbtest::BrokerTest;
+
+TEST_F(ReloadInPlace, BacklogAndBuffersChangeOnTheLiveSocketAndItsHolderServesOn) {
   TempDir dir;
   auto broker = Broker::start(dir, web_policy("backlog = 16\nreceive_buffer = 65536\n"));
   ASSERT_TRUE(broker);
@@ -64,8 +68,7 @@ TEST(ReloadInPlace, BacklogAndBuffersChangeOnTheLiveSocketAndItsHolderServesOn) 
   EXPECT_EQ(::kill(serving.pid(), 0), 0) << "and was not shut down";
 }
 
-TEST(ReloadInPlace, AUnixPathsOwnerAndModeChangeOnTheSameFile) {
-  SBTEST_PREPARE();
+TEST_F(ReloadInPlace, AUnixPathsOwnerAndModeChangeOnTheSameFile) {
   TempDir dir;
   const std::string path = dir.file("run/app.sock");
   auto broker = Broker::start(dir, "[socket.app]\nlisten = \"" + path +
@@ -89,8 +92,7 @@ TEST(ReloadInPlace, AUnixPathsOwnerAndModeChangeOnTheSameFile) {
   EXPECT_EQ(after.st_gid, sbtest::kNogroup);
 }
 
-TEST(ReloadInPlace, AnAddressChangeShutsItsHoldersDownAndSaysWhich) {
-  SBTEST_PREPARE();
+TEST_F(ReloadInPlace, AnAddressChangeShutsItsHoldersDownAndSaysWhich) {
   TempDir dir;
   auto broker = Broker::start(dir, web_policy(""));
   ASSERT_TRUE(broker);
@@ -110,8 +112,7 @@ TEST(ReloadInPlace, AnAddressChangeShutsItsHoldersDownAndSaysWhich) {
   EXPECT_EQ(events[0]["changed"], nlohmann::json({"web"}));
 }
 
-TEST(FailedSocket, IsRetriedWithBackoffAndServesOnceTheAddressIsFree) {
-  SBTEST_PREPARE();
+TEST_F(FailedSocket, IsRetriedWithBackoffAndServesOnceTheAddressIsFree) {
   TempDir dir;
   // Someone else holds the address when the broker starts.
   sockbroker::UniqueFd squatter;

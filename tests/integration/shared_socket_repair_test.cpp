@@ -76,8 +76,11 @@ std::vector<nlohmann::json> relistens(const Broker& broker, std::size_t at_least
   return found;
 }
 
-TEST(Adversarial, AHolderThatShutsASharedListenerDownBreaksItForNoOne) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Adversarial = sbtest::BrokerTest;
+
+TEST_F(Adversarial, AHolderThatShutsASharedListenerDownBreaksItForNoOne) {
   TempDir dir;
   auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
   ASSERT_TRUE(broker);
@@ -130,8 +133,7 @@ TEST(Adversarial, AHolderThatShutsASharedListenerDownBreaksItForNoOne) {
   EXPECT_EQ(relistens(*broker).size(), 1u);
 }
 
-TEST(Adversarial, ASharedListenerLeftShutDownIsRepairedAtTheNextGrant) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ASharedListenerLeftShutDownIsRepairedAtTheNextGrant) {
   TempDir dir;
   auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
   ASSERT_TRUE(broker);
@@ -150,8 +152,7 @@ TEST(Adversarial, ASharedListenerLeftShutDownIsRepairedAtTheNextGrant) {
   EXPECT_NE(listing.output.find("\"bound\""), std::string::npos) << listing.output;
 }
 
-TEST(Adversarial, AnAdministratorsListingDoesNotCallABrokenSocketBound) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, AnAdministratorsListingDoesNotCallABrokenSocketBound) {
   TempDir dir;
   auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
   ASSERT_TRUE(broker);
@@ -166,8 +167,7 @@ TEST(Adversarial, AnAdministratorsListingDoesNotCallABrokenSocketBound) {
   EXPECT_EQ(tcp_connect(80), 0);
 }
 
-TEST(Adversarial, AUnixListenerShutDownByAHolderIsBoundAfresh) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, AUnixListenerShutDownByAHolderIsBoundAfresh) {
   TempDir dir;
   const std::string path = dir.file("app.sock");
   auto broker = Broker::start(dir, "[socket.app]\nlisten = \"" + path + "\"\nsocket_mode = \"0666\"\n"
@@ -191,8 +191,7 @@ TEST(Adversarial, AUnixListenerShutDownByAHolderIsBoundAfresh) {
   EXPECT_EQ(events[0]["local_addr"]["sun_path"], path);
 }
 
-TEST(Adversarial, ASharedDatagramSocketAHolderConnectedIsDisconnected) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ASharedDatagramSocketAHolderConnectedIsDisconnected) {
   TempDir dir;
   auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
   ASSERT_TRUE(broker);
@@ -237,8 +236,7 @@ TEST(Adversarial, ASharedDatagramSocketAHolderConnectedIsDisconnected) {
   EXPECT_EQ(events[0]["ok"], true);
 }
 
-TEST(Adversarial, ASharedDatagramSocketShutDownForReadingIsBoundAfresh) {
-  SBTEST_PREPARE();
+TEST_F(Adversarial, ASharedDatagramSocketShutDownForReadingIsBoundAfresh) {
   TempDir dir;
   auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
   ASSERT_TRUE(broker);

@@ -40,8 +40,11 @@ void send_garbage(const std::string& control, std::mt19937& random) {
   }
 }
 
-TEST(Soak, MixedRequestsFromFiftyClients) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Soak = sbtest::BrokerTest;
+
+TEST_F(Soak, MixedRequestsFromFiftyClients) {
   long total = 20000;
   if (const char* env = std::getenv("SOCKBROKER_SOAK_REQUESTS")) total = std::atol(env);
   constexpr int kClients = 50;

@@ -347,8 +347,14 @@ json nth_decision(const Broker& broker, const std::string& event, const std::str
 // ---------------------------------------------------------------------------
 // Socket options, read back on the granted descriptor
 
-TEST(SocketOptions, BacklogIsTheListenQueueLength) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using GroupRule = sbtest::BrokerTest;
+using Identity = sbtest::BrokerTest;
+using SocketOptions = sbtest::BrokerTest;
+using UnixSocket = sbtest::BrokerTest;
+
+TEST_F(SocketOptions, BacklogIsTheListenQueueLength) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.short]
@@ -396,8 +402,7 @@ user = "nobody"
   }
 }
 
-TEST(SocketOptions, BufferSizesReadBackDoubledAsTheKernelKeepsThem) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, BufferSizesReadBackDoubledAsTheKernelKeepsThem) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.buffers]
@@ -428,8 +433,7 @@ user = "nobody"
   EXPECT_EQ(log_line_with(broker->log(), {"clamped"}), "") << broker->log();
 }
 
-TEST(SocketOptions, BufferAboveTheSysctlMaximumIsClampedAndTheBrokerSaysSo) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, BufferAboveTheSysctlMaximumIsClampedAndTheBrokerSaysSo) {
   // Read, never changed: the host's limits are not the test's to touch.
   const long rmem_max = read_sysctl("/proc/sys/net/core/rmem_max");
   const long wmem_max = read_sysctl("/proc/sys/net/core/wmem_max");
@@ -470,8 +474,7 @@ user = "nobody"
   EXPECT_NE(receive_line.find("warn"), std::string::npos) << receive_line;
 }
 
-TEST(SocketOptions, V6OnlyTrueServesIPv6AndRefusesIPv4) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, V6OnlyTrueServesIPv6AndRefusesIPv4) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.six]
@@ -491,8 +494,7 @@ user = "nobody"
   EXPECT_EQ(pinged.answer, "pong:ping");
 }
 
-TEST(SocketOptions, V6OnlyFalseAlsoAcceptsIPv4On127001) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, V6OnlyFalseAlsoAcceptsIPv4On127001) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.dual]
@@ -513,8 +515,7 @@ user = "nobody"
   EXPECT_EQ(dual.probe["served"]["peer_address"], "::ffff:127.0.0.1") << dual.probe;
 }
 
-TEST(SocketOptions, FastOpenQueueLengthReadsBackAndDefaultsToOff) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, FastOpenQueueLengthReadsBackAndDefaultsToOff) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.tfo]
@@ -538,8 +539,7 @@ user = "nobody"
   EXPECT_EQ(plain.probe, 0);
 }
 
-TEST(SocketOptions, FreeBindLetsANonLocalAddressBindAndWithoutItTheEntryFails) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, FreeBindLetsANonLocalAddressBindAndWithoutItTheEntryFails) {
   TempDir dir;
   // 192.0.2.1 is TEST-NET-1, on no interface here. Binding is local only;
   // nothing is ever sent there.
@@ -597,8 +597,7 @@ user = "nobody"
   EXPECT_EQ(plain.probe["device"], "") << plain.probe;
 }
 
-TEST(SocketOptions, TransparentReadsBack) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, TransparentReadsBack) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.tproxy]
@@ -614,8 +613,7 @@ user = "nobody"
   EXPECT_EQ(tproxy.probe, 1);
 }
 
-TEST(SocketOptions, IPv6FreeBindAndTransparentReadBack) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, IPv6FreeBindAndTransparentReadBack) {
   TempDir dir;
   // 2001:db8::/32 is the IPv6 documentation prefix, on no interface here.
   auto broker = Broker::start(dir, R"(
@@ -636,8 +634,7 @@ user = "nobody"
   EXPECT_EQ(six.probe["transparent"], 1) << six.probe;
 }
 
-TEST(SocketOptions, BindToDeviceReadsBackTheInterface) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, BindToDeviceReadsBackTheInterface) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.local]
@@ -676,8 +673,7 @@ int squat_errno_as_nobody(std::uint16_t port, bool reuse_addr, bool reuse_port) 
 // group with no member granted, only the broker's bound, never-listening port
 // holder stands in the way; with SO_REUSEADDR on it, Linux would let any uid
 // that sets SO_REUSEADDR bind the port and listen.
-TEST(SocketOptions, HeldPortsCannotBeTakenByAnotherUid) {
-  SBTEST_PREPARE();
+TEST_F(SocketOptions, HeldPortsCannotBeTakenByAnotherUid) {
   TempDir dir;
   // Above ip_unprivileged_port_start: a plain user may bind here at all.
   auto broker = Broker::start(dir, R"(
@@ -715,8 +711,7 @@ user = "nobody"
 // ---------------------------------------------------------------------------
 // Unix socket paths
 
-TEST(UnixSocket, DefaultOwnerIsRootAndDefaultModeIs0666) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, DefaultOwnerIsRootAndDefaultModeIs0666) {
   TempDir dir;
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
   std::string path = dir.file("run/app.sock");
@@ -739,8 +734,7 @@ user = "nobody"
   EXPECT_EQ(entries(dir.file("run")), std::set<std::string>{"app.sock"});
 }
 
-TEST(UnixSocket, Mode0600OwnedByNobodyAdmitsOnlyNobody) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, Mode0600OwnedByNobodyAdmitsOnlyNobody) {
   TempDir dir;
   std::string owner_only = dir.file("owner.sock");
   std::string group_only = dir.file("group.sock");
@@ -776,8 +770,7 @@ user = "nobody"
   EXPECT_EQ(unix_connect_errno_as(kDaemonUid, kDaemonGid, group_only), EACCES);
 }
 
-TEST(UnixSocket, SymlinkAtThePathIsRefusedAndLeftAlone) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, SymlinkAtThePathIsRefusedAndLeftAlone) {
   TempDir dir;
   TempDir elsewhere;  // under /tmp: where a followed link would lead
   std::string dangling_target = elsewhere.file("elsewhere");
@@ -836,8 +829,7 @@ user = "nobody"
   for (const auto& name : entries(dir.path())) EXPECT_EQ(name.rfind(".sockbroker", 0), std::string::npos) << name;
 }
 
-TEST(UnixSocket, RegularFileAtThePathIsRefusedAndLeftAlone) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, RegularFileAtThePathIsRefusedAndLeftAlone) {
   TempDir dir;
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
   std::string path = dir.file("run/app.sock");
@@ -870,8 +862,7 @@ user = "nobody"
   EXPECT_EQ(refused.code, SOCKBROKER_E_BIND) << refused.message;
 }
 
-TEST(UnixSocket, StaleSocketIsReplacedAndTheBrokersSocketServes) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, StaleSocketIsReplacedAndTheBrokersSocketServes) {
   TempDir dir;
   std::string path = dir.file("app.sock");
   // A previous service bound and listened here, then closed its socket: the
@@ -911,8 +902,7 @@ user = "nobody"
 
 // A datagram socket has no listen(2): a stale one is told from a live one by
 // connect(2) being refused too.
-TEST(UnixSocket, StaleDatagramSocketIsReplacedAndServes) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, StaleDatagramSocketIsReplacedAndServes) {
   TempDir dir;
   std::string path = dir.file("log.sock");
   ASSERT_EQ(::close(bind_unix(path, SOCK_DGRAM)), 0);
@@ -957,8 +947,7 @@ bool listener_still_serves(int listener, const std::string& path) {
   return seen;
 }
 
-TEST(UnixSocket, LiveSocketAtThePathIsRefusedAndKeepsServingItsOwner) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, LiveSocketAtThePathIsRefusedAndKeepsServingItsOwner) {
   TempDir dir;
   std::string path = dir.file("app.sock");
   std::string good = dir.file("good.sock");
@@ -995,8 +984,7 @@ user = "nobody"
 
 // A listener whose accept queue is full still has an owner: connect(2) says
 // EAGAIN, not ECONNREFUSED, and the socket must not be taken for stale.
-TEST(UnixSocket, LiveSocketWithAFullBacklogIsStillRefused) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, LiveSocketWithAFullBacklogIsStillRefused) {
   TempDir dir;
   std::string path = dir.file("busy.sock");
   int other = bind_unix(path, SOCK_STREAM);
@@ -1027,8 +1015,7 @@ user = "nobody"
 
 // A socket of another type bound at the path is just as alive: a stream probe
 // gets EPROTOTYPE from it, which must not read as "stale".
-TEST(UnixSocket, LiveSocketOfAnotherTypeIsRefusedAndKeepsWorking) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, LiveSocketOfAnotherTypeIsRefusedAndKeepsWorking) {
   TempDir dir;
   std::string path = dir.file("log.sock");
   int other = bind_unix(path, SOCK_DGRAM);
@@ -1061,8 +1048,7 @@ user = "nobody"
   ::close(other);
 }
 
-TEST(UnixSocket, MissingParentDirectoriesAreCreatedRootOwned0755) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, MissingParentDirectoriesAreCreatedRootOwned0755) {
   TempDir dir;
   std::string path = dir.file("a/b/c/app.sock");
   auto broker = Broker::start(dir, R"(
@@ -1089,8 +1075,7 @@ user = "nobody"
 
 // A hardened unit may start the broker with UMask=0077: the directories it
 // creates must still be 0755, or no client could reach the socket.
-TEST(UnixSocket, MissingParentDirectoriesAre0755UnderARestrictiveUmask) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, MissingParentDirectoriesAre0755UnderARestrictiveUmask) {
   TempDir dir;
   std::string path = dir.file("x/y/app.sock");
   mode_t previous = ::umask(077);  // inherited by the broker we fork
@@ -1115,8 +1100,7 @@ user = "nobody"
 
 // Near the 107-byte limit the private directory's path would not fit in
 // sun_path; the broker binds through /proc/self/fd instead.
-TEST(UnixSocket, PathNearTheLengthLimitIsCreated) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, PathNearTheLengthLimitIsCreated) {
   TempDir dir;
   std::string base = "app.sock";
   std::size_t fill = 107 - dir.path().size() - 2 - base.size();
@@ -1141,8 +1125,7 @@ user = "nobody"
   EXPECT_EQ(served.answer, "pong:ping");
 }
 
-TEST(UnixSocket, AbstractNameIsGrantedAndReachable) {
-  SBTEST_PREPARE();
+TEST_F(UnixSocket, AbstractNameIsGrantedAndReachable) {
   TempDir dir;
   std::string name = unique_name("sbtest-abstract");
   auto broker = Broker::start(dir, R"(
@@ -1174,8 +1157,7 @@ user = "nobody"
 // ---------------------------------------------------------------------------
 // Identity rules: unit, executable, cgroup
 
-TEST(Identity, UnitRuleGrantsInsideTheUnitOnly) {
-  SBTEST_PREPARE();
+TEST_F(Identity, UnitRuleGrantsInsideTheUnitOnly) {
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");
@@ -1206,8 +1188,7 @@ unit = "web.service"
   EXPECT_NE(deny["peer"]["unit"], "web.service") << deny;
 }
 
-TEST(Identity, ExecutableRuleMatchesTheCallersBinary) {
-  SBTEST_PREPARE();
+TEST_F(Identity, ExecutableRuleMatchesTheCallersBinary) {
   TempDir dir;
   // A forked child runs this very binary: its /proc/PID/exe is ours.
   const std::string self = fs::read_symlink("/proc/self/exe").string();
@@ -1238,8 +1219,7 @@ executable = ")" + copy + R"("
 }
 
 // After exec the caller is the new program: `sockbroker get` asks as itself.
-TEST(Identity, ExecutableRuleSeesTheProgramAfterExec) {
-  SBTEST_PREPARE();
+TEST_F(Identity, ExecutableRuleSeesTheProgramAfterExec) {
   TempDir dir;
   const std::string cli = sbtest::programs().sockbroker;
   auto broker = Broker::start(dir, R"(
@@ -1266,8 +1246,7 @@ executable = ")" + sbtest::programs().self + R"("
   EXPECT_EQ(denied.exit_code, 77) << denied.output;
 }
 
-TEST(Identity, CgroupRuleIsAPrefixOnPathBoundaries) {
-  SBTEST_PREPARE();
+TEST_F(Identity, CgroupRuleIsAPrefixOnPathBoundaries) {
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");
@@ -1312,8 +1291,7 @@ cgroup = ")" + partial + R"("
   EXPECT_EQ(outside.code, SOCKBROKER_E_DENIED) << outside.message;
 }
 
-TEST(Identity, UserAndUnitInOneRuleMustBothMatch) {
-  SBTEST_PREPARE();
+TEST_F(Identity, UserAndUnitInOneRuleMustBothMatch) {
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");
@@ -1341,8 +1319,7 @@ unit = "web.service"
 
 // A rule that needs a unit never matches a caller without one: in no unit at
 // all, or in a slice only (where sd_pid_get_unit finds nothing).
-TEST(Identity, UnitRuleFailsClosedForACallerWithoutAUnit) {
-  SBTEST_PREPARE();
+TEST_F(Identity, UnitRuleFailsClosedForACallerWithoutAUnit) {
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup bare(slice);
@@ -1379,8 +1356,7 @@ unit = ")" + slice + R"("
 // said still described the caller (not a successor on its pid) must not need
 // the right to signal the caller, or every unit, executable and cgroup rule
 // would fail closed under the shipped unit.
-TEST(Identity, UnitRuleWorksForABrokerWithoutCapKill) {
-  SBTEST_PREPARE();
+TEST_F(Identity, UnitRuleWorksForABrokerWithoutCapKill) {
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");
@@ -1434,8 +1410,7 @@ unit = "web.service"
 // ---------------------------------------------------------------------------
 // Group rules
 
-TEST(GroupRule, NamedGroupMatchesThePrimaryGid) {
-  SBTEST_PREPARE();
+TEST_F(GroupRule, NamedGroupMatchesThePrimaryGid) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.dns]
@@ -1456,8 +1431,7 @@ group = "nogroup"
   EXPECT_EQ(other.code, SOCKBROKER_E_DENIED) << other.message;
 }
 
-TEST(GroupRule, SupplementaryGroupMatches) {
-  SBTEST_PREPARE();
+TEST_F(GroupRule, SupplementaryGroupMatches) {
   TempDir dir;
   auto broker = Broker::start(dir, R"(
 [socket.web]

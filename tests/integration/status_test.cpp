@@ -118,8 +118,11 @@ const nlohmann::json& socket_named(const nlohmann::json& status, const std::stri
   return none;
 }
 
-TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Status = sbtest::BrokerTest;
+
+TEST_F(Status, CountsGrantsDenialsAndReloadsExactly) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -272,8 +275,7 @@ TEST(Status, CountsGrantsDenialsAndReloadsExactly) {
   EXPECT_EQ(samples["TYPE sockbroker_holders"], "gauge") << parsed.output;
 }
 
-TEST(Status, UnreachableBrokerIsExit69AndUpZero) {
-  SBTEST_PREPARE();
+TEST_F(Status, UnreachableBrokerIsExit69AndUpZero) {
   TempDir dir;
   auto result = sbtest::run_command_as(
       0, 0, {sbtest::programs().sockbroker, "--control", dir.file("none.sock"), "status", "--prometheus"});
@@ -282,8 +284,7 @@ TEST(Status, UnreachableBrokerIsExit69AndUpZero) {
   EXPECT_NE(result.output.find("none.sock"), std::string::npos) << result.output;
 }
 
-TEST(Status, PagesThroughTwoThousandSockets) {
-  SBTEST_PREPARE();
+TEST_F(Status, PagesThroughTwoThousandSockets) {
   TempDir dir;
   std::string policy;
   constexpr int kSockets = 2000;

@@ -53,8 +53,11 @@ std::vector<std::string> run(const Broker& broker, std::vector<std::string> prog
   return argv;
 }
 
-TEST(Supervisor, AProgramsOwnBindsAreServedFromThePolicyAndTheRestRefused) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using Supervisor = sbtest::BrokerTest;
+
+TEST_F(Supervisor, AProgramsOwnBindsAreServedFromThePolicyAndTheRestRefused) {
   TempDir dir;
   auto broker = Broker::start(dir, policy(dir));
   ASSERT_TRUE(broker);
@@ -104,8 +107,7 @@ TEST(Supervisor, AProgramsOwnBindsAreServedFromThePolicyAndTheRestRefused) {
 // The notification names the calling thread, not its process: a bind from a
 // thread other than the first must be answered as the first's is, never left
 // waiting (the program would hang in bind(2) for good).
-TEST(Supervisor, BindsAndListensFromAnotherThreadAreAnswered) {
-  SBTEST_PREPARE();
+TEST_F(Supervisor, BindsAndListensFromAnotherThreadAreAnswered) {
   TempDir dir;
   auto broker = Broker::start(dir, policy(dir));
   ASSERT_TRUE(broker);
@@ -125,8 +127,7 @@ TEST(Supervisor, BindsAndListensFromAnotherThreadAreAnswered) {
   EXPECT_EQ(out["listen_unbound"], "Operation not permitted");
 }
 
-TEST(Supervisor, ForwardsSignalsAndExitsWithTheProgramsStatus) {
-  SBTEST_PREPARE();
+TEST_F(Supervisor, ForwardsSignalsAndExitsWithTheProgramsStatus) {
   TempDir dir;
   auto broker = Broker::start(dir, policy(dir));
   ASSERT_TRUE(broker);
@@ -156,8 +157,7 @@ TEST(Supervisor, ForwardsSignalsAndExitsWithTheProgramsStatus) {
   EXPECT_EQ(stopped.killed_by(), SIGTERM) << stopped.output();
 }
 
-TEST(Supervisor, StaysWhileTheProgramsTreeLivesAndForwardsToWhatRemains) {
-  SBTEST_PREPARE();
+TEST_F(Supervisor, StaysWhileTheProgramsTreeLivesAndForwardsToWhatRemains) {
   TempDir dir;
   auto broker = Broker::start(dir, policy(dir));
   ASSERT_TRUE(broker);
@@ -172,8 +172,7 @@ TEST(Supervisor, StaysWhileTheProgramsTreeLivesAndForwardsToWhatRemains) {
   EXPECT_EQ(daemon.wait(), 5) << "the signal reached the daemon, and its status is the supervisor's";
 }
 
-TEST(Supervisor, TheProgramDiesWithItsSupervisor) {
-  SBTEST_PREPARE();
+TEST_F(Supervisor, TheProgramDiesWithItsSupervisor) {
   TempDir dir;
   auto broker = Broker::start(dir, policy(dir));
   ASSERT_TRUE(broker);
@@ -187,8 +186,7 @@ TEST(Supervisor, TheProgramDiesWithItsSupervisor) {
   EXPECT_TRUE(sbtest::wait_until([&] { return ::kill(child, 0) != 0; })) << "pid " << child << " outlived its supervisor";
 }
 
-TEST(Supervisor, NestedSupervisionSaysWhatToDo) {
-  SBTEST_PREPARE();
+TEST_F(Supervisor, NestedSupervisionSaysWhatToDo) {
   TempDir dir;
   auto broker = Broker::start(dir, policy(dir));
   ASSERT_TRUE(broker);

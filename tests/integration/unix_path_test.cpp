@@ -34,8 +34,11 @@ mode_t mode_of(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0 ? st.st_mode & 07777 : 0;
 }
 
-TEST(UnixPath, CheckRefusesDirectoriesOthersCanChange) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using UnixPath = sbtest::BrokerTest;
+
+TEST_F(UnixPath, CheckRefusesDirectoriesOthersCanChange) {
   TempDir dir;
   const std::string owned = dir.file("owned");
   ASSERT_EQ(::mkdir(owned.c_str(), 0755), 0);
@@ -76,8 +79,7 @@ TEST(UnixPath, CheckRefusesDirectoriesOthersCanChange) {
   }
 }
 
-TEST(UnixPath, BrokerRefusesAPolicyWhoseSocketDirectoryAUserOwns) {
-  SBTEST_PREPARE();
+TEST_F(UnixPath, BrokerRefusesAPolicyWhoseSocketDirectoryAUserOwns) {
   TempDir dir;
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
   ASSERT_EQ(::chown(dir.file("run").c_str(), sbtest::kNobody, sbtest::kNogroup), 0);
@@ -95,8 +97,7 @@ TEST(UnixPath, BrokerRefusesAPolicyWhoseSocketDirectoryAUserOwns) {
 // file. The directory is handed to uid 65534 after the broker started (a
 // policy naming it is refused outright), then the socket is revoked: the
 // broker must refuse to work there and touch nothing.
-TEST(UnixPath, RebindBelowADirectoryThatBecameAUsersTouchesNothing) {
-  SBTEST_PREPARE();
+TEST_F(UnixPath, RebindBelowADirectoryThatBecameAUsersTouchesNothing) {
   TempDir dir;
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
   dir.write("victim", "precious\n");
@@ -126,8 +127,7 @@ TEST(UnixPath, RebindBelowADirectoryThatBecameAUsersTouchesNothing) {
 }
 
 // A link as the last component is never followed, even in a trusted directory.
-TEST(UnixPath, SocketPathThatIsALinkIsBindFailedAndTheLinkStays) {
-  SBTEST_PREPARE();
+TEST_F(UnixPath, SocketPathThatIsALinkIsBindFailedAndTheLinkStays) {
   TempDir dir;
   dir.write("victim", "precious\n");
   ASSERT_EQ(::symlink(dir.file("victim").c_str(), dir.file("app.sock").c_str()), 0);
@@ -147,8 +147,7 @@ listen = "127.0.0.1:80"
 
 // What a program sees of its granted socket is the policy's path: nginx and
 // lighttpd match inherited sockets by that name, and `ss` shows it.
-TEST(UnixPath, GrantedSocketIsNamedByThePolicyPath) {
-  SBTEST_PREPARE();
+TEST_F(UnixPath, GrantedSocketIsNamedByThePolicyPath) {
   TempDir dir;
   const std::string path = dir.file("run/app.sock");
   auto broker = Broker::start(dir, app_socket(path, "socket_mode = \"0660\"\nsocket_group = \"nogroup\"\n"));
@@ -170,8 +169,7 @@ TEST(UnixPath, GrantedSocketIsNamedByThePolicyPath) {
   EXPECT_EQ(st.st_nlink, 2u);
 }
 
-TEST(UnixPath, ControlSocketBelowAnAncestorOthersCanWriteExits71) {
-  SBTEST_PREPARE();
+TEST_F(UnixPath, ControlSocketBelowAnAncestorOthersCanWriteExits71) {
   TempDir dir;
   dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
   ASSERT_EQ(::mkdir(dir.file("open").c_str(), 0777), 0);

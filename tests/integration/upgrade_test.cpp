@@ -72,8 +72,11 @@ class Prober {
   std::thread thread_;
 };
 
-TEST(UpgradeInPlace, KeepsThePidSocketsLeasesAndCountersAndRefusesNoConnection) {
-  SBTEST_PREPARE();
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+using UpgradeInPlace = sbtest::BrokerTest;
+
+TEST_F(UpgradeInPlace, KeepsThePidSocketsLeasesAndCountersAndRefusesNoConnection) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -130,8 +133,7 @@ TEST(UpgradeInPlace, KeepsThePidSocketsLeasesAndCountersAndRefusesNoConnection) 
   EXPECT_EQ(broker->stop(), 0) << broker->log();
 }
 
-TEST(UpgradeInPlace, OnlyAdministratorsMayAskForIt) {
-  SBTEST_PREPARE();
+TEST_F(UpgradeInPlace, OnlyAdministratorsMayAskForIt) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
@@ -142,8 +144,7 @@ TEST(UpgradeInPlace, OnlyAdministratorsMayAskForIt) {
 
 // A binary that cannot be executed (here a script, which execveat of a
 // close-on-exec descriptor refuses): the old image serves on, nothing lost.
-TEST(UpgradeInPlace, ANewImageThatCannotBeExecutedLeavesTheOldOneServing) {
-  SBTEST_PREPARE();
+TEST_F(UpgradeInPlace, ANewImageThatCannotBeExecutedLeavesTheOldOneServing) {
   TempDir dir;
   const std::string binary = dir.file("sockbrokerd");
   std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
@@ -170,8 +171,7 @@ TEST(UpgradeInPlace, ANewImageThatCannotBeExecutedLeavesTheOldOneServing) {
 // An image that execs and dies at once (here /bin/false), without systemd:
 // the keeper got copies just before the exec and holds the ports until the
 // next sockbrokerd takes them, the same kernel sockets, leases and all.
-TEST(UpgradeInPlace, ANewImageThatDiesAtOnceLosesNothingWithoutSystemd) {
-  SBTEST_PREPARE();
+TEST_F(UpgradeInPlace, ANewImageThatDiesAtOnceLosesNothingWithoutSystemd) {
   TempDir dir;
   const std::string binary = dir.file("sockbrokerd");
   std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
