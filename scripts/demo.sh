@@ -35,7 +35,7 @@ if [[ "${1:-}" != "$inner_flag" ]]; then
   ((EUID == 0)) || die "needs root (network namespace, port 80, uid switching): sudo $0"
   command -v unshare >/dev/null || die "unshare(1) not found (package util-linux)"
 
-  step "Building (scripts/build.sh; the first build takes a few minutes)"
+  step "Building (scripts/build.sh; the first build takes 5-10 minutes on 2 cores)"
   build_log=$(mktemp /tmp/sockbroker-build.XXXXXX.log)
   if ! "$root/scripts/build.sh" >"$build_log" 2>&1; then
     tail -n 40 "$build_log" >&2
