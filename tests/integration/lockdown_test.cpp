@@ -467,10 +467,7 @@ TEST(Lockdown, CannotWriteIntoAnotherProcessOfItsUid) {
 TEST(Lockdown, WithoutLandlockNetworkRulesStillCannotWriteIntoAnotherProcessOfItsUid) {
   SOCKBROKER_REQUIRE_ROOT();
   if (kernel_landlock_abi() < 2) {
-    if (sockbroker_skips_are_forbidden()) {
-      FAIL() << "needs Landlock ABI >= 2 and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";
-    }
-    GTEST_SKIP() << "needs Landlock ABI >= 2";
+    SBTEST_SKIP_OR_FAIL("needs Landlock ABI >= 2");
   }
   const pid_t victim = spawn_victim();
   ASSERT_GT(victim, 0);
@@ -978,17 +975,11 @@ TEST(Lockdown, RefusesRootAsWell) {
 // ---------------------------------------------------------------------------
 // The Landlock layer alone, with the seccomp layer switched off
 
-bool skips_are_forbidden() { return sockbroker_skips_are_forbidden(); }
-
 TEST(LockdownLandlock, RefusesTcpBindWithoutSeccomp) {
   auto abi = sockbroker::lockdown_layers::landlock_abi_version();
   ASSERT_TRUE(abi.ok()) << abi.error().message << ": " << errno_text(abi.error().sys_errno);
   if (*abi < 4) {
-    if (skips_are_forbidden()) {
-      FAIL() << "the kernel's Landlock ABI is " << *abi
-             << " (network rules need >= 4) and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";
-    }
-    GTEST_SKIP() << "the kernel's Landlock ABI is " << *abi << "; network rules need ABI >= 4";
+    SBTEST_SKIP_OR_FAIL("the kernel's Landlock ABI is " << *abi << "; network rules need ABI >= 4");
   }
 
   auto r = run_in_child([](Probe& p) {
@@ -1053,8 +1044,7 @@ void expect_file_operations_work(Probe& p, const std::string& dir) {
 TEST(LockdownLandlock, WithoutNetworkRulesTheDomainKeepsOutOfOtherProcessesOnly) {
   SOCKBROKER_REQUIRE_ROOT();
   if (kernel_landlock_abi() < 2) {
-    if (skips_are_forbidden()) FAIL() << "needs Landlock ABI >= 2 and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";
-    GTEST_SKIP() << "needs Landlock ABI >= 2";
+    SBTEST_SKIP_OR_FAIL("needs Landlock ABI >= 2");
   }
   ScratchDir scratch;
   ASSERT_FALSE(scratch.path.empty());

@@ -15,12 +15,20 @@ inline bool sockbroker_skips_are_forbidden() {
   return require != nullptr && std::strcmp(require, "1") == 0;
 }
 
-#define SOCKBROKER_REQUIRE_ROOT()                                                                       \
-  do {                                                                                                  \
-    if (::geteuid() != 0) {                                                                             \
-      if (sockbroker_skips_are_forbidden()) {                                                           \
-        FAIL() << "this test needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it";        \
-      }                                                                                                 \
-      GTEST_SKIP() << "needs root (network namespaces, uid switching, low ports); run as root to test"; \
-    }                                                                                                   \
+// The one way a test gives up on a missing precondition: skipped with `why`,
+// or failed where SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping. Returns
+// from the test (GTEST_SKIP and FAIL do); `why` may be a streamed expression.
+#define SBTEST_SKIP_OR_FAIL(why)                                                          \
+  do {                                                                                    \
+    if (sockbroker_skips_are_forbidden()) {                                               \
+      FAIL() << why << ", and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping this test"; \
+    }                                                                                     \
+    GTEST_SKIP() << why;                                                                  \
+  } while (0)
+
+#define SOCKBROKER_REQUIRE_ROOT()                                                                                 \
+  do {                                                                                                            \
+    if (::geteuid() != 0) {                                                                                       \
+      SBTEST_SKIP_OR_FAIL("needs root (network namespaces, uid switching, low ports); run as root to test it"); \
+    }                                                                                                             \
   } while (0)

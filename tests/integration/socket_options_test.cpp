@@ -100,11 +100,7 @@ TEST_F(SocketOptions, BufferAboveTheSysctlMaximumIsClampedAndTheBrokerSaysSo) {
   ASSERT_GT(rmem_max, 0);
   ASSERT_GT(wmem_max, 0);
   if (rmem_max > INT_MAX / 2 - 4096 || wmem_max > INT_MAX / 2 - 4096) {
-    if (sockbroker_skips_are_forbidden()) {
-      FAIL() << "rmem_max/wmem_max are too large to exceed with an int, and SOCKBROKER_TEST_REQUIRE_ROOT=1 "
-                "forbids skipping";
-    }
-    GTEST_SKIP() << "rmem_max/wmem_max are too large to exceed with an int";
+    SBTEST_SKIP_OR_FAIL("rmem_max/wmem_max are too large to exceed with an int");
   }
   const long receive = rmem_max + 4096;
   const long send = wmem_max * 2;

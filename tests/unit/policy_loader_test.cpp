@@ -901,10 +901,7 @@ TEST(PolicyWarning, BufferAboveKernelMaximum) {
   long rmem_max = read_proc_long("/proc/sys/net/core/rmem_max");
   long wmem_max = read_proc_long("/proc/sys/net/core/wmem_max");
   if (rmem_max <= 0 || rmem_max >= 2147483647 || wmem_max <= 0 || wmem_max >= 2147483647) {
-    if (sockbroker_skips_are_forbidden()) {
-      FAIL() << "net.core.[rw]mem_max unreadable or at INT_MAX, and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";
-    }
-    GTEST_SKIP() << "net.core.[rw]mem_max unreadable or at INT_MAX";
+    SBTEST_SKIP_OR_FAIL("net.core.[rw]mem_max unreadable or at INT_MAX");
   }
   EXPECT_EQ(check("[socket.web]\nlisten = \"127.0.0.1:80\"\nreceive_buffer = 2147483647\nsend_buffer = "
                   "2147483647\n"),
@@ -1295,10 +1292,7 @@ TEST_F(PolicyFiles, MissingFile) {
 TEST(PolicyDefaults, MissingDefaultFileIsReported) {
   std::error_code ec;
   if (std::filesystem::exists(kDefaultPolicyFile, ec)) {
-    if (sockbroker_skips_are_forbidden()) {
-      FAIL() << kDefaultPolicyFile << " exists on this host, and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping";
-    }
-    GTEST_SKIP() << kDefaultPolicyFile << " exists on this host";
+    SBTEST_SKIP_OR_FAIL(kDefaultPolicyFile << " exists on this host");
   }
   LoadResult result = load_policy({});
   EXPECT_FALSE(result.policy.has_value());
