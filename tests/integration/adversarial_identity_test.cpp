@@ -2,6 +2,7 @@
 // recycled, reuse_port groups another tenant would join, policies that would
 // make the broker bind the wrong thing, and the listing's cursor.
 #include "adversarial.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -111,7 +112,7 @@ TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
 [socket.exe_only]
 listen = "127.0.0.1:21082"
 [[socket.exe_only.allow]]
-executable = ")" + self + R"("
+executable = )" + sbtest::toml_string(self) + R"(
 
 [socket.user_ok]
 listen = "127.0.0.1:21083"

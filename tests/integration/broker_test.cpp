@@ -21,6 +21,7 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -124,7 +125,7 @@ TEST(Broker, UnixPathGrantHasThePolicyOwnerAndMode) {
   std::string path = dir.file("run/app.sock");
   auto broker = Broker::start(dir, R"(
 [socket.app]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 socket_user = "nobody"
 socket_group = "nogroup"
 socket_mode = "0660"

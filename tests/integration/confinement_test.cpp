@@ -29,6 +29,7 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -389,7 +390,7 @@ TEST_F(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
 [socket.mine]
 listen = "127.0.0.1:81"
 [[socket.mine.allow]]
-executable = ")" + self + R"("
+executable = )" + sbtest::toml_string(self) + R"(
 )");
   ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
   ASSERT_EQ(broker->wait_for_events("reload").size(), 1u) << broker->log();
@@ -406,7 +407,7 @@ executable = ")" + self + R"("
 [socket.mine]
 listen = "127.0.0.1:81"
 [[socket.mine.allow]]
-executable = ")" + self + R"("
+executable = )" + sbtest::toml_string(self) + R"(
 )");
   ASSERT_TRUE(restarted);
   expect_confined(*restarted, bit(CAP_NET_BIND_SERVICE) | bit(CAP_SYS_PTRACE));

@@ -20,6 +20,7 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -59,9 +60,12 @@ int connect_status(std::uint16_t port) {
   return rc;
 }
 
-std::string reuse_port_policy(std::uint16_t port, const std::string& extra = "") {
-  return "[socket.web]\nlisten = \"0.0.0.0:" + std::to_string(port) + "\"\nreuse_port = true\n" + extra +
-         "\n[[socket.web.allow]]\nuser = \"nobody\"\n";
+// A reuse_port group "web" on 0.0.0.0:port that nobody may join; callers add
+// settings (.set), [broker] keys (.broker) and other sockets (.socket).
+sbtest::PolicyBuilder reuse_port_policy(std::uint16_t port) {
+  sbtest::PolicyBuilder policy;
+  policy.socket("web", "0.0.0.0:" + std::to_string(port)).set("reuse_port", "true").allow_user("nobody");
+  return policy;
 }
 
 // Every test here: root (or a skip), then this process's private network
@@ -228,7 +232,7 @@ TEST_F(ReusePort, DatagramGroupKeepsNoIdleMember) {
 
 TEST_F(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
   TempDir dir;
-  auto broker = Broker::start(dir, reuse_port_policy(80, "max_grants = 2"));
+  auto broker = Broker::start(dir, reuse_port_policy(80).set("max_grants", "2"));
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
   auto a = start_worker(*broker, "web", "A");
@@ -288,7 +292,7 @@ TEST_F(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
 
 TEST_F(Quota, PerClientCapOnLiveGrants) {
   TempDir dir;
-  auto broker = Broker::start(dir, "[broker]\nmax_grants_per_client = 3\n" + reuse_port_policy(80));
+  auto broker = Broker::start(dir, reuse_port_policy(80).broker("max_grants_per_client", "3"));
   ASSERT_TRUE(broker);
   auto child = sbtest::run_as_nobody([&](int report_fd) {
     auto client = sockbroker::Client::connect(broker->control());
@@ -574,7 +578,7 @@ TEST_F(ReusePort, AMemberItsHolderClosesLeavesTheGroupAtOnce) {
 // process that takes and closes members one after the other is never refused.
 TEST_F(Quota, MembersClosedByALiveHolderStopCounting) {
   TempDir dir;
-  auto broker = Broker::start(dir, "[broker]\nmax_grants_per_client = 3\n" + reuse_port_policy(80, "max_grants = 2"));
+  auto broker = Broker::start(dir, reuse_port_policy(80).set("max_grants", "2").broker("max_grants_per_client", "3"));
   ASSERT_TRUE(broker);
   auto child = sbtest::run_as_nobody([&](int report_fd) {
     auto client = sockbroker::Client::connect(broker->control());
@@ -603,8 +607,7 @@ TEST_F(Quota, MembersClosedByALiveHolderStopCounting) {
 
 TEST_F(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
   TempDir dir;
-  auto broker = Broker::start(dir, reuse_port_policy(80, "max_grants = 4") +
-                                       "\n[socket.admin]\nlisten = \"127.0.0.1:443\"\n");
+  auto broker = Broker::start(dir, reuse_port_policy(80).set("max_grants", "4").socket("admin", "127.0.0.1:443"));
   ASSERT_TRUE(broker);
   auto worker = start_worker(*broker, "web", "A");
   ASSERT_TRUE(wait_ready(*worker));
@@ -642,7 +645,7 @@ TEST_F(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
 // `list --holders`: which processes hold each socket, to administrators only.
 TEST_F(AdminList, HoldersNamesTheProcessesHoldingEachSocket) {
   TempDir dir;
-  auto broker = Broker::start(dir, reuse_port_policy(80) + "\n[socket.admin]\nlisten = \"127.0.0.1:443\"\n");
+  auto broker = Broker::start(dir, reuse_port_policy(80).socket("admin", "127.0.0.1:443"));
   ASSERT_TRUE(broker);
   auto worker = start_worker(*broker, "web", "A");
   ASSERT_TRUE(wait_ready(*worker));

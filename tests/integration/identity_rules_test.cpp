@@ -1,6 +1,7 @@
 // Who the broker grants to by unit, executable, cgroup and group, each
 // checked with a real client process in a real cgroup.
 #include "granted_socket.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -55,12 +56,12 @@ TEST_F(Identity, ExecutableRuleMatchesTheCallersBinary) {
 [socket.mine]
 listen = "127.0.0.1:8202"
 [[socket.mine.allow]]
-executable = ")" + self + R"("
+executable = )" + sbtest::toml_string(self) + R"(
 
 [socket.other]
 listen = "127.0.0.1:8203"
 [[socket.other.allow]]
-executable = ")" + copy + R"("
+executable = )" + sbtest::toml_string(copy) + R"(
 )");
   ASSERT_TRUE(broker);
   auto mine = acquire_as_nobody(*broker, "mine");
@@ -82,12 +83,12 @@ TEST_F(Identity, ExecutableRuleSeesTheProgramAfterExec) {
 [socket.cli]
 listen = "127.0.0.1:8204"
 [[socket.cli.allow]]
-executable = ")" + cli + R"("
+executable = )" + sbtest::toml_string(cli) + R"(
 
 [socket.notcli]
 listen = "127.0.0.1:8205"
 [[socket.notcli.allow]]
-executable = ")" + sbtest::programs().self + R"("
+executable = )" + sbtest::toml_string(sbtest::programs().self) + R"(
 )");
   ASSERT_TRUE(broker);
   auto granted = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
@@ -124,12 +125,12 @@ cgroup = "/)" + slice + R"(/"
 [socket.exact]
 listen = "127.0.0.1:8208"
 [[socket.exact.allow]]
-cgroup = ")" + web.path() + R"("
+cgroup = )" + sbtest::toml_string(web.path()) + R"(
 
 [socket.partial]
 listen = "127.0.0.1:8209"
 [[socket.partial.allow]]
-cgroup = ")" + partial + R"("
+cgroup = )" + sbtest::toml_string(partial) + R"(
 )");
   ASSERT_TRUE(broker);
   const ChildSetup in_web = in_cgroup(web);
@@ -190,7 +191,7 @@ unit = "web.service"
 [socket.sliced]
 listen = "127.0.0.1:8212"
 [[socket.sliced.allow]]
-unit = ")" + slice + R"("
+unit = )" + sbtest::toml_string(slice) + R"(
 )");
   ASSERT_TRUE(broker);
   std::size_t denials = 0;

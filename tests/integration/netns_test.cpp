@@ -27,6 +27,7 @@
 
 #include "datagram.hpp"
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -436,7 +437,7 @@ TEST(Netns, PathTakesOnlyNamespacesMountedThere) {
 [socket.web]
 listen = "0.0.0.0:80"
 netns = "request"
-netns_path = ")" + named + R"(/ctr-*"
+netns_path = )" + sbtest::toml_string(named + "/ctr-*") + R"(
 
 [[socket.web.allow]]
 user = 65534
@@ -487,7 +488,7 @@ TEST(Netns, NamespaceOpenedInAnotherMountNamespaceIsRecognised) {
 [socket.web]
 listen = "0.0.0.0:80"
 netns = "request"
-netns_path = ")" + named + R"(/ctr-*"
+netns_path = )" + sbtest::toml_string(named + "/ctr-*") + R"(
 
 [[socket.web.allow]]
 user = 65534

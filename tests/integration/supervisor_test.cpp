@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -40,7 +41,7 @@ type = "datagram"
 user = "nobody"
 
 [socket.app]
-listen = ")" + dir.file("run/app.sock") + R"("
+listen = )" + sbtest::toml_string(dir.file("run/app.sock")) + R"(
 socket_mode = "0666"
 [[socket.app.allow]]
 user = "nobody"

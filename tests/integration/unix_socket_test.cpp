@@ -1,6 +1,7 @@
 // How the broker creates (and refuses to create) Unix socket paths and
 // abstract names: owner, group, mode, the directories on the way, squatters.
 #include "granted_socket.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -18,7 +19,7 @@ TEST_F(UnixSocket, DefaultOwnerIsRootAndDefaultModeIs0666) {
   std::string path = dir.file("run/app.sock");
   auto broker = Broker::start(dir, R"(
 [socket.app]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 [[socket.app.allow]]
 user = "nobody"
 )");
@@ -41,14 +42,14 @@ TEST_F(UnixSocket, Mode0600OwnedByNobodyAdmitsOnlyNobody) {
   std::string group_only = dir.file("group.sock");
   auto broker = Broker::start(dir, R"(
 [socket.owner]
-listen = ")" + owner_only + R"("
+listen = )" + sbtest::toml_string(owner_only) + R"(
 socket_user = "nobody"
 socket_mode = "0600"
 [[socket.owner.allow]]
 user = "nobody"
 
 [socket.group]
-listen = ")" + group_only + R"("
+listen = )" + sbtest::toml_string(group_only) + R"(
 socket_group = "nogroup"
 socket_mode = "0660"
 [[socket.group.allow]]
@@ -87,17 +88,17 @@ TEST_F(UnixSocket, SymlinkAtThePathIsRefusedAndLeftAlone) {
 
   auto broker = Broker::start(dir, R"(
 [socket.dangling]
-listen = ")" + dangling + R"("
+listen = )" + sbtest::toml_string(dangling) + R"(
 [[socket.dangling.allow]]
 user = "nobody"
 
 [socket.tofile]
-listen = ")" + to_file + R"("
+listen = )" + sbtest::toml_string(to_file) + R"(
 [[socket.tofile.allow]]
 user = "nobody"
 
 [socket.good]
-listen = ")" + good + R"("
+listen = )" + sbtest::toml_string(good) + R"(
 [[socket.good.allow]]
 user = "nobody"
 )");
@@ -141,7 +142,7 @@ TEST_F(UnixSocket, RegularFileAtThePathIsRefusedAndLeftAlone) {
 
   auto broker = Broker::start(dir, R"(
 [socket.app]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 [[socket.app.allow]]
 user = "nobody"
 )");
@@ -182,7 +183,7 @@ TEST_F(UnixSocket, StaleSocketIsReplacedAndTheBrokersSocketServes) {
 
   auto broker = Broker::start(dir, R"(
 [socket.app]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 socket_mode = "0660"
 socket_group = "nogroup"
 [[socket.app.allow]]
@@ -209,7 +210,7 @@ TEST_F(UnixSocket, StaleDatagramSocketIsReplacedAndServes) {
   ASSERT_EQ(::close(bind_unix(path, SOCK_DGRAM)), 0);
   auto broker = Broker::start(dir, R"(
 [socket.log]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 type = "datagram"
 [[socket.log.allow]]
 user = "nobody"
@@ -259,12 +260,12 @@ TEST_F(UnixSocket, LiveSocketAtThePathIsRefusedAndKeepsServingItsOwner) {
 
   auto broker = Broker::start(dir, R"(
 [socket.app]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 [[socket.app.allow]]
 user = "nobody"
 
 [socket.good]
-listen = ")" + good + R"("
+listen = )" + sbtest::toml_string(good) + R"(
 [[socket.good.allow]]
 user = "nobody"
 )");
@@ -301,7 +302,7 @@ TEST_F(UnixSocket, LiveSocketWithAFullBacklogIsStillRefused) {
   }
   auto broker = Broker::start(dir, R"(
 [socket.busy]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 [[socket.busy.allow]]
 user = "nobody"
 )");
@@ -325,7 +326,7 @@ TEST_F(UnixSocket, LiveSocketOfAnotherTypeIsRefusedAndKeepsWorking) {
 
   auto broker = Broker::start(dir, R"(
 [socket.log]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 type = "stream"
 [[socket.log.allow]]
 user = "nobody"
@@ -354,7 +355,7 @@ TEST_F(UnixSocket, MissingParentDirectoriesAreCreatedRootOwned0755) {
   std::string path = dir.file("a/b/c/app.sock");
   auto broker = Broker::start(dir, R"(
 [socket.app]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 socket_user = "nobody"
 socket_mode = "0600"
 [[socket.app.allow]]
@@ -382,7 +383,7 @@ TEST_F(UnixSocket, MissingParentDirectoriesAre0755UnderARestrictiveUmask) {
   mode_t previous = ::umask(077);  // inherited by the broker we fork
   auto broker = Broker::start(dir, R"(
 [socket.app]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 [[socket.app.allow]]
 user = "nobody"
 )");
@@ -410,7 +411,7 @@ TEST_F(UnixSocket, PathNearTheLengthLimitIsCreated) {
   ASSERT_EQ(path.size(), 107u);
   auto broker = Broker::start(dir, R"(
 [socket.long]
-listen = ")" + path + R"("
+listen = )" + sbtest::toml_string(path) + R"(
 [[socket.long.allow]]
 user = "nobody"
 )");
