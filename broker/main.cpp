@@ -216,6 +216,7 @@ int main(int argc, char** argv) {
   // restart or a crash), or socket activation's control socket; else what
   // the keeper of an upgrade that failed holds.
   std::vector<broker::HandoverItem> passed = upgrade_from >= 0 ? std::move(carried) : broker::take_listen_fds();
+  bool control_from_keeper = false;  // for the "ready" line only
   if (upgrade_from < 0) {
     // Taken in any case, so that no keeper lingers holding ports; systemd's
     // store, when it handed anything, is the more recent and wins.
@@ -231,6 +232,7 @@ int main(int argc, char** argv) {
       const bool systemd_passed_one = !passed.empty();
       for (auto& item : rescued) {
         if (item.name == "control" && systemd_passed_one) continue;
+        if (item.name == "control") control_from_keeper = true;
         passed.push_back(std::move(item));
       }
     }
@@ -317,7 +319,9 @@ int main(int argc, char** argv) {
   audit->flush();  // start and bind, before anyone is told the broker is ready
   log->info("ready on {}: {}",
             !created_path.empty() ? created_path
-                                  : (upgrade_from >= 0 ? "the control socket kept across the upgrade" : "the socket systemd passed"),
+                                  : (upgrade_from >= 0       ? "the control socket kept across the upgrade"
+                                     : control_from_keeper ? "the control socket the keeper kept"
+                                                           : "the socket systemd passed"),
             status);
   ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
   // This image holds everything now: the keeper's copies can go.

@@ -204,6 +204,7 @@ TEST_F(UpgradeInPlace, ANewImageThatDiesAtOnceLosesNothingWithoutSystemd) {
   struct stat control_after {};
   ASSERT_EQ(::stat(next->control().c_str(), &control_after), 0);
   EXPECT_EQ(control_after.st_ino, control_before.st_ino) << next->log();
+  EXPECT_TRUE(next->wait_for_log("ready on the control socket the keeper kept")) << next->log();
 }
 
 }  // namespace
