@@ -25,6 +25,7 @@ class PolicyBuilder {
   // socket named last.
   PolicyBuilder& socket(const std::string& name, const std::string& listen);
   PolicyBuilder& set(const std::string& key, const std::string& toml_value);
+  PolicyBuilder& set_string(const std::string& key, const std::string& text) { return set(key, toml_string(text)); }
   // One `[[socket.NAME.allow]]` rule: every key = string value given (AND).
   PolicyBuilder& allow(const std::vector<std::pair<std::string, std::string>>& rule);
   PolicyBuilder& allow_user(const std::string& user) { return allow({{"user", user}}); }

@@ -17,12 +17,7 @@ TEST_F(UnixSocket, DefaultOwnerIsRootAndDefaultModeIs0666) {
   TempDir dir;
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
   std::string path = dir.file("run/app.sock");
-  auto broker = Broker::start(dir, R"(
-[socket.app]
-listen = )" + sbtest::toml_string(path) + R"(
-[[socket.app.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("app", path).allow_user("nobody"));
   ASSERT_TRUE(broker);
   struct stat st {};
   ASSERT_EQ(::lstat(path.c_str(), &st), 0);
@@ -40,21 +35,15 @@ TEST_F(UnixSocket, Mode0600OwnedByNobodyAdmitsOnlyNobody) {
   TempDir dir;
   std::string owner_only = dir.file("owner.sock");
   std::string group_only = dir.file("group.sock");
-  auto broker = Broker::start(dir, R"(
-[socket.owner]
-listen = )" + sbtest::toml_string(owner_only) + R"(
-socket_user = "nobody"
-socket_mode = "0600"
-[[socket.owner.allow]]
-user = "nobody"
-
-[socket.group]
-listen = )" + sbtest::toml_string(group_only) + R"(
-socket_group = "nogroup"
-socket_mode = "0660"
-[[socket.group.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("owner", owner_only)
+                                       .set_string("socket_user", "nobody")
+                                       .set_string("socket_mode", "0600")
+                                       .allow_user("nobody")
+                                       .socket("group", group_only)
+                                       .set_string("socket_group", "nogroup")
+                                       .set_string("socket_mode", "0660")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   struct stat st {};
   ASSERT_EQ(::lstat(owner_only.c_str(), &st), 0);
@@ -86,22 +75,13 @@ TEST_F(UnixSocket, SymlinkAtThePathIsRefusedAndLeftAlone) {
   struct stat file_before {};
   ASSERT_EQ(::stat(file_target.c_str(), &file_before), 0);
 
-  auto broker = Broker::start(dir, R"(
-[socket.dangling]
-listen = )" + sbtest::toml_string(dangling) + R"(
-[[socket.dangling.allow]]
-user = "nobody"
-
-[socket.tofile]
-listen = )" + sbtest::toml_string(to_file) + R"(
-[[socket.tofile.allow]]
-user = "nobody"
-
-[socket.good]
-listen = )" + sbtest::toml_string(good) + R"(
-[[socket.good.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("dangling", dangling)
+                                       .allow_user("nobody")
+                                       .socket("tofile", to_file)
+                                       .allow_user("nobody")
+                                       .socket("good", good)
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   for (const char* name : {"dangling", "tofile"}) {
     json failed = bind_failed_for(*broker, name);
@@ -140,12 +120,7 @@ TEST_F(UnixSocket, RegularFileAtThePathIsRefusedAndLeftAlone) {
   struct stat before {};
   ASSERT_EQ(::lstat(path.c_str(), &before), 0);
 
-  auto broker = Broker::start(dir, R"(
-[socket.app]
-listen = )" + sbtest::toml_string(path) + R"(
-[[socket.app.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("app", path).allow_user("nobody"));
   ASSERT_TRUE(broker);
   json failed = bind_failed_for(*broker, "app");
   ASSERT_FALSE(failed.is_null()) << read_text(dir.file("audit.log"));
@@ -181,14 +156,11 @@ TEST_F(UnixSocket, StaleSocketIsReplacedAndTheBrokersSocketServes) {
   ASSERT_NE(stale.st_gid, sbtest::kNogroup);
   ASSERT_NE(stale.st_mode & 07777, 0660u);
 
-  auto broker = Broker::start(dir, R"(
-[socket.app]
-listen = )" + sbtest::toml_string(path) + R"(
-socket_mode = "0660"
-socket_group = "nogroup"
-[[socket.app.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("app", path)
+                                       .set_string("socket_mode", "0660")
+                                       .set_string("socket_group", "nogroup")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   EXPECT_TRUE(bound(*broker, "app")) << read_text(dir.file("audit.log"));
   struct stat st {};
@@ -208,13 +180,8 @@ TEST_F(UnixSocket, StaleDatagramSocketIsReplacedAndServes) {
   TempDir dir;
   std::string path = dir.file("log.sock");
   ASSERT_EQ(::close(bind_unix(path, SOCK_DGRAM)), 0);
-  auto broker = Broker::start(dir, R"(
-[socket.log]
-listen = )" + sbtest::toml_string(path) + R"(
-type = "datagram"
-[[socket.log.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("log", path).set_string("type", "datagram").allow_user("nobody"));
   ASSERT_TRUE(broker);
   EXPECT_TRUE(bound(*broker, "log")) << read_text(dir.file("audit.log"));
   // Queued on the broker's socket before anyone holds it, read by the holder.
@@ -258,17 +225,8 @@ TEST_F(UnixSocket, LiveSocketAtThePathIsRefusedAndKeepsServingItsOwner) {
   struct stat before {};
   ASSERT_EQ(::lstat(path.c_str(), &before), 0);
 
-  auto broker = Broker::start(dir, R"(
-[socket.app]
-listen = )" + sbtest::toml_string(path) + R"(
-[[socket.app.allow]]
-user = "nobody"
-
-[socket.good]
-listen = )" + sbtest::toml_string(good) + R"(
-[[socket.good.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("app", path).allow_user("nobody").socket("good", good).allow_user("nobody"));
   ASSERT_TRUE(broker);
   json failed = bind_failed_for(*broker, "app");
   ASSERT_FALSE(failed.is_null()) << read_text(dir.file("audit.log"));
@@ -300,12 +258,7 @@ TEST_F(UnixSocket, LiveSocketWithAFullBacklogIsStillRefused) {
     queued.push_back(fd);
     if (rc != 0 && errno == EAGAIN) break;
   }
-  auto broker = Broker::start(dir, R"(
-[socket.busy]
-listen = )" + sbtest::toml_string(path) + R"(
-[[socket.busy.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("busy", path).allow_user("nobody"));
   ASSERT_TRUE(broker);
   json failed = bind_failed_for(*broker, "busy");
   ASSERT_FALSE(failed.is_null()) << read_text(dir.file("audit.log"));
@@ -324,13 +277,8 @@ TEST_F(UnixSocket, LiveSocketOfAnotherTypeIsRefusedAndKeepsWorking) {
   struct stat before {};
   ASSERT_EQ(::lstat(path.c_str(), &before), 0);
 
-  auto broker = Broker::start(dir, R"(
-[socket.log]
-listen = )" + sbtest::toml_string(path) + R"(
-type = "stream"
-[[socket.log.allow]]
-user = "nobody"
-)");
+  auto broker =
+      Broker::start(dir, sbtest::PolicyBuilder().socket("log", path).set_string("type", "stream").allow_user("nobody"));
   ASSERT_TRUE(broker);
   json failed = bind_failed_for(*broker, "log");
   ASSERT_FALSE(failed.is_null()) << read_text(dir.file("audit.log"));
@@ -353,14 +301,11 @@ user = "nobody"
 TEST_F(UnixSocket, MissingParentDirectoriesAreCreatedRootOwned0755) {
   TempDir dir;
   std::string path = dir.file("a/b/c/app.sock");
-  auto broker = Broker::start(dir, R"(
-[socket.app]
-listen = )" + sbtest::toml_string(path) + R"(
-socket_user = "nobody"
-socket_mode = "0600"
-[[socket.app.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("app", path)
+                                       .set_string("socket_user", "nobody")
+                                       .set_string("socket_mode", "0600")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   for (const char* sub : {"a", "a/b", "a/b/c"}) {
     struct stat st {};
@@ -381,12 +326,7 @@ TEST_F(UnixSocket, MissingParentDirectoriesAre0755UnderARestrictiveUmask) {
   TempDir dir;
   std::string path = dir.file("x/y/app.sock");
   mode_t previous = ::umask(077);  // inherited by the broker we fork
-  auto broker = Broker::start(dir, R"(
-[socket.app]
-listen = )" + sbtest::toml_string(path) + R"(
-[[socket.app.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("app", path).allow_user("nobody"));
   ::umask(previous);
   ASSERT_TRUE(broker);
   for (const char* sub : {"x", "x/y"}) {
@@ -409,12 +349,7 @@ TEST_F(UnixSocket, PathNearTheLengthLimitIsCreated) {
   std::string deep = dir.file(std::string(fill, 'd'));
   std::string path = deep + "/" + base;
   ASSERT_EQ(path.size(), 107u);
-  auto broker = Broker::start(dir, R"(
-[socket.long]
-listen = )" + sbtest::toml_string(path) + R"(
-[[socket.long.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("long", path).allow_user("nobody"));
   ASSERT_TRUE(broker);
   EXPECT_TRUE(bound(*broker, "long")) << read_text(dir.file("audit.log"));
   struct stat st {};
@@ -430,13 +365,8 @@ user = "nobody"
 TEST_F(UnixSocket, AbstractNameIsGrantedAndReachable) {
   TempDir dir;
   std::string name = unique_name("sbtest-abstract");
-  auto broker = Broker::start(dir, R"(
-[socket.abs]
-listen = "@)" + name + R"("
-allow_abstract = true
-[[socket.abs.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("abs", "@" + name).set("allow_abstract", "true").allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto pinged = ping_while_served(*broker, "abs", [&] { return abstract_exchange(name, "ping"); }, [](int fd) -> json {
     sockaddr_un bound{};
