@@ -20,12 +20,8 @@ TEST_F(Identity, UnitRuleGrantsInsideTheUnitOnly) {
   TestCgroup web(slice + "/web.service");
   ASSERT_TRUE(web.ok());
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:8201"
-[[socket.web.allow]]
-unit = "web.service"
-)");
+  auto broker =
+      Broker::start(dir, sbtest::PolicyBuilder().socket("web", "127.0.0.1:8201").allow({{"unit", "web.service"}}));
   ASSERT_TRUE(broker);
 
   auto inside = acquire_with(*broker, "web", in_cgroup(web));
@@ -52,17 +48,11 @@ TEST_F(Identity, ExecutableRuleMatchesTheCallersBinary) {
   // The same bytes at another path are another executable.
   const std::string copy = sbtest::programs().self;
   ASSERT_NE(self, copy);
-  auto broker = Broker::start(dir, R"(
-[socket.mine]
-listen = "127.0.0.1:8202"
-[[socket.mine.allow]]
-executable = )" + sbtest::toml_string(self) + R"(
-
-[socket.other]
-listen = "127.0.0.1:8203"
-[[socket.other.allow]]
-executable = )" + sbtest::toml_string(copy) + R"(
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("mine", "127.0.0.1:8202")
+                                       .allow({{"executable", self}})
+                                       .socket("other", "127.0.0.1:8203")
+                                       .allow({{"executable", copy}}));
   ASSERT_TRUE(broker);
   auto mine = acquire_as_nobody(*broker, "mine");
   EXPECT_TRUE(mine.granted) << mine.message;
@@ -79,17 +69,11 @@ executable = )" + sbtest::toml_string(copy) + R"(
 TEST_F(Identity, ExecutableRuleSeesTheProgramAfterExec) {
   TempDir dir;
   const std::string cli = sbtest::programs().sockbroker;
-  auto broker = Broker::start(dir, R"(
-[socket.cli]
-listen = "127.0.0.1:8204"
-[[socket.cli.allow]]
-executable = )" + sbtest::toml_string(cli) + R"(
-
-[socket.notcli]
-listen = "127.0.0.1:8205"
-[[socket.notcli.allow]]
-executable = )" + sbtest::toml_string(sbtest::programs().self) + R"(
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("cli", "127.0.0.1:8204")
+                                       .allow({{"executable", cli}})
+                                       .socket("notcli", "127.0.0.1:8205")
+                                       .allow({{"executable", sbtest::programs().self}}));
   ASSERT_TRUE(broker);
   auto granted = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup,
                                         {cli, "--control", broker->control(), "get", "cli", "--", "/bin/true"});
@@ -154,13 +138,9 @@ TEST_F(Identity, UserAndUnitInOneRuleMustBothMatch) {
   TestCgroup web(slice + "/web.service");
   ASSERT_TRUE(web.ok());
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:8210"
-[[socket.web.allow]]
-user = "nobody"
-unit = "web.service"
-)");
+  auto broker = Broker::start(
+      dir,
+      sbtest::PolicyBuilder().socket("web", "127.0.0.1:8210").allow({{"user", "nobody"}, {"unit", "web.service"}}));
   ASSERT_TRUE(broker);
   auto both = acquire_with(*broker, "web", in_cgroup(web));
   EXPECT_TRUE(both.granted) << both.message;
@@ -182,17 +162,11 @@ TEST_F(Identity, UnitRuleFailsClosedForACallerWithoutAUnit) {
   TestCgroup bare(slice);
   ASSERT_TRUE(bare.ok());
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:8211"
-[[socket.web.allow]]
-unit = "web.service"
-
-[socket.sliced]
-listen = "127.0.0.1:8212"
-[[socket.sliced.allow]]
-unit = )" + sbtest::toml_string(slice) + R"(
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("web", "127.0.0.1:8211")
+                                       .allow({{"unit", "web.service"}})
+                                       .socket("sliced", "127.0.0.1:8212")
+                                       .allow({{"unit", slice}}));
   ASSERT_TRUE(broker);
   std::size_t denials = 0;
   for (const auto& setup : {in_root_cgroup(), in_cgroup(bare)}) {
@@ -269,13 +243,10 @@ unit = "web.service"
 
 TEST_F(GroupRule, NamedGroupMatchesThePrimaryGid) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.dns]
-listen = "127.0.0.1:8301"
-type = "datagram"
-[[socket.dns.allow]]
-group = "nogroup"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("dns", "127.0.0.1:8301")
+                                       .set_string("type", "datagram")
+                                       .allow({{"group", "nogroup"}}));
   ASSERT_TRUE(broker);
   auto nobody = acquire_with(*broker, "dns", ChildSetup{});
   EXPECT_TRUE(nobody.granted) << nobody.message;

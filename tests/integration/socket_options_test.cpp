@@ -2,6 +2,7 @@
 // on the granted descriptor itself: backlog, buffers, v6only, device, TCP
 // options, reuse_port. Real kernel, real sockbrokerd, clients as uid 65534.
 #include "granted_socket.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -16,18 +17,12 @@ using SocketOptions = sbtest::BrokerTest;
 
 TEST_F(SocketOptions, BacklogIsTheListenQueueLength) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.short]
-listen = "127.0.0.1:8101"
-backlog = 77
-[[socket.short.allow]]
-user = "nobody"
-
-[socket.default]
-listen = "127.0.0.1:8102"
-[[socket.default.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("short", "127.0.0.1:8101")
+                                       .set("backlog", "77")
+                                       .allow_user("nobody")
+                                       .socket("default", "127.0.0.1:8102")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   // No getsockopt for the backlog, but TCP_INFO on a listening socket reports
   // sk_max_ack_backlog in tcpi_sacked (what ss shows as Send-Q).
@@ -64,21 +59,15 @@ user = "nobody"
 
 TEST_F(SocketOptions, BufferSizesReadBackDoubledAsTheKernelKeepsThem) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.buffers]
-listen = "127.0.0.1:8103"
-receive_buffer = 65536
-send_buffer = 131072
-[[socket.buffers.allow]]
-user = "nobody"
-
-[socket.dgram]
-listen = "127.0.0.1:8103"
-type = "datagram"
-receive_buffer = 100000
-[[socket.dgram.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("buffers", "127.0.0.1:8103")
+                                       .set("receive_buffer", "65536")
+                                       .set("send_buffer", "131072")
+                                       .allow_user("nobody")
+                                       .socket("dgram", "127.0.0.1:8103")
+                                       .set_string("type", "datagram")
+                                       .set("receive_buffer", "100000")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto stream = acquire_as_nobody(*broker, "buffers", buffer_sizes);
   ASSERT_TRUE(stream.granted) << stream.message;
@@ -132,13 +121,8 @@ user = "nobody"
 
 TEST_F(SocketOptions, V6OnlyTrueServesIPv6AndRefusesIPv4) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.six]
-listen = "[::]:8105"
-v6only = true
-[[socket.six.allow]]
-user = "nobody"
-)");
+  auto broker =
+      Broker::start(dir, sbtest::PolicyBuilder().socket("six", "[::]:8105").set("v6only", "true").allow_user("nobody"));
   ASSERT_TRUE(broker);
   // Nothing listens on IPv4 port 8105: the connection is refused outright.
   EXPECT_EQ(sbtest::tcp_exchange(8105, "ping", 1000), "<connect failed>");
@@ -152,13 +136,8 @@ user = "nobody"
 
 TEST_F(SocketOptions, V6OnlyFalseAlsoAcceptsIPv4On127001) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.dual]
-listen = "[::]:8106"
-v6only = false
-[[socket.dual.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("dual", "[::]:8106").set("v6only", "false").allow_user("nobody"));
   ASSERT_TRUE(broker);
   // From IPv4 127.0.0.1.
   auto pinged = ping_while_served(*broker, "dual", [&] { return sbtest::tcp_exchange(8106, "ping"); }, v6only_and_serve);
@@ -173,18 +152,12 @@ user = "nobody"
 
 TEST_F(SocketOptions, FastOpenQueueLengthReadsBackAndDefaultsToOff) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.tfo]
-listen = "127.0.0.1:8107"
-fast_open = 5
-[[socket.tfo.allow]]
-user = "nobody"
-
-[socket.plain]
-listen = "127.0.0.1:8108"
-[[socket.plain.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("tfo", "127.0.0.1:8107")
+                                       .set("fast_open", "5")
+                                       .allow_user("nobody")
+                                       .socket("plain", "127.0.0.1:8108")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto fastopen = [](int fd) -> json { return int_option(fd, IPPROTO_TCP, TCP_FASTOPEN); };
   auto tfo = acquire_as_nobody(*broker, "tfo", fastopen);
@@ -199,23 +172,14 @@ TEST_F(SocketOptions, FreeBindLetsANonLocalAddressBindAndWithoutItTheEntryFails)
   TempDir dir;
   // 192.0.2.1 is TEST-NET-1, on no interface here. Binding is local only;
   // nothing is ever sent there.
-  auto broker = Broker::start(dir, R"(
-[socket.free]
-listen = "192.0.2.1:8109"
-free_bind = true
-[[socket.free.allow]]
-user = "nobody"
-
-[socket.strict]
-listen = "192.0.2.1:8110"
-[[socket.strict.allow]]
-user = "nobody"
-
-[socket.plain]
-listen = "127.0.0.1:8111"
-[[socket.plain.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("free", "192.0.2.1:8109")
+                                       .set("free_bind", "true")
+                                       .allow_user("nobody")
+                                       .socket("strict", "192.0.2.1:8110")
+                                       .allow_user("nobody")
+                                       .socket("plain", "127.0.0.1:8111")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto options = [](int fd) -> json {
     sockaddr_in bound{};
@@ -255,13 +219,8 @@ user = "nobody"
 
 TEST_F(SocketOptions, TransparentReadsBack) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.tproxy]
-listen = "127.0.0.1:8112"
-transparent = true
-[[socket.tproxy.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("tproxy", "127.0.0.1:8112").set("transparent", "true").allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto tproxy =
       acquire_as_nobody(*broker, "tproxy", [](int fd) -> json { return int_option(fd, IPPROTO_IP, IP_TRANSPARENT); });
@@ -272,14 +231,11 @@ user = "nobody"
 TEST_F(SocketOptions, IPv6FreeBindAndTransparentReadBack) {
   TempDir dir;
   // 2001:db8::/32 is the IPv6 documentation prefix, on no interface here.
-  auto broker = Broker::start(dir, R"(
-[socket.six]
-listen = "[2001:db8::1]:8113"
-free_bind = true
-transparent = true
-[[socket.six.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("six", "[2001:db8::1]:8113")
+                                       .set("free_bind", "true")
+                                       .set("transparent", "true")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto six = acquire_as_nobody(*broker, "six", [](int fd) -> json {
     return json{{"freebind", int_option(fd, IPPROTO_IPV6, IPV6_FREEBIND)},
@@ -292,13 +248,10 @@ user = "nobody"
 
 TEST_F(SocketOptions, BindToDeviceReadsBackTheInterface) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.local]
-listen = "127.0.0.1:8114"
-bind_to_device = "lo"
-[[socket.local.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("local", "127.0.0.1:8114")
+                                       .set_string("bind_to_device", "lo")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto pinged = ping_while_served(*broker, "local", [&] { return sbtest::tcp_exchange(8114, "ping"); }, [](int fd) -> json {
     return json{{"device", device_option(fd)}, {"served", serve_one(fd)}};
@@ -332,18 +285,12 @@ int squat_errno_as_nobody(std::uint16_t port, bool reuse_addr, bool reuse_port) 
 TEST_F(SocketOptions, HeldPortsCannotBeTakenByAnotherUid) {
   TempDir dir;
   // Above ip_unprivileged_port_start: a plain user may bind here at all.
-  auto broker = Broker::start(dir, R"(
-[socket.shared]
-listen = "127.0.0.1:8115"
-[[socket.shared.allow]]
-user = "nobody"
-
-[socket.group]
-listen = "127.0.0.1:8116"
-reuse_port = true
-[[socket.group.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("shared", "127.0.0.1:8115")
+                                       .allow_user("nobody")
+                                       .socket("group", "127.0.0.1:8116")
+                                       .set("reuse_port", "true")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
   for (std::uint16_t port : {8115, 8116}) {
