@@ -266,7 +266,7 @@ void Server::admit(UniqueFd connection) {
     peer.gid = cred->gid;
     // Answered synchronously on the fresh socket (its buffer is empty), then closed.
     Response response = handler_.limit_reached(refusal, peer);
-    auto size = encoder_.encode(response.reply, buffer_.span());
+    auto size = proto::encode_reply(response.reply, buffer_.span());
     if (size) (void)proto::send_datagram(connection.get(), std::span(buffer_.bytes, *size));
     retire_connection(std::move(connection), Ending::after_reply);
     return;
@@ -449,7 +449,7 @@ void Server::holder_exited(Holder& holder) {
 
 void Server::reply(Session& session, Response response) {
   if (response.new_holder != nullptr) watch_holder(*response.new_holder);
-  auto size = encoder_.encode(response.reply, buffer_.span());
+  auto size = proto::encode_reply(response.reply, buffer_.span());
   if (!size) {
     log_.error("cannot encode a reply: {}", size.error().message);
     close_session(session, Ending::unread);

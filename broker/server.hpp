@@ -117,7 +117,6 @@ class Server {
   std::vector<std::pair<uid_t, int>> served_this_turn_;
   std::list<Session*> idle_order_;  // earliest deadline first (all timeouts are equal)
   proto::DatagramBuffer buffer_;    // one request at a time: the loop is single-threaded
-  proto::ReplyEncoder encoder_;     // likewise one reply
   std::uint64_t followed_generation_ = 0;  // the policy generation follow_policy_generation() followed
   bool executables_readable_ = false;         // CAP_SYS_PTRACE effective (confinement.hpp)
   std::chrono::microseconds watchdog_interval_{0};

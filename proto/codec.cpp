@@ -490,14 +490,11 @@ Result<std::size_t> encode_request(const Request& request, std::span<std::byte> 
 }
 
 Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out) {
-  ReplyEncoder encoder;
-  return encoder.encode(reply, out);
-}
-
-Result<std::size_t> ReplyEncoder::encode(const Reply& reply, std::span<std::byte> out) {
+  // Cap'n Proto words: a datagram's worth, and room for its segment table;
+  // MallocMessageBuilder wants its first segment zeroed.
+  alignas(8) std::array<std::uint64_t, kWordsPerDatagram + 8> segment{};
   static_assert(sizeof(capnp::word) == sizeof(std::uint64_t));
-  capnp::MallocMessageBuilder message(
-      kj::arrayPtr(reinterpret_cast<capnp::word*>(segment_.data()), segment_.size()));
+  capnp::MallocMessageBuilder message(kj::arrayPtr(reinterpret_cast<capnp::word*>(segment.data()), segment.size()));
   auto root = message.initRoot<wire::Reply>();
   root.setVersion(kProtocolVersion);
   if (const auto* grant = std::get_if<Grant>(&reply)) {

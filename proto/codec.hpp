@@ -37,21 +37,6 @@ struct alignas(8) DatagramBuffer {
 [[nodiscard]] Result<std::size_t> encode_request(const Request& request, std::span<std::byte> out);
 [[nodiscard]] Result<std::size_t> encode_reply(const Reply& reply, std::span<std::byte> out);
 
-// encode_reply() for a server that answers request after request. Cap'n Proto
-// builds a message in a first segment that must be zeroed, and zeroing a
-// datagram's worth for every reply was a third of what encoding a grant cost
-// (~520 of ~1.6k instructions). An encoder keeps its segment between replies:
-// Cap'n Proto's MallocMessageBuilder writes zeros back over what a message
-// used. One reply at a time per encoder.
-class ReplyEncoder {
- public:
-  [[nodiscard]] Result<std::size_t> encode(const Reply& reply, std::span<std::byte> out);
-
- private:
-  // Cap'n Proto words: a datagram's worth, and room for its segment table.
-  alignas(8) std::array<std::uint64_t, kWordsPerDatagram + 8> segment_{};
-};
-
 // An upper bound of the bytes one entry adds to an encoded Listing, and of the
 // fixed part of a Listing reply: a page whose bounds sum to at most
 // kMaxDatagram always encodes.

@@ -832,42 +832,6 @@ TEST(CodecEncode, OversizedListingIsInvalidNotTruncated) {
   EXPECT_EQ(size.error().code, SOCKBROKER_E_INVALID);
 }
 
-// A ReplyEncoder builds every reply in the same segment, which Cap'n Proto
-// zeroes behind each message: what one reply wrote must never show through in
-// the next, whether it fitted, overflowed the segment or was refused.
-TEST(CodecEncode, ReplyEncoderLeavesNothingForTheNextReply) {
-  ReplyEncoder encoder;
-  auto encode_bytes = [&](const Reply& reply) {
-    DatagramBuffer buffer;
-    auto size = encoder.encode(reply, buffer.span());
-    EXPECT_TRUE(size.ok());
-    return size.ok() ? Bytes(buffer.bytes, buffer.bytes + *size) : Bytes{};
-  };
-  auto fresh_bytes = [](const Reply& reply) {
-    DatagramBuffer buffer;
-    auto size = encode_reply(reply, buffer.span());
-    EXPECT_TRUE(size.ok());
-    return size.ok() ? Bytes(buffer.bytes, buffer.bytes + *size) : Bytes{};
-  };
-  const Reply grant = Grant{"web", SocketType::stream, AF_INET, "127.0.0.1:80"};
-  const Bytes expected = fresh_bytes(grant);
-  EXPECT_EQ(encode_bytes(grant), expected);
-
-  Listing oversized;
-  for (int i = 0; i < 40; ++i) oversized.entries.push_back({"n", SocketType::stream, std::string(200, 'x'), "", "", 0});
-  DatagramBuffer buffer;
-  ASSERT_FALSE(encoder.encode(oversized, buffer.span()).ok());
-  EXPECT_EQ(encode_bytes(grant), expected);
-
-  const Reply failure = Failure{ErrorCode::denied, std::string(kMaxMessageLength, '~'), PeerView{1, 2, 3, "unit.service"}};
-  EXPECT_EQ(encode_bytes(failure), fresh_bytes(failure));
-  EXPECT_EQ(encode_bytes(grant), expected);
-
-  std::array<std::byte, 16> small{};
-  ASSERT_FALSE(encoder.encode(failure, small).ok());
-  EXPECT_EQ(encode_bytes(grant), expected);
-}
-
 // Requests are built in a small segment: the longest of each kind must still
 // be one segment, which is all decode_request() accepts.
 TEST(CodecEncode, LongestRequestsFitTheirSegment) {
