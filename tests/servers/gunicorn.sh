@@ -18,6 +18,10 @@ require_program /usr/bin/gunicorn gunicorn
 install -m 0644 "$servers_dir/app.py" "$srv/app.py"
 printf '[socket.web]\nlisten = "0.0.0.0:80"\n\n[[socket.web.allow]]\nuser = 65534\n' | write_policy
 gunicorn=(/usr/bin/gunicorn --chdir "$srv" --workers 2)
+# A worker still booting when SIGTERM comes can miss its master's TERM and
+# hold the master for gunicorn's graceful timeout (30 s): each case stops the
+# server once both workers run.
+workers_booted() { [ "$(grep -c "Booting worker" "$server_log")" -ge "$1" ]; }
 
 case "$case_name" in
 bind)
@@ -39,20 +43,18 @@ bind)
   echo "NOTIFY_SOCKET: $(head -1 "$work/notify.log")"
   expect_audit grant 0.0.0.0 80
   supervised_only "audit deny of 0.0.0.0:81" && expect_audit deny 0.0.0.0 81
+  wait_until 10 "both workers booted" workers_booted 2
   stop_server TERM
   supervised_only "the supervisor's exit status" && { [ "$server_status" -eq 0 ] || fail "sockbroker run exited $server_status after SIGTERM (gunicorn exits 0)"; }
   ;;
 activation)
   activation=1
-  workers_booted() { [ "$(grep -c "Booting worker" "$server_log")" -ge "$1" ]; }
   start_broker
   step "LISTEN_FDS=1: the socket as fd 3, no --bind"
   serve_activated web -- "${gunicorn[@]}" app:application
   wait_http http://127.0.0.1:80/ "hello from gunicorn"
   expect_log "$server_log" "Listening at: http://0.0.0.0:80" "gunicorn must say it serves the inherited socket"
   expect_audit grant 0.0.0.0 80
-  # A worker still booting when SIGTERM comes can miss its master's TERM and
-  # hold the master for gunicorn's graceful timeout (30 s): stop once both run.
   wait_until 10 "both workers booted" workers_booted 2
   stop_server TERM
   ;;
