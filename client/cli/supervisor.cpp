@@ -275,6 +275,17 @@ int supervise(Supervision run) {
         continue;
       }
       if (reaped < 0 && errno == ECHILD) {
+        // A revoke can end the tree by itself (the program's accept(2) fails
+        // on the shut-down socket and it exits) before its notice was read:
+        // read what is queued now, so that the program's end is explained
+        // and --on-revoke decides the exit status as it would have.
+        pollfd queued{watcher.fd(), POLLIN, 0};
+        if (queued.fd >= 0 && ::poll(&queued, 1, 0) == 1) {
+          for (const auto& notice : watcher.service()) {
+            if (revoked(notice, run.on_revoke, {})) return kExitQuota;
+            if (run.on_revoke == OnRevoke::term) stopped_for_revoke = true;
+          }
+        }
         // Stopped because its socket was revoked: a failure, so that
         // Restart=on-failure brings it back with a fresh socket.
         if (stopped_for_revoke) return kExitQuota;
