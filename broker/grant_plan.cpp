@@ -13,10 +13,6 @@ namespace {
 
 using Reason = DenialReason;
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 std::string socket_named(std::string_view name) { return "socket " + proto::quoted(name); }
 
 Denial refuse(Reason reason, std::string message, const policy::SocketSpec* socket = nullptr) {
@@ -169,7 +165,7 @@ Planned plan_grant(const GrantQuery& query, const CallerFacts& caller, const pol
                     &spec);
     }
     if (!query.netns->ok()) {
-      return refuse(Reason::netns_invalid, socket_named(name) + ": " + describe(query.netns->error()), &spec);
+      return refuse(Reason::netns_invalid, socket_named(name) + ": " + query.netns->error().describe(), &spec);
     }
     const NamespaceFacts& sent = query.netns->value();
     // Bound in the broker's own namespace, a request socket would be one more

@@ -25,10 +25,6 @@ constexpr int kStateVersion = 1;
 // A state of 10,000 sockets and holders is a few megabytes of JSON at most.
 constexpr std::size_t kMaxStateBytes = 64 << 20;
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 int socket_int(int fd, int level, int name) {
   int value = -1;
   socklen_t length = sizeof value;
@@ -178,7 +174,7 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
       saved = std::move(*read);
     } else {
       log.warn("the handed-over state is unreadable ({}); adopting sockets without their counters and leases",
-               read ? "unknown version" : describe(read.error()));
+               read ? "unknown version" : read.error().describe());
     }
   }
   // Every field read below is checked for its type: a state is the previous
@@ -246,7 +242,7 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     std::vector<std::string> notes;
     if (auto s = change_in_place(fd.get(), *spec, spec->type != proto::SocketType::datagram && !spec->reuse_port, notes);
         !s) {
-      log.warn("handed-over socket \"{}\": {}", spec->name, describe(s.error()));
+      log.warn("handed-over socket \"{}\": {}", spec->name, s.error().describe());
     }
     if (entry.path_file) (void)set_path_owner_and_mode(*spec, *entry.path_file);
     entry.socket = std::make_shared<const UniqueFd>(std::move(fd));

@@ -54,10 +54,6 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& level) {
   return log;
 }
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 // Each session costs two descriptors (the connection and the caller's pidfd),
 // each holder process one (its pidfd), each socket one; reuse_port members the
 // broker keeps for live workers, and the spare member it binds ahead for each
@@ -160,7 +156,7 @@ int main(int argc, char** argv) {
   if (upgrade_from >= 0) {
     auto taken = broker::take_manifest(upgrade_from);
     if (!taken) {
-      log->critical("cannot read the upgrade manifest: {}", describe(taken.error()));
+      log->critical("cannot read the upgrade manifest: {}", taken.error().describe());
       return kExitOsErr;
     }
     carried = std::move(*taken);
@@ -182,7 +178,7 @@ int main(int argc, char** argv) {
   audit->set_flush_interval(std::chrono::milliseconds(audit_flush_ms));
   audit->set_logger(log.get());
   if (auto s = broker::Server::block_signals(); !s) {
-    log->critical("{}", describe(s.error()));
+    log->critical("{}", s.error().describe());
     return kExitOsErr;
   }
   ensure_descriptor_budget(*loaded.policy, *log);
@@ -194,7 +190,7 @@ int main(int argc, char** argv) {
   auto disposer = carried_disposer ? Result<broker::Disposer>(broker::Disposer::adopt(std::move(carried_disposer)))
                                    : broker::Disposer::start();
   if (!disposer) {
-    log->critical("cannot start the descriptor disposer: {}", describe(disposer.error()));
+    log->critical("cannot start the descriptor disposer: {}", disposer.error().describe());
     audit->emit("stop", {{"pid", ::getpid()}, {"reason", "disposer"}});
     return kExitOsErr;
   }
@@ -209,7 +205,7 @@ int main(int argc, char** argv) {
   } else {
     log->warn("no keeper process ({}): an upgrade in place whose new image dies loses the ports, unless systemd's "
               "store has them",
-              describe(started.error()));
+              started.error().describe());
   }
 
   // What a previous broker left: systemd's descriptor store (after a
@@ -280,7 +276,7 @@ int main(int argc, char** argv) {
 
   auto control_socket = broker::open_control_socket(control, state.policy.broker.control_mode, passed);
   if (!control_socket) {
-    log->critical("cannot create the control socket: {}", describe(control_socket.error()));
+    log->critical("cannot create the control socket: {}", control_socket.error().describe());
     audit->emit("stop", {{"pid", ::getpid()}, {"reason", "control socket"}});
     return kExitOsErr;
   }
@@ -303,7 +299,7 @@ int main(int argc, char** argv) {
   } else if (auto confined = broker::confine(state.policy, *log); !confined) {
     log->critical("cannot confine the broker (drop capabilities, no_new_privs, seccomp): {}; not serving "
                   "(--no-confine skips this, for debugging only)",
-                  describe(confined.error()));
+                  confined.error().describe());
     if (!created_path.empty()) ::unlink(created_path.c_str());
     audit->emit("stop", {{"pid", ::getpid()}, {"reason", "confinement"}});
     return kExitOsErr;
@@ -326,7 +322,7 @@ int main(int argc, char** argv) {
   ::sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", status.c_str(), static_cast<int>(::getpid()));
   // This image holds everything now: the keeper's copies can go.
   if (upgrade_from >= 0 && keeper) {
-    if (auto s = keeper->release(); !s) log->warn("the keeper did not let go: {}", describe(s.error()));
+    if (auto s = keeper->release(); !s) log->warn("the keeper did not let go: {}", s.error().describe());
   }
 
   if (!control_socket->credentials_from_connect) {
@@ -364,14 +360,14 @@ int main(int argc, char** argv) {
   // A control socket systemd keeps serves the next broker: its path stays.
   if (!created_path.empty() && !(fd_store && fd_store->holds("control"))) ::unlink(created_path.c_str());
   audit->emit_suppressed();
-  audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : describe(served.error())}});
+  audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : served.error().describe()}});
   audit->flush();
   if (audit->failing()) {
     log->error("exiting with {} audit line(s) the trail would not take: {}", audit->lines_pending(),
-               describe(*audit->failure()));
+               audit->failure()->describe());
   }
   if (!served) {
-    log->critical("{}", describe(served.error()));
+    log->critical("{}", served.error().describe());
     return kExitOsErr;
   }
   return 0;

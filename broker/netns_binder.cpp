@@ -134,9 +134,7 @@ Result<NamespaceFacts> inspect_network_namespace(int fd, const policy::SocketSpe
   for (const std::string& pattern : allow.paths) {
     auto found = mount_matching(pattern, own.st_dev, static_cast<ino_t>(kind.inode));
     if (!found) {
-      const Error& e = found.error();
-      facts.unsearched.push_back("netns_path " + proto::quoted(pattern) + " was not searched: " + e.message +
-                                 (e.sys_errno != 0 ? std::string(": ") + std::strerror(e.sys_errno) : std::string()));
+      facts.unsearched.push_back("netns_path " + proto::quoted(pattern) + " was not searched: " + found.error().describe());
     } else if (!found->empty()) {
       facts.mounted_at = std::move(*found);
       break;

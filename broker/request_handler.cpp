@@ -26,10 +26,6 @@ proto::PeerView view_of(const policy::PeerIdentity& peer) {
   return proto::PeerView{peer.pid, peer.uid, peer.gid, peer.unit.value_or("")};
 }
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 // The entry's own kernel socket first, then the granted ones, each once (every
 // grant of a shared socket is the entry's own socket), at most kMaxInodesPerEntry.
 std::vector<std::uint64_t> entry_inodes(const TableEntry& entry,
@@ -208,7 +204,7 @@ std::size_t RequestHandler::count_closed_members(const policy::SocketSpec* socke
     auto alive = sockets_on_port(entry->spec);
     if (!alive) {
       // Counted as held, as before: a limit errs on the side of refusing.
-      log_.warn("socket \"{}\": cannot tell which members still exist: {}", entry->spec.name, describe(alive.error()));
+      log_.warn("socket \"{}\": cannot tell which members still exist: {}", entry->spec.name, alive.error().describe());
       continue;
     }
     if (std::size_t n = state_.leases.drop_closed_members(entry->id, *alive); n != 0) {
@@ -229,7 +225,7 @@ Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& fac
     auto bound = open_in_netns(spec, caller.netns_fd);
     if (!bound) {
       const int err = bound.error().sys_errno;
-      std::string why = describe(bound.error());
+      std::string why = bound.error().describe();
       if (err == EADDRINUSE) {
         why = std::string("address in use (a process in that namespace holds it") +
               (spec.reuse_port ? "" : "; the next grant there succeeds once the holder closes it") + ")";
@@ -250,7 +246,7 @@ Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& fac
     if (!member) {
       return deny(Denial{DenialReason::not_serving,
                          "socket " + proto::quoted(spec.name) + ": cannot bind a new reuse_port member on " +
-                             spec.listen.text + ": " + describe(member.error()),
+                             spec.listen.text + ": " + member.error().describe(),
                          false, &spec},
                   {}, peer, std::nullopt);
     }
@@ -263,7 +259,7 @@ Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& fac
     if (plan.lease == GrantPlan::Lease::new_record) {
       auto made = state_.leases.new_record(peer.pid, peer.uid, caller.pidfd);
       if (!made) {
-        return deny(Denial{DenialReason::untrackable, "socket " + proto::quoted(spec.name) + ": " + describe(made.error()),
+        return deny(Denial{DenialReason::untrackable, "socket " + proto::quoted(spec.name) + ": " + made.error().describe(),
                            false, &spec},
                     {}, peer, std::nullopt);
       }
@@ -475,7 +471,7 @@ Response RequestHandler::status(const Caller& caller) {
   if (auto fds = count_open_fds()) {
     out.fds = *fds;
   } else {
-    log_.warn("status: cannot count the broker's descriptors: {}", describe(fds.error()));
+    log_.warn("status: cannot count the broker's descriptors: {}", fds.error().describe());
   }
   out.reloads_ok = m.reloads_ok;
   out.reloads_failed = m.reloads_failed;

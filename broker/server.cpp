@@ -41,10 +41,6 @@ constexpr std::size_t kMaxUntoldPerHolder = 16;
 // refused unread (see serve()); main.cpp's descriptor budget includes it.
 constexpr std::size_t kDisposerHighWater = 4096;
 
-std::string errno_text(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 }  // namespace
 
 Status Server::block_signals() {
@@ -238,7 +234,7 @@ void Server::accept_clients() {
 void Server::admit(UniqueFd connection) {
   auto cred = peer_credentials(connection.get());
   if (!cred) {
-    log_.warn("dropping a connection whose identity cannot be read: {}", errno_text(cred.error()));
+    log_.warn("dropping a connection whose identity cannot be read: {}", cred.error().describe());
     return;
   }
   // Gone already with nothing queued (a probe, a client that gave up in the
@@ -274,7 +270,7 @@ void Server::admit(UniqueFd connection) {
 
   auto peer = read_peer(connection.get(), *cred);
   if (!peer) {
-    log_.warn("dropping a connection whose identity cannot be read: {}", errno_text(peer.error()));
+    log_.warn("dropping a connection whose identity cannot be read: {}", peer.error().describe());
     return;
   }
   auto session = std::make_unique<Session>();
@@ -426,7 +422,7 @@ void Server::follow_policy_generation() {
   executables_readable_ = can_read_callers_executables();
   // Logged, not fatal: the receive path checks and closes whatever arrives.
   if (auto s = accept_descriptors(control_.get(), wanted); !s) {
-    log_.warn("cannot {} descriptors on the control socket: {}", wanted ? "accept" : "refuse", errno_text(s.error()));
+    log_.warn("cannot {} descriptors on the control socket: {}", wanted ? "accept" : "refuse", s.error().describe());
   }
 }
 
@@ -521,8 +517,8 @@ void Server::upgrade() {
   if (audit_.failing()) log_.error("upgrading with the audit trail failing: lines not yet written are lost");
   ::sd_notifyf(0, "RELOADING=1\nSTATUS=upgrading in place");
   const Error failed = upgrader_(control_.get());
-  log_.error("upgrade in place failed, serving on with this image: {}", errno_text(failed));
-  audit_.emit("upgrade_failed", {{"reason", errno_text(failed)}});
+  log_.error("upgrade in place failed, serving on with this image: {}", failed.describe());
+  audit_.emit("upgrade_failed", {{"reason", failed.describe()}});
   ::sd_notify(0, "READY=1\nSTATUS=upgrade in place failed; serving on");
 }
 

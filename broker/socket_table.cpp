@@ -16,10 +16,6 @@
 namespace sockbroker::broker {
 namespace {
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 // Only a stream group's member can wait unlistened: a bound UDP member would
 // get its share of datagrams at once, and a Unix path binds once.
 bool takes_spares(const policy::SocketSpec& spec) {
@@ -84,7 +80,7 @@ TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit,
   }
   auto opened = open_policy_socket(spec, group ? SocketRole::port_holder : SocketRole::serving);
   if (!opened) {
-    entry.error = describe(opened.error());
+    entry.error = opened.error().describe();
     // After confinement a refusal may mean a capability given up at start-up.
     int err = opened.error().sys_errno;
     if (err == EPERM || err == EACCES) entry.error += capability_hint(spec);
@@ -163,7 +159,7 @@ void SocketTable::make_spares(spdlog::logger& log) {
     auto opened = open_policy_socket(entry->spec, SocketRole::port_holder);
     if (!opened) {
       // The next grant makes its member the whole way, and reports the error if it persists.
-      log.debug("socket \"{}\": no spare member: {}", name, describe(opened.error()));
+      log.debug("socket \"{}\": no spare member: {}", name, opened.error().describe());
       continue;
     }
     entry->spare = std::move(opened->fd);
@@ -253,7 +249,7 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
           continue;
         }
         log.warn("socket \"{}\": cannot change {} in place ({}); binding it afresh", name, joined(change.in_place),
-                 describe(changed.error()));
+                 changed.error().describe());
       }
       rebind.insert(name);
       Reached reached = shut_down(entry, leases);

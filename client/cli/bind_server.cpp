@@ -25,10 +25,6 @@
 namespace sockbroker::cli {
 namespace {
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 // The address a program asked for, as a person would write it.
 std::string address_text(const sockaddr_storage& address, socklen_t length) {
   char host[INET6_ADDRSTRLEN] = {};
@@ -242,7 +238,7 @@ BindServer::Answer BindServer::answer_bind(std::uint64_t id, pid_t tid, int pidf
   if (!grant) return {EACCES, "bind of " + asked + " refused: " + grant.error().message};
 
   auto carried = carry_over(socket.get(), grant->fd.get(), defaults_);
-  if (!carried) return {EACCES, "bind of " + asked + " refused: " + describe(carried.error())};
+  if (!carried) return {EACCES, "bind of " + asked + " refused: " + carried.error().describe()};
 
   seccomp_notif_addfd addfd{};
   addfd.id = id;

@@ -94,8 +94,7 @@ int run(const RunOptions& options, const GlobalOptions& global) {
   if (auto s = set_listen_environment(grants, ::getpid()); !s) return report(s.error());
   if (!options.no_lockdown) {
     if (auto s = lockdown(LockdownOptions{options.allow_listen}); !s) {
-      std::cerr << "sockbroker: cannot install the lockdown filter: " << s.error().message
-                << (s.error().sys_errno ? std::string(": ") + std::strerror(s.error().sys_errno) : "") << '\n';
+      std::cerr << "sockbroker: cannot install the lockdown filter: " << s.error().describe() << '\n';
       return kExitBind;
     }
   }

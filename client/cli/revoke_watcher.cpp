@@ -18,10 +18,6 @@ void say(const std::string& line) {
   (void)!::write(STDERR_FILENO, out.data(), out.size());
 }
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 }  // namespace
 
 RevokeWatcher::RevokeWatcher(std::string control) : control_(std::move(control)) { connect(); }
@@ -34,15 +30,15 @@ int RevokeWatcher::timeout_ms() const {
 
 void RevokeWatcher::connect() {
   auto client = Client::connect(control_);
-  if (!client) return lost(describe(client.error()));
+  if (!client) return lost(client.error().describe());
   if (auto watched = client->watch(); !watched) {
     if (watched.error().code == SOCKBROKER_E_PROTOCOL) {
       // An older broker: revocations cannot be heard; the program serves on.
-      say("note: the broker cannot tell of revocations (" + describe(watched.error()) + ")");
+      say("note: the broker cannot tell of revocations (" + watched.error().describe() + ")");
       unsupported_ = true;
       return;
     }
-    return lost(describe(watched.error()));
+    return lost(watched.error().describe());
   }
   if (said_lost_) say("connected to the broker again; revocations are heard");
   client_.emplace(std::move(*client));
@@ -69,7 +65,7 @@ std::vector<RevokeNotice> RevokeWatcher::service() {
   for (;;) {
     auto notice = client_->next_notice();
     if (!notice) {
-      lost(describe(notice.error()));
+      lost(notice.error().describe());
       return out;
     }
     if (!*notice) return out;

@@ -37,10 +37,6 @@ void say(const std::string& line) {
   (void)!::write(STDERR_FILENO, out.data(), out.size());
 }
 
-std::string describe(const Error& e) {
-  return e.sys_errno != 0 ? e.message + ": " + std::strerror(e.sys_errno) : e.message;
-}
-
 int status_to_exit_code(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -100,11 +96,11 @@ UniqueFd receive_descriptor(int channel) {
   // running whose binds could no longer be answered.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || ::getppid() != supervisor) _exit(kExitBind);
   if (auto s = place_descriptors(run.grants); !s) {
-    say(describe(s.error()));
+    say(s.error().describe());
     _exit(kExitBind);
   }
   if (auto s = set_listen_environment(run.grants, ::getpid()); !s) {
-    say(describe(s.error()));
+    say(s.error().describe());
     _exit(kExitBind);
   }
   // The Landlock layer is the supervisor's, inherited: a domain of its own
@@ -118,12 +114,12 @@ UniqueFd receive_descriptor(int channel) {
       say("cannot supervise: this process is already supervised (by another `sockbroker run`, or a container "
           "runtime's seccomp agent); run the inner `sockbroker run` with --no-supervise");
     } else {
-      say("cannot install the lockdown filter: " + describe(listener.error()));
+      say("cannot install the lockdown filter: " + listener.error().describe());
     }
     _exit(kExitBind);
   }
   if (auto s = send_descriptor(channel, listener->get()); !s) {
-    say(describe(s.error()));
+    say(s.error().describe());
     _exit(kExitBind);
   }
   listener->reset();
@@ -248,7 +244,7 @@ int supervise(Supervision run) {
     // the fork: the program's filter must not stack on this one.
     auto filtered = lockdown_layers::apply_supervisor_seccomp();
     if (!filtered) {
-      say("cannot lock the supervisor down: " + describe(filtered.error()) + "; stopping the program");
+      say("cannot lock the supervisor down: " + filtered.error().describe() + "; stopping the program");
       ::kill(program, SIGKILL);
     }
     server.emplace(std::move(listener), run.control, std::move(granted));
@@ -256,7 +252,7 @@ int supervise(Supervision run) {
 
   UniqueFd signals(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signals) {
-    say(describe(errno_error("signalfd")) + "; stopping the program");
+    say(errno_error("signalfd").describe() + "; stopping the program");
     ::kill(program, SIGKILL);
   }
   bool program_running = true;
@@ -302,11 +298,11 @@ int supervise(Supervision run) {
                          {watcher.fd(), POLLIN, 0}};
     if (::poll(watched, 3, watcher.timeout_ms()) < 0) {
       if (errno == EINTR) continue;
-      say(describe(errno_error("poll")));
+      say(errno_error("poll").describe());
       return kExitBind;
     }
     if (server && (watched[1].revents & POLLIN) != 0) {
-      if (auto s = server->serve_one(); !s) say(describe(s.error()));
+      if (auto s = server->serve_one(); !s) say(s.error().describe());
     }
     if (server && (watched[1].revents & (POLLHUP | POLLERR)) != 0 && (watched[1].revents & POLLIN) == 0) {
       // Every process under the filter has exited: no more calls to answer.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <variant>
@@ -50,6 +51,12 @@ struct Error {
   int code = 0;
   int sys_errno = 0;
   std::string message;
+
+  // The line to show: "message: strerror(sys_errno)", or the message alone
+  // when no errno is behind it.
+  [[nodiscard]] std::string describe() const {
+    return sys_errno != 0 ? message + ": " + std::strerror(sys_errno) : message;
+  }
 };
 
 // A value or an Error; the small subset of std::expected that C++20 lacks.
