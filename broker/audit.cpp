@@ -397,7 +397,7 @@ void append_socket_fields(std::string& text, const policy::SocketSpec& spec) {
   text += ",\"local_addr\":";
   append_local_addr(text, spec.listen);
   text += ",\"type\":";
-  append_string(text, proto::to_string(spec.type));
+  append_string(text, to_string(spec.type));
   text += spec.reuse_port ? ",\"reuse_port\":true" : ",\"reuse_port\":false";
 }
 
@@ -491,7 +491,7 @@ nlohmann::ordered_json local_addr_json(const policy::Address& address) {
 nlohmann::ordered_json socket_json(const policy::SocketSpec& spec) {
   return {{"socket", spec.name},
           {"local_addr", local_addr_json(spec.listen)},
-          {"type", proto::to_string(spec.type)},
+          {"type", to_string(spec.type)},
           {"reuse_port", spec.reuse_port}};
 }
 

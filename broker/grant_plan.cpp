@@ -13,7 +13,7 @@ namespace {
 
 using Reason = DenialReason;
 
-std::string socket_named(std::string_view name) { return "socket " + proto::quoted(name); }
+std::string socket_named(std::string_view name) { return "socket " + sockbroker::quoted(name); }
 
 Denial refuse(Reason reason, std::string message, const policy::SocketSpec* socket = nullptr) {
   return Denial{reason, std::move(message), false, socket};
@@ -22,7 +22,7 @@ Denial refuse(Reason reason, std::string message, const policy::SocketSpec* sock
 bool is_v6(const policy::Address& address) { return address.kind == policy::Address::Kind::inet6; }
 
 std::string address_text(const BindAddress& bind) {
-  return bind.address.text + " (" + proto::to_string(bind.type) + ")";
+  return bind.address.text + " (" + to_string(bind.type) + ")";
 }
 
 // The socket a supervised bind names: its address and type, and for IPv6
@@ -57,7 +57,7 @@ std::variant<const policy::SocketSpec*, Denial> socket_at(const BindAddress& bin
   }
   return refuse(Reason::no_socket_for_address,
                 "no socket of the policy listens on " + address_text(bind) +
-                    "; add one (listen = " + proto::quoted(bind.address.text) + ") and allow the program's user");
+                    "; add one (listen = " + sockbroker::quoted(bind.address.text) + ") and allow the program's user");
 }
 
 // Whether the namespace sent is one the socket's netns_owner or netns_path
@@ -82,7 +82,7 @@ std::optional<std::string> netns_refusal(const policy::NetnsAllow& allow, const 
   }
   if (!allow.paths.empty()) {
     std::string paths;
-    for (const auto& path : allow.paths) paths += (paths.empty() ? "" : ", ") + proto::quoted(path);
+    for (const auto& path : allow.paths) paths += (paths.empty() ? "" : ", ") + sockbroker::quoted(path);
     std::string why = "it is mounted at no netns_path (" + paths + ")";
     for (const auto& problem : sent.unsearched) why += "; " + problem;
     reasons.push_back(std::move(why));
@@ -131,7 +131,7 @@ Planned plan_grant(const GrantQuery& query, const CallerFacts& caller, const pol
   }
   const auto decision = policy::decide(policy, peer, name);
   if (decision.outcome == policy::Decision::Outcome::unknown_socket) {
-    return refuse(Reason::unknown_socket, "no socket named " + proto::quoted(name) + " in the policy");
+    return refuse(Reason::unknown_socket, "no socket named " + sockbroker::quoted(name) + " in the policy");
   }
   const policy::SocketSpec& spec = *decision.socket;
   if (decision.outcome == policy::Decision::Outcome::no_rule_matched) {

@@ -68,7 +68,7 @@ struct Denial {
 // A supervised program's bind(2), as the supervisor read it from the program.
 struct BindAddress {
   policy::Address address;
-  proto::SocketType type = proto::SocketType::stream;
+  SocketType type = SocketType::stream;
   bool v6only = true;  // IPV6_V6ONLY of the program's socket (IPv6 only)
 };
 

@@ -31,11 +31,11 @@ int socket_int(int fd, int level, int name) {
   return ::getsockopt(fd, level, name, &value, &length) == 0 ? value : -1;
 }
 
-int kernel_type(proto::SocketType type) {
+int kernel_type(SocketType type) {
   switch (type) {
-    case proto::SocketType::stream: return SOCK_STREAM;
-    case proto::SocketType::datagram: return SOCK_DGRAM;
-    case proto::SocketType::seqpacket: return SOCK_SEQPACKET;
+    case SocketType::stream: return SOCK_STREAM;
+    case SocketType::datagram: return SOCK_DGRAM;
+    case SocketType::seqpacket: return SOCK_SEQPACKET;
   }
   return -1;
 }
@@ -61,7 +61,7 @@ std::optional<std::string> mismatch(int fd, const policy::SocketSpec& spec, bool
       return "another path";
     }
   } else {
-    proto::SocketAddress address;
+    SocketAddress address;
     address.family = static_cast<std::uint16_t>(own.ss_family);
     if (own.ss_family == AF_INET) {
       const auto& sin = reinterpret_cast<const sockaddr_in&>(own);
@@ -81,7 +81,7 @@ std::optional<std::string> mismatch(int fd, const policy::SocketSpec& spec, bool
       return "another v6only";
     }
   }
-  if (spec.type != proto::SocketType::datagram) {
+  if (spec.type != SocketType::datagram) {
     const bool listening = socket_int(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1;
     const bool should = member || !spec.reuse_port;
     if (listening != should) return should ? "not listening" : "listening";
@@ -240,13 +240,13 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     }
     // What may have changed in the policy meanwhile and a live socket takes.
     std::vector<std::string> notes;
-    if (auto s = change_in_place(fd.get(), *spec, spec->type != proto::SocketType::datagram && !spec->reuse_port, notes);
+    if (auto s = change_in_place(fd.get(), *spec, spec->type != SocketType::datagram && !spec->reuse_port, notes);
         !s) {
       log.warn("handed-over socket \"{}\": {}", spec->name, s.error().describe());
     }
     if (entry.path_file) (void)set_path_owner_and_mode(*spec, *entry.path_file);
     entry.socket = std::make_shared<const UniqueFd>(std::move(fd));
-    log.info("socket \"{}\": adopted {} ({})", spec->name, spec->listen.text, proto::to_string(spec->type));
+    log.info("socket \"{}\": adopted {} ({})", spec->name, spec->listen.text, to_string(spec->type));
     auto fields = socket_json(*spec);
     fields["adopted"] = true;
     audit.emit("bind", std::move(fields));

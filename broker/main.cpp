@@ -22,9 +22,9 @@
 #include <map>
 #include <optional>
 
-#include <sockbroker/client.hpp>
 
 #include "audit.hpp"
+#include "control_path.hpp"
 #include "confinement.hpp"
 #include "control_socket.hpp"
 #include "descriptor_disposer.hpp"
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
       "binary from disk, keeping its pid, sockets and leases); audit events are JSON lines.",
       "sockbrokerd"};
   std::vector<std::string> policy_paths;
-  std::string control = kDefaultControlPath;
+  std::string control = kDefaultControlSocket;
   std::string audit_destination;
   std::string log_level = "info";
   unsigned audit_flush_ms = 10;

@@ -41,7 +41,7 @@ int on_message(const nlmsghdr* header, void* data) {
 // One dump. EINTR: the kernel flagged it inconsistent (NLM_F_DUMP_INTR: the
 // socket tables changed under it), and a member may be missing from it.
 Result<std::unordered_set<std::uint64_t>> dump_once(const policy::SocketSpec& spec) {
-  const bool stream = spec.type == proto::SocketType::stream;
+  const bool stream = spec.type == SocketType::stream;
   Census census{spec.listen.family(), htons(spec.listen.port()), {}};
 
   std::unique_ptr<mnl_socket, MnlClose> netlink(::mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC));

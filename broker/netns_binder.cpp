@@ -134,7 +134,7 @@ Result<NamespaceFacts> inspect_network_namespace(int fd, const policy::SocketSpe
   for (const std::string& pattern : allow.paths) {
     auto found = mount_matching(pattern, own.st_dev, static_cast<ino_t>(kind.inode));
     if (!found) {
-      facts.unsearched.push_back("netns_path " + proto::quoted(pattern) + " was not searched: " + found.error().describe());
+      facts.unsearched.push_back("netns_path " + sockbroker::quoted(pattern) + " was not searched: " + found.error().describe());
     } else if (!found->empty()) {
       facts.mounted_at = std::move(*found);
       break;

@@ -52,7 +52,7 @@ std::vector<std::uint64_t> entry_inodes(const TableEntry& entry,
 // command line adds the names on the caller's side (cli/exit_codes.cpp).
 std::string describe_peer(const policy::PeerIdentity& peer) {
   return "uid " + std::to_string(peer.uid) + ", gid " + std::to_string(peer.gid) +
-         ", unit " + (peer.unit ? proto::quoted(*peer.unit) : std::string("none"));
+         ", unit " + (peer.unit ? sockbroker::quoted(*peer.unit) : std::string("none"));
 }
 
 Response RequestHandler::handle(const proto::Request& request, const Caller& caller) {
@@ -173,7 +173,7 @@ std::optional<Denial> RequestHandler::refuse_unless_audited(const GrantPlan& pla
   if (!audit_.failing()) return std::nullopt;
   const Error& error = *audit_.failure();
   return Denial{DenialReason::audit_unavailable,
-                "socket " + proto::quoted(plan.spec->name) + ": the broker cannot write its audit trail (" +
+                "socket " + sockbroker::quoted(plan.spec->name) + ": the broker cannot write its audit trail (" +
                     std::strerror(error.sys_errno) +
                     ") and grants nothing it cannot record (audit_failure = \"deny\"); try again later",
                 false, plan.spec};
@@ -233,7 +233,7 @@ Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& fac
         why += capability_hint(spec);
       }
       return deny(Denial{DenialReason::not_serving,
-                         "socket " + proto::quoted(spec.name) + ": cannot bind " + spec.listen.text +
+                         "socket " + sockbroker::quoted(spec.name) + ": cannot bind " + spec.listen.text +
                              " in network namespace net:[" + std::to_string(*plan.netns) + "]: " + why,
                          false, &spec},
                   {}, peer, plan.netns);
@@ -245,7 +245,7 @@ Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& fac
     auto member = state_.table.new_member(entry);
     if (!member) {
       return deny(Denial{DenialReason::not_serving,
-                         "socket " + proto::quoted(spec.name) + ": cannot bind a new reuse_port member on " +
+                         "socket " + sockbroker::quoted(spec.name) + ": cannot bind a new reuse_port member on " +
                              spec.listen.text + ": " + member.error().describe(),
                          false, &spec},
                   {}, peer, std::nullopt);
@@ -259,7 +259,7 @@ Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& fac
     if (plan.lease == GrantPlan::Lease::new_record) {
       auto made = state_.leases.new_record(peer.pid, peer.uid, caller.pidfd);
       if (!made) {
-        return deny(Denial{DenialReason::untrackable, "socket " + proto::quoted(spec.name) + ": " + made.error().describe(),
+        return deny(Denial{DenialReason::untrackable, "socket " + sockbroker::quoted(spec.name) + ": " + made.error().describe(),
                            false, &spec},
                     {}, peer, std::nullopt);
       }
@@ -311,14 +311,14 @@ Response RequestHandler::deny(Denial denial, const GrantQuery& query, const poli
   if (netns) fields["netns"] = *netns;
   if (denial.socket != nullptr) {
     fields["local_addr"] = local_addr_json(denial.socket->listen);
-    fields["type"] = proto::to_string(denial.socket->type);
+    fields["type"] = to_string(denial.socket->type);
   } else if (query.address) {
     // A supervised bind nothing in the policy serves: the address the program asked for.
     fields["local_addr"] = local_addr_json(query.address->address);
-    fields["type"] = proto::to_string(query.address->type);
+    fields["type"] = to_string(query.address->type);
   } else if (const auto* spec = state_.policy.find(socket)) {
     fields["local_addr"] = local_addr_json(spec->listen);
-    fields["type"] = proto::to_string(spec->type);
+    fields["type"] = to_string(spec->type);
   }
   audit_.emit("deny", std::move(fields));
   log_.info("deny {}: {}", describe_peer(peer), denial.message);
@@ -427,7 +427,7 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
   if (!shut) {
     GrantQuery named;
     named.name = request.name;
-    return deny(Denial{DenialReason::unknown_socket, "no socket named " + proto::quoted(request.name) + " in the policy"},
+    return deny(Denial{DenialReason::unknown_socket, "no socket named " + sockbroker::quoted(request.name) + " in the policy"},
                 named, caller.identity, std::nullopt);
   }
   const TableEntry* entry = state_.table.find(request.name);
@@ -440,7 +440,7 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
   if (!entry->serving()) fields["error"] = entry->error;
   audit_.emit("revoke", std::move(fields));
   std::string reached = describe_reached(*shut);
-  std::string message = "socket " + proto::quoted(request.name) + " revoked" +
+  std::string message = "socket " + sockbroker::quoted(request.name) + " revoked" +
                         (reached.empty() ? ": no live grants" : reached) + "; " +
                         (entry->serving() ? "bound afresh for future grants"
                                           : "could not bind it again: " + entry->error);

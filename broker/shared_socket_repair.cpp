@@ -24,7 +24,7 @@ Damage from_poll(short revents, const policy::SocketSpec& spec) noexcept {
   // A TCP listener shut down for reading is closed (POLLHUP); a Unix one
   // stays "listening" with its reading side shut (POLLRDHUP), as does a
   // datagram socket.
-  return spec.type != proto::SocketType::datagram && !spec.listen.is_unix() ? Damage::not_listening
+  return spec.type != SocketType::datagram && !spec.listen.is_unix() ? Damage::not_listening
                                                                            : Damage::reading_shut;
 }
 
@@ -69,7 +69,7 @@ Damage inspect_shared_socket(int fd, const policy::SocketSpec& spec) noexcept {
   pollfd probe{fd, POLLRDHUP, 0};
   if (::poll(&probe, 1, 0) < 0) return Damage::none;
   if (Damage found = from_poll(probe.revents, spec); found != Damage::none) return found;
-  if (spec.type == proto::SocketType::datagram && connected(fd)) return Damage::connected;
+  if (spec.type == SocketType::datagram && connected(fd)) return Damage::connected;
   return Damage::none;
 }
 
@@ -150,7 +150,7 @@ void check_shared_sockets(BrokerState& state, std::chrono::steady_clock::time_po
   for (std::size_t i = 0; i < probes.size(); ++i) {
     const policy::SocketSpec& spec = of[i]->spec;
     Damage damage = from_poll(probes[i].revents, spec);
-    if (damage == Damage::none && spec.type == proto::SocketType::datagram && connected(probes[i].fd)) {
+    if (damage == Damage::none && spec.type == SocketType::datagram && connected(probes[i].fd)) {
       damage = Damage::connected;
     }
     if (damage != Damage::none) found.emplace_back(spec.name, damage);

@@ -15,11 +15,11 @@
 namespace sockbroker::broker {
 namespace {
 
-int socket_type(proto::SocketType type) {
+int socket_type(SocketType type) {
   switch (type) {
-    case proto::SocketType::stream: return SOCK_STREAM;
-    case proto::SocketType::datagram: return SOCK_DGRAM;
-    case proto::SocketType::seqpacket: return SOCK_SEQPACKET;
+    case SocketType::stream: return SOCK_STREAM;
+    case SocketType::datagram: return SOCK_DGRAM;
+    case SocketType::seqpacket: return SOCK_SEQPACKET;
   }
   return SOCK_STREAM;
 }
@@ -56,12 +56,12 @@ Status set_buffer(int fd, int option, int requested, const char* name, std::vect
 // shared socket (the policy no longer says reuse_port) bind the port before
 // they expire (ReusePort.ItsTimeWait... test).
 Status set_reuse_addr(int fd, const policy::SocketSpec& spec) {
-  if (spec.listen.is_unix() || spec.type != proto::SocketType::stream) return Ok{};
+  if (spec.listen.is_unix() || spec.type != SocketType::stream) return Ok{};
   return set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
 }
 
 Status listen_unless_datagram(int fd, const policy::SocketSpec& spec) {
-  if (spec.type != proto::SocketType::datagram && ::listen(fd, spec.backlog) != 0) return errno_error("listen");
+  if (spec.type != SocketType::datagram && ::listen(fd, spec.backlog) != 0) return errno_error("listen");
   return Ok{};
 }
 
@@ -133,7 +133,7 @@ Status change_in_place(int fd, const policy::SocketSpec& next, bool listening, s
   if (next.send_buffer) {
     if (auto s = set_buffer(fd, SO_SNDBUF, *next.send_buffer, "send_buffer", notes); !s) return s;
   }
-  if (!next.listen.is_unix() && next.type == proto::SocketType::stream) {
+  if (!next.listen.is_unix() && next.type == SocketType::stream) {
     if (auto s = set_int(fd, IPPROTO_TCP, TCP_FASTOPEN, next.fast_open, "TCP_FASTOPEN"); !s) return s;
   }
   return Ok{};

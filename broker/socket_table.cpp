@@ -19,7 +19,7 @@ namespace {
 // Only a stream group's member can wait unlistened: a bound UDP member would
 // get its share of datagrams at once, and a Unix path binds once.
 bool takes_spares(const policy::SocketSpec& spec) {
-  return spec.reuse_port && spec.type == proto::SocketType::stream && !spec.listen.is_unix() &&
+  return spec.reuse_port && spec.type == SocketType::stream && !spec.listen.is_unix() &&
          spec.netns != policy::NetnsMode::request;
 }
 
@@ -69,10 +69,10 @@ TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit,
     // holding one here would bind it in the broker's namespace, where it does
     // not belong, and pin nothing useful.
     log.info("socket \"{}\": {} ({}) is bound per grant, in the network namespace each request sends",
-             spec.name, spec.listen.text, proto::to_string(spec.type));
+             spec.name, spec.listen.text, to_string(spec.type));
     return entry;
   }
-  if (group && spec.type == proto::SocketType::datagram) {
+  if (group && spec.type == SocketType::datagram) {
     // Members are made per grant; there is nothing to hold meanwhile.
     log.info("socket \"{}\": reuse_port datagram group on {}; members are bound per grant", spec.name, spec.listen.text);
     audit.emit("bind", std::move(fields));
@@ -99,7 +99,7 @@ TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit,
   entry.path_file = opened->path_file;
   for (const auto& note : opened->notes) log.warn("socket \"{}\": {}", spec.name, note);
   entry.socket = std::make_shared<const UniqueFd>(std::move(opened->fd));
-  log.info("socket \"{}\": bound {} ({}{}){}", spec.name, spec.listen.text, proto::to_string(spec.type),
+  log.info("socket \"{}\": bound {} ({}{}){}", spec.name, spec.listen.text, to_string(spec.type),
            group ? ", reuse_port group" : "", attempt > 1 ? " on attempt " + std::to_string(attempt) : "");
   if (attempt > 1) fields["attempts"] = attempt;
   audit.emit("bind", std::move(fields));
@@ -195,7 +195,7 @@ Status SocketTable::change_live(TableEntry& entry, const policy::SocketSpec& nex
   std::vector<std::string> notes;
   // The broker's own socket: listening unless it is a reuse_port group's
   // port holder or a datagram socket.
-  const bool stream = next.type != proto::SocketType::datagram;
+  const bool stream = next.type != SocketType::datagram;
   if (entry.socket) {
     if (auto s = change_in_place(entry.socket->get(), next, stream && !next.reuse_port, notes); !s) return s;
   }

@@ -29,9 +29,9 @@ Error invalid(std::string message) { return Error{SOCKBROKER_E_INVALID, 0, std::
 Result<std::uint16_t> parse_port(std::string_view text) {
   if (text.empty()) return invalid("missing port after ':'");
   for (char c : text) {
-    if (c < '0' || c > '9') return invalid("port " + proto::quoted(text) + " is not a decimal number");
+    if (c < '0' || c > '9') return invalid("port " + sockbroker::quoted(text) + " is not a decimal number");
   }
-  if (text.size() > 1 && text.front() == '0') return invalid("port " + proto::quoted(text) + " has a leading zero");
+  if (text.size() > 1 && text.front() == '0') return invalid("port " + sockbroker::quoted(text) + " has a leading zero");
   // More than five digits is out of range whatever they are; checking the
   // length first keeps the arithmetic below from overflowing.
   unsigned long value = 0;
@@ -118,14 +118,14 @@ Result<Address> parse_inet6(std::string_view text) {
   sin6->sin6_family = AF_INET6;
   std::string host_z(host);  // inet_pton wants a NUL-terminated string
   if (::inet_pton(AF_INET6, host_z.c_str(), &sin6->sin6_addr) != 1) {
-    return invalid(proto::quoted(host) + " is not an IPv6 address");
+    return invalid(sockbroker::quoted(host) + " is not an IPv6 address");
   }
   if (has_scope) {
     if (scope.empty()) return invalid("empty interface name after '%'");
-    if (scope.size() >= IF_NAMESIZE) return invalid("unknown interface " + proto::quoted(scope) + " in the scope");
+    if (scope.size() >= IF_NAMESIZE) return invalid("unknown interface " + sockbroker::quoted(scope) + " in the scope");
     std::string scope_z(scope);
     unsigned index = ::if_nametoindex(scope_z.c_str());
-    if (index == 0) return invalid("unknown interface " + proto::quoted(scope) + " in the scope");
+    if (index == 0) return invalid("unknown interface " + sockbroker::quoted(scope) + " in the scope");
     sin6->sin6_scope_id = index;
   }
   auto port = parse_port(rest.substr(1));
@@ -155,7 +155,7 @@ Result<Address> parse_inet4(std::string_view text) {
   // inet_pton (unlike inet_aton) takes only the four-part dotted decimal form,
   // so "127.1" or "0x7f.0.0.1" cannot slip through meaning something else.
   if (::inet_pton(AF_INET, host_z.c_str(), &sin->sin_addr) != 1) {
-    return invalid(proto::quoted(host) + " is not an IPv4 address (names are not resolved; write the address)");
+    return invalid(sockbroker::quoted(host) + " is not an IPv4 address (names are not resolved; write the address)");
   }
   auto port = parse_port(text.substr(colon + 1));
   if (!port) return std::move(port).error();
@@ -208,7 +208,7 @@ bool Address::is_wildcard() const noexcept {
   return false;
 }
 
-Result<Address> address_of(const proto::SocketAddress& in) {
+Result<Address> address_of(const SocketAddress& in) {
   Address address;
   char host[INET6_ADDRSTRLEN] = {};
   switch (in.family) {

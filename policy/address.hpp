@@ -5,7 +5,7 @@
 
 #include <sockbroker/fd.hpp>
 
-#include "messages.hpp"
+#include "socket_type.hpp"
 
 #include <cstdint>
 #include <string>
@@ -37,6 +37,6 @@ struct Address {
 // ("0.0.0.0:80", "[::]:80", "[fe80::1%2]:80", "/run/x.sock", "@name"), for
 // comparing with the policy's (same_address) and for messages. A Unix path
 // must be written as the policy would (absolute, plain).
-[[nodiscard]] Result<Address> address_of(const proto::SocketAddress& address);
+[[nodiscard]] Result<Address> address_of(const SocketAddress& address);
 
 }  // namespace sockbroker::policy

@@ -19,7 +19,7 @@
 #include <string_view>
 
 #include "accounts.hpp"
-#include "codec.hpp"
+#include "socket_name.hpp"
 #include "sort_records.hpp"
 
 namespace sockbroker::policy::detail {
@@ -108,7 +108,7 @@ std::string did_you_mean(std::string_view key, std::span<const std::string_view>
   }
   // Two edits catch transpositions and a dropped letter; more suggests
   // unrelated words ("port" for "user").
-  if (best_distance <= 2 && best_distance < key.size()) return " (did you mean " + quoted(best) + "?)";
+  if (best_distance <= 2 && best_distance < key.size()) return " (did you mean " + sockbroker::quoted(best) + "?)";
   return {};
 }
 
@@ -120,11 +120,11 @@ bool bare_key(std::string_view name) {
 
 // How the operator would write the table header, for "in [socket.web]".
 std::string socket_header(std::string_view name) {
-  return "[socket." + (bare_key(name) ? std::string(name) : quoted(name)) + "]";
+  return "[socket." + (bare_key(name) ? std::string(name) : sockbroker::quoted(name)) + "]";
 }
 
 std::string rule_header(std::string_view name) {
-  return "[[socket." + (bare_key(name) ? std::string(name) : quoted(name)) + ".allow]]";
+  return "[[socket." + (bare_key(name) ? std::string(name) : sockbroker::quoted(name)) + ".allow]]";
 }
 
 bool all_digits(std::string_view text) {
@@ -218,7 +218,7 @@ class DocumentReader {
 
   void unknown_key(const toml::key& key, const std::string& where, std::span<const std::string_view> known) {
     reporter_.error(at(key.source()),
-                    "unknown key " + quoted(key.str()) + " " + where + did_you_mean(key.str(), known));
+                    "unknown key " + sockbroker::quoted(key.str()) + " " + where + did_you_mean(key.str(), known));
   }
 
   void wrong_type(std::string_view key, const toml::node& node, const char* expected) {
@@ -263,7 +263,7 @@ class DocumentReader {
   // looked up as "root" and "127.0.0.1\u0000x:80" bound as 127.0.0.1.
   bool no_nul(std::string_view key, const toml::node& node, const std::string& text) {
     if (text.find('\0') == std::string::npos) return true;
-    reporter_.error(at(node.source()), std::string(key) + " " + quoted(text) + " contains a NUL byte");
+    reporter_.error(at(node.source()), std::string(key) + " " + sockbroker::quoted(text) + " contains a NUL byte");
     return false;
   }
 
@@ -295,7 +295,7 @@ class DocumentReader {
     }
     if (*found) return **found;
     if (all_digits(name) && name.size() <= 10 && std::stoll(name) <= kMaxId) return static_cast<Id>(std::stoll(name));
-    reporter_.error(at(node.source()), std::string("unknown ") + what + " " + quoted(name));
+    reporter_.error(at(node.source()), std::string("unknown ") + what + " " + sockbroker::quoted(name));
     return std::nullopt;
   }
 
@@ -319,7 +319,7 @@ class DocumentReader {
     const std::string& text = value->get();
     if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '7'; })) {
       reporter_.error(at(node.source()),
-                      std::string(key) + " " + quoted(text) + " is not an octal mode such as \"0660\"");
+                      std::string(key) + " " + sockbroker::quoted(text) + " is not an octal mode such as \"0660\"");
       return std::nullopt;
     }
     unsigned long v = 0;
@@ -328,7 +328,7 @@ class DocumentReader {
       if (v > 07777) break;  // already too big; stop before it can overflow
     }
     if (v > 0777) {
-      reporter_.error(at(node.source()), std::string(key) + " " + quoted(text) +
+      reporter_.error(at(node.source()), std::string(key) + " " + sockbroker::quoted(text) +
                                              " is above \"0777\" (setuid, setgid and sticky bits are not allowed)");
       return std::nullopt;
     }
@@ -364,7 +364,7 @@ class DocumentReader {
             broker.audit_failure = AuditFailure::keep_granting;
           } else {
             reporter_.error(at(value.source()),
-                            "unknown audit_failure " + quoted(*text) + " (expected \"deny\" or \"continue\")");
+                            "unknown audit_failure " + sockbroker::quoted(*text) + " (expected \"deny\" or \"continue\")");
           }
         }
       } else if (name == "audit_rate_per_uid") {
@@ -393,13 +393,13 @@ class DocumentReader {
 
   std::optional<ParsedSocket> read_socket(const toml::key& key, const toml::node& node) {
     const std::string name(key.str());
-    if (!proto::valid_socket_name(name)) {
-      reporter_.error(at(key.source()), "invalid socket name " + quoted(name) + ": names are 1.." +
-                                            std::to_string(proto::kMaxNameLength) + " characters of [A-Za-z0-9_.-]");
+    if (!valid_socket_name(name)) {
+      reporter_.error(at(key.source()), "invalid socket name " + sockbroker::quoted(name) + ": names are 1.." +
+                                            std::to_string(kMaxNameLength) + " characters of [A-Za-z0-9_.-]");
     }
     const auto* table = node.as_table();
     if (table == nullptr) {
-      reporter_.error(at(node.source()), "socket " + quoted(name) + " must be a table (" + socket_header(name) +
+      reporter_.error(at(node.source()), "socket " + sockbroker::quoted(name) + " must be a table (" + socket_header(name) +
                                              "), not " + type_name(node));
       return std::nullopt;
     }
@@ -427,19 +427,19 @@ class DocumentReader {
             parsed.usable = true;
           } else {
             reporter_.error(at(value.source()),
-                            "invalid listen address " + quoted(*text) + ": " + address.error().message);
+                            "invalid listen address " + sockbroker::quoted(*text) + ": " + address.error().message);
           }
         }
       } else if (field == "type") {
         if (const std::string* text = string(field, value)) {
           if (*text == "stream") {
-            spec.type = proto::SocketType::stream;
+            spec.type = SocketType::stream;
           } else if (*text == "datagram") {
-            spec.type = proto::SocketType::datagram;
+            spec.type = SocketType::datagram;
           } else if (*text == "seqpacket") {
-            spec.type = proto::SocketType::seqpacket;
+            spec.type = SocketType::seqpacket;
           } else {
-            reporter_.error(at(value.source()), "unknown socket type " + quoted(*text) +
+            reporter_.error(at(value.source()), "unknown socket type " + sockbroker::quoted(*text) +
                                                     " (expected \"stream\", \"datagram\" or \"seqpacket\")");
           }
         }
@@ -454,7 +454,7 @@ class DocumentReader {
           if (valid_interface_name(*text)) {
             spec.bind_to_device = *text;
           } else {
-            reporter_.error(at(value.source()), "bind_to_device " + quoted(*text) +
+            reporter_.error(at(value.source()), "bind_to_device " + sockbroker::quoted(*text) +
                                                     " is not an interface name (1..15 bytes, no \"/\", \":\" "
                                                     "or whitespace)");
           }
@@ -487,7 +487,7 @@ class DocumentReader {
             spec.netns = NetnsMode::request;
           } else {
             reporter_.error(at(value.source()),
-                            "unknown netns " + quoted(*text) + " (expected \"broker\" or \"request\")");
+                            "unknown netns " + sockbroker::quoted(*text) + " (expected \"broker\" or \"request\")");
           }
         }
       } else if (field == "netns_owner") {
@@ -500,7 +500,7 @@ class DocumentReader {
     }
 
     if (seen.find(socket_key("listen")) == nullptr) {
-      reporter_.error(spec.where, "socket " + quoted(name) + " has no listen address (listen = \"...\")");
+      reporter_.error(spec.where, "socket " + sockbroker::quoted(name) + " has no listen address (listen = \"...\")");
     }
     if (parsed.usable) check_address_fit(parsed, seen);
     check_options(spec, seen);
@@ -543,7 +543,7 @@ class DocumentReader {
       if (text == nullptr) continue;
       const std::string& path = *text;
       const auto bad = [&](const std::string& why) {
-        reporter_.error(at(element->source()), "netns_path " + quoted(path) + " " + why);
+        reporter_.error(at(element->source()), "netns_path " + sockbroker::quoted(path) + " " + why);
       };
       if (path.empty() || path.front() != '/') {
         bad("must be an absolute path such as \"/run/netns/ctr-*\"");
@@ -606,7 +606,7 @@ class DocumentReader {
     const SocketSpec& spec = parsed.spec;
     const Address& address = spec.listen;
     // Quoted only for a message: most sockets have none to make.
-    const auto listen = [&] { return quoted(address.text); };
+    const auto listen = [&] { return sockbroker::quoted(address.text); };
 
     if (address.kind == Address::Kind::unix_abstract && !spec.allow_abstract) {
       // Abstract names have no file permissions: any process in the network
@@ -639,7 +639,7 @@ class DocumentReader {
       }
     }
     if (const auto* it = seen.find(socket_key("fast_open")); it != nullptr && spec.fast_open > 0) {
-      if (address.is_unix() || spec.type != proto::SocketType::stream) {
+      if (address.is_unix() || spec.type != SocketType::stream) {
         reporter_.error(at(it->key), "fast_open applies only to TCP (type = \"stream\" on an IP address)");
       }
     }
@@ -663,7 +663,7 @@ class DocumentReader {
 
   // Settings that are valid but weaken the socket or will not do what they say.
   void check_options(const SocketSpec& spec, const SeenKeys& seen) {
-    if (const auto* it = seen.find(socket_key("backlog")); it != nullptr && spec.type == proto::SocketType::datagram) {
+    if (const auto* it = seen.find(socket_key("backlog")); it != nullptr && spec.type == SocketType::datagram) {
       reporter_.warning(at(it->key), "backlog is ignored for datagram sockets");
     }
     if (const auto* it = seen.find(socket_key("max_grants")); it != nullptr && spec.max_grants != 0 &&
@@ -730,11 +730,11 @@ class DocumentReader {
       } else if (field == "unit") {
         if (const std::string* text = string(field, value)) {
           if (!has_unit_suffix(*text)) {
-            reporter_.error(at(value.source()), "unit " + quoted(*text) +
+            reporter_.error(at(value.source()), "unit " + sockbroker::quoted(*text) +
                                                     " is not a systemd unit name (it needs a suffix such as "
                                                     "\".service\" or \".scope\")");
           } else if (!valid_unit_chars(*text) || text->size() > 255) {
-            reporter_.error(at(value.source()), "unit " + quoted(*text) + " is not a valid systemd unit name");
+            reporter_.error(at(value.source()), "unit " + sockbroker::quoted(*text) + " is not a valid systemd unit name");
           } else {
             rule.unit = *text;
           }
@@ -742,9 +742,9 @@ class DocumentReader {
       } else if (field == "executable") {
         if (const std::string* text = string(field, value)) {
           if (text->empty() || text->front() != '/') {
-            reporter_.error(at(value.source()), "executable " + quoted(*text) + " must be an absolute path");
+            reporter_.error(at(value.source()), "executable " + sockbroker::quoted(*text) + " must be an absolute path");
           } else if (text->back() == '/' || text->find('\0') != std::string::npos || text->size() >= PATH_MAX) {
-            reporter_.error(at(value.source()), "executable " + quoted(*text) + " is not a file path");
+            reporter_.error(at(value.source()), "executable " + sockbroker::quoted(*text) + " is not a file path");
           } else {
             rule.executable = *text;
           }
@@ -753,7 +753,7 @@ class DocumentReader {
         if (const std::string* text = string(field, value)) {
           if (text->empty() || text->front() != '/') {
             reporter_.error(at(value.source()),
-                            "cgroup " + quoted(*text) + " must be an absolute cgroup path such as \"/system.slice\"");
+                            "cgroup " + sockbroker::quoted(*text) + " must be an absolute cgroup path such as \"/system.slice\"");
           } else {
             // "/system.slice/" means the same subtree as "/system.slice"; the
             // matcher works on the form without the trailing slash.
@@ -779,7 +779,7 @@ class DocumentReader {
 void Reporter::error(SourcePos where, std::string message) {
   ++errors_;
   // The one place every message passes: whatever it quotes, it stays one line.
-  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::error, std::move(where), proto::printable(message)});
+  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::error, std::move(where), printable(message)});
 }
 
 void Reporter::warning(SourcePos where, std::string message) {
@@ -787,7 +787,7 @@ void Reporter::warning(SourcePos where, std::string message) {
     error(std::move(where), std::move(message));
     return;
   }
-  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::warning, std::move(where), proto::printable(message)});
+  diagnostics_.push_back(Diagnostic{Diagnostic::Severity::warning, std::move(where), printable(message)});
 }
 
 std::vector<Diagnostic> Reporter::take_sorted(const std::vector<std::string>& file_order) {

@@ -62,9 +62,6 @@ struct ParsedDocument {
 [[nodiscard]] ParsedDocument read_document(const toml::table& root, const std::string& file, const HostLimits& limits,
                                            Reporter& reporter);
 
-// User text for a message: quoted, escaped and cut when very long.
-using proto::quoted;
-
 // "FILE:LINE:COL", for messages that point at another place.
 [[nodiscard]] std::string to_string(const SourcePos& where);
 

@@ -403,7 +403,7 @@ class SyntaxExplainer {
   // The character toml++ stopped on, for "unexpected X".
   [[nodiscard]] std::string found() const {
     if (at_line_end()) return "the end of the line";
-    return detail::quoted(line_.substr(at_, code_point_at(line_, at_).second));
+    return sockbroker::quoted(line_.substr(at_, code_point_at(line_, at_).second));
   }
 
   // "FILE:LINE:COL" of byte `offset` of the text.
@@ -433,11 +433,11 @@ class SyntaxExplainer {
     }
     const Assignment a = assignment(line_);
     if (is_header(line_) || a.key.empty() || at_ < a.value_at) {
-      return here(detail::quoted(written) + " (" + name +
+      return here(sockbroker::quoted(written) + " (" + name +
                   ") cannot be part of a key or a name: keys and socket names are written in ASCII letters, digits, "
                   "\"_\" and \"-\"");
     }
-    return here(shown(a.key) + " = " + shown(a.value) + ": " + detail::quoted(written) + " (" + name +
+    return here(shown(a.key) + " = " + shown(a.value) + ": " + sockbroker::quoted(written) + " (" + name +
                 ") is not ASCII; numbers, true and false are plain ASCII, and text goes between quotes");
   }
 
@@ -786,7 +786,7 @@ class Loader {
       const detail::ParsedSocket& current = sockets_[i];
       auto [named, inserted] = by_name.emplace(current.spec.name, i);
       if (!inserted) {
-        reporter_.error(current.spec.where, "socket " + detail::quoted(current.spec.name) + " is already defined at " +
+        reporter_.error(current.spec.where, "socket " + sockbroker::quoted(current.spec.name) + " is already defined at " +
                                                 detail::to_string(sockets_[named->second].spec.where));
         continue;  // one message per mistake: its conflicts would repeat this one
       }
@@ -799,8 +799,8 @@ class Loader {
       for (std::size_t j : group) {
         const detail::ParsedSocket& other = sockets_[j];
         if (!detail::bindings_conflict(other.spec, current.spec)) continue;
-        std::string message = "listen " + detail::quoted(current.spec.listen.text) + " conflicts with socket " +
-                              detail::quoted(other.spec.name) + " (" + detail::quoted(other.spec.listen.text) + " at " +
+        std::string message = "listen " + sockbroker::quoted(current.spec.listen.text) + " conflicts with socket " +
+                              sockbroker::quoted(other.spec.name) + " (" + sockbroker::quoted(other.spec.listen.text) + " at " +
                               detail::to_string(other.listen_pos) + ")";
         if (!current.spec.listen.is_unix()) message += "; sockets can share a port only if both set reuse_port = true";
         reporter_.error(current.listen_pos, std::move(message));

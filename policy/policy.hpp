@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "address.hpp"
-#include "messages.hpp"
+#include "socket_type.hpp"
 
 namespace sockbroker::policy {
 
@@ -65,7 +65,7 @@ struct NetnsAllow {
 struct SocketSpec {
   std::string name;
   Address listen;
-  proto::SocketType type = proto::SocketType::stream;
+  SocketType type = SocketType::stream;
   bool reuse_port = false;
   std::uint32_t max_grants = 0;  // 0 = unlimited
   int backlog = 511;

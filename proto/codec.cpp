@@ -282,15 +282,6 @@ Result<SocketAddress> address_from_wire(wire::AcquireAddress::Reader in) {
 
 }  // namespace
 
-const char* to_string(SocketType type) noexcept {
-  switch (type) {
-    case SocketType::stream: return "stream";
-    case SocketType::datagram: return "datagram";
-    case SocketType::seqpacket: return "seqpacket";
-  }
-  return "?";
-}
-
 const char* to_string(ErrorCode code) noexcept {
   switch (code) {
     case ErrorCode::unknown_socket: return "unknown_socket";
@@ -302,14 +293,6 @@ const char* to_string(ErrorCode code) noexcept {
     case ErrorCode::system: return "system";
   }
   return "?";
-}
-
-bool valid_socket_name(std::string_view name) noexcept {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-           c == '.';
-  });
 }
 
 Result<Request> decode_request(std::span<const std::byte> datagram) {

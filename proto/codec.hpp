@@ -70,8 +70,4 @@ inline constexpr std::size_t kMaxStatusTextLength = 256;  // version, last reloa
 inline constexpr std::size_t kMaxStatusAuditErrorLength = 64;  // a strerror() text
 inline constexpr std::size_t kMaxStatusWordLength = 16;        // audit failure mode
 
-// True if name may be a socket name: 1..kMaxNameLength of [A-Za-z0-9_.-] (no ":", which
-// separates LISTEN_FDNAMES).
-[[nodiscard]] bool valid_socket_name(std::string_view name) noexcept;
-
 }  // namespace sockbroker::proto

@@ -8,14 +8,12 @@
 #include <variant>
 #include <vector>
 
+#include "socket_name.hpp"
+#include "socket_type.hpp"
+
 namespace sockbroker::proto {
 
 inline constexpr std::uint16_t kProtocolVersion = 1;
-
-// Longest socket name a request may carry; policy names obey the same bound.
-inline constexpr std::size_t kMaxNameLength = 128;
-
-enum class SocketType : std::uint8_t { stream, datagram, seqpacket };
 
 enum class ErrorCode : std::uint8_t { unknown_socket, denied, quota, bind, protocol, invalid, system };
 
@@ -38,15 +36,6 @@ struct RevokeRequest {
 
 // Administrators: the broker's counters (the per-socket rows are ListRequest pages).
 struct StatusRequest {};
-
-// An address as bind(2) takes it, in plain values (decode_request checks each
-// against its family).
-struct SocketAddress {
-  std::uint16_t family = 0;          // AF_INET, AF_INET6, AF_UNIX
-  std::uint16_t port = 0;            // IP only
-  std::vector<std::uint8_t> bytes;   // 4 or 16 (IP, network order), or 1..108 (sun_path)
-  std::uint32_t scope_id = 0;        // IPv6 only
-};
 
 // A supervised program's bind(2): the policy socket at that address, if any.
 struct AcquireAddressRequest {
@@ -167,7 +156,6 @@ struct Notice {
 
 using Reply = std::variant<Grant, Failure, Listing, Outcome, StatusReport, Notice>;
 
-const char* to_string(SocketType type) noexcept;
 const char* to_string(ErrorCode code) noexcept;
 
 }  // namespace sockbroker::proto

@@ -28,10 +28,10 @@ void warn_root_only(const policy::Policy& policy, bool strict, std::vector<polic
   for (const policy::SocketSpec& socket : policy.sockets) {
     if (!socket.allow.empty()) continue;
     // A bare key cannot hold the "." a socket name may have.
-    const std::string key = socket.name.find('.') == std::string::npos ? socket.name : proto::quoted(socket.name);
+    const std::string key = socket.name.find('.') == std::string::npos ? socket.name : sockbroker::quoted(socket.name);
     diagnostics.push_back(policy::Diagnostic{
         strict ? policy::Diagnostic::Severity::error : policy::Diagnostic::Severity::warning, socket.where,
-        "socket " + proto::quoted(socket.name) + " has no allow rule, so only root gets it; add [[socket." + key +
+        "socket " + sockbroker::quoted(socket.name) + " has no allow rule, so only root gets it; add [[socket." + key +
             ".allow]] rules, or one with user = \"root\" to say that is meant"});
   }
   // In the loader's order: file by file as loaded, then line and column.

@@ -46,7 +46,7 @@ CLI::App* find_command(CLI::App& app, std::string_view name) {
 }  // namespace
 
 int unknown_command(const CLI::App& app, std::string_view name) {
-  std::cerr << "sockbroker: unknown command " << proto::quoted(name) << "; the commands are " << command_names(app)
+  std::cerr << "sockbroker: unknown command " << sockbroker::quoted(name) << "; the commands are " << command_names(app)
             << " (sockbroker help COMMAND explains one)\n";
   return kExitUsage;
 }

@@ -15,6 +15,7 @@
 
 #include "printable.hpp"
 #include "codec.hpp"
+#include "control_path.hpp"
 #include "connection.hpp"
 
 namespace sockbroker {
@@ -46,6 +47,9 @@ std::string resolve_control_path(std::string_view explicit_path) {
   if (const char* env = std::getenv("SOCKBROKER_CONTROL"); env != nullptr && *env != '\0') return env;
   return kDefaultControlPath;
 }
+
+static_assert(std::string_view(kDefaultControlPath) == kDefaultControlSocket,
+              "the public default control path and the daemon's must agree");
 
 Result<Client> Client::connect(std::string_view control) {
   std::string path = resolve_control_path(control);
@@ -80,14 +84,14 @@ Result<Grant> to_grant(Result<detail::Exchanged> exchanged) {
   if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
   auto* grant = std::get_if<proto::Grant>(&exchanged->reply);
   if (grant == nullptr) return unexpected_reply();
-  return Grant{std::move(exchanged->fd), std::move(grant->name), proto::to_string(grant->type), grant->family,
+  return Grant{std::move(exchanged->fd), std::move(grant->name), to_string(grant->type), grant->family,
                std::move(grant->address)};
 }
 
 Result<proto::Request> acquire_request(std::string_view name, int flags, bool with_netns) {
-  if (!proto::valid_socket_name(name)) {
+  if (!valid_socket_name(name)) {
     return Error{SOCKBROKER_E_INVALID, EINVAL,
-                 proto::quoted(name) + " is not a socket name (1-" + std::to_string(proto::kMaxNameLength) +
+                 sockbroker::quoted(name) + " is not a socket name (1-" + std::to_string(kMaxNameLength) +
                      " characters of A-Z a-z 0-9 _ . -)"};
   }
   if (flags != 0) return Error{SOCKBROKER_E_INVALID, EINVAL, "unknown flags " + std::to_string(flags)};
@@ -132,13 +136,13 @@ Result<Grant> Client::acquire_in_netns(std::string_view name, int netns_fd, int 
 Result<Grant> Client::acquire_address(const sockaddr* address, socklen_t length, int type, bool v6only) {
   proto::AcquireAddressRequest request;
   switch (type) {
-    case SOCK_STREAM: request.type = proto::SocketType::stream; break;
-    case SOCK_DGRAM: request.type = proto::SocketType::datagram; break;
-    case SOCK_SEQPACKET: request.type = proto::SocketType::seqpacket; break;
+    case SOCK_STREAM: request.type = SocketType::stream; break;
+    case SOCK_DGRAM: request.type = SocketType::datagram; break;
+    case SOCK_SEQPACKET: request.type = SocketType::seqpacket; break;
     default: return Error{SOCKBROKER_E_INVALID, EINVAL, "socket type " + std::to_string(type) + " is not served"};
   }
   request.v6only = v6only;
-  proto::SocketAddress& out = request.address;
+  SocketAddress& out = request.address;
   if (address == nullptr || length < static_cast<socklen_t>(sizeof(sa_family_t))) {
     return Error{SOCKBROKER_E_INVALID, EINVAL, "no address"};
   }
@@ -190,7 +194,7 @@ Result<SocketList> Client::list() {
     if (listing == nullptr) return unexpected_reply();
     out.admin_view = listing->admin;
     for (auto& entry : listing->entries) {
-      out.sockets.push_back(SocketInfo{std::move(entry.name), proto::to_string(entry.type), std::move(entry.address),
+      out.sockets.push_back(SocketInfo{std::move(entry.name), to_string(entry.type), std::move(entry.address),
                                        std::move(entry.state), std::move(entry.detail), entry.holders,
                                        entry.grants_total, entry.max_grants, entry.reuse_port,
                                        std::move(entry.inodes)});
@@ -242,8 +246,8 @@ Result<AdminOutcome> Client::reload() {
 }
 
 Result<AdminOutcome> Client::revoke(std::string_view name) {
-  if (!proto::valid_socket_name(name)) {
-    return Error{SOCKBROKER_E_INVALID, EINVAL, proto::quoted(name) + " is not a socket name"};
+  if (!valid_socket_name(name)) {
+    return Error{SOCKBROKER_E_INVALID, EINVAL, sockbroker::quoted(name) + " is not a socket name"};
   }
   return to_outcome(exchange_with_retry(*this, proto::Request{proto::RevokeRequest{std::string(name)}}, -1));
 }

@@ -46,7 +46,7 @@ void check_outcome(const sockbroker::Result<Request>& result) {
     return;
   }
   if (const auto* acquire = std::get_if<AcquireRequest>(&*result)) {
-    if (!valid_socket_name(acquire->name)) violated("decoded names are valid socket names", acquire->name);
+    if (!sockbroker::valid_socket_name(acquire->name)) violated("decoded names are valid socket names", acquire->name);
   }
   DatagramBuffer buffer;
   auto size = encode_request(*result, buffer.span());

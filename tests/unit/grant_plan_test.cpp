@@ -410,7 +410,7 @@ TEST(GrantPlan, CountedGrantsNeedAPidfd) {
 }
 
 // A supervised bind names a socket by its address, type and (IPv6) v6only.
-broker::Planned bind_as(World& world, const std::string& address, proto::SocketType type, bool v6only,
+broker::Planned bind_as(World& world, const std::string& address, SocketType type, bool v6only,
                         const policy::PeerIdentity& peer) {
   GrantQuery query;
   query.address = broker::BindAddress{*policy::parse_address(address), type, v6only};
@@ -436,26 +436,26 @@ type = "datagram"
 [[socket.dns.allow]]
 user = "nobody"
 )");
-  EXPECT_EQ(plan_of(bind_as(world, "0.0.0.0:80", proto::SocketType::stream, true, nobody())).spec->name, "web");
-  EXPECT_EQ(plan_of(bind_as(world, "[::]:443", proto::SocketType::stream, false, nobody())).spec->name, "dual");
-  EXPECT_EQ(plan_of(bind_as(world, "127.0.0.1:53", proto::SocketType::datagram, true, nobody())).spec->name, "dns");
+  EXPECT_EQ(plan_of(bind_as(world, "0.0.0.0:80", SocketType::stream, true, nobody())).spec->name, "web");
+  EXPECT_EQ(plan_of(bind_as(world, "[::]:443", SocketType::stream, false, nobody())).spec->name, "dual");
+  EXPECT_EQ(plan_of(bind_as(world, "127.0.0.1:53", SocketType::datagram, true, nobody())).spec->name, "dns");
   // "[0::0]" is "[::]" to bind(2).
-  EXPECT_EQ(plan_of(bind_as(world, "[0::0]:443", proto::SocketType::stream, false, nobody())).spec->name, "dual");
+  EXPECT_EQ(plan_of(bind_as(world, "[0::0]:443", SocketType::stream, false, nobody())).spec->name, "dual");
 
-  EXPECT_EQ(reason_of(bind_as(world, "0.0.0.0:8080", proto::SocketType::stream, true, nobody())),
+  EXPECT_EQ(reason_of(bind_as(world, "0.0.0.0:8080", SocketType::stream, true, nobody())),
             DenialReason::no_socket_for_address);
-  EXPECT_EQ(reason_of(bind_as(world, "127.0.0.1:80", proto::SocketType::stream, true, nobody())),
+  EXPECT_EQ(reason_of(bind_as(world, "127.0.0.1:80", SocketType::stream, true, nobody())),
             DenialReason::no_socket_for_address)
       << "a specific address is not the wildcard the policy binds";
-  EXPECT_EQ(reason_of(bind_as(world, "127.0.0.1:53", proto::SocketType::stream, true, nobody())),
+  EXPECT_EQ(reason_of(bind_as(world, "127.0.0.1:53", SocketType::stream, true, nobody())),
             DenialReason::no_socket_for_address)
       << "the type is part of the address";
-  const auto v6only = bind_as(world, "[::]:443", proto::SocketType::stream, true, nobody());
+  const auto v6only = bind_as(world, "[::]:443", SocketType::stream, true, nobody());
   EXPECT_EQ(reason_of(v6only), DenialReason::v6only_mismatch);
   EXPECT_NE(std::get<Denial>(v6only).message.find("set v6only = true"), std::string::npos);
   policy::PeerIdentity daemon = nobody();
   daemon.uid = 1;
-  EXPECT_EQ(reason_of(bind_as(world, "0.0.0.0:80", proto::SocketType::stream, true, daemon)),
+  EXPECT_EQ(reason_of(bind_as(world, "0.0.0.0:80", SocketType::stream, true, daemon)),
             DenialReason::no_rule_matched);
 }
 

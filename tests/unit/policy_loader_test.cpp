@@ -114,7 +114,7 @@ send_buffer = 65536
 
   const SocketSpec& web = *p.find("web");
   EXPECT_EQ(web.listen.text, "127.0.0.1:8080");
-  EXPECT_EQ(web.type, proto::SocketType::stream);
+  EXPECT_EQ(web.type, SocketType::stream);
   EXPECT_TRUE(web.reuse_port);
   EXPECT_EQ(web.max_grants, 8u);
   EXPECT_EQ(web.backlog, 128);
@@ -139,7 +139,7 @@ send_buffer = 65536
 
   const SocketSpec& app = *p.find("app");
   EXPECT_EQ(app.listen.kind, Address::Kind::unix_path);
-  EXPECT_EQ(app.type, proto::SocketType::seqpacket);
+  EXPECT_EQ(app.type, SocketType::seqpacket);
   EXPECT_EQ(app.socket_user, std::optional<uid_t>(33));
   EXPECT_EQ(app.socket_group, std::optional<gid_t>(1));
   EXPECT_EQ(app.socket_mode, std::optional<mode_t>(0640));
@@ -158,7 +158,7 @@ listen = "127.0.0.1:9000"
   EXPECT_EQ(p.broker.max_clients_per_uid, 64u);
   EXPECT_EQ(p.broker.request_timeout_ms, 2000u);
   const SocketSpec& s = p.sockets.at(0);
-  EXPECT_EQ(s.type, proto::SocketType::stream);
+  EXPECT_EQ(s.type, SocketType::stream);
   EXPECT_FALSE(s.reuse_port);
   EXPECT_EQ(s.max_grants, 0u);
   EXPECT_EQ(s.backlog, 511);
@@ -210,13 +210,13 @@ TEST(PolicyLoader, DemoExampleLoads) {
 
   const SocketSpec& web = *p.find("web");
   EXPECT_EQ(web.listen.text, "0.0.0.0:80");
-  EXPECT_EQ(web.type, proto::SocketType::stream);
+  EXPECT_EQ(web.type, SocketType::stream);
   ASSERT_EQ(web.allow.size(), 1u);
   EXPECT_EQ(web.allow[0].user, std::optional<uid_t>(65534));
 
   const SocketSpec& dns = *p.find("dns");
   EXPECT_EQ(dns.listen.text, "0.0.0.0:53");
-  EXPECT_EQ(dns.type, proto::SocketType::datagram);
+  EXPECT_EQ(dns.type, SocketType::datagram);
   ASSERT_EQ(dns.allow.size(), 1u);
   EXPECT_EQ(dns.allow[0].group, std::optional<gid_t>(65534));
 
@@ -1185,7 +1185,7 @@ listen = "127.0.0.1:81"
     return !same_binding(a, c);
   };
   EXPECT_TRUE(differs([&](SocketSpec& c) { c.listen = p.sockets.at(1).listen; }));
-  EXPECT_TRUE(differs([](SocketSpec& c) { c.type = proto::SocketType::datagram; }));
+  EXPECT_TRUE(differs([](SocketSpec& c) { c.type = SocketType::datagram; }));
   EXPECT_TRUE(differs([](SocketSpec& c) { c.reuse_port = true; }));
   EXPECT_TRUE(differs([](SocketSpec& c) { c.backlog = 10; }));
   EXPECT_TRUE(differs([](SocketSpec& c) { c.bind_to_device = "lo"; }));

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace sockbroker::proto {
+namespace sockbroker {
 
 std::string printable(std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -40,4 +40,4 @@ std::string quoted(std::string_view text) {
   return out;
 }
 
-}  // namespace sockbroker::proto
+}  // namespace sockbroker

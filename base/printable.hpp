@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace sockbroker::proto {
+namespace sockbroker {
 
 // text with every control byte (< 0x20, 0x7f) written as \xNN.
 [[nodiscard]] std::string printable(std::string_view text);
@@ -16,4 +16,4 @@ namespace sockbroker::proto {
 // value cannot forge a second line), cut with "..." past 200 bytes.
 [[nodiscard]] std::string quoted(std::string_view text);
 
-}  // namespace sockbroker::proto
+}  // namespace sockbroker
