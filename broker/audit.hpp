@@ -56,7 +56,8 @@ class AuditLine {
   AuditLine& peer(const policy::PeerIdentity& peer);
   // The same, for a caller that sees one peer many times (a connection's is
   // fixed when it connects): the object's text is made into `memo` when it is
-  // empty and copied from it after, ~1.8k instructions a grant saved.
+  // empty and copied from it after (docs/PERFORMANCE.md, "Where a grant's
+  // time goes").
   AuditLine& peer(const policy::PeerIdentity& peer, std::string& memo);
 
  private:

@@ -203,8 +203,8 @@ void Server::accept_clients() {
   // sends cheap to turn away (a uid over its limit costs one getsockopt and a
   // short reply), and a few connections are taken per wake-up: enough for a
   // burst, few enough that connected clients' requests come in turn with a
-  // flood (the watch is level-triggered). Measured on bench row 11: 4 per
-  // wake-up gave uid 1 a third of the p99 that draining 64 did.
+  // flood (the watch is level-triggered). The number is chosen on bench row 11
+  // (docs/PERFORMANCE.md, "One uid's flood against another uid").
   for (int attempt = 0; attempt < kAcceptsPerWake; ++attempt) {
     int raw = ::accept4(control_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (raw >= 0) {

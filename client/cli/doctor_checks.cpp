@@ -1,5 +1,5 @@
-// The settings `sockbroker doctor` judges. The thresholds follow
-// /work/shared/background/linux-socket-hardening.txt and the broker's own
+// The settings `sockbroker doctor` judges. The thresholds follow the usual
+// Linux socket-hardening advice (sysctl net.*, see sockbroker(1)) and the broker's own
 // needs: "bad" is reserved for values that defeat what the broker protects
 // (or open the host to a flood), "warn" for values with legitimate uses.
 #include "doctor_checks.hpp"

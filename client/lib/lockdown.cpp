@@ -229,8 +229,8 @@ Result<LandlockOutcome> apply_landlock_for_abi(int abi) {
 
 Status apply_seccomp(const LockdownOptions& options) {
   // The program libseccomp compiled from the table at build time
-  // (lockdown_bpf.inc); loaded as seccomp_load would, minus the ~0.5 ms of
-  // building it again in every process.
+  // (lockdown_bpf.inc); loaded as seccomp_load would, without building it
+  // again in every process.
   const std::span<const sock_filter> program =
       options.allow_listen ? std::span<const sock_filter>(kLockdownAllowListenProgram)
                            : std::span<const sock_filter>(kLockdownProgram);

@@ -1,7 +1,7 @@
 // The lockdown's seccomp layer as one declarative table (kDenials in
 // lockdown_filter.cpp), turned into a libseccomp filter. Two users: the
 // build, which compiles it to BPF once (tools/lockdown_bpf_gen.cpp, so that
-// `sockbroker run` does not pay libseccomp's ~0.5 ms on every service start),
+// `sockbroker run` does not pay libseccomp's compiler on every service start),
 // and `sockbroker run --print-filter`, which shows it as text. Not installed;
 // not public API.
 #pragma once

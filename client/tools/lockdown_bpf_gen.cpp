@@ -1,8 +1,9 @@
 // Build step: compiles the lockdown's seccomp table (lib/lockdown_filter.cpp)
 // to BPF with libseccomp, once, and prints it as a C++ header that
 // lib/lockdown.cpp embeds. libseccomp building the same filter at run time
-// cost every `sockbroker run` about half a millisecond (its rule database,
-// then code generation), against ~20 us to load a ready program.
+// (its rule database, then code generation) cost every `sockbroker run` many
+// times what loading a ready program does (docs/PERFORMANCE.md, "Where
+// `sockbroker run`'s time goes").
 //
 // The program is for the architecture of the build (libseccomp's native one),
 // as the filter built at run time was.
