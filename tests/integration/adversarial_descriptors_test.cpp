@@ -2,6 +2,7 @@
 // and sockets whose release would block (security review 2, item 1). The
 // broker keeps none and never blocks on one.
 #include "adversarial.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -41,13 +42,12 @@ void expect_refused_at_sender(const Broker& broker, const std::vector<int>& fds)
 // A netns = "request" socket in the policy makes the broker accept
 // descriptors (SO_PASSRIGHTS on, where the kernel has it): with it, this
 // kernel delivers what a client attaches, as kernels before 6.16 always do.
-const char* const kRequestNetnsSocket = R"(
-[socket.container]
-listen = "127.0.0.1:21443"
-netns = "request"
-[[socket.container.allow]]
-user = "nobody"
-)";
+std::string request_netns_socket() {
+  return sbtest::PolicyBuilder()
+      .socket("container", "127.0.0.1:21443")
+      .set_string("netns", "request")
+      .allow_user("nobody");
+}
 
 TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreRefusedAtTheSender) {
   if (!kernel_refuses_rights()) {
@@ -69,7 +69,7 @@ TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreRefusedAtTheSender) {
 // that did not fit would be released by the kernel on the broker's loop.
 TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreAllTakenAndReleased) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
+  auto broker = Broker::start(dir, policy("", request_netns_socket()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe pipe;
@@ -201,7 +201,7 @@ void expect_not_frozen(Broker& broker, int baseline, Pipe& checked, std::unique_
 
 TEST_F(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
+  auto broker = Broker::start(dir, policy("", request_netns_socket()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
@@ -231,7 +231,7 @@ TEST_F(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
 // client, and what is still queued on the connection is released with it.
 TEST_F(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFreezeIt) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
+  auto broker = Broker::start(dir, policy("", request_netns_socket()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
@@ -255,7 +255,7 @@ TEST_F(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFree
 // limit), before it has read anything from it.
 TEST_F(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("max_clients_per_uid = 1", kRequestNetnsSocket));
+  auto broker = Broker::start(dir, policy("max_clients_per_uid = 1", request_netns_socket()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
@@ -277,7 +277,7 @@ TEST_F(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
 // Many at once: the broker answers throughout, and holds none of them after.
 TEST_F(Adversarial, AFloodOfLingeringSocketsDoesNotFreezeTheBroker) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", kRequestNetnsSocket));
+  auto broker = Broker::start(dir, policy("", request_netns_socket()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;

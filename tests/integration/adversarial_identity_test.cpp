@@ -108,17 +108,11 @@ TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
   TempDir dir;
   // Children forked from this test run its binary: the rule a live child meets.
   std::string self = fs::read_symlink("/proc/self/exe").string();
-  auto broker = Broker::start(dir, policy("", R"(
-[socket.exe_only]
-listen = "127.0.0.1:21082"
-[[socket.exe_only.allow]]
-executable = )" + sbtest::toml_string(self) + R"(
-
-[socket.user_ok]
-listen = "127.0.0.1:21083"
-[[socket.user_ok.allow]]
-user = "nobody"
-)"));
+  auto broker = Broker::start(dir, policy("", sbtest::PolicyBuilder()
+                                                  .socket("exe_only", "127.0.0.1:21082")
+                                                  .allow({{"executable", self}})
+                                                  .socket("user_ok", "127.0.0.1:21083")
+                                                  .allow_user("nobody")));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   ASSERT_TRUE(sbtest::grants(*broker, "exe_only")) << "a live process running " << self << " qualifies";
@@ -270,7 +264,8 @@ TEST_F(Adversarial, DualStackWildcardConflictsWithIpv4WildcardAndTheBrokerRefuse
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   // [::]:P with v6only = false takes 0.0.0.0:P too; in either order, both
-  // positions are named (file:line:column of each listen).
+  // positions are named (file:line:column of each listen). Written out, as
+  // the lines checked are the text's.
   const std::string v6 = "[socket.v6]\nlisten = \"[::]:21100\"\nv6only = false\n";
   const std::string v4 = "[socket.v4]\nlisten = \"0.0.0.0:21100\"\n";
   for (const auto& [name, text, first_line, second_line] :
@@ -285,7 +280,8 @@ TEST_F(Adversarial, DualStackWildcardConflictsWithIpv4WildcardAndTheBrokerRefuse
   }
   // With v6only = true they are separate sockets, and both bind.
   TempDir other;
-  auto separate = Broker::start(other, "[socket.v6]\nlisten = \"[::]:21100\"\nv6only = true\n\n" + v4);
+  auto separate = Broker::start(
+      other, sbtest::PolicyBuilder().socket("v6", "[::]:21100").set("v6only", "true").socket("v4", "0.0.0.0:21100"));
   ASSERT_TRUE(separate);
   EXPECT_EQ(separate->wait_for_events("bind", 2).size(), 2u);
   EXPECT_TRUE(separate->wait_for_events("bind_failed", 0).empty());
@@ -302,8 +298,9 @@ TEST_F(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
   ASSERT_EQ(::listen(squatter.get(), 4), 0);
 
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", "\n[socket.abstract]\nlisten = \"@" + name +
-                                                  "\"\nallow_abstract = true\n[[socket.abstract.allow]]\nuser = \"nobody\"\n"));
+  const std::string abstract =
+      sbtest::PolicyBuilder().socket("abstract", "@" + name).set("allow_abstract", "true").allow_user("nobody");
+  auto broker = Broker::start(dir, policy("", abstract));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   auto failed = broker->wait_for_events("bind_failed");
@@ -338,11 +335,11 @@ TEST_F(Adversarial, SymlinkedUnixSocketPathIsBindFailedAndLeftAlone) {
   dir.write("precious", "do not touch\n");
   ASSERT_EQ(::symlink(dir.file("precious").c_str(), dir.file("run/app.sock").c_str()), 0);
   ASSERT_EQ(::symlink(dir.file("victim.sock").c_str(), dir.file("run/dangling.sock").c_str()), 0);
-  auto unix_socket = [&](const std::string& name, const std::string& path) {
-    return "\n[socket." + name + "]\nlisten = \"" + path + "\"\n[[socket." + name + ".allow]]\nuser = \"nobody\"\n";
-  };
-  auto broker = Broker::start(dir, policy("", unix_socket("app", dir.file("run/app.sock")) +
-                                                  unix_socket("dangling", dir.file("run/dangling.sock"))));
+  auto broker = Broker::start(dir, policy("", sbtest::PolicyBuilder()
+                                                  .socket("app", dir.file("run/app.sock"))
+                                                  .allow_user("nobody")
+                                                  .socket("dangling", dir.file("run/dangling.sock"))
+                                                  .allow_user("nobody")));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   auto failed = broker->wait_for_events("bind_failed", 2);
@@ -395,14 +392,13 @@ TEST_F(Adversarial, ListCursorBeyondTheEndIsAnEmptyLastPage) {
 TEST_F(Adversarial, ListPaginationOver300SocketsReturnsEveryEntryInOrder) {
   TempDir dir;
   constexpr int kSockets = 300;
-  std::string sockets;
+  sbtest::PolicyBuilder sockets;
   std::vector<std::string> expected;
   for (int i = 0; i < kSockets; ++i) {
     char name[8];
     std::snprintf(name, sizeof name, "s%03d", i);
     expected.emplace_back(name);
-    sockets += "\n[socket." + std::string(name) + "]\nlisten = \"127.0.0.1:" + std::to_string(20000 + i) +
-               "\"\ntype = \"stream\"\n[[socket." + name + ".allow]]\nuser = \"nobody\"\n";
+    sockets.socket(name, "127.0.0.1:" + std::to_string(20000 + i)).set_string("type", "stream").allow_user("nobody");
   }
   expected.emplace_back("web");  // entries come in name order
   auto broker = Broker::start(dir, policy("", sockets));

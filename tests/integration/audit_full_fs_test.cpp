@@ -20,19 +20,14 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
 using sbtest::Broker;
 using sbtest::TempDir;
 
-const std::string kPolicy = R"(
-[socket.web]
-listen = "127.0.0.1:80"
-
-[[socket.web.allow]]
-user = "nobody"
-)";
+sbtest::PolicyBuilder web_only() { return sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"); }
 
 // A tmpfs of `size` mounted at dir/name in this process's own mount namespace
 // (so nothing leaks to the host), unmounted before the directory is removed.
@@ -145,7 +140,7 @@ TEST_F(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIs
   SmallFileSystem fs(dir, "audit-fs", "64k");
   ASSERT_EQ(fs.error(), "");
   const std::string trail = fs.file("audit.log");
-  auto broker = Broker::start(dir, kPolicy, {"--audit", trail, "--audit-flush-ms", "0", "--log-level", "debug"});
+  auto broker = Broker::start(dir, web_only(), {"--audit", trail, "--audit-flush-ms", "0", "--log-level", "debug"});
   ASSERT_TRUE(broker);
   EXPECT_TRUE(sbtest::grants(*broker, "web"));
   auto ok = status_json(*broker);
@@ -211,7 +206,8 @@ TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
   SmallFileSystem fs(dir, "audit-fs", "64k");
   ASSERT_EQ(fs.error(), "");
   const std::string trail = fs.file("audit.log");
-  auto broker = Broker::start(dir, "[broker]\naudit_failure = \"continue\"\n" + kPolicy, {"--audit", trail});
+  auto broker =
+      Broker::start(dir, web_only().broker("audit_failure", sbtest::toml_string("continue")), {"--audit", trail});
   ASSERT_TRUE(broker);
   fs.fill("filler");
   ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(*broker));

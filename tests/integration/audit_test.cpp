@@ -17,6 +17,7 @@
 #include <sockbroker/fd.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -24,20 +25,14 @@ using sbtest::Broker;
 using sbtest::TempDir;
 using sockbroker::UniqueFd;
 
-const char* const kPolicy = R"(
-[socket.web]
-listen = "0.0.0.0:80"
-
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.dns]
-listen = "127.0.0.1:53"
-type = "datagram"
-
-[[socket.dns.allow]]
-user = "nobody"
-)";
+std::string web_and_dns() {
+  return sbtest::PolicyBuilder()
+      .socket("web", "0.0.0.0:80")
+      .allow_user("nobody")
+      .socket("dns", "127.0.0.1:53")
+      .set_string("type", "datagram")
+      .allow_user("nobody");
+}
 
 constexpr std::uint16_t kTcpPort = 8081;
 constexpr std::uint16_t kUdpPort = 5353;
@@ -116,7 +111,7 @@ uid_t uid_of(pid_t pid) {
 class AuditTest : public ::testing::Test {
  protected:
   void start() {
-    auto started = Broker::start(dir_, kPolicy);
+    auto started = Broker::start(dir_, web_and_dns());
     ASSERT_TRUE(started);
     broker_.emplace(std::move(*started));
     service_ = std::make_unique<sbtest::Background>(
@@ -129,17 +124,18 @@ class AuditTest : public ::testing::Test {
     path_ = unix_listener(SOCK_SEQPACKET, dir_.file("app.sock"), false);
     // The service holds "web" from the grant on; wait until it is sleep itself.
     ASSERT_FALSE(broker_->wait_for_events("grant").empty()) << broker_->log();
-    for (int i = 0; i < 500; ++i) {
-      auto audit = run_audit(broker_->control(), {"--json"});
-      const auto* web = audit.json.is_object() ? find(audit.json, "tcp", "0.0.0.0:80") : nullptr;
-      if (web != nullptr) {
-        for (const auto& p : (*web)["processes"]) {
-          if (p["comm"] == "sleep") return;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    FAIL() << "the service never held \"web\" as /bin/sleep";
+    const bool held = sbtest::wait_until(
+        [&] {
+          auto audit = run_audit(broker_->control(), {"--json"});
+          const auto* web = audit.json.is_object() ? find(audit.json, "tcp", "0.0.0.0:80") : nullptr;
+          if (web == nullptr) return false;
+          for (const auto& p : (*web)["processes"]) {
+            if (p["comm"] == "sleep") return true;
+          }
+          return false;
+        },
+        std::chrono::seconds(20));
+    ASSERT_TRUE(held) << "the service never held \"web\" as /bin/sleep";
   }
 
   TempDir dir_;

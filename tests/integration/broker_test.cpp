@@ -123,16 +123,12 @@ TEST(Broker, UnixPathGrantHasThePolicyOwnerAndMode) {
   SBTEST_PREPARE();
   TempDir dir;
   std::string path = dir.file("run/app.sock");
-  auto broker = Broker::start(dir, R"(
-[socket.app]
-listen = )" + sbtest::toml_string(path) + R"(
-socket_user = "nobody"
-socket_group = "nogroup"
-socket_mode = "0660"
-
-[[socket.app.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("app", path)
+                                       .set_string("socket_user", "nobody")
+                                       .set_string("socket_group", "nogroup")
+                                       .set_string("socket_mode", "0660")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   struct stat st {};
   ASSERT_EQ(::lstat(path.c_str(), &st), 0);
@@ -347,14 +343,17 @@ TEST(Broker, IdleClientIsDroppedAndOthersAreServedMeanwhile) {
 TEST(Broker, KeptOpenConnectionReconnectsAfterTheBrokerDroppedIt) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, with_broker_settings("request_timeout_ms = 100"));
+  // At debug level the broker says when it drops an idle connection.
+  auto broker = Broker::start(dir, with_broker_settings("request_timeout_ms = 100"), {"--log-level", "debug"});
   ASSERT_TRUE(broker);
   int error = 0;
   sockbroker_conn* conn = ::sockbroker_connect(broker->control().c_str(), &error);
   ASSERT_NE(conn, nullptr) << error;
   int first = ::sockbroker_conn_acquire(conn, "web", 0);
   EXPECT_GE(first, 0) << ::sockbroker_last_error();
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the broker drops us meanwhile
+  // The broker drops us meanwhile.
+  EXPECT_TRUE(broker->wait_for_log("dropping idle connection of pid " + std::to_string(::getpid()) + " "))
+      << broker->log();
   int second = ::sockbroker_conn_acquire(conn, "web", 0);
   EXPECT_GE(second, 0) << ::sockbroker_last_error();
   ::sockbroker_disconnect(conn);
@@ -585,7 +584,7 @@ TEST(Broker, ControlSocketHasThePolicyMode) {
 TEST(Broker, InvalidPolicyAtStartExits78WithThePosition) {
   SBTEST_PREPARE();
   TempDir dir;
-  dir.write("bad.toml", "[socket.web]\nlisten = \"0.0.0.0:99999\"\n");
+  dir.write("bad.toml", "[socket.web]\nlisten = \"0.0.0.0:99999\"\n");  // as text: line 2 is checked
   std::string output;
   EXPECT_EQ(sbtest::run_broker_to_exit(dir, {"--policy", dir.file("bad.toml"), "--control", dir.file("c.sock")}, &output), 78);
   EXPECT_NE(output.find(dir.file("bad.toml") + ":2:"), std::string::npos) << output;
@@ -594,7 +593,7 @@ TEST(Broker, InvalidPolicyAtStartExits78WithThePosition) {
 TEST(Broker, UnusableControlDirectoryExits71) {
   SBTEST_PREPARE();
   TempDir dir;
-  dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  dir.write("ok.toml", sbtest::PolicyBuilder().socket("web", "127.0.0.1:80"));
   ASSERT_EQ(::mkdir(dir.file("open").c_str(), 0777), 0);
   ::chmod(dir.file("open").c_str(), 0777);  // writable by all: someone could swap the socket
   std::string output;
@@ -606,7 +605,7 @@ TEST(Broker, UnusableControlDirectoryExits71) {
 TEST(Broker, SymlinkedControlDirectoryExits71) {
   SBTEST_PREPARE();
   TempDir dir;
-  dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  dir.write("ok.toml", sbtest::PolicyBuilder().socket("web", "127.0.0.1:80"));
   ASSERT_EQ(::mkdir(dir.file("real").c_str(), 0755), 0);
   ASSERT_EQ(::symlink(dir.file("real").c_str(), dir.file("link").c_str()), 0);
   std::string output;
@@ -619,7 +618,7 @@ TEST(Broker, SymlinkedControlDirectoryExits71) {
 TEST(Broker, MissingControlDirectoryIsCreatedRootOwned0755) {
   SBTEST_PREPARE();
   TempDir dir;
-  dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  dir.write("ok.toml", sbtest::PolicyBuilder().socket("web", "127.0.0.1:80"));
   // Under the unit's UMask=0077: the directory must still be 0755, or no
   // client could reach the socket in it.
   const mode_t old_umask = ::umask(077);

@@ -8,19 +8,13 @@
 
 #include "c_client.h"
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
-const char* const kPolicy = R"(
-[socket.web]
-listen = "0.0.0.0:80"
-
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.admin]
-listen = "127.0.0.1:443"
-)";
+std::string web_and_admin() {
+  return sbtest::PolicyBuilder().socket("web", "0.0.0.0:80").allow_user("nobody").socket("admin", "127.0.0.1:443");
+}
 
 // Every test here: root (or a skip), then this process's private network
 // namespace (sbtest::BrokerTest).
@@ -28,7 +22,7 @@ using CApi = sbtest::BrokerTest;
 
 TEST_F(CApi, AcquireLockdownAndServeFromC) {
   sbtest::TempDir dir;
-  auto broker = sbtest::Broker::start(dir, kPolicy);
+  auto broker = sbtest::Broker::start(dir, web_and_admin());
   ASSERT_TRUE(broker);
   std::string answer;
   std::thread client([&] { answer = sbtest::tcp_exchange(80, "hi"); });
@@ -45,7 +39,7 @@ TEST_F(CApi, AcquireLockdownAndServeFromC) {
 
 TEST_F(CApi, ErrorsAreDistinctCodesWithTheBrokersExplanation) {
   sbtest::TempDir dir;
-  auto broker = sbtest::Broker::start(dir, kPolicy);
+  auto broker = sbtest::Broker::start(dir, web_and_admin());
   ASSERT_TRUE(broker);
   auto child = sbtest::run_as_nobody([&](int report_fd) {
     char error[512] = "";
@@ -76,7 +70,7 @@ TEST_F(CApi, ErrorsAreDistinctCodesWithTheBrokersExplanation) {
 
 TEST_F(CApi, KeptOpenConnectionServesManyGrants) {
   sbtest::TempDir dir;
-  auto broker = sbtest::Broker::start(dir, kPolicy);
+  auto broker = sbtest::Broker::start(dir, web_and_admin());
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
   auto child = sbtest::run_as_nobody([&](int) { return c_client_kept_open(broker->control().c_str(), "web", 500) == 0 ? 0 : 1; });

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -163,8 +164,7 @@ TEST_F(Cli, BindFailureExits71) {
   TempDir dir;
   // Two sockets on one Unix path would be refused by check: use a path that exists as a file.
   dir.write("taken", "not a socket");
-  auto broker = Broker::start(dir, "[socket.app]\nlisten = \"" + dir.file("taken") +
-                                       "\"\n[[socket.app.allow]]\nuser = \"nobody\"\n");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("app", dir.file("taken")).allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto result = cli_as_nobody(*broker, {"get", "app", "--", "/bin/true"});
   EXPECT_EQ(result.exit_code, 71) << result.output;

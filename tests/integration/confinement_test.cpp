@@ -68,12 +68,7 @@ std::string hex(std::uint64_t value) {
 bool wait_until_ready(const Broker& broker) { return broker.wait_for_log("ready on"); }
 
 // The one socket most cases start from.
-const char* const kWebOnly = R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-)";
+sbtest::PolicyBuilder web_only() { return sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"); }
 
 // Every capability set is exactly `caps` (none inheritable or ambient), and
 // the process runs with NO_NEW_PRIVS under a seccomp filter.
@@ -129,20 +124,14 @@ void expect_serves_ping(const Broker& broker, const std::string& name, const std
 }
 
 using sbtest::cli_as_root;
-
-std::string replace_all(std::string text, const std::string& from, const std::string& to) {
-  for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
-    text.replace(at, from.size(), to);
-  }
-  return text;
-}
+using sbtest::PolicyBuilder;
 
 // ---------------------------------------------------------------------------
 // Which capabilities each policy feature keeps
 
 struct Case {
   const char* name;
-  const char* socket;  // one [socket.x] table; @DIR@ is the test's directory
+  PolicyBuilder (*policy)(const std::string& dir);  // one socket "x"; dir is the test's directory
   std::uint64_t extra;  // besides CAP_NET_BIND_SERVICE, kept always
 };
 
@@ -154,7 +143,7 @@ TEST_P(ConfinementCapabilities, KeepsExactlyWhatThePolicyNeeds) {
   SBTEST_PREPARE();
   const Case& c = GetParam();
   TempDir dir;
-  auto broker = Broker::start(dir, replace_all(c.socket, "@DIR@", dir.path()));
+  auto broker = Broker::start(dir, c.policy(dir.path()));
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE) | c.extra);
   // Bound under full root, so it serves whatever it needed. A netns = "request"
@@ -168,76 +157,104 @@ TEST_P(ConfinementCapabilities, KeepsExactlyWhatThePolicyNeeds) {
 INSTANTIATE_TEST_SUITE_P(
     Confinement, ConfinementCapabilities,
     ::testing::Values(
-        Case{"Ipv4", "[socket.x]\nlisten = \"127.0.0.1:80\"\n[[socket.x.allow]]\nuser = \"nobody\"\n", 0},
+        Case{"Ipv4",
+             [](const std::string&) { return PolicyBuilder().socket("x", "127.0.0.1:80").allow_user("nobody"); }, 0},
         // Neither needs a capability on Linux >= 5.7 (a first SO_BINDTODEVICE).
         Case{"BindToDeviceAndFreeBind",
-             "[socket.x]\nlisten = \"192.0.2.1:80\"\nbind_to_device = \"lo\"\nfree_bind = true\n"
-             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             [](const std::string&) {
+               return PolicyBuilder()
+                   .socket("x", "192.0.2.1:80")
+                   .set_string("bind_to_device", "lo")
+                   .set("free_bind", "true")
+                   .allow_user("nobody");
+             },
              0},
-        Case{"Transparent", "[socket.x]\nlisten = \"127.0.0.1:81\"\ntransparent = true\n[[socket.x.allow]]\nuser = \"nobody\"\n",
+        Case{"Transparent",
+             [](const std::string&) {
+               return PolicyBuilder().socket("x", "127.0.0.1:81").set("transparent", "true").allow_user("nobody");
+             },
              bit(CAP_NET_ADMIN)},
-        Case{"UnixPath", "[socket.x]\nlisten = \"@DIR@/app.sock\"\n[[socket.x.allow]]\nuser = \"nobody\"\n",
+        Case{"UnixPath",
+             [](const std::string& dir) { return PolicyBuilder().socket("x", dir + "/app.sock").allow_user("nobody"); },
              bit(CAP_CHOWN) | bit(CAP_FOWNER)},
         Case{"UnixPathOfAGroup",
-             "[socket.x]\nlisten = \"@DIR@/app.sock\"\nsocket_group = \"nogroup\"\nsocket_mode = \"0660\"\n"
-             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             [](const std::string& dir) {
+               return PolicyBuilder()
+                   .socket("x", dir + "/app.sock")
+                   .set_string("socket_group", "nogroup")
+                   .set_string("socket_mode", "0660")
+                   .allow_user("nobody");
+             },
              bit(CAP_CHOWN) | bit(CAP_FOWNER)},
         // Root may not write this file, yet must connect to it to tell whether
         // it is stale before a revoke or rebind replaces it.
         Case{"UnixPathRootCannotWrite",
-             "[socket.x]\nlisten = \"@DIR@/app.sock\"\nsocket_user = \"nobody\"\nsocket_mode = \"0600\"\n"
-             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             [](const std::string& dir) {
+               return PolicyBuilder()
+                   .socket("x", dir + "/app.sock")
+                   .set_string("socket_user", "nobody")
+                   .set_string("socket_mode", "0600")
+                   .allow_user("nobody");
+             },
              bit(CAP_CHOWN) | bit(CAP_FOWNER) | bit(CAP_DAC_OVERRIDE)},
         // An abstract name is no file: nothing to chown.
         Case{"AbstractName",
-             "[socket.x]\nlisten = \"@sockbroker-confinement-test\"\nallow_abstract = true\n"
-             "[[socket.x.allow]]\nuser = \"nobody\"\n",
+             [](const std::string&) {
+               return PolicyBuilder()
+                   .socket("x", "@sockbroker-confinement-test")
+                   .set("allow_abstract", "true")
+                   .allow_user("nobody");
+             },
              0},
         // readlink /proc/PID/exe of another uid is a ptrace access check.
-        Case{"ExecutableRule", "[socket.x]\nlisten = \"127.0.0.1:82\"\n[[socket.x.allow]]\nexecutable = \"/usr/bin/true\"\n",
+        Case{"ExecutableRule",
+             [](const std::string&) {
+               return PolicyBuilder().socket("x", "127.0.0.1:82").allow({{"executable", "/usr/bin/true"}});
+             },
              bit(CAP_SYS_PTRACE)},
         // /proc/PID/cgroup is world-readable, and the liveness check a poll.
-        Case{"UnitRule", "[socket.x]\nlisten = \"127.0.0.1:83\"\n[[socket.x.allow]]\nunit = \"web.service\"\n", 0},
-        Case{"CgroupRule", "[socket.x]\nlisten = \"127.0.0.1:84\"\n[[socket.x.allow]]\ncgroup = \"/system.slice\"\n", 0},
-        Case{"NetnsRequest", "[socket.x]\nlisten = \"127.0.0.1:85\"\nnetns = \"request\"\n[[socket.x.allow]]\nuser = \"nobody\"\n",
+        Case{"UnitRule",
+             [](const std::string&) {
+               return PolicyBuilder().socket("x", "127.0.0.1:83").allow({{"unit", "web.service"}});
+             },
+             0},
+        Case{"CgroupRule",
+             [](const std::string&) {
+               return PolicyBuilder().socket("x", "127.0.0.1:84").allow({{"cgroup", "/system.slice"}});
+             },
+             0},
+        Case{"NetnsRequest",
+             [](const std::string&) {
+               return PolicyBuilder().socket("x", "127.0.0.1:85").set_string("netns", "request").allow_user("nobody");
+             },
              bit(CAP_SYS_ADMIN)}),
     [](const ::testing::TestParamInfo<Case>& param) { return std::string(param.param.name); });
 
 // ---------------------------------------------------------------------------
 // Serving while confined
 
-const char* const kStartPolicy = R"(
-[broker]
-control_mode = "0666"
+PolicyBuilder start_policy(const TempDir& dir) {
+  return PolicyBuilder()
+      .broker("control_mode", sbtest::toml_string("0666"))
+      .socket("web", "127.0.0.1:80")
+      .allow_user("nobody")
+      .socket("app", dir.file("run/app.sock"))
+      .set_string("socket_user", "nobody")
+      .set_string("socket_mode", "0600")
+      .allow_user("nobody");
+}
 
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.app]
-listen = "@DIR@/run/app.sock"
-socket_user = "nobody"
-socket_mode = "0600"
-[[socket.app.allow]]
-user = "nobody"
-)";
-
-// kStartPolicy plus a TCP socket and a second Unix path, owned by nogroup.
-const std::string kGrownPolicy = std::string(kStartPolicy) + R"(
-[socket.api]
-listen = "127.0.0.1:443"
-[[socket.api.allow]]
-user = "nobody"
-
-[socket.log]
-listen = "@DIR@/run/new/log.sock"
-type = "datagram"
-socket_group = "nogroup"
-socket_mode = "0660"
-[[socket.log.allow]]
-user = "nobody"
-)";
+// start_policy plus a TCP socket and a second Unix path, owned by nogroup.
+PolicyBuilder grown_policy(const TempDir& dir) {
+  return start_policy(dir)
+      .socket("api", "127.0.0.1:443")
+      .allow_user("nobody")
+      .socket("log", dir.file("run/new/log.sock"))
+      .set_string("type", "datagram")
+      .set_string("socket_group", "nogroup")
+      .set_string("socket_mode", "0660")
+      .allow_user("nobody");
+}
 
 // Every test here: root (or a skip), then this process's private network
 // namespace (sbtest::BrokerTest).
@@ -245,7 +262,7 @@ using Confinement = sbtest::BrokerTest;
 
 TEST_F(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
   TempDir dir;
-  auto broker = Broker::start(dir, replace_all(kStartPolicy, "@DIR@", dir.path()));
+  auto broker = Broker::start(dir, start_policy(dir));
   ASSERT_TRUE(broker);
   const std::uint64_t caps = bit(CAP_NET_BIND_SERVICE) | bit(CAP_CHOWN) | bit(CAP_FOWNER) | bit(CAP_DAC_OVERRIDE);
   expect_confined(*broker, caps);
@@ -254,7 +271,7 @@ TEST_F(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
 
   // SIGHUP: the policy grows by a TCP socket and a Unix path in a directory
   // that does not exist yet; the broker makes both while confined.
-  dir.write("policy.toml", replace_all(kGrownPolicy, "@DIR@", dir.path()));
+  dir.write("policy.toml", grown_policy(dir));
   ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
   auto reloads = broker->wait_for_events("reload");
   ASSERT_EQ(reloads.size(), 1u) << broker->log();
@@ -296,17 +313,12 @@ TEST_F(Confinement, GrantsReloadsRevokesAndServesAUnixPathWhileConfined) {
 // the broker keeps serving the rest.
 TEST_F(Confinement, ReloadedSocketNeedingADroppedCapabilityFailsAndTheBrokerStaysUp) {
   TempDir dir;
-  auto broker = Broker::start(dir, kWebOnly);
+  auto broker = Broker::start(dir, web_only());
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
 
-  dir.write("policy.toml", std::string(kWebOnly) + R"(
-[socket.tproxy]
-listen = "127.0.0.1:8080"
-transparent = true
-[[socket.tproxy.allow]]
-user = "nobody"
-)");
+  dir.write("policy.toml",
+            web_only().socket("tproxy", "127.0.0.1:8080").set("transparent", "true").allow_user("nobody"));
   // Applied, with the new socket not bound: reload says so and exits 71 (the
   // broker retries the socket meanwhile).
   auto reloaded = cli_as_root(*broker, {"reload"});
@@ -332,24 +344,17 @@ user = "nobody"
 // does, and fails without harming the rest.
 TEST_F(Confinement, ReloadedUnixPathsWithoutChownCapability) {
   TempDir dir;
-  auto broker = Broker::start(dir, kWebOnly);
+  auto broker = Broker::start(dir, web_only());
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
 
-  dir.write("policy.toml", replace_all(std::string(kWebOnly) + R"(
-[socket.rooted]
-listen = "@DIR@/rooted.sock"
-socket_mode = "0666"
-[[socket.rooted.allow]]
-user = "nobody"
-
-[socket.owned]
-listen = "@DIR@/owned.sock"
-socket_user = "nobody"
-[[socket.owned.allow]]
-user = "nobody"
-)",
-                                       "@DIR@", dir.path()));
+  dir.write("policy.toml", web_only()
+                               .socket("rooted", dir.file("rooted.sock"))
+                               .set_string("socket_mode", "0666")
+                               .allow_user("nobody")
+                               .socket("owned", dir.file("owned.sock"))
+                               .set_string("socket_user", "nobody")
+                               .allow_user("nobody"));
   ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
   ASSERT_EQ(broker->wait_for_events("reload").size(), 1u) << broker->log();
 
@@ -376,7 +381,7 @@ user = "nobody"
 // and an executable rule added by a reload fails closed until a restart.
 TEST_F(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
   TempDir dir;
-  auto broker = Broker::start(dir, kWebOnly);
+  auto broker = Broker::start(dir, web_only());
   ASSERT_TRUE(broker);
   expect_confined(*broker, bit(CAP_NET_BIND_SERVICE));
   EXPECT_EQ(refusal(*broker, "web"), "");
@@ -386,12 +391,7 @@ TEST_F(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
 
   // This very binary is what a forked child runs: the rule would match it.
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  dir.write("policy.toml", std::string(kWebOnly) + R"(
-[socket.mine]
-listen = "127.0.0.1:81"
-[[socket.mine.allow]]
-executable = )" + sbtest::toml_string(self) + R"(
-)");
+  dir.write("policy.toml", web_only().socket("mine", "127.0.0.1:81").allow({{"executable", self}}));
   ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
   ASSERT_EQ(broker->wait_for_events("reload").size(), 1u) << broker->log();
   EXPECT_NE(refusal(*broker, "mine"), "");
@@ -403,12 +403,7 @@ executable = )" + sbtest::toml_string(self) + R"(
 
   // Started with that policy, the broker keeps CAP_SYS_PTRACE and grants.
   TempDir again;
-  auto restarted = Broker::start(again, R"(
-[socket.mine]
-listen = "127.0.0.1:81"
-[[socket.mine.allow]]
-executable = )" + sbtest::toml_string(self) + R"(
-)");
+  auto restarted = Broker::start(again, PolicyBuilder().socket("mine", "127.0.0.1:81").allow({{"executable", self}}));
   ASSERT_TRUE(restarted);
   expect_confined(*restarted, bit(CAP_NET_BIND_SERVICE) | bit(CAP_SYS_PTRACE));
   EXPECT_EQ(refusal(*restarted, "mine"), "");
@@ -422,7 +417,7 @@ executable = )" + sbtest::toml_string(self) + R"(
 // broker inherits refuses seccomp(2) itself.
 TEST_F(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
   TempDir dir;
-  dir.write("policy.toml", kWebOnly);
+  dir.write("policy.toml", web_only());
   const std::string control = dir.file("control.sock");
   const std::string log = dir.file("broker.log");
   std::vector<std::string> args{SOCKBROKERD_PATH, "--policy", dir.file("policy.toml"), "--control", control,
@@ -458,7 +453,7 @@ TEST_F(Confinement, BrokerThatCannotConfineItselfExitsWithOsErr) {
 // --no-confine, for debugging: every capability stays and there is no filter.
 TEST_F(Confinement, NoConfineIsForDebuggingOnly) {
   TempDir dir;
-  auto broker = Broker::start(dir, kWebOnly, {"--no-confine"});
+  auto broker = Broker::start(dir, web_only(), {"--no-confine"});
   ASSERT_TRUE(broker);
   ASSERT_TRUE(wait_until_ready(*broker)) << broker->log();
   auto status = proc_status(broker->pid());

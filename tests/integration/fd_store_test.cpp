@@ -26,6 +26,7 @@
 #include <sockbroker/fd.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -128,22 +129,18 @@ class FakeFdStore {
   std::map<std::string, std::vector<UniqueFd>> store_;
 };
 
-constexpr char kPolicy[] = R"(
-[socket.web]
-listen = "127.0.0.1:80"
-allow = [{ user = "nobody" }]
-
-[socket.pool]
-listen = "127.0.0.1:81"
-reuse_port = true
-max_grants = 2
-allow = [{ user = "nobody" }]
-
-[socket.dns]
-listen = "127.0.0.1:53"
-type = "datagram"
-allow = [{ user = "nobody" }]
-)";
+std::string three_sockets() {
+  return sbtest::PolicyBuilder()
+      .socket("web", "127.0.0.1:80")
+      .allow_user("nobody")
+      .socket("pool", "127.0.0.1:81")
+      .set("reuse_port", "true")
+      .set("max_grants", "2")
+      .allow_user("nobody")
+      .socket("dns", "127.0.0.1:53")
+      .set_string("type", "datagram")
+      .allow_user("nobody");
+}
 
 // As systemd starts it: with NOTIFY_SOCKET naming the store.
 std::optional<Broker> start_under(const FakeFdStore& store, const TempDir& dir, const std::string& policy,
@@ -163,7 +160,7 @@ using FdStore = sbtest::BrokerTest;
 TEST_F(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
   TempDir dir;
   FakeFdStore store(dir);
-  auto first = start_under(store, dir, kPolicy);
+  auto first = start_under(store, dir, three_sockets());
   ASSERT_TRUE(first);
   const std::uint64_t web_inode = inode_of_granted(*first, "web");
   ASSERT_NE(web_inode, 0u);
@@ -171,7 +168,9 @@ TEST_F(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
   auto b = start_worker(*first, "pool", "B");
   ASSERT_TRUE(a->wait_for_output("ready")) << a->output();
   ASSERT_TRUE(b->wait_for_output("ready")) << b->output();
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the store follows within 50 ms
+  // The store follows within 50 ms. A fixed wait: the leases are written into
+  // the stored state memfd in place, with no message to wait for.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   store.drain();
   EXPECT_EQ(store.count("state"), 1u) << store.names();
   EXPECT_EQ(store.count("control"), 1u) << store.names();
@@ -184,7 +183,7 @@ TEST_F(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
   std::atomic<bool> answered{false};
   std::thread early([&] { answered = sockbroker::Client::connect(dir.file("control.sock")).ok(); });
 
-  auto second = start_under(store, dir, kPolicy, {}, store.handed());
+  auto second = start_under(store, dir, three_sockets(), {}, store.handed());
   early.join();
   ASSERT_TRUE(second);
   EXPECT_TRUE(answered);
@@ -197,7 +196,8 @@ TEST_F(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
   std::map<std::string, int> answers;
   for (int i = 0; i < 40; ++i) answers[sbtest::tcp_exchange(81, "", 2000)]++;
   EXPECT_EQ(answers["A\n"] + answers["B\n"], 40);
-  // And the new broker keeps the store in step: nothing stored twice.
+  // And the new broker keeps the store in step: nothing stored twice. A
+  // negative check: whatever it would store again has 200 ms to arrive.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   store.drain();
   EXPECT_EQ(store.count("state"), 1u) << store.names();
@@ -210,30 +210,32 @@ TEST_F(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
 TEST_F(FdStore, WhatThePolicyNoLongerSaysIsRefusedAndRemoved) {
   TempDir dir;
   FakeFdStore store(dir);
-  auto first = start_under(store, dir, kPolicy);
+  auto first = start_under(store, dir, three_sockets());
   ASSERT_TRUE(first);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  store.drain();
+  sbtest::wait_until([&] {
+    store.drain(0);
+    return store.count_sockets() == 3;
+  });
   ASSERT_EQ(store.count_sockets(), 3u) << store.names();
   first->stop();
   store.drain();
 
   // web moved to port 8080; dns is gone.
-  auto second = start_under(store, dir, R"(
-[socket.web]
-listen = "127.0.0.1:8080"
-allow = [{ user = "nobody" }]
-
-[socket.pool]
-listen = "127.0.0.1:81"
-reuse_port = true
-allow = [{ user = "nobody" }]
-)",
+  auto second = start_under(store, dir,
+                            sbtest::PolicyBuilder()
+                                .socket("web", "127.0.0.1:8080")
+                                .allow_user("nobody")
+                                .socket("pool", "127.0.0.1:81")
+                                .set("reuse_port", "true")
+                                .allow_user("nobody"),
                             {}, store.handed());
   ASSERT_TRUE(second);
   EXPECT_TRUE(second->wait_for_log("refused 2")) << second->log();
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  store.drain();
+  // The refused sockets leave the store (and this process's copies of them close).
+  sbtest::wait_until([&] {
+    store.drain(0);
+    return store.count_sockets() == 2 && store.count("state") == 1 && sbtest::bind_tcp(INADDR_LOOPBACK, 80) == 0;
+  });
   EXPECT_EQ(store.count_sockets(), 2u) << store.names();
   EXPECT_EQ(store.count("state"), 1u) << store.names();
   // Port 80 and 53 are free again; 8080 is the broker's.
@@ -250,7 +252,7 @@ TEST_F(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
   const std::string binary = dir.file("sockbrokerd");
   std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
   ::chmod(binary.c_str(), 0755);
-  auto first = start_under(store, dir, kPolicy, {}, {}, binary);
+  auto first = start_under(store, dir, three_sockets(), {}, {}, binary);
   ASSERT_TRUE(first);
   const std::uint64_t web_inode = inode_of_granted(*first, "web");
   auto a = start_worker(*first, "pool", "A");
@@ -264,7 +266,7 @@ TEST_F(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
   store.drain();
   EXPECT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80), EADDRINUSE) << "the store holds the port";
 
-  auto second = start_under(store, dir, kPolicy, {}, store.handed());
+  auto second = start_under(store, dir, three_sockets(), {}, store.handed());
   ASSERT_TRUE(second);
   EXPECT_TRUE(second->wait_for_log("adopted 3 socket(s), 1 holder(s) with 1 lease(s)")) << second->log();
   EXPECT_EQ(inode_of_granted(*second, "web"), web_inode);
@@ -278,7 +280,7 @@ TEST_F(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
 TEST_F(FdStore, NoStoreWithoutSystemd) {
   TempDir dir;
   FakeFdStore store(dir);
-  auto broker = start_under(store, dir, kPolicy, {"--no-fd-store"});
+  auto broker = start_under(store, dir, three_sockets(), {"--no-fd-store"});
   ASSERT_TRUE(broker);
   store.drain();
   EXPECT_EQ(store.names(), "");

@@ -168,8 +168,8 @@ TEST_F(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket)
     ASSERT_GT(tcp_states_on(kPort)[kTimeWait], 0) << "no worker-side TIME_WAIT: the test proves nothing";
   }
   TempDir dir;
-  auto shared = Broker::start(dir, "[socket.web]\nlisten = \"0.0.0.0:" + std::to_string(kPort) +
-                                       "\"\n[[socket.web.allow]]\nuser = \"nobody\"\n");
+  auto shared = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("web", "0.0.0.0:" + std::to_string(kPort)).allow_user("nobody"));
   ASSERT_TRUE(shared);
   EXPECT_TRUE(acquire_and_report(*shared, "web").granted) << shared->log();
 }
@@ -218,8 +218,11 @@ TEST_F(ReusePort, TheSpareMemberTakesNoConnectionsLetsNoOneInAndServesTheNextWor
 
 TEST_F(ReusePort, DatagramGroupKeepsNoIdleMember) {
   TempDir dir;
-  auto broker = Broker::start(dir, "[socket.dns]\nlisten = \"127.0.0.1:5353\"\ntype = \"datagram\"\nreuse_port = true\n"
-                                   "[[socket.dns.allow]]\nuser = \"nobody\"\n");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("dns", "127.0.0.1:5353")
+                                       .set_string("type", "datagram")
+                                       .set("reuse_port", "true")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   // Nothing is bound before the first grant: a plain bind by root succeeds.
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -257,8 +260,8 @@ TEST_F(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
 
 TEST_F(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
   TempDir dir;
-  auto broker = Broker::start(dir, "[socket.web]\nlisten = \"0.0.0.0:80\"\nmax_grants = 1\n"
-                                   "[[socket.web.allow]]\nuser = \"nobody\"\n");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("web", "0.0.0.0:80").set("max_grants", "1").allow_user("nobody"));
   ASSERT_TRUE(broker);
   sbtest::Pipe held, release;
   sbtest::Child holder(sbtest::kNobody, sbtest::kNogroup, [&](int report_fd) {
@@ -312,53 +315,39 @@ TEST_F(Quota, PerClientCapOnLiveGrants) {
   EXPECT_NE(child.output.find("max_grants_per_client"), std::string::npos) << child.output;
 }
 
-const char* const kReloadPolicy = R"(
-[socket.web]
-listen = "0.0.0.0:80"
-[[socket.web.allow]]
-user = "nobody"
+sbtest::PolicyBuilder reload_policy() {
+  return sbtest::PolicyBuilder()
+      .socket("web", "0.0.0.0:80")
+      .allow_user("nobody")
+      .socket("api", "127.0.0.1:8443")
+      .allow_user("nobody")
+      .socket("old", "127.0.0.1:9000")
+      .allow_user("nobody");
+}
 
-[socket.api]
-listen = "127.0.0.1:8443"
-[[socket.api.allow]]
-user = "nobody"
-
-[socket.old]
-listen = "127.0.0.1:9000"
-[[socket.old.allow]]
-user = "nobody"
-)";
-
-const char* const kReloadedPolicy = R"(
-[socket.web]
-listen = "0.0.0.0:80"
-backlog = 511
-[[socket.web.allow]]
-user = "nobody"
-[[socket.web.allow]]
-user = "daemon"
-
-[socket.api]
-listen = "127.0.0.1:8444"
-[[socket.api.allow]]
-user = "nobody"
-
-[socket.new]
-listen = "127.0.0.1:9001"
-[[socket.new.allow]]
-user = "nobody"
-)";
+// reload_policy with "web" changed in place, "api" moved, "old" replaced by "new".
+sbtest::PolicyBuilder reloaded_policy() {
+  return sbtest::PolicyBuilder()
+      .socket("web", "0.0.0.0:80")
+      .set("backlog", "511")
+      .allow_user("nobody")
+      .allow_user("daemon")
+      .socket("api", "127.0.0.1:8444")
+      .allow_user("nobody")
+      .socket("new", "127.0.0.1:9001")
+      .allow_user("nobody");
+}
 
 TEST_F(Reload, UnchangedKeepsTheKernelSocketChangedIsReboundRemovedIsClosed) {
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
   auto web_before = acquire_and_report(*broker, "web");
   auto api_before = acquire_and_report(*broker, "api");
   ASSERT_TRUE(web_before.granted) << web_before.message;
   ASSERT_TRUE(api_before.granted) << api_before.message;
 
-  dir.write("policy.toml", kReloadedPolicy);
+  dir.write("policy.toml", reloaded_policy());
   auto reloaded = cli_as(0, 0, *broker, {"reload"});
   ASSERT_EQ(reloaded.exit_code, 0) << reloaded.output;
   EXPECT_NE(reloaded.output.find("1 added, 1 rebound, 1 removed, 1 unchanged"), std::string::npos) << reloaded.output;
@@ -385,9 +374,10 @@ TEST_F(Reload, UnchangedKeepsTheKernelSocketChangedIsReboundRemovedIsClosed) {
 
 TEST_F(Reload, InvalidPolicyChangesNothingAndTheErrorsArePrinted) {
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
   auto before = acquire_and_report(*broker, "web");
+  // Written out: the error's file:line is checked (line 3, the backlog).
   dir.write("policy.toml", "[socket.web]\nlisten = \"0.0.0.0:80\"\nbacklog = \"lots\"\n");
   auto reloaded = cli_as(0, 0, *broker, {"reload"});
   EXPECT_EQ(reloaded.exit_code, 78) << reloaded.output;
@@ -402,9 +392,9 @@ TEST_F(Reload, InvalidPolicyChangesNothingAndTheErrorsArePrinted) {
 
 TEST_F(Reload, SighupReloads) {
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
-  dir.write("policy.toml", kReloadedPolicy);
+  dir.write("policy.toml", reloaded_policy());
   ASSERT_EQ(::kill(broker->pid(), SIGHUP), 0);
   EXPECT_EQ(broker->wait_for_events("reload").size(), 1u);
   EXPECT_TRUE(acquire_and_report(*broker, "new").granted);
@@ -412,7 +402,7 @@ TEST_F(Reload, SighupReloads) {
 
 TEST_F(Reload, OnlyAdministratorsMayReloadOrRevoke) {
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
   auto reload = cli_as(sbtest::kNobody, sbtest::kNogroup, *broker, {"reload"});
   EXPECT_EQ(reload.exit_code, 77) << reload.output;
@@ -426,7 +416,7 @@ TEST_F(Reload, OnlyAdministratorsMayReloadOrRevoke) {
 
 TEST_F(Reload, AdminGroupMembersMayReload) {
   TempDir dir;
-  auto broker = Broker::start(dir, std::string("[broker]\nadmin_group = \"nogroup\"\n") + kReloadPolicy);
+  auto broker = Broker::start(dir, reload_policy().broker("admin_group", sbtest::toml_string("nogroup")));
   ASSERT_TRUE(broker);
   auto reload = cli_as(sbtest::kNobody, sbtest::kNogroup, *broker, {"reload", "--json"});
   EXPECT_EQ(reload.exit_code, 0) << reload.output;
@@ -436,7 +426,7 @@ TEST_F(Reload, AdminGroupMembersMayReload) {
 
 TEST_F(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
   auto before = acquire_and_report(*broker, "web");
   // Told of the revoke, it runs on: what is checked here is the shutdown itself.
@@ -468,7 +458,7 @@ TEST_F(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
 
 TEST_F(Revoke, UnknownNameExits65) {
   TempDir dir;
-  auto broker = Broker::start(dir, kReloadPolicy);
+  auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
   EXPECT_EQ(cli_as(0, 0, *broker, {"revoke", "nosuch"}).exit_code, 65);
 }
@@ -625,10 +615,10 @@ TEST_F(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
   EXPECT_EQ(web["max_grants"], 4);
   EXPECT_EQ(web["grants_total"], 2);
   // The exited holder's lease may take a moment to be released.
-  for (int i = 0; i < 100 && view["sockets"][1]["holders"] != 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(sbtest::wait_until([&] {
     view = nlohmann::json::parse(cli_as(0, 0, *broker, {"list", "--json"}).output);
-  }
+    return view["sockets"][1]["holders"] == 1;
+  })) << view.dump();
   EXPECT_EQ(view["sockets"][1]["holders"], 1);
 
   auto mine = cli_as(sbtest::kNobody, sbtest::kNogroup, *broker, {"list", "--json"});

@@ -95,27 +95,15 @@ TEST_F(Identity, CgroupRuleIsAPrefixOnPathBoundaries) {
   ASSERT_EQ(web.path(), "/" + slice + "/web.service");
   const std::string partial = "/" + slice.substr(0, slice.size() - 3);  // "/sbtest-….sli"
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.slice]
-listen = "127.0.0.1:8206"
-[[socket.slice.allow]]
-cgroup = "/)" + slice + R"("
-
-[socket.trailing]
-listen = "127.0.0.1:8207"
-[[socket.trailing.allow]]
-cgroup = "/)" + slice + R"(/"
-
-[socket.exact]
-listen = "127.0.0.1:8208"
-[[socket.exact.allow]]
-cgroup = )" + sbtest::toml_string(web.path()) + R"(
-
-[socket.partial]
-listen = "127.0.0.1:8209"
-[[socket.partial.allow]]
-cgroup = )" + sbtest::toml_string(partial) + R"(
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("slice", "127.0.0.1:8206")
+                                       .allow({{"cgroup", "/" + slice}})
+                                       .socket("trailing", "127.0.0.1:8207")
+                                       .allow({{"cgroup", "/" + slice + "/"}})
+                                       .socket("exact", "127.0.0.1:8208")
+                                       .allow({{"cgroup", web.path()}})
+                                       .socket("partial", "127.0.0.1:8209")
+                                       .allow({{"cgroup", partial}}));
   ASSERT_TRUE(broker);
   const ChildSetup in_web = in_cgroup(web);
   for (const char* name : {"slice", "trailing", "exact"}) {
@@ -193,12 +181,7 @@ TEST_F(Identity, UnitRuleWorksForABrokerWithoutCapKill) {
   TestCgroup web(slice + "/web.service");
   ASSERT_TRUE(web.ok());
   TempDir dir;
-  const std::string policy = R"(
-[socket.web]
-listen = "127.0.0.1:8213"
-[[socket.web.allow]]
-unit = "web.service"
-)";
+  const std::string policy = sbtest::PolicyBuilder().socket("web", "127.0.0.1:8213").allow({{"unit", "web.service"}});
   ChildSetup as_root;
   as_root.uid = 0;
   as_root.gid = 0;
@@ -261,17 +244,11 @@ TEST_F(GroupRule, NamedGroupMatchesThePrimaryGid) {
 
 TEST_F(GroupRule, SupplementaryGroupMatches) {
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:8302"
-[[socket.web.allow]]
-group = "daemon"
-
-[socket.bygid]
-listen = "127.0.0.1:8303"
-[[socket.bygid.allow]]
-group = 1
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("web", "127.0.0.1:8302")
+                                       .allow({{"group", "daemon"}})
+                                       .socket("bygid", "127.0.0.1:8303")
+                                       .allow_toml({{"group", "1"}}));
   ASSERT_TRUE(broker);
   // Primary nogroup; daemon (gid 1) only as a supplementary group, not first.
   const ChildSetup member = with_groups(sbtest::kNogroup, {7, kDaemonGid});

@@ -22,6 +22,7 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -100,11 +101,7 @@ TEST_F(Journal, AuditEventsAreStructuredJournalEntries) {
   ASSERT_TRUE(listening) << "journald did not start:\n" << journald.output();
 
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "127.0.0.1:80"
-allow = [{ user = "nobody" }]
-)",
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"),
                               {"--audit", "journal"});
   ASSERT_TRUE(broker);
 

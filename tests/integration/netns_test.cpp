@@ -38,23 +38,15 @@ using sockbroker::UniqueFd;
 constexpr uid_t kRuntime = sbtest::kNobody;  // the policy's runtime identity
 constexpr uid_t kStranger = 4242;            // any other uid
 
+// No max_grants_per_client: the runtime asks 1,000 times below, over the
+// default 256, and must never be refused for grants it handed on.
 std::string policy() {
-  return R"(
-# No max_grants_per_client: the runtime asks 1,000 times below, over the
-# default 256, and must never be refused for grants it handed on.
-[socket.web]
-listen = "0.0.0.0:80"
-netns = "request"
-
-[[socket.web.allow]]
-user = 65534
-
-[socket.api]
-listen = "127.0.0.1:8080"
-
-[[socket.api.allow]]
-user = 65534
-)";
+  return sbtest::PolicyBuilder()
+      .socket("web", "0.0.0.0:80")
+      .set_string("netns", "request")
+      .allow_toml({{"user", "65534"}})
+      .socket("api", "127.0.0.1:8080")
+      .allow_toml({{"user", "65534"}});
 }
 
 using sbtest::inode_of;
@@ -321,22 +313,14 @@ TEST(Netns, RefusedRequestsBindNothingAnywhere) {
 TEST(Netns, TheBrokersOwnNamespaceIsRefused) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.host]
-listen = "127.0.0.1:8443"
-reuse_port = true
-
-[[socket.host.allow]]
-user = 4242
-
-[socket.side]
-listen = "127.0.0.1:8443"
-reuse_port = true
-netns = "request"
-
-[[socket.side.allow]]
-user = 65534
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("host", "127.0.0.1:8443")
+                                       .set("reuse_port", "true")
+                                       .allow_toml({{"user", "4242"}})
+                                       .socket("side", "127.0.0.1:8443")
+                                       .set("reuse_port", "true")
+                                       .set_string("netns", "request")
+                                       .allow_toml({{"user", "65534"}}));
   ASSERT_TRUE(broker);
   const std::uint64_t home = netns_inode_of_pid(broker->pid());
 
@@ -379,15 +363,11 @@ user = 65534
 TEST(Netns, OwnerRequesterTakesOnlyTheRequestersOwnNamespaces) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "0.0.0.0:80"
-netns = "request"
-netns_owner = "requester"
-
-[[socket.web.allow]]
-user = 65534
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("web", "0.0.0.0:80")
+                                       .set_string("netns", "request")
+                                       .set_string("netns_owner", "requester")
+                                       .allow_toml({{"user", "65534"}}));
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
 
@@ -433,15 +413,11 @@ TEST(Netns, PathTakesOnlyNamespacesMountedThere) {
   TempDir dir;
   const std::string named = dir.file("netns");
   ASSERT_EQ(::mkdir(named.c_str(), 0755), 0);
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "0.0.0.0:80"
-netns = "request"
-netns_path = )" + sbtest::toml_string(named + "/ctr-*") + R"(
-
-[[socket.web.allow]]
-user = 65534
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("web", "0.0.0.0:80")
+                                       .set_string("netns", "request")
+                                       .set_string("netns_path", named + "/ctr-*")
+                                       .allow_toml({{"user", "65534"}}));
   ASSERT_TRUE(broker);
 
   Netns a = make_netns(), b = make_netns(), c = make_netns();
@@ -484,15 +460,11 @@ TEST(Netns, NamespaceOpenedInAnotherMountNamespaceIsRecognised) {
   TempDir dir;
   const std::string named = dir.file("netns");
   ASSERT_EQ(::mkdir(named.c_str(), 0755), 0);
-  auto broker = Broker::start(dir, R"(
-[socket.web]
-listen = "0.0.0.0:80"
-netns = "request"
-netns_path = )" + sbtest::toml_string(named + "/ctr-*") + R"(
-
-[[socket.web.allow]]
-user = 65534
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("web", "0.0.0.0:80")
+                                       .set_string("netns", "request")
+                                       .set_string("netns_path", named + "/ctr-*")
+                                       .allow_toml({{"user", "65534"}}));
   ASSERT_TRUE(broker);
   Netns a = make_netns();
   MountedNetns at_a(a, named + "/ctr-a");
@@ -586,12 +558,9 @@ TEST(Netns, ClientsReachTheContainerWithTheirRealAddress) {
   ASSERT_TRUE(web.socket) << web.message;
 
   // From the host side of the link (the broker's namespace) to the container's address.
-  bool connected = false;
-  for (int i = 0; i < 100 && !connected; ++i) {  // the link needs a moment to come up
-    connected = connects_in(-1, "10.9.0.1", 80);
-    if (!connected) ::usleep(20'000);
-  }
-  ASSERT_TRUE(connected);
+  // The link needs a moment to come up.
+  ASSERT_TRUE(sbtest::wait_until([] { return connects_in(-1, "10.9.0.1", 80); }, std::chrono::seconds(5),
+                                 std::chrono::milliseconds(20)));
   EXPECT_EQ(accept_peer(web.socket.get()), "10.9.0.2") << "the server sees the client's own address";
   // And from a second address inside A itself.
   ASSERT_EQ(run_ip({"addr", "add", "10.9.0.3/24", "dev", "sbctr0"}, &out, a.path()), 0) << out;

@@ -21,17 +21,14 @@
 #include <sockbroker/fd.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
 using sbtest::Broker;
 using sbtest::TempDir;
 
-constexpr char kPolicy[] = R"(
-[socket.web]
-listen = "127.0.0.1:80"
-allow = [{ user = "nobody" }]
-)";
+sbtest::PolicyBuilder web_only() { return sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"); }
 
 // The datagram socket systemd would own, bound at dir/notify.sock.
 class NotifyListener {
@@ -94,7 +91,7 @@ TEST_F(Notify, ReadyReloadingStoppingAndStatus) {
   TempDir dir;
   NotifyListener systemd(dir);
   ScopedEnv notify("NOTIFY_SOCKET", systemd.path());
-  auto broker = Broker::start(dir, kPolicy);
+  auto broker = Broker::start(dir, web_only());
   ASSERT_TRUE(broker);
 
   std::string ready = systemd.until("READY=1");
@@ -123,7 +120,7 @@ TEST_F(Notify, WatchdogPingsAtHalfTheInterval) {
   NotifyListener systemd(dir);
   ScopedEnv notify("NOTIFY_SOCKET", systemd.path());
   ScopedEnv watchdog("WATCHDOG_USEC", "200000");  // 200 ms: a ping every ~100 ms
-  auto broker = Broker::start(dir, kPolicy);
+  auto broker = Broker::start(dir, web_only());
   ASSERT_TRUE(broker);
   ASSERT_FALSE(systemd.until("READY=1").empty()) << broker->log();
 
@@ -151,7 +148,7 @@ TEST_F(Notify, WatchdogForAnotherPidIsIgnored) {
   // WATCHDOG_PID names the process systemd watches; a child that inherited
   // the variables (ExecStartPre, a wrapper) must not ping in its place.
   ScopedEnv watchdog_pid("WATCHDOG_PID", "1");
-  auto broker = Broker::start(dir, kPolicy);
+  auto broker = Broker::start(dir, web_only());
   ASSERT_TRUE(broker);
   ASSERT_FALSE(systemd.until("READY=1").empty()) << broker->log();
   EXPECT_EQ(systemd.until("WATCHDOG=1", 600), "");

@@ -26,6 +26,12 @@ PolicyBuilder& PolicyBuilder::set(const std::string& key, const std::string& tom
 }
 
 PolicyBuilder& PolicyBuilder::allow(const std::vector<std::pair<std::string, std::string>>& rule) {
+  std::vector<std::pair<std::string, std::string>> quoted;
+  for (const auto& [key, text] : rule) quoted.emplace_back(key, toml_string(text));
+  return allow_toml(quoted);
+}
+
+PolicyBuilder& PolicyBuilder::allow_toml(const std::vector<std::pair<std::string, std::string>>& rule) {
   if (sockets_.empty()) throw std::logic_error("PolicyBuilder::allow before socket()");
   sockets_.back().rules.push_back(rule);
   return *this;
@@ -43,7 +49,7 @@ std::string PolicyBuilder::toml() const {
     for (const auto& [key, value] : s.settings) out += key + " = " + value + "\n";
     for (const auto& rule : s.rules) {
       out += "[[" + table + ".allow]]\n";
-      for (const auto& [key, value] : rule) out += key + " = " + toml_string(value) + "\n";
+      for (const auto& [key, value] : rule) out += key + " = " + value + "\n";
     }
   }
   return out;

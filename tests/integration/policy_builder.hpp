@@ -28,6 +28,9 @@ class PolicyBuilder {
   PolicyBuilder& set_string(const std::string& key, const std::string& text) { return set(key, toml_string(text)); }
   // One `[[socket.NAME.allow]]` rule: every key = string value given (AND).
   PolicyBuilder& allow(const std::vector<std::pair<std::string, std::string>>& rule);
+  // The same with each value as TOML, for one that is not a string: a uid or
+  // gid by number (`user = 65534`).
+  PolicyBuilder& allow_toml(const std::vector<std::pair<std::string, std::string>>& rule);
   PolicyBuilder& allow_user(const std::string& user) { return allow({{"user", user}}); }
 
   [[nodiscard]] std::string toml() const;
@@ -37,7 +40,7 @@ class PolicyBuilder {
   struct Socket {
     std::string name;
     std::vector<std::pair<std::string, std::string>> settings;
-    std::vector<std::vector<std::pair<std::string, std::string>>> rules;
+    std::vector<std::vector<std::pair<std::string, std::string>>> rules;  // values as TOML
   };
   std::vector<std::pair<std::string, std::string>> broker_;
   std::vector<Socket> sockets_;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -19,8 +20,9 @@ using sbtest::Background;
 using sbtest::Broker;
 using sbtest::TempDir;
 
-std::string web_policy(const std::string& extra) {
-  return "[socket.web]\nlisten = \"127.0.0.1:80\"\n" + extra + "[[socket.web.allow]]\nuser = \"nobody\"\n";
+// "web" on 127.0.0.1:80 for nobody; callers add settings (.set).
+sbtest::PolicyBuilder web_policy() {
+  return sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody");
 }
 
 // The kernel socket's identity and options, as a holder sees them.
@@ -45,14 +47,14 @@ using ReloadInPlace = sbtest::BrokerTest;
 
 TEST_F(ReloadInPlace, BacklogAndBuffersChangeOnTheLiveSocketAndItsHolderServesOn) {
   TempDir dir;
-  auto broker = Broker::start(dir, web_policy("backlog = 16\nreceive_buffer = 65536\n"));
+  auto broker = Broker::start(dir, web_policy().set("backlog", "16").set("receive_buffer", "65536"));
   ASSERT_TRUE(broker);
   Background serving(sbtest::kNobody, sbtest::kNogroup, holder(*broker));
   ASSERT_TRUE(serving.wait_for_output("ready")) << serving.output();
   auto before = sbtest::acquire_as_nobody(*broker, "web", inode_and_buffer());
   ASSERT_TRUE(before.granted) << before.message;
 
-  dir.write("policy.toml", web_policy("backlog = 64\nreceive_buffer = 131072\n"));
+  dir.write("policy.toml", web_policy().set("backlog", "64").set("receive_buffer", "131072"));
   auto reloaded = sbtest::cli_as_root(*broker, {"reload"});
   EXPECT_EQ(reloaded.exit_code, 0) << reloaded.output;
   EXPECT_NE(reloaded.output.find("0 rebound"), std::string::npos) << reloaded.output;
@@ -71,16 +73,18 @@ TEST_F(ReloadInPlace, BacklogAndBuffersChangeOnTheLiveSocketAndItsHolderServesOn
 TEST_F(ReloadInPlace, AUnixPathsOwnerAndModeChangeOnTheSameFile) {
   TempDir dir;
   const std::string path = dir.file("run/app.sock");
-  auto broker = Broker::start(dir, "[socket.app]\nlisten = \"" + path +
-                                       "\"\nsocket_mode = \"0600\"\n[[socket.app.allow]]\nuser = \"nobody\"\n");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("app", path).set_string("socket_mode", "0600").allow_user("nobody"));
   ASSERT_TRUE(broker);
   struct stat before {};
   ASSERT_EQ(::lstat(path.c_str(), &before), 0);
   ASSERT_EQ(before.st_mode & 07777, 0600u);
 
-  dir.write("policy.toml", "[socket.app]\nlisten = \"" + path +
-                               "\"\nsocket_mode = \"0660\"\nsocket_group = \"nogroup\"\n[[socket.app.allow]]\nuser = "
-                               "\"nobody\"\n");
+  dir.write("policy.toml", sbtest::PolicyBuilder()
+                               .socket("app", path)
+                               .set_string("socket_mode", "0660")
+                               .set_string("socket_group", "nogroup")
+                               .allow_user("nobody"));
   auto reloaded = sbtest::cli_as_root(*broker, {"reload"});
   EXPECT_EQ(reloaded.exit_code, 0) << reloaded.output;
   EXPECT_NE(reloaded.output.find("changed in place: app: socket_group, socket_mode"), std::string::npos)
@@ -94,13 +98,13 @@ TEST_F(ReloadInPlace, AUnixPathsOwnerAndModeChangeOnTheSameFile) {
 
 TEST_F(ReloadInPlace, AnAddressChangeShutsItsHoldersDownAndSaysWhich) {
   TempDir dir;
-  auto broker = Broker::start(dir, web_policy(""));
+  auto broker = Broker::start(dir, web_policy());
   ASSERT_TRUE(broker);
   Background serving(sbtest::kNobody, sbtest::kNogroup, holder(*broker));
   ASSERT_TRUE(serving.wait_for_output("ready")) << serving.output();
   const pid_t holder_pid = broker->wait_for_events("grant").at(0)["peer"]["pid"];
 
-  dir.write("policy.toml", "[socket.web]\nlisten = \"127.0.0.1:8080\"\n[[socket.web.allow]]\nuser = \"nobody\"\n");
+  dir.write("policy.toml", sbtest::PolicyBuilder().socket("web", "127.0.0.1:8080").allow_user("nobody"));
   auto reloaded = sbtest::cli_as_root(*broker, {"reload"});
   EXPECT_EQ(reloaded.exit_code, 0) << reloaded.output;
   EXPECT_NE(reloaded.output.find("rebound: web: listen changed; bound afresh; 1 holder(s) shut down (pid " +
@@ -118,7 +122,7 @@ TEST_F(FailedSocket, IsRetriedWithBackoffAndServesOnceTheAddressIsFree) {
   sockbroker::UniqueFd squatter;
   ASSERT_EQ(sbtest::bind_tcp(INADDR_LOOPBACK, 80, {}, &squatter), 0);
   ASSERT_EQ(::listen(squatter.get(), 1), 0);
-  auto broker = Broker::start(dir, web_policy(""));
+  auto broker = Broker::start(dir, web_policy());
   ASSERT_TRUE(broker);
   auto failed = broker->wait_for_events("bind_failed");
   ASSERT_EQ(failed.size(), 1u);

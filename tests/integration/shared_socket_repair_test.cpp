@@ -19,6 +19,7 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -170,8 +171,8 @@ TEST_F(Adversarial, AnAdministratorsListingDoesNotCallABrokenSocketBound) {
 TEST_F(Adversarial, AUnixListenerShutDownByAHolderIsBoundAfresh) {
   TempDir dir;
   const std::string path = dir.file("app.sock");
-  auto broker = Broker::start(dir, "[socket.app]\nlisten = \"" + path + "\"\nsocket_mode = \"0666\"\n"
-                                   "[[socket.app.allow]]\nuser = \"nobody\"\n");
+  auto broker = Broker::start(
+      dir, sbtest::PolicyBuilder().socket("app", path).set_string("socket_mode", "0666").allow_user("nobody"));
   ASSERT_TRUE(broker);
   const auto before = sbtest::acquire_as_nobody(*broker, "app", [](int fd) -> nlohmann::json { return sbtest::inode_of(fd); });
   ASSERT_TRUE(before.granted) << before.message;

@@ -94,14 +94,11 @@ TEST_F(SocketOptions, BufferAboveTheSysctlMaximumIsClampedAndTheBrokerSaysSo) {
   const long receive = rmem_max + 4096;
   const long send = wmem_max * 2;
   TempDir dir;
-  auto broker = Broker::start(dir, R"(
-[socket.big]
-listen = "127.0.0.1:8104"
-receive_buffer = )" + std::to_string(receive) + R"(
-send_buffer = )" + std::to_string(send) + R"(
-[[socket.big.allow]]
-user = "nobody"
-)");
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("big", "127.0.0.1:8104")
+                                       .set("receive_buffer", std::to_string(receive))
+                                       .set("send_buffer", std::to_string(send))
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   auto big = acquire_as_nobody(*broker, "big", buffer_sizes);
   // Clamped, not refused: the socket is bound and granted.

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
@@ -30,29 +31,19 @@ using sbtest::TempDir;
 // One socket of each fate: granted (shared and reuse_port), root's only, and
 // one on 192.0.2.1 (TEST-NET-1, on no interface of the test's netns), which
 // cannot be bound.
-const char* const kPolicy = R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.workers]
-listen = "127.0.0.1:8080"
-reuse_port = true
-max_grants = 1
-[[socket.workers.allow]]
-user = "nobody"
-
-[socket.admin]
-listen = "127.0.0.1:443"
-[[socket.admin.allow]]
-user = "root"
-
-[socket.unroutable]
-listen = "192.0.2.1:81"
-[[socket.unroutable.allow]]
-user = "nobody"
-)";
+std::string four_sockets() {
+  return sbtest::PolicyBuilder()
+      .socket("web", "127.0.0.1:80")
+      .allow_user("nobody")
+      .socket("workers", "127.0.0.1:8080")
+      .set("reuse_port", "true")
+      .set("max_grants", "1")
+      .allow_user("nobody")
+      .socket("admin", "127.0.0.1:443")
+      .allow_user("root")
+      .socket("unroutable", "192.0.2.1:81")
+      .allow_user("nobody");
+}
 
 // `sockbroker` as root (uid 0) or as nobody (any other uid given).
 sbtest::ChildResult cli(uid_t uid, const Broker& broker, const std::vector<std::string>& args) {
@@ -124,7 +115,7 @@ using Status = sbtest::BrokerTest;
 
 TEST_F(Status, CountsGrantsDenialsAndReloadsExactly) {
   TempDir dir;
-  auto broker = Broker::start(dir, kPolicy);
+  auto broker = Broker::start(dir, four_sockets());
   ASSERT_TRUE(broker);
 
   // Grants: web twice (each holder exits at once), workers once (held below).
@@ -153,9 +144,9 @@ TEST_F(Status, CountsGrantsDenialsAndReloadsExactly) {
   // One reload that is applied, one that is refused. The applied one exits 71:
   // it tried "unroutable" again, which still cannot be bound.
   EXPECT_EQ(cli(0, *broker, {"reload"}).exit_code, 71);
-  dir.write("policy.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\nlisen = 1\n");
+  dir.write("policy.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\nlisen = 1\n");  // invalid on purpose
   EXPECT_EQ(cli(0, *broker, {"reload"}).exit_code, 78);
-  dir.write("policy.toml", kPolicy);
+  dir.write("policy.toml", four_sockets());
 
   // The holder's reuse_port member, once `sockbroker run` has exec'd sleep.
   std::set<std::uint64_t> held;
@@ -286,12 +277,12 @@ TEST_F(Status, UnreachableBrokerIsExit69AndUpZero) {
 
 TEST_F(Status, PagesThroughTwoThousandSockets) {
   TempDir dir;
-  std::string policy;
+  sbtest::PolicyBuilder policy;
   constexpr int kSockets = 2000;
   for (int i = 0; i < kSockets; ++i) {
     char name[32];
     std::snprintf(name, sizeof name, "s%04d", i);
-    policy += "[socket." + std::string(name) + "]\nlisten = \"127.0.0.1:" + std::to_string(20000 + i) + "\"\n";
+    policy.socket(name, "127.0.0.1:" + std::to_string(20000 + i));
   }
   auto broker = Broker::start(dir, policy, {"--log-level", "warn"});
   ASSERT_TRUE(broker);

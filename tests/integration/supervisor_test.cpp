@@ -28,24 +28,15 @@ constexpr std::uint16_t kDeniedPort = 81;
 constexpr std::uint16_t kUdpPort = 53;
 
 std::string policy(const TempDir& dir) {
-  return R"(
-[socket.web]
-listen = "127.0.0.1:80"
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.dns]
-listen = "127.0.0.1:53"
-type = "datagram"
-[[socket.dns.allow]]
-user = "nobody"
-
-[socket.app]
-listen = )" + sbtest::toml_string(dir.file("run/app.sock")) + R"(
-socket_mode = "0666"
-[[socket.app.allow]]
-user = "nobody"
-)";
+  return sbtest::PolicyBuilder()
+      .socket("web", "127.0.0.1:80")
+      .allow_user("nobody")
+      .socket("dns", "127.0.0.1:53")
+      .set_string("type", "datagram")
+      .allow_user("nobody")
+      .socket("app", dir.file("run/app.sock"))
+      .set_string("socket_mode", "0666")
+      .allow_user("nobody");
 }
 
 std::vector<std::string> run(const Broker& broker, std::vector<std::string> program) {
@@ -167,6 +158,7 @@ TEST_F(Supervisor, StaysWhileTheProgramsTreeLivesAndForwardsToWhatRemains) {
                     run(*broker, {"/bin/sh", "-c",
                                   "(trap 'exit 5' TERM; echo daemon; while :; do sleep 0.05; done) & exit 0"}));
   ASSERT_TRUE(daemon.wait_for_output("daemon")) << daemon.output();
+  // A negative check: the supervisor must not exit within this time.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   ASSERT_EQ(::kill(daemon.pid(), 0), 0) << "the supervisor went away while the daemon lives";
   ASSERT_EQ(::kill(daemon.pid(), SIGTERM), 0);

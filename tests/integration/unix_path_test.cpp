@@ -14,14 +14,22 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 namespace {
 
 using sbtest::Broker;
 using sbtest::TempDir;
 
-std::string app_socket(const std::string& path, const std::string& extra = "") {
-  return "[socket.app]\nlisten = \"" + path + "\"\n" + extra + "[[socket.app.allow]]\nuser = \"nobody\"\n";
+// "app" at `path` for nobody; callers add settings (.set_string).
+sbtest::PolicyBuilder app_socket(const std::string& path) {
+  return sbtest::PolicyBuilder().socket("app", path).allow_user("nobody");
+}
+
+// The same as text, for `check`, whose diagnostics give the position of the
+// listen: line 2, column 10.
+std::string app_socket_text(const std::string& path) {
+  return "[socket.app]\nlisten = " + sbtest::toml_string(path) + "\n[[socket.app.allow]]\nuser = \"nobody\"\n";
 }
 
 sbtest::ChildResult check(const TempDir& dir, const std::string& policy) {
@@ -62,7 +70,7 @@ TEST_F(UnixPath, CheckRefusesDirectoriesOthersCanChange) {
       {dir.file("link") + "/app.sock", "is a symbolic link"},
   };
   for (const auto& c : cases) {
-    auto result = check(dir, app_socket(c.path));
+    auto result = check(dir, app_socket_text(c.path));
     EXPECT_EQ(result.exit_code, 78) << c.path << "\n" << result.output;
     EXPECT_NE(result.output.find("check.toml:2:10: error: "), std::string::npos) << result.output;
     EXPECT_NE(result.output.find(c.says), std::string::npos) << c.path << "\n" << result.output;
@@ -74,7 +82,7 @@ TEST_F(UnixPath, CheckRefusesDirectoriesOthersCanChange) {
   ASSERT_EQ(::mkdir(sticky.c_str(), 0777), 0);
   ASSERT_EQ(::chmod(sticky.c_str(), 01777), 0);
   for (const std::string& path : {sticky + "/app.sock", dir.file("not/yet/app.sock")}) {
-    auto result = check(dir, app_socket(path));
+    auto result = check(dir, app_socket_text(path));
     EXPECT_EQ(result.exit_code, 0) << path << "\n" << result.output;
   }
 }
@@ -102,7 +110,7 @@ TEST_F(UnixPath, RebindBelowADirectoryThatBecameAUsersTouchesNothing) {
   ASSERT_EQ(::mkdir(dir.file("run").c_str(), 0755), 0);
   dir.write("victim", "precious\n");
   ASSERT_EQ(::chmod(dir.file("victim").c_str(), 0600), 0);
-  auto broker = Broker::start(dir, app_socket(dir.file("run/app.sock"), "socket_mode = \"0666\"\n"));
+  auto broker = Broker::start(dir, app_socket(dir.file("run/app.sock")).set_string("socket_mode", "0666"));
   ASSERT_TRUE(broker);
   ASSERT_EQ(mode_of(dir.file("run/app.sock")), 0666u);
 
@@ -131,10 +139,7 @@ TEST_F(UnixPath, SocketPathThatIsALinkIsBindFailedAndTheLinkStays) {
   TempDir dir;
   dir.write("victim", "precious\n");
   ASSERT_EQ(::symlink(dir.file("victim").c_str(), dir.file("app.sock").c_str()), 0);
-  auto broker = Broker::start(dir, app_socket(dir.file("app.sock")) + R"(
-[socket.web]
-listen = "127.0.0.1:80"
-)");
+  auto broker = Broker::start(dir, app_socket(dir.file("app.sock")).socket("web", "127.0.0.1:80"));
   ASSERT_TRUE(broker);
   auto failed = broker->wait_for_events("bind_failed");
   ASSERT_FALSE(failed.empty());
@@ -150,7 +155,8 @@ listen = "127.0.0.1:80"
 TEST_F(UnixPath, GrantedSocketIsNamedByThePolicyPath) {
   TempDir dir;
   const std::string path = dir.file("run/app.sock");
-  auto broker = Broker::start(dir, app_socket(path, "socket_mode = \"0660\"\nsocket_group = \"nogroup\"\n"));
+  auto broker =
+      Broker::start(dir, app_socket(path).set_string("socket_mode", "0660").set_string("socket_group", "nogroup"));
   ASSERT_TRUE(broker);
   auto acquired = sbtest::acquire_as_nobody(*broker, "app", [](int fd) {
     sockaddr_un address{};
@@ -171,7 +177,7 @@ TEST_F(UnixPath, GrantedSocketIsNamedByThePolicyPath) {
 
 TEST_F(UnixPath, ControlSocketBelowAnAncestorOthersCanWriteExits71) {
   TempDir dir;
-  dir.write("ok.toml", "[socket.web]\nlisten = \"127.0.0.1:80\"\n");
+  dir.write("ok.toml", sbtest::PolicyBuilder().socket("web", "127.0.0.1:80"));
   ASSERT_EQ(::mkdir(dir.file("open").c_str(), 0777), 0);
   ASSERT_EQ(::chmod(dir.file("open").c_str(), 0777), 0);
   std::string output;

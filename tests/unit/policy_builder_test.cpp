@@ -37,4 +37,24 @@ TEST(PolicyBuilder, WritesAPolicyTheLoaderReadsBack) {
   EXPECT_EQ(app->listen.text, awkward);
 }
 
+// allow_toml writes each value as given: a uid and a gid by number.
+TEST(PolicyBuilder, AllowTomlWritesValuesAsTheyAre) {
+  const std::string text = sbtest::PolicyBuilder()
+                               .socket("web", "127.0.0.1:80")
+                               .allow_toml({{"user", "65534"}})
+                               .allow_toml({{"group", "1"}, {"unit", sbtest::toml_string("my-app.service")}})
+                               .toml();
+  EXPECT_NE(text.find("\nuser = 65534\n"), std::string::npos) << text;
+  auto result = load_policy_text(text, "built.toml");
+  std::string diagnostics;
+  for (const auto& d : result.diagnostics) diagnostics += d.format() + "\n";
+  ASSERT_TRUE(result.policy.has_value()) << diagnostics << text;
+  const auto* web = result.policy->find("web");
+  ASSERT_NE(web, nullptr) << text;
+  ASSERT_EQ(web->allow.size(), 2u);
+  EXPECT_EQ(web->allow[0].user, uid_t{65534});
+  EXPECT_EQ(web->allow[1].group, gid_t{1});
+  EXPECT_EQ(web->allow[1].unit, "my-app.service");
+}
+
 }  // namespace
