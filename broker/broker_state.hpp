@@ -14,13 +14,6 @@
 
 namespace sockbroker::broker {
 
-// Holders whose grants of a socket a revoke or a reload ended: the server
-// tells each over its connection, if it kept one (sockbroker run does).
-struct Revocation {
-  std::string socket;
-  SocketTable::Reached reached;
-};
-
 struct BrokerState {
   policy::Policy policy;
   std::vector<std::string> policy_paths;  // as given on the command line, for reloads
@@ -28,7 +21,6 @@ struct BrokerState {
   LeaseTable leases;
   std::uint64_t generation = 1;  // +1 per successful reload
   Metrics metrics = {};          // what `sockbroker status` reports
-  std::vector<Revocation> revocations;  // not yet told (Server::tell_revoked)
   bool upgrade_requested = false;       // SIGUSR2 or `sockbroker upgrade`: the loop re-executes
   // When the shared sockets are next looked at (shared_socket_repair.hpp).
   std::chrono::steady_clock::time_point next_shared_socket_check = {};

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -95,6 +96,20 @@ class LeaseTable {
   };
   std::vector<Dropped> drop_entry(std::uint64_t entry_id);
 
+  // Who hears that grants ended (a revoke, a reload that replaced a socket, a
+  // repair that bound it afresh): SocketTable::shut_down calls grants_ended()
+  // after it dropped their leases and *before* it shuts the socket down, so
+  // a holder's watch connection holds the notice before the holder's
+  // accept(2) can fail and its supervisor ask why. The server tells each
+  // watching holder; without a listener (tests of the table) no one hears.
+  using EndedListener = std::function<void(const std::string& socket, const std::vector<pid_t>& shut_down,
+                                           const std::vector<pid_t>& members_held)>;
+  void on_grants_ended(EndedListener listener) { grants_ended_ = std::move(listener); }
+  void grants_ended(const std::string& socket, const std::vector<pid_t>& shut_down,
+                    const std::vector<pid_t>& members_held) const {
+    if (grants_ended_) grants_ended_(socket, shut_down, members_held);
+  }
+
   // Drops the member leases of entry_id whose socket is not among `alive`
   // (their holders closed them; member_census.hpp). Returns how many.
   std::size_t drop_closed_members(std::uint64_t entry_id, const std::unordered_set<std::uint64_t>& alive);
@@ -125,6 +140,7 @@ class LeaseTable {
   std::unordered_map<uid_t, std::size_t> per_uid_;
   std::unordered_map<std::uint64_t, Holder*> by_token_;
   std::unordered_map<std::uint64_t, std::uint32_t> live_by_entry_;
+  EndedListener grants_ended_;
   std::uint64_t next_serial_ = 1;
 };
 

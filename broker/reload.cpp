@@ -42,7 +42,6 @@ ReloadOutcome reload_policy(BrokerState& state, Audit& audit, spdlog::logger& lo
 
   auto changes = state.table.apply(*loaded.policy, state.leases, audit, log);
   state.policy = std::move(*loaded.policy);
-  for (auto& [socket, reached] : changes.reached) state.revocations.push_back(Revocation{socket, std::move(reached)});
   ++state.generation;
   // Applied; but a socket it had to bind that is not bound is a failure the
   // operator must see (the broker retries it meanwhile).

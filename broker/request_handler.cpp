@@ -445,7 +445,6 @@ Response RequestHandler::revoke(const proto::RevokeRequest& request, const Calle
                         (entry->serving() ? "bound afresh for future grants"
                                           : "could not bind it again: " + entry->error);
   log_.info("{}", message);
-  if (shut->count() != 0) state_.revocations.push_back(Revocation{request.name, std::move(*shut)});
   std::vector<std::string> failed;
   if (!entry->serving()) failed.push_back(entry->spec.name);
   return Response{proto::Outcome{entry->serving(), std::move(message), {}, std::move(failed)}, nullptr};

@@ -64,9 +64,15 @@ Server::Server(UniqueFd control, bool credentials_from_connect, BrokerState& sta
       audit_(audit),
       disposer_(disposer),
       log_(log),
-      handler_(state, audit, log) {}
+      handler_(state, audit, log) {
+  state_.leases.on_grants_ended([this](const std::string& socket, const std::vector<pid_t>& shut_down,
+                                       const std::vector<pid_t>& members_held) {
+    tell_holders(socket, shut_down, members_held);
+  });
+}
 
 Server::~Server() {
+  state_.leases.on_grants_ended(nullptr);
   // Sessions left (a stop, an error): their connections may hold what
   // clients queued; they go the way of every other client descriptor.
   while (!sessions_.empty()) close_session(*sessions_.begin()->second, Ending::unread);
@@ -136,7 +142,7 @@ Status Server::run() {
           break;
       }
     }
-    tell_revoked();
+    tell_deferred_notices();
     if (state_.upgrade_requested) upgrade();
     expire_idle_sessions();
     disposer_.flush(log_);
@@ -558,39 +564,55 @@ void Server::keep_untold(pid_t pid, proto::Notice notice) {
   if (it->second.notices.size() < kMaxUntoldPerHolder) it->second.notices.push_back(std::move(notice));
 }
 
-void Server::tell_revoked() {
-  if (state_.revocations.empty()) return;
-  auto revocations = std::move(state_.revocations);
-  state_.revocations.clear();
-  // Few watchers, few holders per revocation: a scan beats an index kept in
-  // step. Tokens, not pointers: a failed send closes (frees) its session.
-  std::vector<std::uint64_t> watchers;
-  for (auto& [session, owned] : sessions_) {
-    if (session->watching) watchers.push_back(session->token);
-  }
-  auto tell = [&](const std::string& socket, const std::vector<pid_t>& pids, const std::string& message) {
+void Server::tell_holders(const std::string& socket, const std::vector<pid_t>& shut_down,
+                          const std::vector<pid_t>& members_held) {
+  // Called from inside a request, a reload or a repair (LeaseTable::on_grants_ended),
+  // before the socket is shut down: nothing here may close a session, which
+  // the code that called might still hold. A send that cannot go now waits
+  // for the end of the turn; a watcher that has gone is closed by its own
+  // hang-up event.
+  auto tell = [&](const std::vector<pid_t>& pids, const std::string& message) {
     for (pid_t pid : pids) {
       bool told = false;
-      for (std::uint64_t token : watchers) {
-        auto it = session_tokens_.find(token);
-        if (it == session_tokens_.end() || it->second->peer.pid != pid) continue;
+      for (auto& [session, owned] : sessions_) {
+        if (!session->watching || session->peer.pid != pid) continue;
         told = true;
-        if (it->second->pending) {
+        proto::Notice notice{socket, message};
+        if (session->pending) {
           // One reply waits at most: a watcher that does not read loses notices, not the broker's memory.
           log_.warn("pid {} has not read its last reply; it is not told that \"{}\" was revoked", pid, socket);
           continue;
         }
-        send_notice(*it->second, proto::Notice{socket, message});
+        if (!send_notice_now(*session, notice)) deferred_notices_.emplace_back(session->token, std::move(notice));
       }
       if (!told) keep_untold(pid, proto::Notice{socket, message});
     }
   };
-  for (const auto& revocation : revocations) {
-    tell(revocation.socket, revocation.reached.shut_down,
-         "the broker shut the socket down (revoked, or replaced by a reload): it accepts nothing more");
-    tell(revocation.socket, revocation.reached.members_held,
-         "the socket was revoked (or replaced by a reload); this reuse_port member serves on until closed, "
-         "but the broker no longer counts it");
+  tell(shut_down, "the broker shut the socket down (revoked, or replaced by a reload): it accepts nothing more");
+  tell(members_held,
+       "the socket was revoked (or replaced by a reload); this reuse_port member serves on until closed, "
+       "but the broker no longer counts it");
+}
+
+bool Server::send_notice_now(Session& session, const proto::Notice& notice) {
+  // Its own buffer: the request being handled may still be read from buffer_.
+  proto::DatagramBuffer buffer;
+  auto size = proto::encode_reply(proto::Reply{notice}, buffer.span());
+  if (!size) return false;
+  auto sent = proto::send_datagram(session.connection.get(), std::span<const std::byte>(buffer.bytes, *size), -1);
+  if (!sent && sent.error().sys_errno == EAGAIN) return false;
+  if (sent) log_.info("telling pid {} that its grant of \"{}\" ended", session.peer.pid, notice.socket);
+  return true;  // or the watcher went away, and its hang-up will close the session
+}
+
+void Server::tell_deferred_notices() {
+  if (deferred_notices_.empty()) return;
+  auto deferred = std::move(deferred_notices_);
+  deferred_notices_.clear();
+  for (auto& [token, notice] : deferred) {
+    auto it = session_tokens_.find(token);  // tokens, not pointers: a failed send closes (frees) its session
+    if (it == session_tokens_.end() || it->second->pending) continue;
+    send_notice(*it->second, std::move(notice));
   }
 }
 

@@ -92,9 +92,14 @@ class Server {
   void upgrade();
   // Answers a `watch`: the session leaves the idle order for good.
   void start_watching(Session& session);
-  // Sends each queued revocation (state_.revocations) to the watching
-  // sessions of the holders it reached, then forgets it.
-  void tell_revoked();
+  // Tells the watching sessions of the holders a revoke, reload or repair
+  // reached, before the socket is shut down (LeaseTable::on_grants_ended).
+  void tell_holders(const std::string& socket, const std::vector<pid_t>& shut_down,
+                    const std::vector<pid_t>& members_held);
+  // False if it must wait (the watcher's queue is full): never closes a session.
+  bool send_notice_now(Session& session, const proto::Notice& notice);
+  // At the end of a turn, the notices tell_holders() could not send at once.
+  void tell_deferred_notices();
   void send_notice(Session& session, proto::Notice notice);
   void keep_untold(pid_t pid, proto::Notice notice);
 
@@ -132,6 +137,7 @@ class Server {
     std::vector<proto::Notice> notices;
   };
   std::unordered_map<pid_t, Untold> untold_;
+  std::vector<std::pair<std::uint64_t, proto::Notice>> deferred_notices_;  // session token, notice
 };
 
 

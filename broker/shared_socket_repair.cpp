@@ -104,8 +104,7 @@ void repair_shared_socket(BrokerState& state, TableEntry& entry, Damage damage, 
     // by holders that keep it open), the entry fails and is retried.
     action = "rebind";
     rebound = true;
-    auto reached = state.table.revoke(spec.name, state.leases, audit, log);
-    if (reached && reached->count() != 0) state.revocations.push_back(Revocation{spec.name, std::move(*reached)});
+    (void)state.table.revoke(spec.name, state.leases, audit, log);
   }
   const TableEntry& now = *state.table.find(spec.name);
   const bool ok = now.serving();

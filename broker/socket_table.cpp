@@ -173,6 +173,8 @@ SocketTable::Reached SocketTable::shut_down(TableEntry& entry, LeaseTable& lease
     if (std::find(to.begin(), to.end(), pid) == to.end()) to.push_back(pid);
   };
   for (const auto& [holder, lease] : leases.drop_entry(entry.id)) add(lease.member() ? reached.members_held : reached.shut_down, holder);
+  // Told first: see LeaseTable::on_grants_ended.
+  if (reached.count() != 0) leases.grants_ended(entry.spec.name, reached.shut_down, reached.members_held);
   // Every holder of a shared socket has this very socket: one shutdown stops them all.
   if (entry.socket && entry.socket->valid()) ::shutdown(entry.socket->get(), SHUT_RDWR);
   return reached;
@@ -256,7 +258,6 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
       std::string line = name + ": " + joined(change.new_socket.empty() ? change.in_place : change.new_socket) +
                          " changed; bound afresh" + describe_reached(reached);
       changes.changed.push_back(std::move(line));
-      if (reached.count() != 0) changes.reached.emplace_back(name, std::move(reached));
     } else {
       rebind.insert(name);  // failed: tried again now
     }

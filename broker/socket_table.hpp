@@ -69,7 +69,7 @@ class SocketTable {
   // Who a revoke (or a rebind) reached: the holders of the entry's own
   // socket, which is shut down (a listening socket stops accepting in every
   // process), and those of reuse_port members, which the broker does not keep
-  // and cannot shut down: they are told (Server::tell_revoked) and serve on
+  // and cannot shut down: they are told (LeaseTable::on_grants_ended) and serve on
   // until they close the member or exit.
   struct Reached {
     std::vector<pid_t> shut_down;
@@ -81,8 +81,6 @@ class SocketTable {
     std::vector<std::string> changed;   // one line each: the name, what changed, who was shut down
     std::vector<std::string> in_place;  // one line each: the name and the keys changed on the live socket
     std::vector<std::string> failed;    // added or changed, and not bound: the name and why
-    // Holders of sockets bound afresh, by socket name: to be told.
-    std::vector<std::pair<std::string, Reached>> reached;
     std::size_t unchanged = 0;
   };
   // Makes this table serve `next`. Entries whose binding is unchanged keep

@@ -456,6 +456,46 @@ TEST_F(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
   EXPECT_EQ(events[0]["holders"], 1);
 }
 
+// The notice is on the holder's watch connection before its socket is shut
+// down: when accept(2) fails, a supervisor that looks at once finds why. It
+// used to go at the end of the broker's turn, here after the reload bound 400
+// more sockets, and a supervisor woken by its program's exit could miss it.
+TEST_F(Reload, TheNoticeIsQueuedBeforeTheHoldersAcceptFails) {
+  TempDir dir;
+  auto broker = Broker::start(dir, reload_policy());
+  ASSERT_TRUE(broker);
+  sbtest::Pipe ready;
+  sbtest::Child holder(sbtest::kNobody, sbtest::kNogroup, [&](int report) {
+    auto watcher = sockbroker::Client::connect(broker->control());
+    if (!watcher || !watcher->watch()) return 10;
+    auto grant = sockbroker::acquire("api", broker->control());
+    if (!grant) return 11;
+    sbtest::notify(ready);
+    const int accepted = ::accept(grant->fd.get(), nullptr, nullptr);
+    const int err = errno;
+    pollfd notice{watcher->notice_fd(), POLLIN, 0};
+    const int readable = ::poll(&notice, 1, 0);  // at once: no time for a late notice to arrive
+    auto said = watcher->next_notice();
+    std::string line = "accept " + std::to_string(accepted) + " " + std::strerror(err) + "; readable " +
+                       std::to_string(readable) + "; notice " +
+                       (said && *said ? (*said)->socket + ": " + (*said)->message : std::string("none"));
+    (void)!::write(report, line.data(), line.size());
+    return accepted < 0 && readable == 1 ? 0 : 1;
+  });
+  ASSERT_TRUE(sbtest::await(ready));
+  // "api" moves (bound afresh: its holders' socket is shut down), then 400 new
+  // sockets are bound, in the same turn.
+  auto next = sbtest::PolicyBuilder().socket("web", "0.0.0.0:80").allow_user("nobody");
+  next.socket("api", "127.0.0.1:8444").allow_user("nobody");
+  for (int i = 0; i < 400; ++i) next.socket("extra" + std::to_string(i), "127.0.0.1:" + std::to_string(20000 + i));
+  dir.write("policy.toml", next);
+  auto reloaded = cli_as(0, 0, *broker, {"reload"});
+  ASSERT_EQ(reloaded.exit_code, 0) << reloaded.output;
+  auto ended = holder.wait();
+  EXPECT_EQ(ended.exit_code, 0) << ended.output;
+  EXPECT_NE(ended.output.find("notice api: the broker shut the socket down"), std::string::npos) << ended.output;
+}
+
 TEST_F(Revoke, UnknownNameExits65) {
   TempDir dir;
   auto broker = Broker::start(dir, reload_policy());
