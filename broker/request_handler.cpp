@@ -111,8 +111,6 @@ Response RequestHandler::acquire_address(const proto::AcquireAddressRequest& req
 }
 
 Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
-  const auto& peer = caller.identity;
-  // The facts the plan reads that take a system call to learn.
   if (caller.netns_fd >= 0) {
     const policy::SocketSpec* named = query.address ? nullptr : state_.policy.find(query.name);
     // A namespace sent along for any other socket is ignored (the server disposes of it).
@@ -120,7 +118,18 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
       query.netns.emplace(inspect_network_namespace(caller.netns_fd, named));
     }
   }
-  CallerFacts facts{peer};
+  const CallerFacts facts = learn_caller(caller);
+  Planned planned = plan_on_fresh_counts(query, facts);
+  const std::optional<std::uint64_t> netns =
+      query.netns && query.netns->ok() ? std::optional<std::uint64_t>(query.netns->value().inode) : std::nullopt;
+  if (auto* denial = std::get_if<Denial>(&planned)) return deny(std::move(*denial), query, caller.identity, netns);
+  const GrantPlan& plan = std::get<GrantPlan>(planned);
+  if (auto refused = refuse_unless_audited(plan)) return deny(std::move(*refused), query, caller.identity, netns);
+  return carry_out(plan, facts, caller);
+}
+
+CallerFacts RequestHandler::learn_caller(const Caller& caller) {
+  CallerFacts facts{caller.identity};
   facts.sender_pid = caller.sender_pid;
   facts.trackable = caller.pidfd >= 0;
   if (Holder* known = remembered_holder(caller)) {
@@ -132,11 +141,14 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
     facts.holder = known;
   } else if (facts.trackable) {
     std::unique_ptr<Holder> stale;
-    facts.holder = state_.leases.live_record(peer.pid, stale);
+    facts.holder = state_.leases.live_record(caller.identity.pid, stale);
     release_holder(state_, std::move(stale));
     facts.alive = facts.holder != nullptr || process_alive(caller.pidfd);
   }
+  return facts;
+}
 
+Planned RequestHandler::plan_on_fresh_counts(const GrantQuery& query, const CallerFacts& facts) {
   Planned planned = plan_grant(query, facts, state_.policy, state_.table, state_.leases);
   if (const auto* denial = std::get_if<Denial>(&planned);
       denial != nullptr && (denial->reason == DenialReason::quota || denial->reason == DenialReason::client_quota)) {
@@ -158,12 +170,7 @@ Response RequestHandler::grant(GrantQuery& query, const Caller& caller) {
       }
     }
   }
-  const std::optional<std::uint64_t> netns =
-      query.netns && query.netns->ok() ? std::optional<std::uint64_t>(query.netns->value().inode) : std::nullopt;
-  if (auto* denial = std::get_if<Denial>(&planned)) return deny(std::move(*denial), query, peer, netns);
-  const GrantPlan& plan = std::get<GrantPlan>(planned);
-  if (auto refused = refuse_unless_audited(plan)) return deny(std::move(*refused), query, peer, netns);
-  return carry_out(plan, facts, caller);
+  return planned;
 }
 
 std::optional<Denial> RequestHandler::refuse_unless_audited(const GrantPlan& plan) {
@@ -218,83 +225,104 @@ std::size_t RequestHandler::count_closed_members(const policy::SocketSpec* socke
 Response RequestHandler::carry_out(const GrantPlan& plan, const CallerFacts& facts, const Caller& caller) {
   const policy::SocketSpec& spec = *plan.spec;
   TableEntry& entry = *state_.table.find(spec.name);
-  const auto& peer = caller.identity;
-
-  std::shared_ptr<const UniqueFd> granted = entry.socket;
-  if (plan.source == GrantPlan::Source::in_request_netns) {
-    auto bound = open_in_netns(spec, caller.netns_fd);
-    if (!bound) {
-      const int err = bound.error().sys_errno;
-      std::string why = bound.error().describe();
-      if (err == EADDRINUSE) {
-        why = std::string("address in use (a process in that namespace holds it") +
-              (spec.reuse_port ? "" : "; the next grant there succeeds once the holder closes it") + ")";
-      } else if (err == EPERM || err == EACCES) {
-        why += capability_hint(spec);
-      }
-      return deny(Denial{DenialReason::not_serving,
-                         "socket " + sockbroker::quoted(spec.name) + ": cannot bind " + spec.listen.text +
-                             " in network namespace net:[" + std::to_string(*plan.netns) + "]: " + why,
-                         false, &spec},
-                  {}, peer, plan.netns);
-    }
-    for (const auto& note : bound->notes) log_.warn("socket \"{}\": {}", spec.name, note);
-    granted = std::make_shared<const UniqueFd>(std::move(bound->fd));
-  } else if (plan.source == GrantPlan::Source::new_member) {
-    // Only the broker (root) makes members, so no other uid can join the group.
-    auto member = state_.table.new_member(entry);
-    if (!member) {
-      return deny(Denial{DenialReason::not_serving,
-                         "socket " + sockbroker::quoted(spec.name) + ": cannot bind a new reuse_port member on " +
-                             spec.listen.text + ": " + member.error().describe(),
-                         false, &spec},
-                  {}, peer, std::nullopt);
-    }
-    granted = std::make_shared<const UniqueFd>(std::move(member->fd));
-  }
-
+  auto granted = socket_to_grant(plan, entry, caller);
+  if (auto* denial = std::get_if<Denial>(&granted)) return deny(std::move(*denial), {}, caller.identity, plan.netns);
+  auto& socket = std::get<std::shared_ptr<const UniqueFd>>(granted);
   Holder* new_holder = nullptr;
-  if (plan.lease == GrantPlan::Lease::new_lease || plan.lease == GrantPlan::Lease::new_record) {
-    Holder* holder = const_cast<Holder*>(facts.holder);
-    if (plan.lease == GrantPlan::Lease::new_record) {
-      auto made = state_.leases.new_record(peer.pid, peer.uid, caller.pidfd);
-      if (!made) {
-        return deny(Denial{DenialReason::untrackable, "socket " + sockbroker::quoted(spec.name) + ": " + made.error().describe(),
-                           false, &spec},
-                    {}, peer, std::nullopt);
-      }
-      holder = new_holder = *made;
-    }
-    if (caller.holder_token != nullptr) *caller.holder_token = holder->token;
-    if (plan.source == GrantPlan::Source::new_member) {
-      // The broker keeps the member's inode, not the member: it leaves the
-      // group when its holder closes it (member_census.hpp).
-      state_.leases.add_lease(*holder, Lease{spec.name, entry.id, nullptr, socket_inode(granted->get())});
-    } else {
-      state_.leases.add_lease(*holder, Lease{spec.name, entry.id, granted, 0});
-    }
+  if (auto refused = record_lease(plan, facts, caller, entry, socket, new_holder)) {
+    return deny(std::move(*refused), {}, caller.identity, std::nullopt);
   }
   ++entry.grants;
   ++state_.metrics.grants;
+  audit_grant(plan, entry, caller);
+  return Response{proto::Grant{spec.name, spec.type, static_cast<std::uint16_t>(spec.listen.family()), spec.listen.text},
+                  std::move(socket), new_holder};
+}
 
+std::variant<std::shared_ptr<const UniqueFd>, Denial> RequestHandler::socket_to_grant(const GrantPlan& plan,
+                                                                                     TableEntry& entry,
+                                                                                     const Caller& caller) {
+  const policy::SocketSpec& spec = *plan.spec;
+  switch (plan.source) {
+    case GrantPlan::Source::shared:
+      return entry.socket;
+    case GrantPlan::Source::in_request_netns: {
+      auto bound = open_in_netns(spec, caller.netns_fd);
+      if (!bound) {
+        const int err = bound.error().sys_errno;
+        std::string why = bound.error().describe();
+        if (err == EADDRINUSE) {
+          why = std::string("address in use (a process in that namespace holds it") +
+                (spec.reuse_port ? "" : "; the next grant there succeeds once the holder closes it") + ")";
+        } else if (err == EPERM || err == EACCES) {
+          why += capability_hint(spec);
+        }
+        return Denial{DenialReason::not_serving,
+                      "socket " + sockbroker::quoted(spec.name) + ": cannot bind " + spec.listen.text +
+                          " in network namespace net:[" + std::to_string(*plan.netns) + "]: " + why,
+                      false, &spec};
+      }
+      for (const auto& note : bound->notes) log_.warn("socket \"{}\": {}", spec.name, note);
+      return std::make_shared<const UniqueFd>(std::move(bound->fd));
+    }
+    case GrantPlan::Source::new_member: {
+      // Only the broker (root) makes members, so no other uid can join the group.
+      auto member = state_.table.new_member(entry);
+      if (!member) {
+        return Denial{DenialReason::not_serving,
+                      "socket " + sockbroker::quoted(spec.name) + ": cannot bind a new reuse_port member on " +
+                          spec.listen.text + ": " + member.error().describe(),
+                      false, &spec};
+      }
+      return std::make_shared<const UniqueFd>(std::move(member->fd));
+    }
+  }
+  return entry.socket;
+}
+
+std::optional<Denial> RequestHandler::record_lease(const GrantPlan& plan, const CallerFacts& facts,
+                                                   const Caller& caller, const TableEntry& entry,
+                                                   const std::shared_ptr<const UniqueFd>& socket,
+                                                   Holder*& new_holder) {
+  if (plan.lease != GrantPlan::Lease::new_lease && plan.lease != GrantPlan::Lease::new_record) return std::nullopt;
+  Holder* holder = const_cast<Holder*>(facts.holder);
+  if (plan.lease == GrantPlan::Lease::new_record) {
+    auto made = state_.leases.new_record(caller.identity.pid, caller.identity.uid, caller.pidfd);
+    if (!made) {
+      return Denial{DenialReason::untrackable,
+                    "socket " + sockbroker::quoted(plan.spec->name) + ": " + made.error().describe(), false,
+                    plan.spec};
+    }
+    holder = new_holder = *made;
+  }
+  if (caller.holder_token != nullptr) *caller.holder_token = holder->token;
+  if (plan.source == GrantPlan::Source::new_member) {
+    // The broker keeps the member's inode, not the member: it leaves the
+    // group when its holder closes it (member_census.hpp).
+    state_.leases.add_lease(*holder, Lease{plan.spec->name, entry.id, nullptr, socket_inode(socket->get())});
+  } else {
+    state_.leases.add_lease(*holder, Lease{plan.spec->name, entry.id, socket, 0});
+  }
+  return std::nullopt;
+}
+
+void RequestHandler::audit_grant(const GrantPlan& plan, const TableEntry& entry, const Caller& caller) {
   // The fast path (audit.hpp): the same line as socket_json + fields, unbuilt.
   AuditLine line = audit_.begin("grant");
-  line.socket(spec);
+  line.socket(*plan.spec);
   if (plan.rule >= 0) {
     line.field("rule", plan.rule);
   } else {
     line.field("rule", nullptr);
   }
   if (caller.audit_peer != nullptr) {
-    line.peer(peer, *caller.audit_peer);
+    line.peer(caller.identity, *caller.audit_peer);
   } else {
-    line.peer(peer);
+    line.peer(caller.identity);
   }
   if (plan.netns) line.field("netns", *plan.netns);
-  if (spec.max_grants != 0) line.field("live_grants", state_.leases.live_grants(entry.id));
+  if (plan.spec->max_grants != 0) line.field("live_grants", state_.leases.live_grants(entry.id));
   audit_.commit(line);
-  return Response{proto::Grant{spec.name, spec.type, static_cast<std::uint16_t>(spec.listen.family()), spec.listen.text},
-                  std::move(granted), new_holder};
 }
 
 Response RequestHandler::deny(Denial denial, const GrantQuery& query, const policy::PeerIdentity& peer,

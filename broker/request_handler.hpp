@@ -61,11 +61,28 @@ class RequestHandler {
   Response acquire_address(const proto::AcquireAddressRequest& request, const Caller& caller);
   // Every grant, by name or by address: gather the facts, plan, carry out.
   Response grant(GrantQuery& query, const Caller& caller);
-  // The privileged part: bind a member or in a namespace, record the lease, audit.
+  // What the plan needs to know of the caller that takes a system call: its
+  // live lease record, whether its process lives.
+  [[nodiscard]] CallerFacts learn_caller(const Caller& caller);
+  // plan_grant(), again after the state it read was brought up to date where
+  // the answer depends on it: a quota after counting members their holders
+  // closed; a shared socket after repairing what a holder broke.
+  [[nodiscard]] Planned plan_on_fresh_counts(const GrantQuery& query, const CallerFacts& facts);
   // Drops the leases of reuse_port members their holders closed, for the
   // socket's group and the holder's groups (member_census.hpp); how many.
   std::size_t count_closed_members(const policy::SocketSpec* socket, const Holder* holder);
+  // The privileged part, in three steps: the socket (the shared one, a new
+  // member, or one bound in the request's namespace), the lease, the audit line.
   Response carry_out(const GrantPlan& plan, const CallerFacts& facts, const Caller& caller);
+  [[nodiscard]] std::variant<std::shared_ptr<const UniqueFd>, Denial> socket_to_grant(const GrantPlan& plan,
+                                                                                    TableEntry& entry,
+                                                                                    const Caller& caller);
+  // Records the lease the plan asks for; new_holder: the record made, if one was.
+  [[nodiscard]] std::optional<Denial> record_lease(const GrantPlan& plan, const CallerFacts& facts,
+                                                   const Caller& caller, const TableEntry& entry,
+                                                   const std::shared_ptr<const UniqueFd>& socket,
+                                                   Holder*& new_holder);
+  void audit_grant(const GrantPlan& plan, const TableEntry& entry, const Caller& caller);
   // Audits, counts and answers a refused grant. netns: the namespace a
   // netns = "request" acquire named, for the audit event.
   Response deny(Denial denial, const GrantQuery& query, const policy::PeerIdentity& peer,
