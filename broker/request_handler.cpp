@@ -483,7 +483,7 @@ Response RequestHandler::status(const Caller& caller) {
   const Metrics& m = state_.metrics;
   proto::StatusReport out;
   out.version = SOCKBROKER_VERSION;
-  out.pid = static_cast<std::int32_t>(::getpid());
+  out.pid = ::getpid();
   out.start_time = m.start_time;
   out.uptime_seconds = m.uptime_seconds();
   out.policy_generation = state_.generation;
@@ -491,7 +491,7 @@ Response RequestHandler::status(const Caller& caller) {
   out.sockets_bound = static_cast<std::uint32_t>(state_.table.bound_count());
   out.sockets_failed = static_cast<std::uint32_t>(state_.table.failed_count());
   out.grants_total = m.grants;
-  for (const auto& [reason, count] : m.denials) out.denials.push_back(proto::ReasonCount{reason, count});
+  out.denials.assign(m.denials.begin(), m.denials.end());
   out.bad_requests = m.bad_requests;
   out.clients = m.clients;
   out.peak_clients = m.peak_clients;

@@ -169,7 +169,7 @@ Result<Reply> decode_status(wire::Status::Reader in) {
       return protocol_error("status reply: a denial reason of " + std::to_string(reason.size()) +
                             " bytes (1.." + std::to_string(kMaxReasonLength) + " allowed)");
     }
-    out.denials.push_back(ReasonCount{text(reason), denial.getCount()});
+    out.denials.emplace_back(text(reason), denial.getCount());
   }
   out.bad_requests = in.getBadRequests();
   out.clients = in.getClients();
@@ -213,22 +213,21 @@ void encode_status(const StatusReport& in, wire::Status::Builder out) {
   out.setSocketsBound(in.sockets_bound);
   out.setSocketsFailed(in.sockets_failed);
   out.setGrantsTotal(in.grants_total);
-  std::vector<ReasonCount> denials;
+  std::vector<std::pair<std::string, std::uint64_t>> denials;  // reason, count
   const bool fold = in.denials.size() > kMaxStatusReasons;
   for (std::size_t i = 0; i < in.denials.size(); ++i) {
-    const auto& denial = in.denials[i];
-    if (fold && i == kMaxStatusReasons - 1) denials.push_back(ReasonCount{"other", 0});
+    const auto& [reason, count] = in.denials[i];
+    if (fold && i == kMaxStatusReasons - 1) denials.emplace_back("other", 0);
     if (fold && i >= kMaxStatusReasons - 1) {
-      denials.back().count += denial.count;
+      denials.back().second += count;
       continue;
     }
-    std::string reason = denial.reason.empty() ? "unknown" : denial.reason.substr(0, kMaxReasonLength);
-    denials.push_back(ReasonCount{std::move(reason), denial.count});
+    denials.emplace_back(reason.empty() ? "unknown" : reason.substr(0, kMaxReasonLength), count);
   }
   auto denial_list = out.initDenials(static_cast<unsigned>(denials.size()));
   for (unsigned i = 0; i < denials.size(); ++i) {
-    denial_list[i].setReason(as_text(denials[i].reason));
-    denial_list[i].setCount(denials[i].count);
+    denial_list[i].setReason(as_text(denials[i].first));
+    denial_list[i].setCount(denials[i].second);
   }
   out.setBadRequests(in.bad_requests);
   out.setClients(in.clients);

@@ -8,6 +8,8 @@
 #include <variant>
 #include <vector>
 
+#include <sockbroker/status.hpp>
+
 #include "socket_name.hpp"
 #include "socket_type.hpp"
 
@@ -110,43 +112,12 @@ struct Outcome {
   std::vector<std::string> failed_sockets;  // names; at most kMaxOutcomeFailed
 };
 
-struct ReasonCount {
-  std::string reason;  // as audit deny events name it
-  std::uint64_t count = 0;
-};
-
-// The answer to an administrator's status request (wire: Status; named apart from
-// sockbroker::Status, the Result type); see sockbroker.capnp.
-struct StatusReport {
-  std::string version;
-  std::int32_t pid = 0;
-  std::int64_t start_time = 0;  // Unix seconds
-  std::uint64_t uptime_seconds = 0;
-  std::uint64_t policy_generation = 0;
-  std::vector<std::string> policy_paths;  // at most kMaxStatusPaths
-  std::uint32_t sockets_bound = 0;
-  std::uint32_t sockets_failed = 0;
-  std::uint64_t grants_total = 0;
-  std::vector<ReasonCount> denials;  // at most kMaxStatusReasons
-  std::uint64_t bad_requests = 0;
-  std::uint32_t clients = 0;
-  std::uint32_t peak_clients = 0;
-  std::uint32_t fds = 0;
-  std::uint64_t reloads_ok = 0;
-  std::uint64_t reloads_failed = 0;
-  std::int64_t last_reload_time = 0;  // 0: never
-  bool last_reload_ok = false;
-  std::string last_reload_message;
-  std::uint64_t upgrades = 0;
-  std::int64_t last_upgrade_time = 0;  // 0: never
-  // The audit trail.
-  std::string audit_failure;  // "deny" | "continue"; "" from a broker that does not say
-  bool audit_failing = false;
-  std::string audit_error;              // at most kMaxStatusAuditErrorLength
-  std::int64_t audit_failing_since = 0;  // Unix seconds; 0: not failing
-  std::uint64_t audit_lines_lost = 0;
-  std::uint64_t audit_suppressed = 0;
-};
+// The answer to an administrator's status request (wire: Status; named apart
+// from sockbroker::Status, the Result type): the public BrokerStatus itself,
+// decoded straight into. Its `sockets` stay empty on the wire: the rows travel
+// as the administrator's listing, in pages, so that a status fits one datagram.
+// Bounded by the codec: kMaxStatusPaths, kMaxStatusReasons, the text lengths.
+using StatusReport = BrokerStatus;
 
 // Unsolicited, on a watching connection: a revoke or a reload ended a grant.
 struct Notice {

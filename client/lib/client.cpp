@@ -278,34 +278,7 @@ Result<BrokerStatus> Client::status() {
   if (auto* failure = std::get_if<proto::Failure>(&exchanged->reply)) return failure_error(*failure);
   auto* report = std::get_if<proto::StatusReport>(&exchanged->reply);
   if (report == nullptr) return unexpected_reply();
-  BrokerStatus out;
-  out.version = std::move(report->version);
-  out.pid = report->pid;
-  out.start_time = report->start_time;
-  out.uptime_seconds = report->uptime_seconds;
-  out.policy_generation = report->policy_generation;
-  out.policy_paths = std::move(report->policy_paths);
-  out.sockets_bound = report->sockets_bound;
-  out.sockets_failed = report->sockets_failed;
-  out.grants_total = report->grants_total;
-  for (auto& denial : report->denials) out.denials.emplace_back(std::move(denial.reason), denial.count);
-  out.bad_requests = report->bad_requests;
-  out.clients = report->clients;
-  out.peak_clients = report->peak_clients;
-  out.fds = report->fds;
-  out.reloads_ok = report->reloads_ok;
-  out.reloads_failed = report->reloads_failed;
-  out.last_reload_time = report->last_reload_time;
-  out.last_reload_ok = report->last_reload_ok;
-  out.last_reload_message = std::move(report->last_reload_message);
-  out.upgrades = report->upgrades;
-  out.last_upgrade_time = report->last_upgrade_time;
-  out.audit_failure = std::move(report->audit_failure);
-  out.audit_failing = report->audit_failing;
-  out.audit_error = std::move(report->audit_error);
-  out.audit_failing_since = report->audit_failing_since;
-  out.audit_lines_lost = report->audit_lines_lost;
-  out.audit_suppressed = report->audit_suppressed;
+  BrokerStatus out = std::move(*report);
   // The per-socket rows are the administrator's listing, paged: a status reply
   // must fit one datagram whatever the size of the policy.
   auto sockets = list();

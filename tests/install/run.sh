@@ -83,7 +83,8 @@ for f in sbin/sockbrokerd bin/sockbroker \
          share/man/man1/sockbroker.1 share/man/man5/sockbroker.toml.5 share/man/man8/sockbrokerd.8 \
          lib/systemd/system/sockbroker.socket lib/systemd/system/sockbroker.service \
          share/doc/sockbroker/examples/demo.toml share/doc/sockbroker/examples/myapp.service \
-         include/sockbroker/client.h include/sockbroker/client.hpp include/sockbroker/fd.hpp; do
+         include/sockbroker/client.h include/sockbroker/client.hpp include/sockbroker/fd.hpp \
+         include/sockbroker/status.hpp; do
   [ -f "$prefix/$f" ] || fail "$f is not installed"
 done
 for f in sbin/sockbrokerd bin/sockbroker; do [ -x "$prefix/$f" ] || fail "$f is not executable"; done

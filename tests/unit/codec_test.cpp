@@ -93,7 +93,7 @@ std::string describe(const Reply& reply) {
                       " gen=" + std::to_string(s->policy_generation) + " paths=" + testing::PrintToString(s->policy_paths) +
                       " bound=" + std::to_string(s->sockets_bound) + " failed=" + std::to_string(s->sockets_failed) +
                       " grants=" + std::to_string(s->grants_total) + " denials=";
-    for (const auto& d : s->denials) out += d.reason + ":" + std::to_string(d.count) + ",";
+    for (const auto& [reason, count] : s->denials) out += reason + ":" + std::to_string(count) + ",";
     return out + " bad=" + std::to_string(s->bad_requests) + " clients=" + std::to_string(s->clients) + "/" +
            std::to_string(s->peak_clients) + " fds=" + std::to_string(s->fds) + " reloads=" +
            std::to_string(s->reloads_ok) + "/" + std::to_string(s->reloads_failed) + " last=" +
@@ -982,11 +982,11 @@ TEST(CodecEncode, LargestStatusIsCutToFitOneDatagram) {
   EXPECT_EQ(out.policy_paths[0], s.policy_paths[0].substr(0, kMaxStatusPathLength));
   EXPECT_EQ(out.policy_paths.back(), "... and " + std::to_string(100 - kMaxStatusPaths + 1) + " more");
   ASSERT_EQ(out.denials.size(), kMaxStatusReasons);
-  EXPECT_EQ(out.denials.back().reason, "other");
+  EXPECT_EQ(out.denials.back().first, "other");
   std::uint64_t decoded_total = 0;
   for (const auto& d : out.denials) {
-    EXPECT_LE(d.reason.size(), kMaxReasonLength);
-    decoded_total += d.count;
+    EXPECT_LE(d.first.size(), kMaxReasonLength);
+    decoded_total += d.second;
   }
   EXPECT_EQ(decoded_total, total) << "folding must keep the total";
   EXPECT_EQ(out.fds, s.fds);
