@@ -64,8 +64,9 @@ struct SocketList {
 
 
 // What the broker tells a watching connection (Client::watch) when a revoke,
-// or a reload that replaced a socket, ended a grant of this process. A shared
-// socket has been shut down (accept(2) fails with EINVAL); a reuse_port member
+// or a reload that replaced a socket, ended a grant of this process. Sent
+// before the socket is shut down: when accept(2) fails (EINVAL), the notice is
+// already queued. A shared socket has been shut down; a reuse_port member
 // still serves until closed, but the broker no longer counts it. Either way
 // the process should get the socket afresh: restarting is the simple way.
 struct RevokeNotice {
