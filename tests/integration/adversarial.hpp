@@ -53,6 +53,7 @@
 #include "codec.hpp"
 #include "datagram.hpp"
 #include "harness.hpp"
+#include "policy_builder.hpp"
 
 // Older kernel and libc headers than the kernel (DESIGN.md, machine notes).
 #ifndef SO_ATTACH_REUSEPORT_CBPF
@@ -88,17 +89,16 @@ inline constexpr gid_t kDaemonGroup = 1;
 // (nothing else on the host uses it) and outside 20000..20299, which the
 // pagination case fills.
 inline constexpr std::uint16_t kWebPort = 21080;
-inline const char* const kWebSocket = R"(
-[socket.web]
-listen = "127.0.0.1:21080"
-[[socket.web.allow]]
-user = "nobody"
-[[socket.web.allow]]
-user = "daemon"
-)";
 
-inline std::string policy(const std::string& broker_settings = "", const std::string& more_sockets = "") {
-  return "[broker]\ncontrol_mode = \"0666\"\n" + broker_settings + "\n" + kWebSocket + more_sockets;
+// Every case's policy: the control socket open to every uid, and "web"
+// (127.0.0.1:21080) for nobody and daemon. A case adds its [broker] settings
+// with broker() and its own sockets after "web" with socket().
+inline sbtest::PolicyBuilder policy() {
+  return sbtest::PolicyBuilder()
+      .broker("control_mode", sbtest::toml_string("0666"))
+      .socket("web", "127.0.0.1:" + std::to_string(kWebPort))
+      .allow_user("nobody")
+      .allow_user("daemon");
 }
 
 // ---------------------------------------------------------------------------
@@ -458,16 +458,16 @@ inline Bytes acquire_message(std::string_view name, bool nul = true, std::uint16
 }
 
 
-inline const char* const kDaemonOnly = R"(
-[socket.daemon_only]
-listen = "127.0.0.1:21081"
-[[socket.daemon_only.allow]]
-user = "daemon"
-)";
+// `built` and "daemon_only" (127.0.0.1:21081), for user daemon alone.
+inline sbtest::PolicyBuilder with_daemon_only(sbtest::PolicyBuilder built) {
+  built.socket("daemon_only", "127.0.0.1:21081").allow_user("daemon");
+  return built;
+}
 
-inline std::string reuse_port_group(std::uint16_t port) {
-  return "\n[socket.group]\nlisten = \"0.0.0.0:" + std::to_string(port) +
-         "\"\nreuse_port = true\n[[socket.group.allow]]\nuser = \"nobody\"\n";
+// `built` and "group", a reuse_port group on 0.0.0.0:`port` for user nobody.
+inline sbtest::PolicyBuilder with_reuse_port_group(sbtest::PolicyBuilder built, std::uint16_t port) {
+  built.socket("group", "0.0.0.0:" + std::to_string(port)).set("reuse_port", "true").allow_user("nobody");
+  return built;
 }
 
 }  // namespace sbadv

@@ -15,7 +15,7 @@ using Adversarial = sbtest::BrokerTest;
 
 TEST_F(Adversarial, IdleClientIsDroppedAtRequestTimeout) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("request_timeout_ms = 200"));
+  auto broker = Broker::start(dir, policy().broker("request_timeout_ms", "200"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   auto connected = Clock::now();
@@ -38,7 +38,7 @@ TEST_F(Adversarial, IdleClientIsDroppedAtRequestTimeout) {
 
 TEST_F(Adversarial, TenThousandConnectionsFromOneUidAreCappedAndOthersStillServed) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("max_clients_per_uid = 64\nrequest_timeout_ms = 30000"));
+  auto broker = Broker::start(dir, policy().broker("max_clients_per_uid", "64").broker("request_timeout_ms", "30000"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   constexpr int kTotal = 10000;
@@ -116,7 +116,7 @@ TEST_F(Adversarial, ClientThatNeverReadsCostsOneReplyAndOthersAreServed) {
   TempDir dir;
   // The grant lines count what the broker has answered at each moment: each
   // must be in the file when its reply is sent, not a batch later.
-  auto broker = Broker::start(dir, policy("request_timeout_ms = 20000"), {"--audit-flush-ms", "0"});
+  auto broker = Broker::start(dir, policy().broker("request_timeout_ms", "20000"), {"--audit-flush-ms", "0"});
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe stalled, read_now;
@@ -171,7 +171,7 @@ TEST_F(Adversarial, ClientThatNeverReadsCostsOneReplyAndOthersAreServed) {
 
 TEST_F(Adversarial, ClientThatNeverReadsIsDroppedAtRequestTimeout) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("request_timeout_ms = 300"));
+  auto broker = Broker::start(dir, policy().broker("request_timeout_ms", "300"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe stalled, done;
@@ -294,7 +294,7 @@ TEST_F(Adversarial, ReplyStaysReadableAfterHundredsOfDatagramsFollowABadRequest)
 
 TEST_F(Adversarial, ReloadStormWhileClientsAcquire) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", kDaemonOnly));
+  auto broker = Broker::start(dir, with_daemon_only(policy()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe started;
@@ -367,7 +367,7 @@ TEST_F(Adversarial, TenThousandAcquiresOnOneConnectionHoldOneLease) {
 TEST_F(Adversarial, ReusePortPortHolderCannotBeTakenWithReuseAddr) {
   TempDir dir;
   constexpr std::uint16_t kPort = 21092;
-  auto broker = Broker::start(dir, policy("", reuse_port_group(kPort)));
+  auto broker = Broker::start(dir, with_reuse_port_group(policy(), kPort));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   // With no worker the broker holds the port with a bound, non-listening
@@ -428,7 +428,7 @@ std::optional<Broker> start_with_descriptor_limit(const TempDir& dir, const std:
 // The broker now accepts a bounded batch per wake-up.
 TEST_F(Adversarial, ConnectionFloodDoesNotStarveAConnectedClient) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("request_timeout_ms = 30000"));
+  auto broker = Broker::start(dir, policy().broker("request_timeout_ms", "30000"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   UniqueFd victim = connect_control(broker->control());
@@ -475,7 +475,7 @@ TEST_F(Adversarial, ManyLiveHoldersCannotWedgeTheBroker) {
   TempDir dir;
   // A small limit for a fast test; the broker's own check (max_clients +
   // sockets + 64 = 81) is satisfied by it.
-  auto broker = start_with_descriptor_limit(dir, policy("max_clients = 16\nmax_clients_per_uid = 16"), 128);
+  auto broker = start_with_descriptor_limit(dir, policy().broker("max_clients", "16").broker("max_clients_per_uid", "16"), 128);
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe forked, release;
@@ -530,7 +530,7 @@ TEST_F(Adversarial, DescriptorBudgetCoversEveryClientTheLimitsAdmit) {
   TempDir dir;
   // 300 + 1 + 64 = 365 <= 400: the broker believes 300 clients fit.
   auto broker = start_with_descriptor_limit(
-      dir, policy("max_clients = 300\nmax_clients_per_uid = 300\nrequest_timeout_ms = 30000"), 400);
+      dir, policy().broker("max_clients", "300").broker("max_clients_per_uid", "300").broker("request_timeout_ms", "30000"), 400);
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   auto child = sbtest::run_as_nobody([&](int report_fd) {

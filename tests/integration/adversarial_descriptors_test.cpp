@@ -42,11 +42,9 @@ void expect_refused_at_sender(const Broker& broker, const std::vector<int>& fds)
 // A netns = "request" socket in the policy makes the broker accept
 // descriptors (SO_PASSRIGHTS on, where the kernel has it): with it, this
 // kernel delivers what a client attaches, as kernels before 6.16 always do.
-std::string request_netns_socket() {
-  return sbtest::PolicyBuilder()
-      .socket("container", "127.0.0.1:21443")
-      .set_string("netns", "request")
-      .allow_user("nobody");
+sbtest::PolicyBuilder with_request_netns_socket(sbtest::PolicyBuilder built) {
+  built.socket("container", "127.0.0.1:21443").set_string("netns", "request").allow_user("nobody");
+  return built;
 }
 
 TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreRefusedAtTheSender) {
@@ -69,7 +67,7 @@ TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreRefusedAtTheSender) {
 // that did not fit would be released by the kernel on the broker's loop.
 TEST_F(Adversarial, ScmMaxFdDescriptorsInOneDatagramAreAllTakenAndReleased) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", request_netns_socket()));
+  auto broker = Broker::start(dir, with_request_netns_socket(policy()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe pipe;
@@ -201,7 +199,7 @@ void expect_not_frozen(Broker& broker, int baseline, Pipe& checked, std::unique_
 
 TEST_F(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", request_netns_socket()));
+  auto broker = Broker::start(dir, with_request_netns_socket(policy()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
@@ -231,7 +229,7 @@ TEST_F(Adversarial, LingeringSocketAttachedToARequestDoesNotFreezeTheBroker) {
 // client, and what is still queued on the connection is released with it.
 TEST_F(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFreezeIt) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", request_netns_socket()));
+  auto broker = Broker::start(dir, with_request_netns_socket(policy()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
@@ -255,7 +253,7 @@ TEST_F(Adversarial, LingeringSocketQueuedOnAConnectionTheBrokerClosesDoesNotFree
 // limit), before it has read anything from it.
 TEST_F(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("max_clients_per_uid = 1", request_netns_socket()));
+  auto broker = Broker::start(dir, with_request_netns_socket(policy().broker("max_clients_per_uid", "1")));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;
@@ -277,7 +275,7 @@ TEST_F(Adversarial, LingeringSocketOnARefusedConnectionDoesNotFreezeTheBroker) {
 // Many at once: the broker answers throughout, and holds none of them after.
 TEST_F(Adversarial, AFloodOfLingeringSocketsDoesNotFreezeTheBroker) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", request_netns_socket()));
+  auto broker = Broker::start(dir, with_request_netns_socket(policy()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe delivered, checked;

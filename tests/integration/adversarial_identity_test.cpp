@@ -55,7 +55,7 @@ Handover hand_over(const Broker& broker, uid_t from_uid, gid_t from_gid, uid_t t
 // review, round 2, items 3 and 6).
 TEST_F(Adversarial, HandedOverConnectionServesNoOneButItsConnector) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", kDaemonOnly));
+  auto broker = Broker::start(dir, with_daemon_only(policy()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
 
@@ -108,11 +108,11 @@ TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
   TempDir dir;
   // Children forked from this test run its binary: the rule a live child meets.
   std::string self = fs::read_symlink("/proc/self/exe").string();
-  auto broker = Broker::start(dir, policy("", sbtest::PolicyBuilder()
-                                                  .socket("exe_only", "127.0.0.1:21082")
-                                                  .allow({{"executable", self}})
-                                                  .socket("user_ok", "127.0.0.1:21083")
-                                                  .allow_user("nobody")));
+  auto broker = Broker::start(dir, policy()
+                                       .socket("exe_only", "127.0.0.1:21082")
+                                       .allow({{"executable", self}})
+                                       .socket("user_ok", "127.0.0.1:21083")
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   ASSERT_TRUE(sbtest::grants(*broker, "exe_only")) << "a live process running " << self << " qualifies";
@@ -183,7 +183,7 @@ TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
 TEST_F(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
   TempDir dir;
   constexpr std::uint16_t kPort = 21090;
-  auto broker = Broker::start(dir, policy("", reuse_port_group(kPort)));
+  auto broker = Broker::start(dir, with_reuse_port_group(policy(), kPort));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   Pipe holding, release;
@@ -219,7 +219,7 @@ TEST_F(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
 TEST_F(Adversarial, AttachReusePortBpfIsRefusedUnderLockdown) {
   TempDir dir;
   constexpr std::uint16_t kPort = 21091;
-  auto broker = Broker::start(dir, policy("", reuse_port_group(kPort)));
+  auto broker = Broker::start(dir, with_reuse_port_group(policy(), kPort));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   // "Always the first member": one worker steering every connection to itself.
@@ -298,9 +298,8 @@ TEST_F(Adversarial, SquattedAbstractNameIsBindFailedAndTheOthersServe) {
   ASSERT_EQ(::listen(squatter.get(), 4), 0);
 
   TempDir dir;
-  const std::string abstract =
-      sbtest::PolicyBuilder().socket("abstract", "@" + name).set("allow_abstract", "true").allow_user("nobody");
-  auto broker = Broker::start(dir, policy("", abstract));
+  auto broker =
+      Broker::start(dir, policy().socket("abstract", "@" + name).set("allow_abstract", "true").allow_user("nobody"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   auto failed = broker->wait_for_events("bind_failed");
@@ -335,11 +334,11 @@ TEST_F(Adversarial, SymlinkedUnixSocketPathIsBindFailedAndLeftAlone) {
   dir.write("precious", "do not touch\n");
   ASSERT_EQ(::symlink(dir.file("precious").c_str(), dir.file("run/app.sock").c_str()), 0);
   ASSERT_EQ(::symlink(dir.file("victim.sock").c_str(), dir.file("run/dangling.sock").c_str()), 0);
-  auto broker = Broker::start(dir, policy("", sbtest::PolicyBuilder()
-                                                  .socket("app", dir.file("run/app.sock"))
-                                                  .allow_user("nobody")
-                                                  .socket("dangling", dir.file("run/dangling.sock"))
-                                                  .allow_user("nobody")));
+  auto broker = Broker::start(dir, policy()
+                                       .socket("app", dir.file("run/app.sock"))
+                                       .allow_user("nobody")
+                                       .socket("dangling", dir.file("run/dangling.sock"))
+                                       .allow_user("nobody"));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   auto failed = broker->wait_for_events("bind_failed", 2);
@@ -366,7 +365,7 @@ TEST_F(Adversarial, SymlinkedUnixSocketPathIsBindFailedAndLeftAlone) {
 
 TEST_F(Adversarial, ListCursorBeyondTheEndIsAnEmptyLastPage) {
   TempDir dir;
-  auto broker = Broker::start(dir, policy("", kDaemonOnly));
+  auto broker = Broker::start(dir, with_daemon_only(policy()));
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
   UniqueFd conn = connect_control(broker->control());
@@ -392,16 +391,16 @@ TEST_F(Adversarial, ListCursorBeyondTheEndIsAnEmptyLastPage) {
 TEST_F(Adversarial, ListPaginationOver300SocketsReturnsEveryEntryInOrder) {
   TempDir dir;
   constexpr int kSockets = 300;
-  sbtest::PolicyBuilder sockets;
+  sbtest::PolicyBuilder built = policy();
   std::vector<std::string> expected;
   for (int i = 0; i < kSockets; ++i) {
     char name[8];
     std::snprintf(name, sizeof name, "s%03d", i);
     expected.emplace_back(name);
-    sockets.socket(name, "127.0.0.1:" + std::to_string(20000 + i)).set_string("type", "stream").allow_user("nobody");
+    built.socket(name, "127.0.0.1:" + std::to_string(20000 + i)).set_string("type", "stream").allow_user("nobody");
   }
   expected.emplace_back("web");  // entries come in name order
-  auto broker = Broker::start(dir, policy("", sockets));
+  auto broker = Broker::start(dir, built);
   ASSERT_TRUE(broker);
   const int baseline = baseline_of(*broker);
 

@@ -49,7 +49,7 @@ TEST_F(Adversarial, AuditFloodFromOneUidIsBoundedAndSummarised) {
   TempDir dir;
   // Each line in the file before the reply it records: what the test counts
   // is what the broker has written, not a batch behind.
-  auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets, {"--audit-flush-ms", "0"});
+  auto broker = Broker::start(dir, sbtest::web_dns_admin(), {"--audit-flush-ms", "0"});
   ASSERT_TRUE(broker);
   const std::string trail = dir.file("audit.log");
   const std::size_t before = file_size(trail);

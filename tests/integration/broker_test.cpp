@@ -28,12 +28,8 @@ namespace {
 using sbtest::Broker;
 using sbtest::TempDir;
 
-const std::string kWebPolicy = std::string("[broker]\ncontrol_mode = \"0666\"\n") + sbtest::kWebDnsAdminSockets;
-
-// kWebPolicy with other [broker] settings.
-std::string with_broker_settings(const std::string& settings) {
-  return "[broker]\n" + settings + "\n" + sbtest::kWebDnsAdminSockets;
-}
+// The three sockets, the control socket open to every uid.
+const std::string kWebPolicy = sbtest::web_dns_admin().broker("control_mode", sbtest::toml_string("0666"));
 
 // Serves one TCP connection on fd: reads what comes, answers "pong:" + it.
 int serve_one_tcp(int fd, int report_fd) {
@@ -286,7 +282,7 @@ TEST(Broker, TwoHundredClientsAtOnceAllGetTheirGrant) {
   SBTEST_PREPARE();
   TempDir dir;
   // max_clients_per_uid defaults to 64: allow 200 at once for this test.
-  auto big = Broker::start(dir, with_broker_settings("max_clients_per_uid = 256"));
+  auto big = Broker::start(dir, sbtest::web_dns_admin().broker("max_clients_per_uid", "256"));
   ASSERT_TRUE(big);
   const int baseline = big->settled_fd_count();
   constexpr int kClients = 200;
@@ -320,7 +316,7 @@ TEST(Broker, TwoHundredClientsAtOnceAllGetTheirGrant) {
 TEST(Broker, IdleClientIsDroppedAndOthersAreServedMeanwhile) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, with_broker_settings("request_timeout_ms = 300"));
+  auto broker = Broker::start(dir, sbtest::web_dns_admin().broker("request_timeout_ms", "300"));
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
   sockbroker::UniqueFd idle = sbtest::connect_control(broker->control());
@@ -344,7 +340,7 @@ TEST(Broker, KeptOpenConnectionReconnectsAfterTheBrokerDroppedIt) {
   SBTEST_PREPARE();
   TempDir dir;
   // At debug level the broker says when it drops an idle connection.
-  auto broker = Broker::start(dir, with_broker_settings("request_timeout_ms = 100"), {"--log-level", "debug"});
+  auto broker = Broker::start(dir, sbtest::web_dns_admin().broker("request_timeout_ms", "100"), {"--log-level", "debug"});
   ASSERT_TRUE(broker);
   int error = 0;
   sockbroker_conn* conn = ::sockbroker_connect(broker->control().c_str(), &error);
@@ -367,7 +363,7 @@ TEST(Broker, KeptOpenConnectionReconnectsAfterTheBrokerDroppedIt) {
 TEST(Broker, KeptOpenConnectionReconnectsInAForkedChild) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, with_broker_settings(""));
+  auto broker = Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);
   auto child = sbtest::run_as_nobody([&](int report_fd) {
     auto client = sockbroker::Client::connect(broker->control());
@@ -391,7 +387,7 @@ TEST(Broker, KeptOpenConnectionReconnectsInAForkedChild) {
 TEST(Broker, PerUidConnectionLimitRefusesTheExtraOnlyAndOthersStillServe) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, with_broker_settings("max_clients_per_uid = 2"));
+  auto broker = Broker::start(dir, sbtest::web_dns_admin().broker("max_clients_per_uid", "2"));
   ASSERT_TRUE(broker);
   auto child = sbtest::run_as_nobody([&](int report_fd) {
     auto a = sockbroker::Client::connect(broker->control());
@@ -568,7 +564,7 @@ TEST_F(AuditFlush, OutOfRangeIsAUsageError) {
 TEST(Broker, ControlSocketHasThePolicyMode) {
   SBTEST_PREPARE();
   TempDir dir;
-  auto broker = Broker::start(dir, with_broker_settings("control_mode = \"0660\""));
+  auto broker = Broker::start(dir, sbtest::web_dns_admin().broker("control_mode", sbtest::toml_string("0660")));
   ASSERT_TRUE(broker);
   struct stat st {};
   ASSERT_EQ(::stat(broker->control().c_str(), &st), 0);

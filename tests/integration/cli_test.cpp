@@ -23,7 +23,7 @@ using sbtest::TempDir;
 
 using sbtest::cli_as_nobody;
 
-const char* const kPolicy = sbtest::kWebDnsAdminSockets;
+const std::string kPolicy = sbtest::web_dns_admin();
 
 // Every test here: root (or a skip), then this process's private network
 // namespace (sbtest::BrokerTest).

@@ -20,6 +20,7 @@
 
 #include <sockbroker/fd.hpp>
 
+#include "policy_builder.hpp"
 #include "require_root.hpp"
 
 namespace sbtest {
@@ -33,27 +34,17 @@ inline constexpr gid_t kNogroup = 65534;
 
 // Three sockets of three fates for uid 65534: "web" (0.0.0.0:80) granted to
 // user nobody, "dns" (127.0.0.1:53, datagram) to group nogroup, "admin"
-// (127.0.0.1:443) to root only. Prefix a [broker] table to change settings.
-inline constexpr const char* kWebDnsAdminSockets = R"(
-[socket.web]
-listen = "0.0.0.0:80"
-
-[[socket.web.allow]]
-user = "nobody"
-
-[socket.dns]
-listen = "127.0.0.1:53"
-type = "datagram"
-
-[[socket.dns.allow]]
-group = "nogroup"
-
-[socket.admin]
-listen = "127.0.0.1:443"
-
-[[socket.admin.allow]]
-user = "root"
-)";
+// (127.0.0.1:443) to root only. Add broker() settings to change the [broker] table.
+inline PolicyBuilder web_dns_admin() {
+  return PolicyBuilder()
+      .socket("web", "0.0.0.0:80")
+      .allow_user("nobody")
+      .socket("dns", "127.0.0.1:53")
+      .set_string("type", "datagram")
+      .allow({{"group", "nogroup"}})
+      .socket("admin", "127.0.0.1:443")
+      .allow_user("root");
+}
 
 // Moves this test process into a fresh network namespace with "lo" up, once.
 // Every test binary run by ctest is one test, so namespaces never leak across tests.

@@ -83,7 +83,7 @@ using Adversarial = sbtest::BrokerTest;
 
 TEST_F(Adversarial, AHolderThatShutsASharedListenerDownBreaksItForNoOne) {
   TempDir dir;
-  auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
+  auto broker = Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);
   Pipe broken, go;
   // A locked-down holder: shutdown(2) is not a call the lockdown refuses.
@@ -136,7 +136,7 @@ TEST_F(Adversarial, AHolderThatShutsASharedListenerDownBreaksItForNoOne) {
 
 TEST_F(Adversarial, ASharedListenerLeftShutDownIsRepairedAtTheNextGrant) {
   TempDir dir;
-  auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
+  auto broker = Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);
   EXPECT_EQ(harm_and_exit(*broker, "web", [](int fd) { return ::shutdown(fd, SHUT_RDWR) == 0 ? 0 : 10; }), 0);
   auto next = sbtest::acquire_as_nobody(*broker, "web", [](int fd) -> nlohmann::json { return accepting(fd); });
@@ -155,7 +155,7 @@ TEST_F(Adversarial, ASharedListenerLeftShutDownIsRepairedAtTheNextGrant) {
 
 TEST_F(Adversarial, AnAdministratorsListingDoesNotCallABrokenSocketBound) {
   TempDir dir;
-  auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
+  auto broker = Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);
   EXPECT_EQ(harm_and_exit(*broker, "web", [](int fd) { return ::shutdown(fd, SHUT_RD) == 0 ? 0 : 10; }), 0);
   // No grant since: the listing looks first, and lists what it repaired.
@@ -194,7 +194,7 @@ TEST_F(Adversarial, AUnixListenerShutDownByAHolderIsBoundAfresh) {
 
 TEST_F(Adversarial, ASharedDatagramSocketAHolderConnectedIsDisconnected) {
   TempDir dir;
-  auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
+  auto broker = Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);
   // Connected, the one socket every holder shares would take datagrams from
   // 127.0.0.1:9 only.
@@ -239,7 +239,7 @@ TEST_F(Adversarial, ASharedDatagramSocketAHolderConnectedIsDisconnected) {
 
 TEST_F(Adversarial, ASharedDatagramSocketShutDownForReadingIsBoundAfresh) {
   TempDir dir;
-  auto broker = Broker::start(dir, sbtest::kWebDnsAdminSockets);
+  auto broker = Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);
   // shutdown(SHUT_RD) of an unconnected UDP socket says ENOTCONN, and shuts
   // its reading side all the same: a blocking read then returns 0 at once.

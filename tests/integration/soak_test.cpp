@@ -50,7 +50,7 @@ TEST_F(Soak, MixedRequestsFromFiftyClients) {
   constexpr int kClients = 50;
 
   sbtest::TempDir dir;
-  auto broker = sbtest::Broker::start(dir, sbtest::kWebDnsAdminSockets);
+  auto broker = sbtest::Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);
   const int baseline = broker->settled_fd_count();
   int peak_fds = baseline;
