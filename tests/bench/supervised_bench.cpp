@@ -41,6 +41,7 @@
 #include <optional>
 
 #include "bench_env.hpp"
+#include "descriptor_channel.hpp"
 #include "shared_broker.hpp"
 
 namespace sbbench {
@@ -204,43 +205,6 @@ enum class Answer {
   grant,   // acquire("web") from the broker, ADDFD it, SEND 0: the limit in one piece
 };
 
-void send_fd(int channel, int fd) {
-  char byte = 'l';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  if (::sendmsg(channel, &msg, MSG_NOSIGNAL) != 1) die("sendmsg listener");
-}
-
-int receive_fd(int channel) {
-  char byte;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  if (::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC) != 1) die("recvmsg listener");
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (c == nullptr || c->cmsg_type != SCM_RIGHTS) {
-    errno = EPROTO;
-    die("no listener received");
-  }
-  int fd = -1;
-  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-  return fd;
-}
-
 // The program's side: the filter sends bind(2) to the supervisor (the same
 // flags as `sockbroker run`'s: NO_NEW_PRIVS, NEW_LISTENER, WAIT_KILLABLE_RECV),
 // then socket + timed bind + close in a loop, as bind_loop does.
@@ -259,7 +223,10 @@ int limit_program(int channel, int report, Answer answer) {
   sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
   long listener = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, kNewListener | kWaitKillableRecv, &program);
   if (listener < 0) die("seccomp(NEW_LISTENER)");
-  send_fd(channel, static_cast<int>(listener));
+  // Handed over as `sockbroker run`'s child hands its listener over.
+  if (!sockbroker::cli::send_descriptor(channel, static_cast<int>(listener), std::span<const char>("l", 1))) {
+    die("sendmsg listener");
+  }
   ::close(static_cast<int>(listener));
   ::close(channel);
 
@@ -295,7 +262,9 @@ int limit_program(int channel, int report, Answer answer) {
 // with the least work `answer` needs, and runs until it is killed.
 int limit_supervisor(int channel, int cpu, Answer answer, const std::string& control) {
   pin_self(cpu);
-  sockbroker::UniqueFd listener(receive_fd(channel));
+  char byte;
+  sockbroker::UniqueFd listener = sockbroker::cli::receive_descriptor(channel, {&byte, 1});
+  if (!listener) die("recvmsg listener (none received)");
   ::close(channel);
   sockbroker::UniqueFd bound;
   std::optional<sockbroker::Client> client;
