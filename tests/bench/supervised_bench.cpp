@@ -42,6 +42,7 @@
 
 #include "bench_env.hpp"
 #include "descriptor_channel.hpp"
+#include "latency_samples.hpp"
 #include "shared_broker.hpp"
 
 namespace sbbench {
@@ -96,26 +97,6 @@ Programs& programs() {
   return p;
 }
 
-// Reads int64 values from fd until EOF.
-std::vector<std::int64_t> read_all(int fd) {
-  std::vector<std::int64_t> out;
-  std::int64_t value = 0;
-  std::size_t have = 0;
-  auto* bytes = reinterpret_cast<char*>(&value);
-  for (;;) {
-    ssize_t n = ::read(fd, bytes + have, sizeof value - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("read samples");
-    if (n == 0) break;
-    have += static_cast<std::size_t>(n);
-    if (have == sizeof value) {
-      out.push_back(value);
-      have = 0;
-    }
-  }
-  return out;
-}
-
 // bind, listen and bind + listen, from bind_loop's {bind, listen} pairs.
 struct BindListenSamples {
   Samples bind{kSamples}, listen{kSamples}, both{kSamples};
@@ -152,7 +133,7 @@ std::vector<std::int64_t> run_as_nobody(std::vector<std::string> argv, int cpu) 
     return 127;
   });
   ::close(out[1]);
-  auto values = read_all(out[0]);
+  auto values = read_samples(out[0]);
   ::close(out[0]);
   reap(pid, argv[0]);
   if (values.size() != 2 * static_cast<std::size_t>(kSamples)) {
@@ -246,15 +227,7 @@ int limit_program(int channel, int report, Answer answer) {
     ::close(fd);
     if (i >= kWarmup) ns.push_back(t1 - t0);
   }
-  const char* bytes = reinterpret_cast<const char*>(ns.data());
-  std::size_t left = ns.size() * sizeof(std::int64_t);
-  while (left > 0) {
-    ssize_t n = ::write(report, bytes, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("write samples");
-    bytes += n;
-    left -= static_cast<std::size_t>(n);
-  }
+  write_samples(report, ns);
   return 0;
 }
 
@@ -359,7 +332,7 @@ void limit(benchmark::State& state, Answer answer) {
     ::close(channel[0]);
     ::close(channel[1]);
     ::close(report[1]);
-    for (std::int64_t ns : read_all(report[0])) samples.add_ns(ns);
+    samples.add_all(read_samples(report[0]));
     ::close(report[0]);
     reap(program, "the minimal supervisor's program");
     ::kill(supervisor, SIGKILL);
@@ -398,14 +371,7 @@ void BM_Grant_AcquireAddress(benchmark::State& state) {
     }
   };
   Samples samples(kSamples);
-  for (auto _ : state) {
-    for (int i = 0; i < kWarmup; ++i) once();
-    for (int i = 0; i < kSamples; ++i) {
-      auto t0 = now_ns();
-      once();
-      samples.add_ns(now_ns() - t0);
-    }
-  }
+  for (auto _ : state) time_each(samples, kWarmup, kSamples, once);
   samples.report(state);
 }
 
