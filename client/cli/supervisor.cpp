@@ -19,6 +19,7 @@
 #include <string>
 
 #include "bind_server.hpp"
+#include "descriptor_channel.hpp"
 #include "exit_codes.hpp"
 #include "listen_fds.hpp"
 #include "lockdown_layers.hpp"
@@ -41,50 +42,6 @@ int status_to_exit_code(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return 1;
-}
-
-Status send_descriptor(int channel, int fd) {
-  char byte = 'l';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  if (::sendmsg(channel, &msg, MSG_NOSIGNAL) != 1) return errno_error("sendmsg (the listener to the supervisor)");
-  return Ok{};
-}
-
-// The listener the child sends, or an invalid descriptor when it exited
-// before it could (it said why on stderr).
-UniqueFd receive_descriptor(int channel) {
-  char byte;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = ::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) return UniqueFd();
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-      return UniqueFd(fd);
-    }
-  }
-  return UniqueFd();
 }
 
 // The child's side: sockets in place, the filter, then PROGRAM.
@@ -118,7 +75,7 @@ UniqueFd receive_descriptor(int channel) {
     }
     _exit(kExitBind);
   }
-  if (auto s = send_descriptor(channel, listener->get()); !s) {
+  if (auto s = send_descriptor(channel, listener->get(), std::span<const char>("l", 1)); !s) {
     say(s.error().describe());
     _exit(kExitBind);
   }
@@ -235,7 +192,8 @@ int supervise(Supervision run) {
   theirs.reset();
   run.grants.clear();  // the child holds them; the supervisor keeps none
 
-  UniqueFd listener = receive_descriptor(ours.get());
+  char byte;
+  UniqueFd listener = receive_descriptor(ours.get(), {&byte, 1});
   ours.reset();
   std::optional<BindServer> server;
   if (listener) {

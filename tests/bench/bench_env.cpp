@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -265,21 +264,6 @@ std::string scale_policy(int sockets) {
         << "\"\n\n[[socket.bench" << i << ".allow]]\nuser = \"nobody\"\n";
   }
   return out.str();
-}
-
-double Samples::percentile_us(double p) {
-  if (ns_.empty()) return 0;
-  // Nearest rank: the smallest sample with at least p of them at or below it.
-  auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(ns_.size())));
-  rank = std::clamp<std::size_t>(rank, 1, ns_.size()) - 1;
-  std::nth_element(ns_.begin(), ns_.begin() + static_cast<std::ptrdiff_t>(rank), ns_.end());
-  return static_cast<double>(ns_[rank]) / 1000.0;
-}
-
-void Samples::report(benchmark::State& state) {
-  state.counters["p50_us"] = percentile_us(0.50);
-  state.counters["p99_us"] = percentile_us(0.99);
-  state.counters["samples"] = static_cast<double>(ns_.size());
 }
 
 void reap(pid_t pid, const std::string& what) {

@@ -1,6 +1,6 @@
 // The benchmark environment: a private network namespace, the real sockbrokerd
 // started from a generated policy, CPU placement, the unprivileged identity the
-// clients use, and per-iteration latency samples turned into percentiles.
+// clients use, and forked children. (The latency samples are latency_samples.hpp's.)
 //
 // Everything here forks only while the process is single-threaded (Google
 // Benchmark runs every benchmark below on the main thread), so no child ever
@@ -112,26 +112,6 @@ class Broker {
 [[nodiscard]] std::string bench_policy();
 // n shared TCP sockets bench0..bench{n-1} on 127.0.0.1:10000+i, each granted to nobody.
 [[nodiscard]] std::string scale_policy(int sockets);
-
-// Per-iteration latencies, in nanoseconds.
-class Samples {
- public:
-  explicit Samples(std::size_t expected = 0) { ns_.reserve(expected); }
-  void add(std::chrono::nanoseconds d) { ns_.push_back(d.count()); }
-  void add_ns(std::int64_t ns) { ns_.push_back(ns); }
-  [[nodiscard]] double percentile_us(double p);
-  // Sets the counters p50_us and p99_us (and n) on the benchmark's state.
-  void report(benchmark::State& state);
-
- private:
-  std::vector<std::int64_t> ns_;
-};
-
-[[nodiscard]] inline std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Forks a child that runs fn (returning its exit status) and _exits; returns its pid.
 template <class Fn>

@@ -13,7 +13,6 @@
 // processes each weighing as much as it. Where no cgroup can be made the row
 // runs without (label "no user slices"), and then mostly measures how CFS
 // shares one core among eleven processes.
-#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -31,6 +30,7 @@
 #include <vector>
 
 #include "bench_env.hpp"
+#include "latency_samples.hpp"
 #include "user_slice.hpp"
 
 namespace sbbench {
@@ -104,64 +104,23 @@ int connect_control(const std::string& path) {
   }
 }
 
-// uid 1's connect + acquire + close, n times after a warm-up, its samples
-// written to report (int64 ns each).
-int measure_other_uid(const std::string& control, int report) {
-  become(kOtherUid, kOtherGid);
-  auto once = [&] {
-    auto grant = sockbroker::acquire("web", control);
-    if (!grant) {
-      errno = 0;
-      die("acquire web as uid 1: " + grant.error().message);
-    }
-  };
-  for (int i = 0; i < kWarmup; ++i) once();
-  std::vector<std::int64_t> ns;
-  ns.reserve(kSamples);
-  for (int i = 0; i < kSamples; ++i) {
-    auto t0 = now_ns();
-    once();
-    ns.push_back(now_ns() - t0);
-  }
-  const char* p = reinterpret_cast<const char*>(ns.data());
-  std::size_t left = ns.size() * sizeof(std::int64_t);
-  while (left > 0) {
-    ssize_t n = ::write(report, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return 1;
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-  return 0;
-}
-
+// uid 1's connect + acquire + close, kSamples times after a warm-up, in a
+// child that is uid 1 for good.
 Samples sample_other_uid(const std::string& control, const UserSlice* slice) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) die("pipe2");
-  pid_t pid = spawn([&] {
-    ::close(pipe_fds[0]);
+  Samples samples(kSamples);
+  samples.add_all(samples_from_child("uid 1 client", [&](int report) {
     if (slice) slice->add(::getpid());
     pin_self(0);
-    return measure_other_uid(control, pipe_fds[1]);
-  });
-  ::close(pipe_fds[1]);
-  Samples samples(kSamples);
-  std::int64_t ns = 0;
-  std::size_t have = 0;
-  char* bytes = reinterpret_cast<char*>(&ns);
-  for (;;) {
-    ssize_t n = ::read(pipe_fds[0], bytes + have, sizeof ns - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("read samples");
-    if (n == 0) break;
-    have += static_cast<std::size_t>(n);
-    if (have == sizeof ns) {
-      samples.add_ns(ns);
-      have = 0;
-    }
-  }
-  ::close(pipe_fds[0]);
-  reap(pid, "uid 1 client");
+    become(kOtherUid, kOtherGid);
+    write_samples(report, time_each(kWarmup, kSamples, [&] {
+      auto grant = sockbroker::acquire("web", control);
+      if (!grant) {
+        errno = 0;
+        die("acquire web as uid 1: " + grant.error().message);
+      }
+    }));
+    return 0;
+  }));
   return samples;
 }
 

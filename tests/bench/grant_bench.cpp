@@ -4,7 +4,6 @@
 // per-request samples (Google Benchmark reports means only); the counters
 // p50_us and p99_us are what scripts/bench.sh tabulates. The client is on CPU 0;
 // the broker or the baseline peer on CPU 0 (same_cpu) or CPU 1 (split_cpu).
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +14,7 @@
 
 #include "bench_env.hpp"
 #include "fd_peer.hpp"
+#include "latency_samples.hpp"
 #include "shared_broker.hpp"
 
 namespace sbbench {
@@ -50,46 +50,6 @@ void acquire_or_die(sockbroker::Client& client, const char* name) {
   }
 }
 
-// Runs fn(report) in a child that writes its samples (int64 ns each) to report.
-template <class Fn>
-void collect_from_child(Samples& samples, Fn&& fn) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) die("pipe2");
-  pid_t pid = spawn([&] {
-    ::close(pipe_fds[0]);
-    return fn(pipe_fds[1]);
-  });
-  ::close(pipe_fds[1]);
-  std::int64_t ns = 0;
-  std::size_t have = 0;
-  char* bytes = reinterpret_cast<char*>(&ns);
-  for (;;) {
-    ssize_t n = ::read(pipe_fds[0], bytes + have, sizeof ns - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("read samples");
-    if (n == 0) break;
-    have += static_cast<std::size_t>(n);
-    if (have == sizeof ns) {
-      samples.add_ns(ns);
-      have = 0;
-    }
-  }
-  ::close(pipe_fds[0]);
-  reap(pid, "benchmark child");
-}
-
-void write_samples(int fd, const std::vector<std::int64_t>& ns) {
-  const char* p = reinterpret_cast<const char*>(ns.data());
-  std::size_t left = ns.size() * sizeof(std::int64_t);
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("write samples");
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-}
-
 // ---- 1. shared socket over a kept-open connection ----
 
 void BM_Limit_RoundTripFd(benchmark::State& state) {
@@ -97,14 +57,7 @@ void BM_Limit_RoundTripFd(benchmark::State& state) {
   pin_self(0);
   PairPeer peer = start_pair_peer(PeerWork::shared, peer_cpu(placement_of(state)));
   Samples samples(kSamples);
-  for (auto _ : state) {
-    for (int i = 0; i < kWarmup; ++i) round_trip(peer.fd);
-    for (int i = 0; i < kSamples; ++i) {
-      auto t0 = now_ns();
-      round_trip(peer.fd);
-      samples.add_ns(now_ns() - t0);
-    }
-  }
+  for (auto _ : state) time_each(samples, kWarmup, kSamples, [&] { round_trip(peer.fd); });
   stop_pair_peer(peer);
   samples.report(state);
 }
@@ -117,12 +70,8 @@ void BM_Grant_Shared(benchmark::State& state) {
   auto client = connect_as_nobody(broker.control());
   Samples samples(kSamples);
   for (auto _ : state) {
-    for (int i = 0; i < kWarmup; ++i) acquire_or_die(client, "web");
-    for (int i = 0; i < kSamples; ++i) {
-      auto t0 = now_ns();
-      acquire_or_die(client, "web");  // the Grant's descriptor is closed inside, as a round trip's is
-      samples.add_ns(now_ns() - t0);
-    }
+    // The Grant's descriptor is closed inside, as a round trip's is.
+    time_each(samples, kWarmup, kSamples, [&] { acquire_or_die(client, "web"); });
   }
   samples.report(state);
 }
@@ -136,19 +85,13 @@ void BM_Limit_RoundTripReuseportMember(benchmark::State& state) {
   Samples samples(kSamples);
   for (auto _ : state) {
     for (int done = 0; done < kSamples; done += kReuseportBatch) {
-      collect_from_child(samples, [&](int report) {
+      samples.add_all(samples_from_child("benchmark child", [&](int report) {
         PairPeer peer = start_pair_peer(PeerWork::reuseport, cpu);
-        std::vector<std::int64_t> ns;
-        ns.reserve(kReuseportBatch);
-        for (int i = 0; i < kReuseportBatch; ++i) {
-          auto t0 = now_ns();
-          round_trip(peer.fd);
-          ns.push_back(now_ns() - t0);
-        }
+        auto ns = time_each(0, kReuseportBatch, [&] { round_trip(peer.fd); });
         stop_pair_peer(peer);
         write_samples(report, ns);
         return 0;
-      });
+      }));
     }
   }
   samples.report(state);
@@ -162,19 +105,12 @@ void BM_Grant_ReuseportMember(benchmark::State& state) {
   Samples samples(kSamples);
   for (auto _ : state) {
     for (int done = 0; done < kSamples; done += kReuseportBatch) {
-      collect_from_child(samples, [&](int report) {
+      samples.add_all(samples_from_child("benchmark child", [&](int report) {
         // The holder is this child: its members are released when it exits.
         auto client = connect_as_nobody(broker.control());
-        std::vector<std::int64_t> ns;
-        ns.reserve(kReuseportBatch);
-        for (int i = 0; i < kReuseportBatch; ++i) {
-          auto t0 = now_ns();
-          acquire_or_die(client, "workers");
-          ns.push_back(now_ns() - t0);
-        }
-        write_samples(report, ns);
+        write_samples(report, time_each(0, kReuseportBatch, [&] { acquire_or_die(client, "workers"); }));
         return 0;
-      });
+      }));
     }
   }
   samples.report(state);
@@ -189,14 +125,7 @@ void BM_Limit_ConnectRoundTripClose(benchmark::State& state) {
   std::string path = dir.file("peer.sock");
   pid_t peer = start_listening_peer(path, peer_cpu(placement_of(state)));
   Samples samples(kSamples / 2);
-  for (auto _ : state) {
-    for (int i = 0; i < kWarmup; ++i) connect_round_trip(path);
-    for (int i = 0; i < kSamples / 2; ++i) {
-      auto t0 = now_ns();
-      connect_round_trip(path);
-      samples.add_ns(now_ns() - t0);
-    }
-  }
+  for (auto _ : state) time_each(samples, kWarmup, kSamples / 2, [&] { connect_round_trip(path); });
   ::kill(peer, SIGKILL);
   ::waitpid(peer, nullptr, 0);
   samples.report(state);
@@ -217,14 +146,7 @@ void BM_Grant_ConnectAcquireClose(benchmark::State& state) {
   };
   for (auto _ : state) {
     // Each connection is made as nobody: the broker checks the rule every time.
-    as_nobody([&] {
-      for (int i = 0; i < kWarmup; ++i) once();
-      for (int i = 0; i < kSamples / 2; ++i) {
-        auto t0 = now_ns();
-        once();
-        samples.add_ns(now_ns() - t0);
-      }
-    });
+    as_nobody([&] { time_each(samples, kWarmup, kSamples / 2, once); });
   }
   samples.report(state);
 }

@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "bench_env.hpp"
+#include "latency_samples.hpp"
 
 extern char** environ;
 

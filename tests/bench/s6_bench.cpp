@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "bench_env.hpp"
+#include "latency_samples.hpp"
 
 #ifdef SBBENCH_HAVE_S6
 #include "s6_client.h"

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "bench_env.hpp"
+#include "latency_samples.hpp"
 
 namespace sbbench {
 namespace {

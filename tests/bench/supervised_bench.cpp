@@ -41,6 +41,8 @@
 #include <optional>
 
 #include "bench_env.hpp"
+#include "descriptor_channel.hpp"
+#include "latency_samples.hpp"
 #include "shared_broker.hpp"
 
 namespace sbbench {
@@ -95,26 +97,6 @@ Programs& programs() {
   return p;
 }
 
-// Reads int64 values from fd until EOF.
-std::vector<std::int64_t> read_all(int fd) {
-  std::vector<std::int64_t> out;
-  std::int64_t value = 0;
-  std::size_t have = 0;
-  auto* bytes = reinterpret_cast<char*>(&value);
-  for (;;) {
-    ssize_t n = ::read(fd, bytes + have, sizeof value - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("read samples");
-    if (n == 0) break;
-    have += static_cast<std::size_t>(n);
-    if (have == sizeof value) {
-      out.push_back(value);
-      have = 0;
-    }
-  }
-  return out;
-}
-
 // bind, listen and bind + listen, from bind_loop's {bind, listen} pairs.
 struct BindListenSamples {
   Samples bind{kSamples}, listen{kSamples}, both{kSamples};
@@ -151,7 +133,7 @@ std::vector<std::int64_t> run_as_nobody(std::vector<std::string> argv, int cpu) 
     return 127;
   });
   ::close(out[1]);
-  auto values = read_all(out[0]);
+  auto values = read_samples(out[0]);
   ::close(out[0]);
   reap(pid, argv[0]);
   if (values.size() != 2 * static_cast<std::size_t>(kSamples)) {
@@ -204,43 +186,6 @@ enum class Answer {
   grant,   // acquire("web") from the broker, ADDFD it, SEND 0: the limit in one piece
 };
 
-void send_fd(int channel, int fd) {
-  char byte = 'l';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  if (::sendmsg(channel, &msg, MSG_NOSIGNAL) != 1) die("sendmsg listener");
-}
-
-int receive_fd(int channel) {
-  char byte;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  if (::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC) != 1) die("recvmsg listener");
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (c == nullptr || c->cmsg_type != SCM_RIGHTS) {
-    errno = EPROTO;
-    die("no listener received");
-  }
-  int fd = -1;
-  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-  return fd;
-}
-
 // The program's side: the filter sends bind(2) to the supervisor (the same
 // flags as `sockbroker run`'s: NO_NEW_PRIVS, NEW_LISTENER, WAIT_KILLABLE_RECV),
 // then socket + timed bind + close in a loop, as bind_loop does.
@@ -259,7 +204,10 @@ int limit_program(int channel, int report, Answer answer) {
   sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
   long listener = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, kNewListener | kWaitKillableRecv, &program);
   if (listener < 0) die("seccomp(NEW_LISTENER)");
-  send_fd(channel, static_cast<int>(listener));
+  // Handed over as `sockbroker run`'s child hands its listener over.
+  if (!sockbroker::cli::send_descriptor(channel, static_cast<int>(listener), std::span<const char>("l", 1))) {
+    die("sendmsg listener");
+  }
   ::close(static_cast<int>(listener));
   ::close(channel);
 
@@ -279,15 +227,7 @@ int limit_program(int channel, int report, Answer answer) {
     ::close(fd);
     if (i >= kWarmup) ns.push_back(t1 - t0);
   }
-  const char* bytes = reinterpret_cast<const char*>(ns.data());
-  std::size_t left = ns.size() * sizeof(std::int64_t);
-  while (left > 0) {
-    ssize_t n = ::write(report, bytes, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("write samples");
-    bytes += n;
-    left -= static_cast<std::size_t>(n);
-  }
+  write_samples(report, ns);
   return 0;
 }
 
@@ -295,7 +235,9 @@ int limit_program(int channel, int report, Answer answer) {
 // with the least work `answer` needs, and runs until it is killed.
 int limit_supervisor(int channel, int cpu, Answer answer, const std::string& control) {
   pin_self(cpu);
-  sockbroker::UniqueFd listener(receive_fd(channel));
+  char byte;
+  sockbroker::UniqueFd listener = sockbroker::cli::receive_descriptor(channel, {&byte, 1});
+  if (!listener) die("recvmsg listener (none received)");
   ::close(channel);
   sockbroker::UniqueFd bound;
   std::optional<sockbroker::Client> client;
@@ -390,7 +332,7 @@ void limit(benchmark::State& state, Answer answer) {
     ::close(channel[0]);
     ::close(channel[1]);
     ::close(report[1]);
-    for (std::int64_t ns : read_all(report[0])) samples.add_ns(ns);
+    samples.add_all(read_samples(report[0]));
     ::close(report[0]);
     reap(program, "the minimal supervisor's program");
     ::kill(supervisor, SIGKILL);
@@ -429,14 +371,7 @@ void BM_Grant_AcquireAddress(benchmark::State& state) {
     }
   };
   Samples samples(kSamples);
-  for (auto _ : state) {
-    for (int i = 0; i < kWarmup; ++i) once();
-    for (int i = 0; i < kSamples; ++i) {
-      auto t0 = now_ns();
-      once();
-      samples.add_ns(now_ns() - t0);
-    }
-  }
+  for (auto _ : state) time_each(samples, kWarmup, kSamples, once);
   samples.report(state);
 }
 

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "descriptor_channel.hpp"
 #include "lockdown_layers.hpp"
 #include "socket_carryover.hpp"
 
@@ -107,33 +108,19 @@ int main(int argc, char** argv) {
     sock_fprog fprog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
     const int listener = static_cast<int>(::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog));
     if (listener < 0) die("seccomp(NEW_LISTENER)");
-    iovec iov{&shared, sizeof shared};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &listener, sizeof listener);
-    if (::sendmsg(channel[1], &msg, 0) < 0) die("sendmsg");
+    // As `sockbroker run`'s child hands its listener over, with what the
+    // stand-in supervisor needs to know of the program as the message.
+    if (!sockbroker::cli::send_descriptor(channel[1], listener, {reinterpret_cast<const char*>(&shared), sizeof shared})) {
+      die("sendmsg");
+    }
     ::pause();
     _exit(0);
   }
   Shared shared{};
-  iovec iov{&shared, sizeof shared};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  if (::recvmsg(channel[0], &msg, MSG_CMSG_CLOEXEC) <= 0 || CMSG_FIRSTHDR(&msg) == nullptr) die("recvmsg");
-  int listener = -1;
-  std::memcpy(&listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof listener);
+  const sockbroker::UniqueFd received =
+      sockbroker::cli::receive_descriptor(channel[0], {reinterpret_cast<char*>(&shared), sizeof shared});
+  if (!received) die("recvmsg");
+  const int listener = received.get();
 
   // What the broker grants: a listening socket.
   const int granted = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

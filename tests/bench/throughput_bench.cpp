@@ -16,6 +16,7 @@
 
 #include "bench_env.hpp"
 #include "fd_peer.hpp"
+#include "latency_samples.hpp"
 #include "shared_broker.hpp"
 
 namespace sbbench {
