@@ -357,7 +357,7 @@ void Server::serve(Session& session, std::uint32_t events) {
   struct RetireReceived {
     Disposer& disposer;
     proto::Received& datagram;
-    ~RetireReceived() { disposer.take_received(std::span(datagram.fds.data(), datagram.fd_count)); }
+    ~RetireReceived() { disposer.take_received(std::span(datagram.fds)); }
   } retire{disposer_, datagram};
   if (datagram.end_of_stream()) {
     // Without reliable credentials a 0-byte read may be an empty datagram
@@ -376,8 +376,8 @@ void Server::serve(Session& session, std::uint32_t events) {
     problem = Error{0, 0, "datagram larger than " + std::to_string(proto::kMaxDatagram) + " bytes"};
   } else if (datagram.control_truncated) {
     problem = Error{0, 0, "too many descriptors attached (ancillary data truncated)"};
-  } else if (datagram.fd_count > 1) {
-    problem = Error{0, 0, std::to_string(datagram.fd_count) +
+  } else if (datagram.fds.size() > 1) {
+    problem = Error{0, 0, std::to_string(datagram.fds.size()) +
                               " unexpected descriptor(s) attached; a request carries at most one (a network namespace)"};
   }
   if (!problem.message.empty()) {
@@ -394,7 +394,7 @@ void Server::serve(Session& session, std::uint32_t events) {
   // Exactly one descriptor, with exactly the request that says it sent one.
   const auto* acquire = std::get_if<proto::AcquireRequest>(&*request);
   const bool says_netns = acquire != nullptr && acquire->with_netns;
-  if (says_netns != (datagram.fd_count == 1)) {
+  if (says_netns != (datagram.fds.size() == 1)) {
     session.close_after_reply = true;
     Error mismatch{0, 0,
                    says_netns ? "the request says a network namespace is attached, but no descriptor arrived"

@@ -92,14 +92,11 @@ Result<Received> receive_datagram(int sock, std::span<std::byte> buffer, int fla
     if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
     std::size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     const unsigned char* data = CMSG_DATA(cmsg);
+    out.fds.reserve(out.fds.size() + count);
     for (std::size_t i = 0; i < count; ++i) {
       int fd;
       std::memcpy(&fd, data + i * sizeof(int), sizeof(int));
-      if (out.fd_count < kMaxReceivedFds) {
-        out.fds[out.fd_count++].reset(fd);
-      } else {
-        ::close(fd);  // cannot happen: the buffer takes SCM_MAX_FD
-      }
+      out.fds.emplace_back(fd);  // at most kMaxReceivedFds: the control buffer takes no more
     }
   }
   return out;

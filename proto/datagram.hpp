@@ -6,9 +6,9 @@
 
 #include <sockbroker/fd.hpp>
 
-#include <array>
 #include <cstddef>
 #include <span>
+#include <vector>
 
 namespace sockbroker::proto {
 
@@ -20,8 +20,10 @@ inline constexpr std::size_t kMaxReceivedFds = 253;
 
 struct Received {
   std::size_t size = 0;                            // bytes of payload in the buffer
-  std::array<UniqueFd, kMaxReceivedFds> fds;       // the descriptors that arrived, owned
-  std::size_t fd_count = 0;
+  // The descriptors that arrived, owned. A vector, empty (no allocation) for
+  // the usual datagram that carries none: an array of kMaxReceivedFds made,
+  // moved and destroyed on every request was most of a receive's own time.
+  std::vector<UniqueFd> fds;
   bool truncated = false;          // MSG_TRUNC: the datagram was longer than the buffer
   bool control_truncated = false;  // MSG_CTRUNC: ancillary data was dropped
   // SCM_CREDENTIALS, which the kernel attaches to every datagram when the
@@ -35,7 +37,7 @@ struct Received {
   // when it came with no credentials: an empty datagram has them. (Without
   // them the two look the same.)
   [[nodiscard]] bool end_of_stream() const noexcept {
-    return size == 0 && !truncated && fd_count == 0 && !has_credentials;
+    return size == 0 && !truncated && fds.empty() && !has_credentials;
   }
 };
 

@@ -90,9 +90,9 @@ receive:
   Exchanged out{std::move(*reply), {}};
   const bool is_grant = std::holds_alternative<proto::Grant>(out.reply);
   if (is_grant) {
-    if (received->fd_count != 1) {
+    if (received->fds.size() != 1) {
       return Error{SOCKBROKER_E_PROTOCOL, 0,
-                   "the broker granted a socket but attached " + std::to_string(received->fd_count) + " descriptors"};
+                   "the broker granted a socket but attached " + std::to_string(received->fds.size()) + " descriptors"};
     }
     out.fd = std::move(received->fds[0]);
   }

@@ -142,7 +142,7 @@ Asked ask_as(uid_t uid, const std::string& control, const std::string& name, int
   }
   std::byte buffer[16];
   auto received = sockbroker::proto::receive_datagram(mine.get(), buffer, MSG_DONTWAIT);
-  if (received && received->fd_count == 1) out.socket = std::move(received->fds[0]);
+  if (received && received->fds.size() == 1) out.socket = std::move(received->fds[0]);
   return out;
 }
 
