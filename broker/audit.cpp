@@ -54,8 +54,39 @@ void append_int(std::string& out, Int value) {
   out.append(digits, end);
 }
 
+// local_addr_json(address).dump(), written directly: every grant's line has one.
 void append_local_addr(std::string& out, const policy::Address& address) {
-  out += local_addr_json(address).dump(-1, ' ', false, kDumpErrors);
+  switch (address.kind) {
+    case policy::Address::Kind::inet4: {
+      const auto& in = reinterpret_cast<const sockaddr_in&>(address.storage);
+      char text[INET_ADDRSTRLEN] = {};
+      ::inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
+      out += R"({"sa_family":"AF_INET","sin_addr":")";
+      out += text;
+      out += R"(","sin_port":)";
+      append_int(out, ntohs(in.sin_port));
+      out += '}';
+      return;
+    }
+    case policy::Address::Kind::inet6: {
+      const auto& in6 = reinterpret_cast<const sockaddr_in6&>(address.storage);
+      char text[INET6_ADDRSTRLEN] = {};
+      ::inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
+      out += R"({"sa_family":"AF_INET6","sin6_addr":")";
+      out += text;
+      out += R"(","sin6_port":)";
+      append_int(out, ntohs(in6.sin6_port));
+      out += '}';
+      return;
+    }
+    case policy::Address::Kind::unix_path:
+    case policy::Address::Kind::unix_abstract:
+      out += R"({"sa_family":"AF_UNIX","sun_path":)";
+      append_string(out, address.text);
+      out += '}';
+      return;
+  }
+  out += "null";
 }
 
 void append_peer(std::string& out, const policy::PeerIdentity& peer) {
