@@ -364,15 +364,16 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
   // only in their holders (and leases), not in the table.
   std::unordered_map<std::uint64_t, std::vector<const Lease*>> granted_leases;
   if (admin && request.cursor == 0) {
-    // Sockets as they are now: one a holder broke is repaired (and audited)
-    // before it is listed as bound.
+    // Sockets as they are now, when a listing starts (its later pages are
+    // read as of then; each page walking every entry again made listing a
+    // large table quadratic): one a holder broke is repaired (and audited)
+    // before it is listed as bound, and members closed since no longer count.
     check_shared_sockets(state_, std::chrono::steady_clock::now(), audit_, log_, true);
-  }
-  if (admin) {
-    // Holders as they are now: members closed since no longer count.
     for (const TableEntry& entry : entries) {
       if (entry.spec.reuse_port && state_.leases.live_grants(entry.id) != 0) (void)count_closed_members(&entry.spec, nullptr);
     }
+  }
+  if (admin) {
     state_.leases.for_each_lease([&](const Lease& lease) { granted_leases[lease.entry_id].push_back(&lease); });
   }
   // `list --holders`: the processes holding each entry, by entry id.

@@ -110,6 +110,7 @@ SocketTable SocketTable::bind_all(const policy::Policy& policy, Audit& audit, sp
   SocketTable table;
   table.entries_.reserve(policy.sockets.size());
   for (const auto& spec : policy.sockets) table.entries_.push_back(table.open_entry(spec, audit, log));
+  table.count_failed();
   return table;
 }
 
@@ -125,6 +126,7 @@ SocketTable SocketTable::of(std::vector<TableEntry> entries) {
   std::sort(entries.begin(), entries.end(), [](const TableEntry& a, const TableEntry& b) { return a.spec.name < b.spec.name; });
   for (const auto& entry : entries) table.next_id_ = std::max(table.next_id_, entry.id + 1);
   table.entries_ = std::move(entries);
+  table.count_failed();
   return table;
 }
 
@@ -132,9 +134,9 @@ TableEntry* SocketTable::find(std::string_view name) noexcept {
   return const_cast<TableEntry*>(std::as_const(*this).find(name));
 }
 
-std::size_t SocketTable::bound_count() const noexcept {
-  return static_cast<std::size_t>(
-      std::count_if(entries_.begin(), entries_.end(), [](const TableEntry& e) { return e.serving(); }));
+void SocketTable::count_failed() noexcept {
+  failed_ = static_cast<std::size_t>(
+      std::count_if(entries_.begin(), entries_.end(), [](const TableEntry& e) { return !e.serving(); }));
 }
 
 Result<OpenedSocket> SocketTable::new_member(TableEntry& entry) {
@@ -189,6 +191,7 @@ std::optional<SocketTable::Reached> SocketTable::revoke(std::string_view name, L
   entry->socket.reset();  // release the address before binding it again
   entry->spare.reset();
   *entry = open_entry(spec, audit, log);
+  count_failed();
   return reached;
 }
 
@@ -278,6 +281,7 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
     entries_.push_back(open_entry(spec, audit, log));
     if (!entries_.back().serving()) changes.failed.push_back(spec.name + ": " + entries_.back().error);
   }
+  count_failed();
   return changes;
 }
 
@@ -286,10 +290,12 @@ void SocketTable::retry_failed(std::chrono::steady_clock::time_point now, Audit&
     if (entry.serving() || entry.attempts == 0 || entry.next_attempt > now) continue;
     entry = open_entry(entry.spec, audit, log, entry.attempts + 1);
   }
+  count_failed();
 }
 
 std::optional<std::chrono::steady_clock::time_point> SocketTable::next_retry() const noexcept {
   std::optional<std::chrono::steady_clock::time_point> next;
+  if (failed_ == 0) return next;
   for (const auto& entry : entries_) {
     if (entry.serving() || entry.attempts == 0) continue;
     if (!next || entry.next_attempt < *next) next = entry.next_attempt;

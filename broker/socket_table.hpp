@@ -63,8 +63,8 @@ class SocketTable {
   [[nodiscard]] TableEntry* find(std::string_view name) noexcept;
   [[nodiscard]] const TableEntry* find(std::string_view name) const noexcept;
   [[nodiscard]] const std::vector<TableEntry>& entries() const noexcept { return entries_; }
-  [[nodiscard]] std::size_t bound_count() const noexcept;
-  [[nodiscard]] std::size_t failed_count() const noexcept { return entries_.size() - bound_count(); }
+  [[nodiscard]] std::size_t bound_count() const noexcept { return entries_.size() - failed_; }
+  [[nodiscard]] std::size_t failed_count() const noexcept { return failed_; }
 
   // Who a revoke (or a rebind) reached: the holders of the entry's own
   // socket, which is shut down (a listening socket stops accepting in every
@@ -122,7 +122,14 @@ class SocketTable {
   [[nodiscard]] Status change_live(TableEntry& entry, const policy::SocketSpec& next, const LeaseTable& leases,
                                    spdlog::logger& log);
 
+  // After every change of entries_: only open_entry() fails an entry, and
+  // only this class's own methods put what it returns in the table.
+  void count_failed() noexcept;
+
   std::vector<TableEntry> entries_;  // sorted by name, like the policy
+  // Entries not serving. next_retry() runs twice per loop turn: with nothing
+  // failed it must not walk a 10,000-socket table for every request.
+  std::size_t failed_ = 0;
   std::uint64_t next_id_ = 1;
   std::vector<std::pair<std::uint64_t, std::string>> spares_wanted_;  // entry id, name
 };
