@@ -52,6 +52,10 @@ void acquire_or_die(sockbroker::Client& client, const char* name) {
 
 // ---- 1. shared socket over a kept-open connection ----
 
+// Sockets in the policy of the large-policy variant of row 1: a grant must not
+// cost more because the policy names more sockets.
+constexpr int kLargePolicy = 10000;
+
 void BM_Limit_RoundTripFd(benchmark::State& state) {
   label(state);
   pin_self(0);
@@ -151,11 +155,29 @@ void BM_Grant_ConnectAcquireClose(benchmark::State& state) {
   samples.report(state);
 }
 
+// Row 1 against a broker whose policy names kLargePolicy sockets (scale_policy),
+// for one in the middle of the table.
+void BM_Grant_SharedLargePolicy(benchmark::State& state) {
+  label(state);
+  TempDir dir;
+  Broker broker(dir, scale_policy(kLargePolicy));
+  pin_self(0);
+  pin(broker.pid(), peer_cpu(placement_of(state)));
+  auto client = connect_as_nobody(broker.control());
+  const std::string name = "bench" + std::to_string(kLargePolicy / 2);
+  Samples samples(kSamples);
+  for (auto _ : state) {
+    time_each(samples, kWarmup, kSamples, [&] { acquire_or_die(client, name.c_str()); });
+  }
+  samples.report(state);
+}
+
 // Placement as the argument: 0 same_cpu, 1 split_cpu.
 #define SBBENCH_PLACED(fn) \
   BENCHMARK(fn)->Arg(0)->Arg(1)->Iterations(1)->Repetitions(kRepetitions)->Unit(benchmark::kMillisecond)
 SBBENCH_PLACED(BM_Limit_RoundTripFd);
 SBBENCH_PLACED(BM_Grant_Shared);
+SBBENCH_PLACED(BM_Grant_SharedLargePolicy);
 SBBENCH_PLACED(BM_Limit_RoundTripReuseportMember);
 SBBENCH_PLACED(BM_Grant_ReuseportMember);
 SBBENCH_PLACED(BM_Limit_ConnectRoundTripClose);

@@ -336,6 +336,8 @@ def main():
     # 1-3: latencies against their limits.
     latency_rows(t, bm, "BM_Grant_Shared", "BM_Limit_RoundTripFd",
                  "1. shared grant vs 1 fd round trip", 1.3, 2)
+    latency_rows(t, bm, "BM_Grant_SharedLargePolicy", "BM_Grant_Shared",
+                 "1. shared grant, 10,000-socket policy vs 2-socket policy", 1.1, 1.5)
     latency_rows(t, bm, "BM_Grant_ReuseportMember", "BM_Limit_RoundTripReuseportMember",
                  "2. reuse_port member vs round trip + socket/bind/listen", 1.3, 2)
     latency_rows(t, bm, "BM_Grant_ConnectAcquireClose", "BM_Limit_ConnectRoundTripClose",
