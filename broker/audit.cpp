@@ -54,6 +54,16 @@ void append_int(std::string& out, Int value) {
   out.append(digits, end);
 }
 
+// {"sa_family":FAMILY,ADDR_KEY:"TEXT",PORT_KEY:PORT}: an IP local_addr.
+void append_ip(std::string& out, std::string_view head, const char* text, std::string_view port_key,
+               std::uint16_t port) {
+  out += head;
+  out += text;
+  out += port_key;
+  append_int(out, port);
+  out += '}';
+}
+
 // local_addr_json(address).dump(), written directly: every grant's line has one.
 void append_local_addr(std::string& out, const policy::Address& address) {
   switch (address.kind) {
@@ -61,22 +71,14 @@ void append_local_addr(std::string& out, const policy::Address& address) {
       const auto& in = reinterpret_cast<const sockaddr_in&>(address.storage);
       char text[INET_ADDRSTRLEN] = {};
       ::inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
-      out += R"({"sa_family":"AF_INET","sin_addr":")";
-      out += text;
-      out += R"(","sin_port":)";
-      append_int(out, ntohs(in.sin_port));
-      out += '}';
+      append_ip(out, R"({"sa_family":"AF_INET","sin_addr":")", text, R"(","sin_port":)", ntohs(in.sin_port));
       return;
     }
     case policy::Address::Kind::inet6: {
       const auto& in6 = reinterpret_cast<const sockaddr_in6&>(address.storage);
       char text[INET6_ADDRSTRLEN] = {};
       ::inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
-      out += R"({"sa_family":"AF_INET6","sin6_addr":")";
-      out += text;
-      out += R"(","sin6_port":)";
-      append_int(out, ntohs(in6.sin6_port));
-      out += '}';
+      append_ip(out, R"({"sa_family":"AF_INET6","sin6_addr":")", text, R"(","sin6_port":)", ntohs(in6.sin6_port));
       return;
     }
     case policy::Address::Kind::unix_path:
