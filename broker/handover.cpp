@@ -245,7 +245,7 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
       log.warn("handed-over socket \"{}\": {}", spec->name, s.error().describe());
     }
     if (entry.path_file) (void)set_path_owner_and_mode(*spec, *entry.path_file);
-    entry.socket = std::make_shared<const UniqueFd>(std::move(fd));
+    entry.hold(std::move(fd));
     log.info("socket \"{}\": adopted {} ({})", spec->name, spec->listen.text, to_string(spec->type));
     auto fields = socket_json(*spec);
     fields["adopted"] = true;

@@ -58,21 +58,33 @@ std::uint64_t Lease::current_inode() const noexcept {
 void LeaseTable::forget(const Holder& holder) {
   by_token_.erase(holder.token);
   if (auto it = per_uid_.find(holder.uid); it != per_uid_.end() && --it->second == 0) per_uid_.erase(it);
-  for (const Lease& lease : holder.leases) {
-    if (auto it = live_by_entry_.find(lease.entry_id); it != live_by_entry_.end() && --it->second == 0) {
-      live_by_entry_.erase(it);
-    }
+  for (const Lease& lease : holder.leases) unindex(holder, lease.entry_id, 1, false);
+}
+
+void LeaseTable::unindex(const Holder& holder, std::uint64_t entry_id, std::uint32_t count, bool holder_keeps_some) {
+  auto it = by_entry_.find(entry_id);
+  if (it == by_entry_.end()) return;
+  EntryLeases& index = it->second;
+  index.live -= std::min(count, index.live);
+  if (index.live == 0) {
+    by_entry_.erase(it);
+    return;
   }
+  if (!holder_keeps_some) std::erase(index.holders, &holder);
 }
 
 void LeaseTable::add_lease(Holder& holder, Lease lease) {
-  ++live_by_entry_[lease.entry_id];
+  EntryLeases& index = by_entry_[lease.entry_id];
+  const bool first_of_entry = std::none_of(holder.leases.begin(), holder.leases.end(),
+                                           [&](const Lease& l) { return l.entry_id == lease.entry_id; });
+  if (first_of_entry) index.holders.push_back(&holder);
+  ++index.live;
   holder.leases.push_back(std::move(lease));
 }
 
 std::uint32_t LeaseTable::live_grants(std::uint64_t entry_id) const noexcept {
-  auto it = live_by_entry_.find(entry_id);
-  return it == live_by_entry_.end() ? 0 : it->second;
+  auto it = by_entry_.find(entry_id);
+  return it == by_entry_.end() ? 0 : it->second.live;
 }
 
 Holder* LeaseTable::live_record(pid_t pid, std::unique_ptr<Holder>& stale) {
@@ -115,33 +127,33 @@ std::unique_ptr<Holder> LeaseTable::remove(const Holder& holder) {
 }
 
 std::vector<LeaseTable::Dropped> LeaseTable::drop_entry(std::uint64_t entry_id) {
-  live_by_entry_.erase(entry_id);
+  auto node = by_entry_.extract(entry_id);
   std::vector<Dropped> dropped;
-  for (auto& [pid, holder] : holders_) {
+  if (node.empty()) return dropped;
+  for (Holder* holder : node.mapped().holders) {
     auto& leases = holder->leases;
     auto keep = std::stable_partition(leases.begin(), leases.end(), [&](const Lease& l) { return l.entry_id != entry_id; });
-    for (auto it = keep; it != leases.end(); ++it) dropped.push_back(Dropped{pid, std::move(*it)});
+    for (auto it = keep; it != leases.end(); ++it) dropped.push_back(Dropped{holder->pid, std::move(*it)});
     leases.erase(keep, leases.end());
   }
   return dropped;
 }
 
 std::size_t LeaseTable::drop_closed_members(std::uint64_t entry_id, const std::unordered_set<std::uint64_t>& alive) {
+  auto it = by_entry_.find(entry_id);
+  if (it == by_entry_.end()) return 0;
+  // A copy: unindex() may take a holder off the list, or the entry off the index.
+  const std::vector<Holder*> holders = it->second.holders;
   std::size_t dropped = 0;
-  for (auto& [pid, holder] : holders_) {
+  for (Holder* holder : holders) {
     auto& leases = holder->leases;
     auto closed = [&](const Lease& l) { return l.entry_id == entry_id && l.member() && !alive.contains(l.inode); };
     const auto n = static_cast<std::size_t>(std::count_if(leases.begin(), leases.end(), closed));
     if (n == 0) continue;
     leases.erase(std::remove_if(leases.begin(), leases.end(), closed), leases.end());
+    const bool keeps_some = std::any_of(leases.begin(), leases.end(), [&](const Lease& l) { return l.entry_id == entry_id; });
+    unindex(*holder, entry_id, static_cast<std::uint32_t>(n), keeps_some);
     dropped += n;
-  }
-  if (dropped != 0) {
-    auto it = live_by_entry_.find(entry_id);
-    if (it != live_by_entry_.end()) {
-      it->second -= static_cast<std::uint32_t>(std::min<std::size_t>(dropped, it->second));
-      if (it->second == 0) live_by_entry_.erase(it);
-    }
   }
   return dropped;
 }

@@ -130,16 +130,43 @@ class LeaseTable {
       for (const Lease& lease : holder->leases) fn(lease);
     }
   }
+  // Calls fn(holder) once for every holder of a lease of entry_id, in the
+  // order of their first grant from it; fn(lease) for each such lease. An
+  // index, not a walk of every holder: a listing asks for each entry of a
+  // 10,000-socket table, a revoke or a repair for one entry among many.
+  template <class Fn>
+  void for_each_holder_of(std::uint64_t entry_id, Fn&& fn) const {
+    if (auto it = by_entry_.find(entry_id); it != by_entry_.end()) {
+      for (const Holder* holder : it->second.holders) fn(*holder);
+    }
+  }
+  template <class Fn>
+  void for_each_lease_of(std::uint64_t entry_id, Fn&& fn) const {
+    for_each_holder_of(entry_id, [&](const Holder& holder) {
+      for (const Lease& lease : holder.leases) {
+        if (lease.entry_id == entry_id) fn(lease);
+      }
+    });
+  }
   // The live holder an epoll event's token names, or nullptr if it is gone.
   [[nodiscard]] Holder* by_token(std::uint64_t token) const noexcept;
 
  private:
   void forget(const Holder& holder);
+  // The leases of one table entry: how many are live, and who holds them,
+  // each holder once.
+  struct EntryLeases {
+    std::uint32_t live = 0;
+    std::vector<Holder*> holders;
+  };
+  // Takes `count` leases of entry_id off the index, and `holder` off the
+  // entry's holders unless it keeps some of them.
+  void unindex(const Holder& holder, std::uint64_t entry_id, std::uint32_t count, bool holder_keeps_some);
 
   std::unordered_map<pid_t, std::unique_ptr<Holder>> holders_;
   std::unordered_map<uid_t, std::size_t> per_uid_;
   std::unordered_map<std::uint64_t, Holder*> by_token_;
-  std::unordered_map<std::uint64_t, std::uint32_t> live_by_entry_;
+  std::unordered_map<std::uint64_t, EntryLeases> by_entry_;
   EndedListener grants_ended_;
   std::uint64_t next_serial_ = 1;
 };

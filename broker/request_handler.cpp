@@ -28,20 +28,17 @@ proto::PeerView view_of(const policy::PeerIdentity& peer) {
 
 // The entry's own kernel socket first, then the granted ones, each once (every
 // grant of a shared socket is the entry's own socket), at most kMaxInodesPerEntry.
-std::vector<std::uint64_t> entry_inodes(const TableEntry& entry,
-                                        const std::unordered_map<std::uint64_t, std::vector<const Lease*>>& granted) {
+// The entry's own socket and the sockets granted from it: reuse_port members
+// live only in their holders (and leases), not in the table.
+std::vector<std::uint64_t> entry_inodes(const TableEntry& entry, const LeaseTable& leases) {
   std::vector<std::uint64_t> inodes;
-  if (entry.socket) {
-    if (std::uint64_t own = socket_inode(entry.socket->get()); own != 0) inodes.push_back(own);
-  }
-  if (auto it = granted.find(entry.id); it != granted.end()) {
-    for (const Lease* lease : it->second) {
-      if (inodes.size() == proto::kMaxInodesPerEntry) break;
-      if (lease->kernel_socket && lease->kernel_socket == entry.socket) continue;
-      const std::uint64_t inode = lease->current_inode();
-      if (inode != 0 && std::find(inodes.begin(), inodes.end(), inode) == inodes.end()) inodes.push_back(inode);
-    }
-  }
+  if (entry.socket_inode != 0) inodes.push_back(entry.socket_inode);
+  leases.for_each_lease_of(entry.id, [&](const Lease& lease) {
+    if (inodes.size() == proto::kMaxInodesPerEntry) return;
+    if (lease.kernel_socket && lease.kernel_socket == entry.socket) return;
+    const std::uint64_t inode = lease.current_inode();
+    if (inode != 0 && std::find(inodes.begin(), inodes.end(), inode) == inodes.end()) inodes.push_back(inode);
+  });
   return inodes;
 }
 
@@ -360,9 +357,6 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
   listing.admin = admin;
   std::size_t budget = proto::kMaxDatagram - proto::kListingOverheadBound;
   const auto& entries = state_.table.entries();
-  // The sockets granted from each entry, by entry id: reuse_port members live
-  // only in their holders (and leases), not in the table.
-  std::unordered_map<std::uint64_t, std::vector<const Lease*>> granted_leases;
   if (admin && request.cursor == 0) {
     // Sockets as they are now, when a listing starts (its later pages are
     // read as of then; each page walking every entry again made listing a
@@ -372,19 +366,6 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
     for (const TableEntry& entry : entries) {
       if (entry.spec.reuse_port && state_.leases.live_grants(entry.id) != 0) (void)count_closed_members(&entry.spec, nullptr);
     }
-  }
-  if (admin) {
-    state_.leases.for_each_lease([&](const Lease& lease) { granted_leases[lease.entry_id].push_back(&lease); });
-  }
-  // `list --holders`: the processes holding each entry, by entry id.
-  std::unordered_map<std::uint64_t, std::vector<const Holder*>> holders_of;
-  if (admin && request.with_holders) {
-    state_.leases.for_each_holder([&](const Holder& holder) {
-      for (const Lease& lease : holder.leases) {
-        auto& list = holders_of[lease.entry_id];
-        if (list.empty() || list.back() != &holder) list.push_back(&holder);
-      }
-    });
   }
   std::size_t index = request.cursor;
   for (; index < entries.size(); ++index) {
@@ -400,13 +381,13 @@ Response RequestHandler::list(const proto::ListRequest& request, const Caller& c
       out.grants_total = entry.grants;
       out.max_grants = entry.spec.max_grants;
       out.reuse_port = entry.spec.reuse_port;
-      out.inodes = entry_inodes(entry, granted_leases);
-      if (auto it = holders_of.find(entry.id); it != holders_of.end()) {
-        for (const Holder* holder : it->second) {
-          if (out.holder_rows.size() == proto::kMaxHolderRowsPerEntry) break;
-          out.holder_rows.push_back({holder->pid, holder->uid,
-                                     unit_of_process(holder->pid, holder->pidfd.get()).value_or("")});
-        }
+      out.inodes = entry_inodes(entry, state_.leases);
+      if (request.with_holders) {
+        // `list --holders`: the processes holding the entry.
+        state_.leases.for_each_holder_of(entry.id, [&](const Holder& holder) {
+          if (out.holder_rows.size() == proto::kMaxHolderRowsPerEntry) return;
+          out.holder_rows.push_back({holder.pid, holder.uid, unit_of_process(holder.pid, holder.pidfd.get()).value_or("")});
+        });
       }
     }
     std::size_t cost = proto::listing_entry_bound(out);

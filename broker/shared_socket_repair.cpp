@@ -36,11 +36,8 @@ bool connected(int fd) noexcept {
 
 std::vector<pid_t> holders_of(const LeaseTable& leases, std::uint64_t entry_id) {
   std::vector<pid_t> pids;
-  leases.for_each_holder([&](const Holder& holder) {
-    if (pids.size() < kMaxPidsInEvent &&
-        std::any_of(holder.leases.begin(), holder.leases.end(), [&](const Lease& l) { return l.entry_id == entry_id; })) {
-      pids.push_back(holder.pid);
-    }
+  leases.for_each_holder_of(entry_id, [&](const Holder& holder) {
+    if (pids.size() < kMaxPidsInEvent) pids.push_back(holder.pid);
   });
   std::sort(pids.begin(), pids.end());
   return pids;

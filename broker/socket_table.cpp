@@ -50,6 +50,11 @@ std::string describe_reached(const SocketTable::Reached& reached) {
   return out;
 }
 
+void TableEntry::hold(UniqueFd fd) {
+  socket_inode = broker::socket_inode(fd.get());
+  socket = std::make_shared<const UniqueFd>(std::move(fd));
+}
+
 std::string TableEntry::detail(std::chrono::steady_clock::time_point now) const {
   if (serving()) return {};
   if (attempts == 0) return error;
@@ -98,7 +103,7 @@ TableEntry SocketTable::open_entry(const policy::SocketSpec& spec, Audit& audit,
   }
   entry.path_file = opened->path_file;
   for (const auto& note : opened->notes) log.warn("socket \"{}\": {}", spec.name, note);
-  entry.socket = std::make_shared<const UniqueFd>(std::move(opened->fd));
+  entry.hold(std::move(opened->fd));
   log.info("socket \"{}\": bound {} ({}{}){}", spec.name, spec.listen.text, to_string(spec.type),
            group ? ", reuse_port group" : "", attempt > 1 ? " on attempt " + std::to_string(attempt) : "");
   if (attempt > 1) fields["attempts"] = attempt;
@@ -188,8 +193,7 @@ std::optional<SocketTable::Reached> SocketTable::revoke(std::string_view name, L
   if (entry == nullptr) return std::nullopt;
   Reached reached = shut_down(*entry, leases);
   policy::SocketSpec spec = entry->spec;
-  entry->socket.reset();  // release the address before binding it again
-  entry->spare.reset();
+  entry->release();  // the address, before binding it again
   *entry = open_entry(spec, audit, log);
   count_failed();
   return reached;
@@ -208,7 +212,7 @@ Status SocketTable::change_live(TableEntry& entry, const policy::SocketSpec& nex
   // what they were made with, and members granted from now on get the new
   // values.
   bool members = false;
-  leases.for_each_lease([&](const Lease& lease) { members = members || (lease.entry_id == entry.id && lease.member()); });
+  leases.for_each_lease_of(entry.id, [&](const Lease& lease) { members = members || lease.member(); });
   if (members) notes.push_back("members granted before this reload keep their former backlog and buffers");
   if (next.listen.kind == policy::Address::Kind::unix_path && entry.path_file &&
       (next.socket_user != entry.spec.socket_user || next.socket_group != entry.spec.socket_group ||
@@ -264,8 +268,7 @@ SocketTable::Changes SocketTable::apply(const policy::Policy& next, LeaseTable& 
     } else {
       rebind.insert(name);  // failed: tried again now
     }
-    entry.socket.reset();
-    entry.spare.reset();
+    entry.release();
   }
   for (const auto& spec : next.sockets) {
     auto it = old.find(spec.name);
