@@ -122,11 +122,17 @@ Status Server::run() {
       if (errno == EINTR) continue;
       return errno_error("epoll_wait");
     }
+    // New connections are taken after the batch's other events: a client
+    // that hung up and connected again must have its old session closed
+    // before the new one is counted against max_clients_per_uid. Epoll's
+    // order does not promise that, since a level-triggered control socket
+    // stays first in the ready list from one wake-up to the next.
+    bool accept_due = false;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t token = events[i].data.u64;
       switch (kind_of(token)) {
         case WatchKind::control:
-          accept_clients();
+          accept_due = true;
           break;
         case WatchKind::signal:
           if (!handle_signals()) return Ok{};
@@ -142,6 +148,7 @@ Status Server::run() {
           break;
       }
     }
+    if (accept_due) accept_clients();
     tell_deferred_notices();
     if (state_.upgrade_requested) upgrade();
     expire_idle_sessions();
@@ -211,10 +218,20 @@ void Server::accept_clients() {
   // burst, few enough that connected clients' requests come in turn with a
   // flood (the watch is level-triggered). The number is chosen on bench row 11
   // (docs/PERFORMANCE.md, "One uid's flood against another uid").
+  //
+  // A client sends its request as soon as it is connected, so it is usually
+  // queued at accept (admit() peeks anyway): such requests are served in this
+  // turn, within their uid's budget, rather than one epoll_wait later, but
+  // only once the batch is accepted. Served at once, a client could close and
+  // connect again before the next accept4 of the batch, which would find its
+  // new connection ahead of the old one's hang-up: counted twice against
+  // max_clients_per_uid.
+  std::array<std::uint64_t, kAcceptsPerWake> waiting{};
+  std::size_t n_waiting = 0;
   for (int attempt = 0; attempt < kAcceptsPerWake; ++attempt) {
     int raw = ::accept4(control_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (raw >= 0) {
-      admit(UniqueFd(raw));
+      if (auto token = admit(UniqueFd(raw))) waiting[n_waiting++] = *token;
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -230,18 +247,23 @@ void Server::accept_clients() {
       disposer_.take(std::move(dropped));
       disposer_.flush(log_);
       spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-      return;
+      break;
     }
     if (errno != EAGAIN) log_.error("accept4: {}", std::strerror(errno));
-    return;
+    break;
+  }
+  for (std::size_t i = 0; i < n_waiting; ++i) {
+    if (auto it = session_tokens_.find(waiting[i]); it != session_tokens_.end() && within_turn_budget(*it->second)) {
+      serve(*it->second, EPOLLIN);
+    }
   }
 }
 
-void Server::admit(UniqueFd connection) {
+std::optional<std::uint64_t> Server::admit(UniqueFd connection) {
   auto cred = peer_credentials(connection.get());
   if (!cred) {
     log_.warn("dropping a connection whose identity cannot be read: {}", cred.error().describe());
-    return;
+    return std::nullopt;
   }
   // Gone already with nothing queued (a probe, a client that gave up in the
   // queue): nothing to serve, nothing to count against its uid's limit. Only
@@ -249,7 +271,7 @@ void Server::admit(UniqueFd connection) {
   bool request_waiting = false;
   if (credentials_from_connect_) {
     auto head = proto::peek_datagram(connection.get());
-    if (head && *head == proto::Head::end_of_stream) return;
+    if (head && *head == proto::Head::end_of_stream) return std::nullopt;
     request_waiting = static_cast<bool>(head);
   }
   // Counted against the limits before anything else is spent on it: a uid
@@ -274,13 +296,13 @@ void Server::admit(UniqueFd connection) {
     auto size = proto::encode_reply(response.reply, buffer_.span());
     if (size) (void)proto::send_datagram(connection.get(), std::span(buffer_.bytes, *size));
     retire_connection(std::move(connection), Ending::after_reply);
-    return;
+    return std::nullopt;
   }
 
   auto peer = read_peer(connection.get(), *cred);
   if (!peer) {
     log_.warn("dropping a connection whose identity cannot be read: {}", peer.error().describe());
-    return;
+    return std::nullopt;
   }
   auto session = std::make_unique<Session>();
   if (!credentials_from_connect_) {
@@ -313,12 +335,9 @@ void Server::admit(UniqueFd connection) {
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, s.connection.get(), &event) != 0) {
     log_.error("epoll_ctl(EPOLL_CTL_ADD): {}; dropping the connection", std::strerror(errno));
     close_session(s, Ending::unread);
-    return;
+    return std::nullopt;
   }
-  // A client sends its request as soon as it is connected, so it is usually
-  // queued by now (the peek above saw it): served at once, in this uid's
-  // budget for the turn, rather than one epoll_wait later.
-  if (request_waiting && within_turn_budget(s)) serve(s, EPOLLIN);
+  return request_waiting ? std::optional<std::uint64_t>(s.token) : std::nullopt;
 }
 
 // Only for sessions admit() added: they stay in the set until closed.

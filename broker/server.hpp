@@ -9,6 +9,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -68,7 +69,9 @@ class Server {
   void accept_clients();
   // Whether `session` may be served in this loop turn (kRequestsPerUidPerTurn).
   bool within_turn_budget(const Session& session);
-  void admit(UniqueFd connection);
+  // Admits a connection as a session. Its token if its first request is
+  // already queued (accept_clients serves it once the batch is accepted).
+  std::optional<std::uint64_t> admit(UniqueFd connection);
   void serve(Session& session, std::uint32_t events);
   void flush_pending(Session& session);
   void reply(Session& session, Response response);
