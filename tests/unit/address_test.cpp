@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "address.hpp"
 
@@ -76,6 +77,30 @@ TEST(Address, Ipv6ScopeResolvesInterface) {
   const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a.sockaddr_ptr());
   EXPECT_EQ(sin6->sin6_scope_id, lo);
   EXPECT_EQ(a.port(), 8080);
+}
+
+// An address as a supervised bind sends it (the wire form), as the policy
+// would spell it: what the broker matches against the policy's sockets.
+TEST(Address, FromTheWireAsThePolicySpellsIt) {
+  using sockbroker::SocketAddress;
+  auto text_of = [](const SocketAddress& in) {
+    auto a = sockbroker::policy::address_of(in);
+    return a ? a->text : "error: " + a.error().message;
+  };
+  EXPECT_EQ(text_of({AF_INET, 80, {127, 0, 0, 1}, 0}), "127.0.0.1:80");
+  std::vector<std::uint8_t> loopback6(16, 0);
+  loopback6[15] = 1;
+  EXPECT_EQ(text_of({AF_INET6, 443, loopback6, 0}), "[::1]:443");
+  std::vector<std::uint8_t> link_local(16, 0);
+  link_local[0] = 0xfe;
+  link_local[1] = 0x80;
+  link_local[15] = 1;
+  EXPECT_EQ(text_of({AF_INET6, 8080, link_local, 7}), "[fe80::1%7]:8080");
+  const std::string abstract("\0sockbroker-test", 16);
+  EXPECT_EQ(text_of({AF_UNIX, 0, std::vector<std::uint8_t>(abstract.begin(), abstract.end()), 0}), "@sockbroker-test");
+  const std::string path = "/run/app.sock";
+  EXPECT_EQ(text_of({AF_UNIX, 0, std::vector<std::uint8_t>(path.begin(), path.end()), 0}), "/run/app.sock");
+  EXPECT_EQ(text_of({AF_INET, 0, {127, 0, 0, 1}, 0}), "error: not an IPv4 address and port");
 }
 
 TEST(Address, UnixPath) {
