@@ -231,7 +231,9 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
     TableEntry entry;
     entry.id = parsed->first;
     entry.spec = *spec;
-    if (const auto* e = saved_entry(entry.id)) {
+    const auto* e = saved_entry(entry.id);
+    entry.history_unknown = e == nullptr;
+    if (e != nullptr) {
       entry.grants = number_at(*e, "grants");
       if (number_at(*e, "path_inode") != 0) {
         entry.path_file = FileIdentity{static_cast<dev_t>(number_at(*e, "path_device")),

@@ -38,6 +38,9 @@ struct TableEntry {
   std::uint64_t socket_inode = 0;
   std::string error;                       // why it cannot serve; empty when it can
   std::uint64_t grants = 0;                // since this entry was bound (live ones: LeaseTable)
+  // Adopted without the state of the broker that bound it: whether, and to
+  // whom, that broker handed it out is unknown.
+  bool history_unknown = false;
   // reuse_port stream groups: the next grant's member, made ahead (see
   // SocketTable::new_member). Invalid when there is none.
   UniqueFd spare;
@@ -57,6 +60,9 @@ struct TableEntry {
   }
 
   [[nodiscard]] bool serving() const noexcept { return error.empty(); }
+  // Whether any process but the broker may hold its socket: one that none
+  // ever received cannot have been shut down or connected by a holder.
+  [[nodiscard]] bool maybe_handed_out() const noexcept { return grants != 0 || history_unknown; }
   [[nodiscard]] const char* state() const noexcept { return serving() ? "bound" : "failed"; }
   // The error, and for a failed entry when it is tried again.
   [[nodiscard]] std::string detail(std::chrono::steady_clock::time_point now) const;
