@@ -409,6 +409,30 @@ TEST(Broker, PerUidConnectionLimitRefusesTheExtraOnlyAndOthersStillServe) {
   EXPECT_EQ(limits[0]["reason"], "limit");
 }
 
+// A connection the client has closed no longer counts against its uid, even
+// when it connects again at once: the broker takes the old connection's
+// hang-up before the new connection (server.cpp, accept_clients). With a
+// limit of 1, serving a request in the same turn as its accept once let the
+// next connection in ahead of the hang-up, and it was refused.
+TEST(Broker, AClosedConnectionDoesNotCountWhenItsClientConnectsAgainAtOnce) {
+  SBTEST_PREPARE();
+  TempDir dir;
+  auto broker = Broker::start(dir, sbtest::web_dns_admin().broker("max_clients_per_uid", "1"));
+  ASSERT_TRUE(broker);
+  auto child = sbtest::run_as_nobody([&](int report_fd) {
+    for (int i = 0; i < 300; ++i) {
+      auto grant = sockbroker::acquire("web", broker->control());  // connect + acquire + close
+      if (!grant) {
+        sbtest::report(report_fd, "round " + std::to_string(i) + ": " + grant.error().message);
+        return 1;
+      }
+    }
+    return 0;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_TRUE(broker->wait_for_events("deny", 0).empty()) << "a connection was refused";
+}
+
 // 1,000 hostile datagrams: random bytes, empty, 5 KiB, 64 KiB, some carrying
 // 100 descriptors. The broker answers or hangs up, leaks nothing, and serves on.
 TEST(Broker, GarbageDatagramsLeakNothingAndServiceContinues) {
