@@ -1,12 +1,12 @@
 #include "audit.hpp"
 
+#include "journal_sender.hpp"
 #include "root_directory.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include <fcntl.h>
@@ -130,8 +130,8 @@ void flatten(const std::string& prefix, const nlohmann::ordered_json& value, std
 }
 
 // The journal is not the fast path: the line is parsed back into its fields.
-// 0, or the negative errno sd_journal_sendv returned.
-int send_to_journal(std::string_view line) {
+// 0, or the errno of the send (journal_sender.hpp).
+int send_to_journal(JournalSender& journal, std::string_view line) {
   auto fields = nlohmann::ordered_json::parse(line, nullptr, false);
   if (!fields.is_object()) return 0;  // cannot happen: the line was written as JSON
   const std::string event = fields.value("event", "");
@@ -141,16 +141,19 @@ int send_to_journal(std::string_view line) {
   entries.push_back("SYSLOG_IDENTIFIER=sockbrokerd");
   entries.push_back(std::string("PRIORITY=") + (event == "deny" || event == "bad_request" ? "5" : "6"));
   flatten("SOCKBROKER", fields, entries);
-  std::vector<iovec> iov;
-  iov.reserve(entries.size());
-  for (auto& entry : entries) iov.push_back(iovec{entry.data(), entry.size()});
-  return ::sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
+  return journal.send(entries);
 }
 
 }  // namespace
 
 Result<Audit> Audit::open(std::string_view destination) {
-  if (destination == "journal") return Audit(UniqueFd(), Destination::journal);
+  if (destination == "journal") {
+    auto journal = JournalSender::open();
+    if (!journal) return std::move(journal).error();
+    Audit audit(UniqueFd(), Destination::journal);
+    audit.journal_.emplace(std::move(*journal));
+    return audit;
+  }
   if (destination.empty()) return Audit(UniqueFd(), Destination::stderr_stream);
   if (destination == "-") return Audit(UniqueFd(), Destination::stdout_stream);
   const std::string path(destination);
@@ -250,13 +253,15 @@ int Audit::send_pending_to_journal() {
   std::size_t start = 0;
   while (start < pending_.size()) {
     const std::size_t end = pending_.find('\n', start);
-    const int r = send_to_journal(std::string_view(pending_).substr(start, end - start));
-    if (r == -EINVAL || r == -E2BIG || r == -EMSGSIZE) {
+    const int err = send_to_journal(*journal_, std::string_view(pending_).substr(start, end - start));
+    if (err == EINVAL || err == EMSGSIZE) {
       // This line, not the journal: retrying it would fail for ever.
       ++lines_lost_;
-    } else if (r < 0) {
+    } else if (err != 0) {
+      // EAGAIN (journald's queue is full), ENOENT or ECONNREFUSED (no
+      // journald): this line and the rest wait, as for a full disk.
       pending_.erase(0, start);
-      return -r;
+      return err;
     }
     start = end + 1;
   }
@@ -275,6 +280,18 @@ void Audit::write_out() {
   }
 }
 
+std::string Audit::failure_hint(int err) const {
+  if (destination_ == Destination::journal) {
+    if (err == EAGAIN) return " (journald's queue is full: it is stopped, or not keeping up)";
+    if (err == ENOENT || err == ECONNREFUSED) {
+      return std::string(" (no journald listens on ") + JournalSender::kDefaultSocket + ")";
+    }
+  } else if (err == EAGAIN) {
+    return " (the socket it goes to is full: its reader, journald under systemd, is not reading)";
+  }
+  return "";
+}
+
 void Audit::note_failure(int err, std::uint64_t lost_before) {
   const bool began = !failing();
   last_error_ = errno_error("cannot write the audit trail", err);
@@ -282,9 +299,9 @@ void Audit::note_failure(int err, std::uint64_t lost_before) {
   ::clock_gettime(CLOCK_REALTIME, &failing_since_);
   lost_when_failing_ = lost_before;  // a line this very attempt cut counts in this outage
   if (log_ != nullptr) {
-    log_->error("cannot write the audit trail: {}; its lines wait in memory (up to {} KiB) and writing is retried "
+    log_->error("cannot write the audit trail: {}{}; its lines wait in memory (up to {} KiB) and writing is retried "
                 "every {} s; while it fails, grants are refused unless the policy says audit_failure = \"continue\"",
-                std::strerror(err), kMaxRetained / 1024, kRetryInterval.count());
+                std::strerror(err), failure_hint(err), kMaxRetained / 1024, kRetryInterval.count());
   }
 }
 

@@ -22,6 +22,7 @@
 #include "address.hpp"
 #include "audit_rate_limit.hpp"
 #include "identity.hpp"
+#include "journal_sender.hpp"
 #include "policy.hpp"
 
 namespace sockbroker::broker {
@@ -70,7 +71,8 @@ class AuditLine {
 class Audit {
  public:
   // destination: "" (stderr, the default), "-" (stdout), "journal"
-  // (structured journal entries, one SOCKBROKER_* field per key) or an
+  // (structured journal entries, one SOCKBROKER_* field per key, sent
+  // without waiting: journal_sender.hpp) or an
   // absolute file path, appended to: created 0600 if missing, in a directory
   // made (root-owned 0755) if missing and refused if anyone but root could
   // change it.
@@ -106,8 +108,8 @@ class Audit {
   // Writes the summaries due, then every line held (retrying a failing trail).
   void flush();
 
-  // Writing fails (disk full, I/O error, a read-only file system, journald
-  // gone): the trail holds whole lines only, so a line cut short is taken
+  // Writing fails (disk full, I/O error, a read-only file system, no
+  // journald, journald's queue full, a stream socket's buffer full): the trail holds whole lines only, so a line cut short is taken
   // back (a regular file is truncated to its last whole line) or, where it
   // cannot be, the next write starts on a new line. Unwritten lines wait in
   // memory, up to kMaxRetained bytes (lines past it are lost, and counted),
@@ -156,12 +158,15 @@ class Audit {
   // lost_before: lines_lost_ before the attempt that failed.
   void note_failure(int err, std::uint64_t lost_before);
   void note_recovery();
+  // What an errno means for this destination, as " (...)", or "".
+  [[nodiscard]] std::string failure_hint(int err) const;
   void emit_summaries(const std::vector<AuditRateLimit::Summary>& summaries);
   // "2026-11-22T10:00:00.123456Z"
   [[nodiscard]] std::string utc_text(const timespec& when);
 
   UniqueFd file_;
   Destination destination_;
+  std::optional<JournalSender> journal_;  // the journal destination's socket
   spdlog::logger* log_ = nullptr;
   std::string pending_;  // whole lines not written yet
   std::chrono::milliseconds flush_interval_{0};

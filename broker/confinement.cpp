@@ -204,7 +204,7 @@ Result<bool> drop_capabilities(const std::vector<int>& keep, spdlog::logger& log
 // not KILL_PROCESS: the broker holds every policy port and must stay up
 // (DESIGN.md, threat model); a call the table misses comes from a library path
 // the tests cannot exercise on this host (another NSS backend such as sss or
-// ldap, journald's memfd fallback, a newer glibc choosing another call), and
+// ldap, a newer glibc choosing another call), and
 // every such caller already handles a failing call as an error it reports.
 // EPERM turns a missing row into one failed operation and a log line instead
 // of a dead broker. Calls that serve no purpose in the broker but are what
@@ -290,12 +290,12 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(read), "policy files, /proc, signalfd"),
     allow(SCMP_SYS(readv), "stdio"),
     allow(SCMP_SYS(write), "logs, audit file"),
-    allow(SCMP_SYS(writev), "stdio, journal memfd"),
+    allow(SCMP_SYS(writev), "stdio"),
     allow(SCMP_SYS(pread64), "NSS module loading, the handed-over state"),
     allow(SCMP_SYS(pwrite64), "the state kept in systemd's descriptor store (a memfd)"),
     allow(SCMP_SYS(lseek), "stdio"),
     allow(SCMP_SYS(close), "everything"),
-    allow(SCMP_SYS(fcntl), "O_NONBLOCK, F_DUPFD_CLOEXEC of pidfds, journal memfd seals"),
+    allow(SCMP_SYS(fcntl), "O_NONBLOCK, F_DUPFD_CLOEXEC of pidfds"),
     allow(SCMP_SYS(fsync), "audit file, should a sink sync"),
     allow(SCMP_SYS(fdatasync), "audit file, should a sink sync"),
     allow(SCMP_SYS(ftruncate), "audit file: a line a full disk cut short is taken back (audit.cpp); the state memfd"),
@@ -348,11 +348,11 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(getsockopt), "SO_PEERCRED, SO_PEERGROUPS, SO_PEERPIDFD, SO_TYPE, buffer sizes"),
     allow(SCMP_SYS(getsockname), "address of a bound socket"),
     allow(SCMP_SYS(getpeername), "address of a peer"),
-    allow(SCMP_SYS(sendmsg), "replies with SCM_RIGHTS, sd_notify, journal"),
-    allow(SCMP_SYS(sendto), "send()"),
+    allow(SCMP_SYS(sendmsg), "replies with SCM_RIGHTS, sd_notify"),
+    allow(SCMP_SYS(sendto), "send(), journal entries"),
     allow(SCMP_SYS(recvmsg), "requests"),
     // setsockopt: the options socket_factory.cpp sets, and the send buffer
-    // libsystemd sizes on its sd_notify and journal sockets. Nothing else: with
+    // libsystemd sizes on its sd_notify socket and ours on the journal's. Nothing else: with
     // CAP_NET_ADMIN kept for transparent sockets, an arbitrary setsockopt could
     // reach netfilter (IPT_SO_SET_REPLACE) from any inet socket.
     allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_REUSEADDR), "TCP sockets"),
@@ -412,10 +412,8 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(pidfd_open), "the upgraded image: its holders' pidfds again (to poll, never to signal)"),
     allow(SCMP_SYS(exit_group), "exit"),
 
-    // --- the journal (--audit journal): a large entry goes in a sealed memfd,
-    // whose default name libsystemd takes from PR_GET_NAME (and asserts on).
-    allow(SCMP_SYS(memfd_create), "journal entries too large for a datagram"),
-    allow_if(SCMP_SYS(prctl), eq(0, PR_GET_NAME), "libsystemd's memfd name"),
+    // --- an upgrade's state and manifest, the fd store's saved state.
+    allow(SCMP_SYS(memfd_create), "upgrade state and manifest, the fd store's state"),
 
     // --- netns = "request": enter the caller's network namespace to bind there.
     only(When::netns_request, allow_if(SCMP_SYS(setns), eq(1, CLONE_NEWNET), "netns = \"request\"")),

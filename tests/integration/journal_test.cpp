@@ -2,9 +2,14 @@
 // journald in a private mount namespace (tmpfs over /run/systemd, /run/log and
 // /var/log/journal, so nothing reaches the host's journal), starts the broker
 // with --audit journal, and reads the entries back with `journalctl -o json`:
-// one structured field per audit key (SOCKBROKER_EVENT=grant, …).
+// one structured field per audit key (SOCKBROKER_EVENT=grant, …). Then the
+// journald that is not there yet, and the one that stops reading (SIGSTOP):
+// the broker must neither wait for it nor lose a line.
+#include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -85,6 +91,33 @@ std::vector<nlohmann::json> wait_for_entries(const std::string& event, std::size
 // namespace (sbtest::BrokerTest).
 using Journal = sbtest::BrokerTest;
 
+// journald, started and listening; its socket path is in the private
+// namespace isolate_journal_paths() made.
+std::unique_ptr<Background> start_journald() {
+  auto journald = std::make_unique<Background>(0, 0, std::vector<std::string>{kJournald});
+  const bool listening = sbtest::wait_until(
+      [] {
+        struct stat st {};
+        return ::stat("/run/systemd/journal/socket", &st) == 0 && S_ISSOCK(st.st_mode);
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(25));
+  EXPECT_TRUE(listening) << "journald did not start:\n" << journald->output();
+  return listening ? std::move(journald) : nullptr;
+}
+
+nlohmann::json status_json(const Broker& broker) {
+  auto status = sbtest::cli_as_root(broker, {"status", "--json"});
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  return nlohmann::json::parse(status.output, nullptr, false);
+}
+
+// What `sockbroker get nosuch` as root says: each is a refusal, and an audit
+// line (root's are never rate-limited). The CLI runs in a child the harness
+// kills after 60 s, so a broker that froze fails the test instead of hanging it.
+sbtest::ChildResult refuse_root(const Broker& broker) {
+  return sbtest::cli_as_root(broker, {"get", "nosuch", "--", "/bin/true"});
+}
+
 TEST_F(Journal, AuditEventsAreStructuredJournalEntries) {
   ASSERT_EQ(::access(kJournald, X_OK), 0) << kJournald << " is missing: install the systemd package (scripts/deps.sh)";
   ASSERT_EQ(::access(kJournalctl, X_OK), 0) << kJournalctl << " is missing";
@@ -137,6 +170,106 @@ TEST_F(Journal, AuditEventsAreStructuredJournalEntries) {
   EXPECT_EQ(wait_for_entries("start", 1).size(), 1u);
   EXPECT_EQ(broker->stop(), 0);
   EXPECT_EQ(wait_for_entries("stop", 1).size(), 1u);
+}
+
+// journald stopped (SIGSTOP; in life, a journald stalled on a slow disk) while
+// the broker keeps being asked: journald's queue fills (net.unix.max_dgram_qlen
+// entries, 10 in this network namespace). sd_journal_sendv(3) would then wait
+// in sendmsg(2), and the broker with it, for as long as journald sleeps. The
+// broker must go on answering, refuse grants while it cannot record them
+// (audit_failure = "deny"), say why in `status`, and, once journald reads
+// again, write every line it kept meanwhile, then `audit_resumed`.
+TEST_F(Journal, AStoppedJournaldStopsGrantsButNeitherFreezesTheBrokerNorLosesALine) {
+  ASSERT_EQ(::access(kJournald, X_OK), 0) << kJournald << " is missing: install the systemd package (scripts/deps.sh)";
+  ASSERT_EQ(isolate_journal_paths(), "");
+  auto journald = start_journald();
+  ASSERT_TRUE(journald);
+
+  TempDir dir;
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"),
+                              {"--audit", "journal"});
+  ASSERT_TRUE(broker);
+  EXPECT_TRUE(sbtest::grants(*broker, "web"));
+  ASSERT_EQ(wait_for_entries("grant", 1).size(), 1u);
+
+  ASSERT_EQ(::kill(journald->pid(), SIGSTOP), 0);
+  int refusals = 0;
+  bool failing = false;
+  while (refusals < 100 && !failing) {
+    auto refused = refuse_root(*broker);
+    ASSERT_EQ(refused.exit_code, 65) << "the broker did not answer request " << refusals + 1
+                                     << " with journald stopped:\n" << refused.output << broker->log();
+    ++refusals;
+    failing = status_json(*broker)["audit"]["state"] == "failing";
+  }
+  ASSERT_TRUE(failing) << refusals << " audit lines and journald, stopped, never refused one";
+
+  // While journald sleeps: no grant, a system error naming the audit trail,
+  // and the broker answers everything else.
+  auto refused = sbtest::acquire_as_nobody(*broker, "web");
+  EXPECT_FALSE(refused.granted);
+  EXPECT_EQ(refused.code, SOCKBROKER_E_SYSTEM) << refused.message;
+  EXPECT_NE(refused.message.find("audit trail"), std::string::npos) << refused.message;
+  auto status = status_json(*broker);
+  EXPECT_EQ(status["audit"]["state"], "failing") << status.dump();
+  EXPECT_EQ(status["audit"]["error"], std::strerror(EAGAIN)) << status.dump();
+  EXPECT_EQ(status["denials"]["audit_unavailable"], 1) << status.dump();
+  EXPECT_NE(broker->log().find("journald's queue is full"), std::string::npos) << broker->log();
+
+  // journald reads again: within the retry interval, grants resume, and
+  // nothing was lost.
+  ASSERT_EQ(::kill(journald->pid(), SIGCONT), 0);
+  EXPECT_TRUE(sbtest::wait_until([&] { return sbtest::acquire_as_nobody(*broker, "web").granted; },
+                                 std::chrono::seconds(5), std::chrono::milliseconds(100)));
+  auto after = status_json(*broker);
+  EXPECT_EQ(after["audit"]["state"], "ok") << after.dump();
+  EXPECT_EQ(after["audit"]["lines_lost"], 0) << after.dump();
+  // journald may still have been full for the first asks after SIGCONT.
+  const auto refused_for_audit = after["denials"]["audit_unavailable"].get<std::size_t>();
+  EXPECT_GE(refused_for_audit, 1u);
+
+  EXPECT_EQ(wait_for_entries("audit_resumed", 1).size(), 1u);
+  auto denials = wait_for_entries("deny", static_cast<std::size_t>(refusals) + refused_for_audit);
+  std::size_t unknown = 0, unavailable = 0;
+  for (const auto& deny : denials) {
+    unknown += deny.value("SOCKBROKER_REASON", "") == "unknown_socket";
+    unavailable += deny.value("SOCKBROKER_REASON", "") == "audit_unavailable";
+  }
+  EXPECT_EQ(unknown, static_cast<std::size_t>(refusals)) << "every refusal made while journald slept is in the journal";
+  EXPECT_EQ(unavailable, refused_for_audit);
+  EXPECT_EQ(broker->stop(), 0);
+}
+
+// No journald at all: sd_journal_sendv(3) says success and drops the entry.
+// An audit trail must not: the broker starts, refuses grants it cannot
+// record, and writes everything, its start first, once a journald listens.
+TEST_F(Journal, WithoutAJournaldTheTrailFailsUntilOneListensThenLosesNothing) {
+  ASSERT_EQ(::access(kJournald, X_OK), 0) << kJournald << " is missing: install the systemd package (scripts/deps.sh)";
+  ASSERT_EQ(isolate_journal_paths(), "");
+
+  TempDir dir;
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"),
+                              {"--audit", "journal"});
+  ASSERT_TRUE(broker);
+  auto refused = sbtest::acquire_as_nobody(*broker, "web");
+  EXPECT_FALSE(refused.granted);
+  EXPECT_EQ(refused.code, SOCKBROKER_E_SYSTEM) << refused.message;
+  auto status = status_json(*broker);
+  EXPECT_EQ(status["audit"]["state"], "failing") << status.dump();
+  EXPECT_NE(broker->log().find("no journald listens on /run/systemd/journal/socket"), std::string::npos)
+      << broker->log();
+
+  auto journald = start_journald();
+  ASSERT_TRUE(journald);
+  EXPECT_TRUE(sbtest::wait_until([&] { return sbtest::acquire_as_nobody(*broker, "web").granted; },
+                                 std::chrono::seconds(5), std::chrono::milliseconds(100)));
+  EXPECT_EQ(wait_for_entries("start", 1).size(), 1u) << "the start, kept since before journald listened";
+  EXPECT_EQ(wait_for_entries("audit_resumed", 1).size(), 1u);
+  auto denials = wait_for_entries("deny", 1);
+  ASSERT_EQ(denials.size(), 1u);
+  EXPECT_EQ(denials[0].value("SOCKBROKER_REASON", ""), "audit_unavailable");
+  EXPECT_EQ(wait_for_entries("grant", 1).size(), 1u);
+  EXPECT_EQ(broker->stop(), 0);
 }
 
 }  // namespace
