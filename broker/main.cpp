@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -52,6 +53,26 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& level) {
   log->set_level(spdlog::level::from_str(level));
   log->flush_on(spdlog::level::trace);
   return log;
+}
+
+// Under systemd, stdout and stderr are a stream socket to journald, this
+// service's own. A stalled journald lets it fill, and a blocking write of a log
+// or audit line would then stop the broker's one thread: every grant, every
+// connection and the watchdog's ping (systemd would kill a healthy broker for
+// a sick journald). On a socket, a write that would wait fails instead: a log
+// line is dropped, an audit line waits in memory (audit.hpp, a failing trail).
+// Terminals, pipes and files are left as they are: their open file
+// description is often shared with others (a shell) that expect it blocking.
+void never_wait_on_stream_sockets(spdlog::logger& log) {
+  for (const int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)) {
+      log.warn("cannot make {} non-blocking: {}; a stalled reader (journald) would stall the broker",
+               fd == STDOUT_FILENO ? "stdout" : "stderr", std::strerror(errno));
+    }
+  }
 }
 
 // Each session costs two descriptors (the connection and the caller's pidfd),
@@ -330,6 +351,7 @@ int main(int argc, char** argv) {
               "started are bound to their connector only as SO_PEERCRED says (add PassCredentials=yes to the "
               "socket unit, as the shipped sockbroker.socket has)");
   }
+  never_wait_on_stream_sockets(*log);
   broker::Server server(std::move(control_socket->fd), control_socket->credentials_from_connect, state, *audit,
                         *disposer, *log);
   if (fd_store) server.set_fd_store(&*fd_store);

@@ -251,7 +251,7 @@ const Programs& programs() {
 std::optional<Broker> Broker::start(const TempDir& dir, const std::string& policy_toml,
                                     const std::vector<std::string>& extra_args,
                                     const std::vector<std::pair<std::string, int>>& handed,
-                                    const std::string& binary) {
+                                    const std::string& binary, int output) {
   dir.write("policy.toml", policy_toml);
   std::string control = dir.file("control.sock");
   std::string audit = dir.file("audit.log");
@@ -266,7 +266,7 @@ std::optional<Broker> Broker::start(const TempDir& dir, const std::string& polic
   pid_t pid = ::fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
-    int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int out = output >= 0 ? output : ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ::dup2(out, 1);
     ::dup2(out, 2);
     if (!handed.empty()) {

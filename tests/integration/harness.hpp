@@ -150,10 +150,12 @@ class Broker {
   // --control dir/control.sock --audit dir/audit.log and waits until it accepts.
   // handed: descriptors passed as systemd passes them (at 3.., LISTEN_FDS,
   // LISTEN_FDNAMES, LISTEN_PID = the broker's pid), in this order.
+  // output: its stdout and stderr instead of dir/broker.log (log() is then
+  // empty), e.g. a socket as journald's stream is under systemd.
   static std::optional<Broker> start(const TempDir& dir, const std::string& policy_toml,
                                      const std::vector<std::string>& extra_args = {},
                                      const std::vector<std::pair<std::string, int>>& handed = {},
-                                     const std::string& binary = SOCKBROKERD_PATH);
+                                     const std::string& binary = SOCKBROKERD_PATH, int output = -1);
   Broker(Broker&& other) noexcept;
   Broker& operator=(Broker&&) = delete;
   ~Broker();

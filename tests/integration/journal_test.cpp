@@ -272,4 +272,58 @@ TEST_F(Journal, WithoutAJournaldTheTrailFailsUntilOneListensThenLosesNothing) {
   EXPECT_EQ(broker->stop(), 0);
 }
 
+// Under systemd the broker's stdout and stderr are a stream socket to
+// journald, and a journald that stops reading lets it fill: a blocking write of
+// a log line would then stop the broker, grants, connections and watchdog
+// alike. Here the socket is one nobody reads, with a small buffer. The broker
+// must keep answering (log lines that do not fit are dropped) and log again
+// once the socket is read.
+TEST_F(Journal, ALogSocketNobodyReadsNeitherFreezesTheBroker) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  sockbroker::UniqueFd reader(pair[0]);
+  sockbroker::UniqueFd writer(pair[1]);
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(writer.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  ASSERT_EQ(::fcntl(reader.get(), F_SETFL, O_NONBLOCK), 0);
+  // What the broker wrote so far, read without waiting.
+  auto drain = [&] {
+    std::string text;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(reader.get(), buffer, sizeof buffer)) > 0;) text.append(buffer, static_cast<std::size_t>(n));
+    return text;
+  };
+
+  TempDir dir;
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"),
+                              {"--log-level", "debug"}, {}, SOCKBROKERD_PATH, writer.get());
+  ASSERT_TRUE(broker);
+  writer.reset();
+
+  // Each refusal of root is one log line (root's are never rate-limited).
+  constexpr int kRefusals = 300;
+  for (int i = 0; i < kRefusals; ++i) {
+    auto refused = refuse_root(*broker);
+    ASSERT_EQ(refused.exit_code, 65) << "the broker did not answer request " << i + 1
+                                     << " while nobody read its log:\n" << refused.output;
+  }
+  EXPECT_TRUE(sbtest::grants(*broker, "web"));
+
+  const std::string written = drain();
+  EXPECT_NE(written.find("ready on"), std::string::npos) << written;
+  std::size_t logged = 0;
+  for (std::size_t at = 0; (at = written.find("no socket named \"nosuch\"", at)) != std::string::npos; ++at) ++logged;
+  EXPECT_LT(logged, static_cast<std::size_t>(kRefusals)) << "the socket never filled: this test proves nothing";
+
+  // Read again: the broker's lines come through again.
+  auto refused = refuse_root(*broker);
+  EXPECT_EQ(refused.exit_code, 65) << refused.output;
+  std::string after;
+  EXPECT_TRUE(sbtest::wait_until([&] {
+    after += drain();
+    return after.find("no socket named \"nosuch\"") != std::string::npos;
+  })) << after;
+  EXPECT_EQ(broker->stop(), 0);
+}
+
 }  // namespace
