@@ -109,8 +109,9 @@ class Audit {
   void flush();
 
   // Writing fails (disk full, I/O error, a read-only file system, no
-  // journald, journald's queue full, a stream socket's buffer full): the trail holds whole lines only, so a line cut short is taken
-  // back (a regular file is truncated to its last whole line) or, where it
+  // journald, journald's queue full, a stream socket's buffer full): the
+  // trail holds whole lines only, so a line cut short is taken back (a
+  // regular file is truncated to its last whole line) or, where it
   // cannot be, the next write starts on a new line. Unwritten lines wait in
   // memory, up to kMaxRetained bytes (lines past it are lost, and counted),
   // and are retried every kRetryInterval and at every flush(); the first

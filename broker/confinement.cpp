@@ -204,8 +204,8 @@ Result<bool> drop_capabilities(const std::vector<int>& keep, spdlog::logger& log
 // not KILL_PROCESS: the broker holds every policy port and must stay up
 // (DESIGN.md, threat model); a call the table misses comes from a library path
 // the tests cannot exercise on this host (another NSS backend such as sss or
-// ldap, a newer glibc choosing another call), and
-// every such caller already handles a failing call as an error it reports.
+// ldap, a newer glibc choosing another call), and every such caller already
+// handles a failing call as an error it reports.
 // EPERM turns a missing row into one failed operation and a log line instead
 // of a dead broker. Calls that serve no purpose in the broker but are what
 // an attacker running code in it wants next (exec, reading or writing other
@@ -351,16 +351,16 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(sendmsg), "replies with SCM_RIGHTS, sd_notify"),
     allow(SCMP_SYS(sendto), "send(), journal entries"),
     allow(SCMP_SYS(recvmsg), "requests"),
-    // setsockopt: the options socket_factory.cpp sets, and the send buffer
-    // libsystemd sizes on its sd_notify socket and ours on the journal's. Nothing else: with
-    // CAP_NET_ADMIN kept for transparent sockets, an arbitrary setsockopt could
-    // reach netfilter (IPT_SO_SET_REPLACE) from any inet socket.
+    // setsockopt: the options socket_factory.cpp sets, and the send buffers
+    // of libsystemd's sd_notify socket and of ours to the journal. Nothing
+    // else: with CAP_NET_ADMIN kept for transparent sockets, an arbitrary
+    // setsockopt could reach netfilter (IPT_SO_SET_REPLACE) from any inet socket.
     allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_REUSEADDR), "TCP sockets"),
     allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_REUSEPORT), "reuse_port"),
     allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_BINDTODEVICE), "bind_to_device"),
     allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_RCVBUF), "receive_buffer"),
-    allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_SNDBUF), "send_buffer, libsystemd"),
-    allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_SNDBUFFORCE), "libsystemd (the kernel still wants CAP_NET_ADMIN)"),
+    allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_SNDBUF), "send_buffer, libsystemd, the journal's"),
+    allow_if(SCMP_SYS(setsockopt), eq(1, SOL_SOCKET), eq(2, SO_SNDBUFFORCE), "libsystemd, the journal's (the kernel still wants CAP_NET_ADMIN)"),
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_IP), eq(2, IP_FREEBIND), "free_bind"),
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_IP), eq(2, IP_TRANSPARENT), "transparent"),
     allow_if(SCMP_SYS(setsockopt), eq(1, IPPROTO_IPV6), eq(2, IPV6_V6ONLY), "v6only"),
