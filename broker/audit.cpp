@@ -405,6 +405,12 @@ void Audit::flush() {
   if (!pending_.empty() || cut_line_ || failing()) write_out();
 }
 
+void Audit::carry_in(std::string_view lines) {
+  if (lines.empty()) return;
+  pending_.insert(0, lines);
+  if (!first_unwritten_) first_unwritten_ = std::chrono::steady_clock::now();
+}
+
 std::size_t Audit::lines_pending() const noexcept {
   return static_cast<std::size_t>(std::count(pending_.begin(), pending_.end(), '\n'));
 }

@@ -144,6 +144,14 @@ class Audit {
   // The file written to, for a handover; -1 for the other destinations.
   [[nodiscard]] int file() const noexcept { return file_.get(); }
 
+  // An upgrade in place (upgrade.cpp): the lines this image could not write
+  // yet, which the exec would discard, go to the next image, which writes
+  // them before any of its own. unwritten(): those lines (starting with the
+  // newline that ends one cut short, if any); carry_in(): the next image
+  // takes them, before its `start`.
+  [[nodiscard]] std::string unwritten() const { return (cut_line_ ? "\n" : "") + pending_; }
+  void carry_in(std::string_view lines);
+
  private:
   friend class AuditLine;
   enum class Destination { file, stdout_stream, stderr_stream, journal };

@@ -313,19 +313,25 @@ Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit
   return out;
 }
 
-Result<nlohmann::json> read_state(int memfd) {
+Result<std::string> read_carried_text(int memfd, std::size_t max_bytes) {
   std::string text;
   char chunk[65536];
   for (off_t offset = 0;;) {
     ssize_t n = ::pread(memfd, chunk, sizeof chunk, offset);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error("reading the handed-over state");
+    if (n < 0) return errno_error("reading what the previous image handed over");
     if (n == 0) break;
     text.append(chunk, static_cast<std::size_t>(n));
     offset += n;
-    if (text.size() > kMaxStateBytes) return Error{0, EFBIG, "the handed-over state is too large"};
+    if (text.size() > max_bytes) return Error{0, EFBIG, "what the previous image handed over is too large"};
   }
-  auto parsed = nlohmann::json::parse(text, nullptr, false);
+  return text;
+}
+
+Result<nlohmann::json> read_state(int memfd) {
+  auto text = read_carried_text(memfd, kMaxStateBytes);
+  if (!text) return std::move(text).error();
+  auto parsed = nlohmann::json::parse(*text, nullptr, false);
   if (parsed.is_discarded() || !parsed.is_object()) return Error{0, EINVAL, "the handed-over state is not JSON"};
   return parsed;
 }

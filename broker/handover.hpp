@@ -66,6 +66,8 @@ struct Adopted {
 };
 [[nodiscard]] Adopted adopt(std::vector<HandoverItem>& items, BrokerState& state, Audit& audit, spdlog::logger& log);
 
+// The whole of a memfd the previous image wrote; an error past max_bytes.
+[[nodiscard]] Result<std::string> read_carried_text(int memfd, std::size_t max_bytes);
 // The state JSON, read from a memfd (bounded) or written to one.
 [[nodiscard]] Result<nlohmann::json> read_state(int memfd);
 [[nodiscard]] Status write_state(int memfd, const nlohmann::json& state);

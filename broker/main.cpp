@@ -198,6 +198,17 @@ int main(int argc, char** argv) {
   }
   audit->set_flush_interval(std::chrono::milliseconds(audit_flush_ms));
   audit->set_logger(log.get());
+  // What the image this one upgraded could not write yet: first, before this
+  // image's own lines.
+  if (UniqueFd unwritten = take_carried("audit_unwritten")) {
+    auto lines = broker::read_carried_text(unwritten.get(), broker::Audit::kMaxRetained + 1);
+    if (lines) {
+      audit->carry_in(*lines);
+      log->info("{} audit line(s) the previous image could not write yet are written first", audit->lines_pending());
+    } else {
+      log->error("the audit lines the previous image could not write are lost: {}", lines.error().describe());
+    }
+  }
   if (auto s = broker::Server::block_signals(); !s) {
     log->critical("{}", s.error().describe());
     return kExitOsErr;

@@ -545,9 +545,11 @@ void Server::upgrade() {
   audit_.emit_suppressed();
   audit_.emit("upgrade", {{"pid", ::getpid()}, {"generation", state_.generation}});
   audit_.flush();
-  // Lines the trail could not take yet stay in this image's memory, which the
-  // exec discards: say how many, as a stop would.
-  if (audit_.failing()) log_.error("upgrading with the audit trail failing: lines not yet written are lost");
+  // Lines the trail could not take yet go to the next image (upgrade.cpp).
+  if (audit_.failing()) {
+    log_.warn("upgrading with the audit trail failing: its {} line(s) not yet written go to the new image",
+              audit_.lines_pending());
+  }
   ::sd_notifyf(0, "RELOADING=1\nSTATUS=upgrading in place");
   const Error failed = upgrader_(control_.get());
   log_.error("upgrade in place failed, serving on with this image: {}", failed.describe());

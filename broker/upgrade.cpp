@@ -89,6 +89,19 @@ Error reexecute(const std::string& binary, const std::vector<std::string>& argum
     if (kept) (void)carry.keeper->release();
   };
   if (carry.audit != nullptr && carry.audit->file() >= 0) items.emplace_back("audit", carry.audit->file());
+  // Audit lines not written yet (a full disk, a stalled journald) would die
+  // with this image: they go along, and the next image writes them first.
+  UniqueFd unwritten_audit;
+  if (const std::string lines = carry.audit != nullptr ? carry.audit->unwritten() : std::string(); !lines.empty()) {
+    unwritten_audit.reset(::memfd_create("sockbrokerd-audit", MFD_CLOEXEC));
+    if (!unwritten_audit || ::pwrite(unwritten_audit.get(), lines.data(), lines.size(), 0) !=
+                                static_cast<ssize_t>(lines.size())) {
+      Error e = errno_error("carrying the audit lines not yet written");
+      let_go();
+      return e;
+    }
+    items.emplace_back("audit_unwritten", unwritten_audit.get());
+  }
   if (carry.disposer >= 0) items.emplace_back("disposer", carry.disposer);
 
   UniqueFd manifest(::memfd_create("sockbrokerd-manifest", MFD_CLOEXEC));

@@ -229,4 +229,45 @@ TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
   EXPECT_EQ(count(whole, "audit_resumed"), 1u);
 }
 
+// An upgrade in place while the trail cannot be written: the lines kept in
+// memory would die with the old image (the exec discards its memory). They go
+// to the new image, which writes them first, in order, once there is room.
+TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) {
+  TempDir dir;
+  SmallFileSystem fs(dir, "audit-fs", "64k");
+  ASSERT_EQ(fs.error(), "");
+  const std::string trail = fs.file("audit.log");
+  auto broker =
+      Broker::start(dir, web_only().broker("audit_failure", sbtest::toml_string("continue")), {"--audit", trail});
+  ASSERT_TRUE(broker);
+  fs.fill("filler");
+  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(*broker));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(*broker, "web"));
+
+  auto upgraded = sbtest::cli_as_root(*broker, {"upgrade"});
+  ASSERT_EQ(upgraded.exit_code, 0) << upgraded.output << broker->log();
+  EXPECT_TRUE(broker->wait_for_log("could not write yet are written first")) << broker->log();
+  auto failing = status_json(*broker);
+  EXPECT_EQ(failing["audit"]["state"], "failing") << "the new image cannot write them either, yet";
+
+  ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
+  EXPECT_TRUE(sbtest::wait_until([&] { return status_json(*broker)["audit"]["state"] == "ok"; }));
+  EXPECT_EQ(status_json(*broker)["audit"]["lines_lost"], 0);
+  EXPECT_EQ(broker->stop(), 0);
+
+  Trail whole = read_trail(trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_TRUE(whole.ends_with_newline);
+  EXPECT_EQ(count(whole, "grant"), 3u) << "the grants made before the upgrade are in the trail";
+  EXPECT_EQ(count(whole, "upgrade"), 1u);
+  EXPECT_EQ(count(whole, "start"), 2u);
+  // In order: the old image's grants, its upgrade, then the new image's start.
+  std::vector<std::string> order;
+  for (const auto& e : whole.events) {
+    const std::string event = e.value("event", "");
+    if (event == "grant" || event == "upgrade" || event == "start") order.push_back(event);
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start"}));
+}
+
 }  // namespace
