@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "audit.hpp"
 #include "handover.hpp"
 
 namespace sockbroker::broker {
@@ -22,7 +23,7 @@ bool FdStore::notify_socket_set() noexcept {
 }
 
 std::optional<FdStore> FdStore::open(spdlog::logger& log, const std::map<std::string, std::uint64_t>& already_stored,
-                                     UniqueFd state_memfd) {
+                                     UniqueFd state_memfd, UniqueFd audit_memfd) {
   if (!notify_socket_set()) return std::nullopt;
   const bool fresh = !state_memfd;
   if (fresh) state_memfd.reset(::memfd_create("sockbrokerd-state", MFD_CLOEXEC));
@@ -32,6 +33,7 @@ std::optional<FdStore> FdStore::open(spdlog::logger& log, const std::map<std::st
   }
   FdStore store(std::move(state_memfd));
   store.stored_ = already_stored;
+  store.audit_memfd_ = std::move(audit_memfd);
   // Stored once, rewritten in place from then on.
   if (fresh && !store.store("state", store.state_memfd_.get(), log)) return std::nullopt;
   return store;
@@ -84,7 +86,7 @@ void FdStore::sync(BrokerState& state, spdlog::logger& log, bool now_anyway) {
   // takes every descriptor of that name.
   std::vector<std::string> gone;
   for (const auto& [name, inode] : stored_) {
-    if (name == "state" || name == "control") continue;
+    if (name == "state" || name == "control" || name == kAuditItem) continue;
     auto it = snap.descriptors.find(name);
     if (it == snap.descriptors.end() || inode_of(it->second) != inode) gone.push_back(name);
   }
@@ -94,6 +96,38 @@ void FdStore::sync(BrokerState& state, spdlog::logger& log, bool now_anyway) {
   }
   if (auto s = write_state(state_memfd_.get(), snap.state); !s) {
     log.warn("cannot write the state kept in systemd's store: {}", s.error().message);
+  }
+}
+
+void FdStore::keep_unwritten_audit(const Audit& audit, spdlog::logger& log, bool now_anyway) {
+  if (!audit.failing()) {
+    if (audit_memfd_) {
+      remove(kAuditItem, log);
+      audit_memfd_.reset();
+    }
+    return;
+  }
+  if (refused_) return;
+  const auto now = Clock::now();
+  if (!now_anyway && audit_memfd_ && now < last_audit_keep_ + kAuditKeepInterval) return;
+  last_audit_keep_ = now;
+  if (audit_memfd_) {
+    // Rewritten in place: systemd holds the same open file.
+    if (auto s = write_carried_text(audit_memfd_.get(), audit.unwritten(), "the unwritten audit lines"); !s) {
+      log.warn("cannot keep the unwritten audit lines in systemd's store: {}", s.error().describe());
+    }
+    return;
+  }
+  UniqueFd memfd(::memfd_create("sockbrokerd-audit", MFD_CLOEXEC));
+  Status written = memfd ? write_carried_text(memfd.get(), audit.unwritten(), "the unwritten audit lines")
+                         : Status(errno_error("memfd_create (audit)"));
+  if (!written) {
+    log.warn("cannot keep the unwritten audit lines in systemd's store: {}", written.error().describe());
+    return;
+  }
+  if (store(kAuditItem, memfd.get(), log)) {
+    audit_memfd_ = std::move(memfd);
+    log.info("the audit lines not yet written are kept in systemd's store: a restart writes them");
   }
 }
 

@@ -13,6 +13,11 @@
 // may change a socket or a lease, and sync() pushes the difference at most
 // every kSyncInterval (and at once before the broker stops), so a burst of
 // grants costs one pass, not one per grant.
+//
+// While the audit trail fails (a full disk, a stalled journald), the lines
+// not yet written are kept there too ("audit_unwritten", a memfd), so that a
+// restart or a crash hands them to the next broker, which writes them before
+// its own: a crash loses at most the last second's.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -29,10 +34,14 @@
 
 namespace sockbroker::broker {
 
+class Audit;
+
 class FdStore {
  public:
   using Clock = std::chrono::steady_clock;
   static constexpr std::chrono::milliseconds kSyncInterval{50};
+  static constexpr std::chrono::milliseconds kAuditKeepInterval{1000};
+  static constexpr const char* kAuditItem = "audit_unwritten";
 
   // Whether systemd listens (NOTIFY_SOCKET): without it open() makes nothing,
   // and what was handed over need not be looked at for the store.
@@ -41,10 +50,12 @@ class FdStore {
   // store (FDSTORE is refused otherwise: the first store says so, once).
   // already_stored: what systemd handed back (name -> inode), which its store
   // still holds; state_memfd: the handed-back "state", rewritten in place
-  // (systemd holds the same open file), or invalid to make and store one.
+  // (systemd holds the same open file), or invalid to make and store one;
+  // audit_memfd: the handed-back "audit_unwritten" (whose lines the caller
+  // has read), rewritten in place while the trail fails, removed once it works.
   [[nodiscard]] static std::optional<FdStore> open(spdlog::logger& log,
                                                    const std::map<std::string, std::uint64_t>& already_stored,
-                                                   UniqueFd state_memfd);
+                                                   UniqueFd state_memfd, UniqueFd audit_memfd = UniqueFd());
   // The inode of a descriptor, as already_stored wants it (0: not a file).
   [[nodiscard]] static std::uint64_t inode_of(int fd) noexcept;
 
@@ -59,6 +70,14 @@ class FdStore {
   // stale and due (or `now_anyway`, before stopping).
   void sync(BrokerState& state, spdlog::logger& log, bool now_anyway = false);
 
+  // While the trail fails: its unwritten lines into the store, at most every
+  // kAuditKeepInterval unless `now_anyway` (before stopping or upgrading).
+  // Once it works again (they are written): out of the store, or the next
+  // broker would write them twice. Called every turn: cheap when all is well.
+  void keep_unwritten_audit(const Audit& audit, spdlog::logger& log, bool now_anyway = false);
+  // The stored "audit_unwritten" memfd (an upgrade in place hands it on), or -1.
+  [[nodiscard]] int unwritten_audit_memfd() const noexcept { return audit_memfd_.get(); }
+
   [[nodiscard]] std::size_t stored() const noexcept { return stored_.size(); }
   [[nodiscard]] bool holds(const std::string& name) const { return stored_.contains(name); }
   // The stored state memfd (an upgrade in place hands it on, rewritten).
@@ -70,6 +89,8 @@ class FdStore {
   void remove(const std::string& name, spdlog::logger& log);
 
   UniqueFd state_memfd_;
+  UniqueFd audit_memfd_;  // stored while the audit trail fails
+  Clock::time_point last_audit_keep_{};
   std::map<std::string, std::uint64_t> stored_;  // name -> the stored socket's inode
   bool stale_ = true;
   bool refused_ = false;  // systemd refused a store: stop trying

@@ -336,17 +336,22 @@ Result<nlohmann::json> read_state(int memfd) {
   return parsed;
 }
 
-Status write_state(int memfd, const nlohmann::json& state) {
-  const std::string text = state.dump();
-  if (::ftruncate(memfd, 0) != 0) return errno_error("ftruncate (state)");
+Status write_carried_text(int memfd, std::string_view text, const char* what) {
   std::size_t done = 0;
   while (done < text.size()) {
     ssize_t n = ::pwrite(memfd, text.data() + done, text.size() - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return errno_error("writing the state");
+    if (n <= 0) return errno_error(std::string("writing ") + what);
     done += static_cast<std::size_t>(n);
   }
+  if (::ftruncate(memfd, static_cast<off_t>(text.size())) != 0) {
+    return errno_error(std::string("ftruncate (") + what + ")");
+  }
   return Ok{};
+}
+
+Status write_state(int memfd, const nlohmann::json& state) {
+  return write_carried_text(memfd, state.dump(), "the state");
 }
 
 }  // namespace sockbroker::broker

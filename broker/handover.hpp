@@ -68,6 +68,10 @@ struct Adopted {
 
 // The whole of a memfd the previous image wrote; an error past max_bytes.
 [[nodiscard]] Result<std::string> read_carried_text(int memfd, std::size_t max_bytes);
+// Replaces a memfd's content with `text`: written over the old, then cut to
+// its size, so that a broker dying half-way leaves the old text's tail, not
+// an empty file.
+[[nodiscard]] Status write_carried_text(int memfd, std::string_view text, const char* what);
 // The state JSON, read from a memfd (bounded) or written to one.
 [[nodiscard]] Result<nlohmann::json> read_state(int memfd);
 [[nodiscard]] Status write_state(int memfd, const nlohmann::json& state);

@@ -198,17 +198,6 @@ int main(int argc, char** argv) {
   }
   audit->set_flush_interval(std::chrono::milliseconds(audit_flush_ms));
   audit->set_logger(log.get());
-  // What the image this one upgraded could not write yet: first, before this
-  // image's own lines.
-  if (UniqueFd unwritten = take_carried("audit_unwritten")) {
-    auto lines = broker::read_carried_text(unwritten.get(), broker::Audit::kMaxRetained + 1);
-    if (lines) {
-      audit->carry_in(*lines);
-      log->info("{} audit line(s) the previous image could not write yet are written first", audit->lines_pending());
-    } else {
-      log->error("the audit lines the previous image could not write are lost: {}", lines.error().describe());
-    }
-  }
   if (auto s = broker::Server::block_signals(); !s) {
     log->critical("{}", s.error().describe());
     return kExitOsErr;
@@ -265,6 +254,26 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // The audit lines a previous broker could not write: handed on by the image
+  // this one upgraded, or kept in systemd's store across a restart or a crash
+  // (fd_store.hpp). Written first, before this broker's own lines.
+  UniqueFd handed_audit;
+  for (auto& item : passed) {
+    if (item.fd && item.name == broker::FdStore::kAuditItem) {
+      handed_audit = std::move(item.fd);
+      break;
+    }
+  }
+  if (handed_audit) {
+    auto lines = broker::read_carried_text(handed_audit.get(), broker::Audit::kMaxRetained + 1);
+    if (lines) {
+      audit->carry_in(*lines);
+      log->info("{} audit line(s) the previous broker could not write are written first", audit->lines_pending());
+    } else {
+      log->error("the audit lines the previous broker could not write are lost: {}", lines.error().describe());
+    }
+  }
+
   // What systemd's store still holds (it hands back copies), before adoption
   // takes the items: the store is then kept in step from there. Without
   // systemd there is no store, and 10,000 handed sockets need no fstat.
@@ -277,7 +286,7 @@ int main(int argc, char** argv) {
       handed_back[item.name] = broker::FdStore::inode_of(item.fd.get());
       if (item.name == "state") handed_state.reset(::fcntl(item.fd.get(), F_DUPFD_CLOEXEC, 3));
     }
-    fd_store = broker::FdStore::open(*log, handed_back, std::move(handed_state));
+    fd_store = broker::FdStore::open(*log, handed_back, std::move(handed_state), std::move(handed_audit));
   }
 
   broker::BrokerState state{std::move(*loaded.policy), policy_paths, {}, {}, 1, {}, {}};
@@ -395,9 +404,13 @@ int main(int argc, char** argv) {
   audit->emit_suppressed();
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : served.error().describe()}});
   audit->flush();
+  if (fd_store) fd_store->keep_unwritten_audit(*audit, *log, true);
   if (audit->failing()) {
-    log->error("exiting with {} audit line(s) the trail would not take: {}", audit->lines_pending(),
-               audit->failure()->describe());
+    log->error("exiting with {} audit line(s) the trail would not take: {}; {}", audit->lines_pending(),
+               audit->failure()->describe(),
+               fd_store && fd_store->unwritten_audit_memfd() >= 0
+                   ? "systemd's store keeps them for a restart (not across a stop)"
+                   : "they are lost (only systemd's descriptor store keeps them across a stop)");
   }
   if (!served) {
     log->critical("{}", served.error().describe());

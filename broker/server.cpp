@@ -164,6 +164,7 @@ Status Server::run() {
     }
     if (fd_store_ != nullptr) fd_store_->sync(state_, log_);
     if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
+    if (fd_store_ != nullptr) fd_store_->keep_unwritten_audit(audit_, log_);
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
 }
@@ -545,7 +546,10 @@ void Server::upgrade() {
   audit_.emit_suppressed();
   audit_.emit("upgrade", {{"pid", ::getpid()}, {"generation", state_.generation}});
   audit_.flush();
-  // Lines the trail could not take yet go to the next image (upgrade.cpp).
+  // Lines the trail could not take yet go to the next image (upgrade.cpp),
+  // in the store's memfd when there is one: the store then has them too,
+  // should the new image die.
+  if (fd_store_ != nullptr) fd_store_->keep_unwritten_audit(audit_, log_, true);
   if (audit_.failing()) {
     log_.warn("upgrading with the audit trail failing: its {} line(s) not yet written go to the new image",
               audit_.lines_pending());

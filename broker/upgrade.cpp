@@ -90,17 +90,22 @@ Error reexecute(const std::string& binary, const std::vector<std::string>& argum
   };
   if (carry.audit != nullptr && carry.audit->file() >= 0) items.emplace_back("audit", carry.audit->file());
   // Audit lines not written yet (a full disk, a stalled journald) would die
-  // with this image: they go along, and the next image writes them first.
-  UniqueFd unwritten_audit;
+  // with this image: they go along, and the next image writes them first;
+  // in the store's memfd if it keeps them (the next image then keeps that one).
+  UniqueFd own_unwritten;
   if (const std::string lines = carry.audit != nullptr ? carry.audit->unwritten() : std::string(); !lines.empty()) {
-    unwritten_audit.reset(::memfd_create("sockbrokerd-audit", MFD_CLOEXEC));
-    if (!unwritten_audit || ::pwrite(unwritten_audit.get(), lines.data(), lines.size(), 0) !=
-                                static_cast<ssize_t>(lines.size())) {
-      Error e = errno_error("carrying the audit lines not yet written");
-      let_go();
-      return e;
+    int unwritten_fd = carry.fd_store != nullptr ? carry.fd_store->unwritten_audit_memfd() : -1;
+    if (unwritten_fd < 0) {
+      own_unwritten.reset(::memfd_create("sockbrokerd-audit", MFD_CLOEXEC));
+      unwritten_fd = own_unwritten.get();
     }
-    items.emplace_back("audit_unwritten", unwritten_audit.get());
+    Status carried = unwritten_fd >= 0 ? write_carried_text(unwritten_fd, lines, "the audit lines not yet written")
+                                       : Status(errno_error("memfd_create (audit lines not yet written)"));
+    if (!carried) {
+      let_go();
+      return carried.error();
+    }
+    items.emplace_back("audit_unwritten", unwritten_fd);
   }
   if (carry.disposer >= 0) items.emplace_back("disposer", carry.disposer);
 

@@ -3,7 +3,8 @@
 // lines only, grants must stop while it cannot be written (audit_failure =
 // "deny", the default) or go on when the policy says "continue", `status`
 // must say so, and once there is room again every line kept meanwhile must
-// reach the file with an `audit_resumed` event.
+// reach the file with an `audit_resumed` event, even across an upgrade in
+// place, a restart or a crash under systemd (its store, fake_fd_store.hpp).
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -19,12 +20,15 @@
 
 #include <sockbroker/client.hpp>
 
+#include "fake_fd_store.hpp"
 #include "harness.hpp"
 #include "policy_builder.hpp"
 
 namespace {
 
 using sbtest::Broker;
+using sbtest::FakeFdStore;
+using sbtest::start_under;
 using sbtest::TempDir;
 
 sbtest::PolicyBuilder web_only() { return sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"); }
@@ -86,9 +90,8 @@ struct Trail {
   bool ends_with_newline = true;
 };
 
-Trail read_trail(const std::string& path) {
+Trail parse_trail(const std::string& text) {
   Trail out;
-  const std::string text = sbtest::read_file(path);
   out.ends_with_newline = text.empty() || text.back() == '\n';
   std::size_t start = 0;
   while (start < text.size()) {
@@ -106,10 +109,23 @@ Trail read_trail(const std::string& path) {
   return out;
 }
 
+Trail read_trail(const std::string& path) { return parse_trail(sbtest::read_file(path)); }
+
 std::size_t count(const Trail& trail, const std::string& event) {
   std::size_t n = 0;
   for (const auto& e : trail.events) n += e.value("event", "") == event;
   return n;
+}
+
+// The life events and grants of a trail, in order (refusals left out: how
+// many it took to fill the file system varies).
+std::vector<std::string> sequence(const Trail& trail) {
+  std::vector<std::string> out;
+  for (const auto& e : trail.events) {
+    const std::string event = e.value("event", "");
+    if (event == "grant" || event == "upgrade" || event == "start" || event == "stop") out.push_back(event);
+  }
+  return out;
 }
 
 nlohmann::json status_json(const Broker& broker) {
@@ -246,7 +262,7 @@ TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) 
 
   auto upgraded = sbtest::cli_as_root(*broker, {"upgrade"});
   ASSERT_EQ(upgraded.exit_code, 0) << upgraded.output << broker->log();
-  EXPECT_TRUE(broker->wait_for_log("could not write yet are written first")) << broker->log();
+  EXPECT_TRUE(broker->wait_for_log("could not write are written first")) << broker->log();
   auto failing = status_json(*broker);
   EXPECT_EQ(failing["audit"]["state"], "failing") << "the new image cannot write them either, yet";
 
@@ -262,12 +278,96 @@ TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) 
   EXPECT_EQ(count(whole, "upgrade"), 1u);
   EXPECT_EQ(count(whole, "start"), 2u);
   // In order: the old image's grants, its upgrade, then the new image's start.
-  std::vector<std::string> order;
-  for (const auto& e : whole.events) {
-    const std::string event = e.value("event", "");
-    if (event == "grant" || event == "upgrade" || event == "start") order.push_back(event);
+  EXPECT_EQ(sequence(whole),
+            (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
+}
+
+// Brokers under a stand-in for systemd's store (fake_fd_store.hpp), their
+// trail on a small file system, granting while it fails ("continue").
+struct UnderSystemd {
+  TempDir dir;
+  SmallFileSystem fs{dir, "audit-fs", "64k"};
+  FakeFdStore store{dir};
+  const std::string trail = fs.file("audit.log");
+  const std::string policy = web_only().broker("audit_failure", sbtest::toml_string("continue"));
+
+  // The next broker, given what the store holds, as systemd would.
+  std::optional<Broker> start() {
+    store.drain();
+    return start_under(store, dir, policy, {"--audit", trail}, store.handed());
   }
-  EXPECT_EQ(order, (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start"}));
+};
+
+// The file system full, the trail failing, three grants made meanwhile.
+void three_grants_unwritten(const Broker& broker, const SmallFileSystem& fs) {
+  fs.fill("filler");
+  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(broker));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(broker, "web"));
+}
+
+// Under systemd, a restart while the trail fails loses nothing: the lines the
+// stopping broker could not write wait in systemd's store, the next broker
+// writes them first and takes them out of the store once written, so that a
+// third broker does not write them again.
+TEST_F(AuditFullFileSystem, ARestartUnderSystemdWritesTheLinesThePreviousBrokerCouldNot) {
+  UnderSystemd systemd;
+  ASSERT_EQ(systemd.fs.error(), "");
+  auto first = systemd.start();
+  ASSERT_TRUE(first);
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
+  EXPECT_EQ(first->stop(), 0);
+  EXPECT_NE(first->log().find("systemd's store keeps them for a restart"), std::string::npos) << first->log();
+  systemd.store.drain();
+  ASSERT_EQ(systemd.store.count("audit_unwritten"), 1u) << systemd.store.names();
+
+  ASSERT_EQ(::unlink(systemd.fs.file("filler").c_str()), 0);
+  auto second = systemd.start();
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
+  EXPECT_EQ(status_json(*second)["audit"]["state"], "ok");
+  EXPECT_TRUE(sbtest::wait_until([&] {
+    systemd.store.drain(0);
+    return systemd.store.count("audit_unwritten") == 0;
+  })) << "written, the lines must leave the store: "
+      << systemd.store.names();
+  EXPECT_EQ(second->stop(), 0);
+  auto third = systemd.start();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->stop(), 0);
+
+  Trail whole = read_trail(systemd.trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_TRUE(whole.ends_with_newline);
+  EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "stop", "start", "stop",
+                                                       "start", "stop"}));
+}
+
+// A crash (here SIGKILL) while the trail fails loses at most the last
+// second's lines: the store's copy is rewritten in place every second.
+TEST_F(AuditFullFileSystem, ACrashUnderSystemdLosesNoLineOlderThanASecond) {
+  UnderSystemd systemd;
+  ASSERT_EQ(systemd.fs.error(), "");
+  auto first = systemd.start();
+  ASSERT_TRUE(first);
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
+  // The copy is rewritten in place, with no message to wait for: read it.
+  auto stored_grants = [&] {
+    systemd.store.drain(0);
+    const int fd = systemd.store.first("audit_unwritten");
+    if (fd < 0) return std::size_t{0};
+    return count(parse_trail(sbtest::read_file("/proc/self/fd/" + std::to_string(fd))), "grant");
+  };
+  ASSERT_TRUE(sbtest::wait_until([&] { return stored_grants() == 3; })) << stored_grants() << " grants in the store";
+  first->kill();
+
+  ASSERT_EQ(::unlink(systemd.fs.file("filler").c_str()), 0);
+  auto second = systemd.start();
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
+  EXPECT_EQ(second->stop(), 0);
+  Trail whole = read_trail(systemd.trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "start", "stop"}));
 }
 
 }  // namespace

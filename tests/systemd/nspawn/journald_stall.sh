@@ -8,8 +8,12 @@
 #     "deny") naming the audit trail, and `sockbroker status` says why;
 #   - the watchdog stays fed (WatchdogSec=2s here): systemd does not kill a
 #     healthy broker for a sick journald;
+#   - `systemctl restart` meanwhile loses nothing either: the stopping broker
+#     leaves the lines it could not write in systemd's file descriptor store,
+#     and the next one writes them first;
 #   - once journald reads again, grants resume, and the journal holds every
-#     refusal made meanwhile and an audit_resumed event: nothing was lost.
+#     refusal made meanwhile (once) and an audit_resumed event: nothing was
+#     lost.
 #
 # Usage: journald_stall.sh ROOT STAGE (see lib.sh)
 set -euo pipefail
@@ -66,6 +70,15 @@ sleep 5  # two and a half watchdog intervals
 [ "$(unit_property sockbroker.service NRestarts)" = 0 ] || fail "the broker was restarted while journald slept"
 unit_state_is sockbroker.service active/running || fail "sockbroker.service is $(unit_state sockbroker.service)"
 
+step "a restart while journald sleeps: the unwritten lines wait in systemd's store"
+systemctl restart sockbroker.service
+new_broker=$(unit_property sockbroker.service MainPID)
+[ "$new_broker" != "$broker" ] || fail "the broker was not restarted"
+broker=$new_broker
+unit_state_is sockbroker.service active/running || fail "sockbroker.service is $(unit_state sockbroker.service)"
+[ "$(audit_field state)" = failing ] || fail "the new broker's audit is $(audit_field state) with journald stopped"
+as_nobody sockbroker run -s web -- true 2>/dev/null && fail "granted by the new broker while the audit cannot be written"
+
 step "journald reads again: grants resume, nothing lost"
 kill -CONT "$journald"
 wait_for 10 "a grant again" as_nobody sockbroker run -s web -- true
@@ -74,6 +87,10 @@ wait_for 10 "all $refusals refusals in the journal" sh -c "[ \"\$(journalctl -t 
 [ "$(refusals_in_journal)" -eq "$refusals" ] || fail "$(refusals_in_journal) refusals in the journal, $refusals made"
 [ "$(audit_field state)" = ok ] || fail "the audit is $(audit_field state) after journald came back"
 [ "$(audit_field lines_lost)" = 0 ] || fail "$(audit_field lines_lost) audit lines lost"
+starts=$(journalctl -t sockbrokerd SOCKBROKER_EVENT=start -o json | grep -c . || true)
+[ "$starts" = 2 ] || fail "$starts start events in the journal, not 2"
+stops=$(journalctl -t sockbrokerd SOCKBROKER_EVENT=stop -o json | grep -c . || true)
+[ "$stops" = 1 ] || fail "$stops stop events in the journal: the first broker's, written by the second, is missing"
 [ "$(unit_property sockbroker.service MainPID)" = "$broker" ] || fail "the broker was replaced"
 echo "journald_stall: PASS"
 EOF
