@@ -13,7 +13,9 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -292,9 +294,9 @@ struct UnderSystemd {
   const std::string policy = web_only().broker("audit_failure", sbtest::toml_string("continue"));
 
   // The next broker, given what the store holds, as systemd would.
-  std::optional<Broker> start() {
+  std::optional<Broker> start(const std::string& binary = SOCKBROKERD_PATH) {
     store.drain();
-    return start_under(store, dir, policy, {"--audit", trail}, store.handed());
+    return start_under(store, dir, policy, {"--audit", trail}, store.handed(), binary);
   }
 };
 
@@ -368,6 +370,35 @@ TEST_F(AuditFullFileSystem, ACrashUnderSystemdLosesNoLineOlderThanASecond) {
   Trail whole = read_trail(systemd.trail);
   EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
   EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "start", "stop"}));
+}
+
+// An upgrade in place whose new image dies at once (here /bin/false): the
+// lines went along in the store's memfd, so the broker systemd starts next
+// writes them.
+TEST_F(AuditFullFileSystem, AnUpgradeWhoseNewImageDiesLeavesTheLinesToTheNextBroker) {
+  UnderSystemd systemd;
+  ASSERT_EQ(systemd.fs.error(), "");
+  const std::string binary = systemd.dir.file("sockbrokerd");
+  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  auto first = systemd.start(binary);
+  ASSERT_TRUE(first);
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
+  ASSERT_EQ(::unlink(binary.c_str()), 0);
+  std::filesystem::copy_file("/bin/false", binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  ASSERT_EQ(::kill(first->pid(), SIGUSR2), 0);
+  EXPECT_EQ(first->wait_exit(std::chrono::seconds(5)), 1) << first->log();
+
+  ASSERT_EQ(::unlink(systemd.fs.file("filler").c_str()), 0);
+  auto second = systemd.start();
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
+  EXPECT_EQ(second->stop(), 0);
+  Trail whole = read_trail(systemd.trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_EQ(sequence(whole),
+            (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
 }
 
 }  // namespace
