@@ -61,6 +61,8 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& level) {
 // connection and the watchdog's ping (systemd would kill a healthy broker for
 // a sick journald). On a socket, a write that would wait fails instead: a log
 // line is dropped, an audit line waits in memory (audit.hpp, a failing trail).
+// Never half a line: an AF_UNIX stream send shorter than half the send buffer
+// (journald's: ~100 KiB of 208 KiB) is queued whole or not at all.
 // Terminals, pipes and files are left as they are: their open file
 // description is often shared with others (a shell) that expect it blocking.
 void never_wait_on_stream_sockets(spdlog::logger& log) {

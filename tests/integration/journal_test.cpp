@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -276,8 +277,9 @@ TEST_F(Journal, WithoutAJournaldTheTrailFailsUntilOneListensThenLosesNothing) {
 // journald, and a journald that stops reading lets it fill: a blocking write of
 // a log line would then stop the broker, grants, connections and watchdog
 // alike. Here the socket is one nobody reads, with a small buffer. The broker
-// must keep answering (log lines that do not fit are dropped) and log again
-// once the socket is read.
+// must keep answering (log lines that do not fit are dropped, whole: journald
+// makes an entry of each line, and half a line glued to the next would be a
+// false one) and log again once the socket is read.
 TEST_F(Journal, ALogSocketNobodyReadsNeitherFreezesTheBroker) {
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
@@ -324,6 +326,19 @@ TEST_F(Journal, ALogSocketNobodyReadsNeitherFreezesTheBroker) {
     return after.find("no socket named \"nosuch\"") != std::string::npos;
   })) << after;
   EXPECT_EQ(broker->stop(), 0);
+  after += drain();
+
+  // Every line whole: one level, at its start (after the time, off a journal).
+  const std::regex one_line(R"(^(\S+ \S+ sockbrokerd )?(trace|debug|info|warning|error|critical): )");
+  const std::regex a_level(R"((^| )(trace|debug|info|warning|error|critical): )");
+  std::istringstream lines(written + after);
+  std::size_t checked = 0;
+  for (std::string line; std::getline(lines, line); ++checked) {
+    EXPECT_TRUE(std::regex_search(line, one_line)) << "not a whole line: " << line;
+    const auto levels = std::distance(std::sregex_iterator(line.begin(), line.end(), a_level), std::sregex_iterator());
+    EXPECT_EQ(levels, 1) << "two lines in one: " << line;
+  }
+  EXPECT_GT(checked, 10u);
 }
 
 }  // namespace
