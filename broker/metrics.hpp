@@ -36,6 +36,7 @@ struct Metrics {
   std::string last_reload_message = {};
   std::uint64_t upgrades = 0;
   std::int64_t last_upgrade_time = 0;  // 0: never
+  bool audit_kept_in_store = false;    // the unwritten audit lines have a copy in systemd's store
 
   void denied(std::string_view reason);
   void connected() noexcept;

@@ -495,6 +495,8 @@ Response RequestHandler::status(const Caller& caller) {
   out.audit_failing_since = audit_.failing_since();
   out.audit_lines_lost = audit_.lines_lost();
   out.audit_suppressed = audit_.suppressed();
+  out.audit_lines_waiting = audit_.lines_pending();
+  out.audit_kept_in_store = m.audit_kept_in_store;
   return Response{std::move(out), nullptr};
 }
 

@@ -164,7 +164,10 @@ Status Server::run() {
     }
     if (fd_store_ != nullptr) fd_store_->sync(state_, log_);
     if (auto due = audit_.flush_deadline(); due && now >= *due) audit_.flush();
-    if (fd_store_ != nullptr) fd_store_->keep_unwritten_audit(audit_, log_);
+    if (fd_store_ != nullptr) {
+      fd_store_->keep_unwritten_audit(audit_, log_);
+      state_.metrics.audit_kept_in_store = fd_store_->unwritten_audit_memfd() >= 0;
+    }
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
 }

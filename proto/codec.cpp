@@ -186,6 +186,8 @@ Result<Reply> decode_status(wire::Status::Reader in) {
   out.audit_failing_since = in.getAuditFailingSince();
   out.audit_lines_lost = in.getAuditLinesLost();
   out.audit_suppressed = in.getAuditSuppressed();
+  out.audit_lines_waiting = in.getAuditLinesWaiting();
+  out.audit_kept_in_store = in.getAuditKeptInStore();
   out.upgrades = in.getUpgrades();
   out.last_upgrade_time = in.getLastUpgradeTime();
   return Reply{std::move(out)};
@@ -244,6 +246,8 @@ void encode_status(const StatusReport& in, wire::Status::Builder out) {
   out.setAuditFailingSince(in.audit_failing_since);
   out.setAuditLinesLost(in.audit_lines_lost);
   out.setAuditSuppressed(in.audit_suppressed);
+  out.setAuditLinesWaiting(in.audit_lines_waiting);
+  out.setAuditKeptInStore(in.audit_kept_in_store);
   out.setUpgrades(in.upgrades);
   out.setLastUpgradeTime(in.last_upgrade_time);
 }

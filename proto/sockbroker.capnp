@@ -186,4 +186,6 @@ struct Status {
   auditSuppressed @24 :UInt64;  # lines the per-uid rate limit dropped (audit_rate_per_uid), since start
   upgrades @25 :UInt64;         # upgrades in place since the broker started (SIGUSR2, sockbroker upgrade)
   lastUpgradeTime @26 :Int64;   # Unix time (seconds); 0: never upgraded
+  auditLinesWaiting @27 :UInt64; # lines kept in memory, not yet written (while failing: the backlog)
+  auditKeptInStore @28 :Bool;   # a copy of them waits in systemd's descriptor store (a restart writes them)
 }

@@ -64,7 +64,9 @@ std::string audit_summary(const BrokerStatus& s) {
   if (s.audit_failing) {
     state = "FAILING since " + local_time(s.audit_failing_since) + ": " + s.audit_error + "; " +
             (s.audit_failure == "deny" ? "grants are refused" : "grants go on") + " (audit_failure = " +
-            s.audit_failure + ")";
+            s.audit_failure + "); " + std::to_string(s.audit_lines_waiting) + " line(s) waiting" +
+            (s.audit_kept_in_store ? " (a copy in systemd's store: a restart writes them)"
+                                   : " (in memory only: a stop loses them)");
   } else {
     state = "ok (audit_failure = " + s.audit_failure + ")";
   }
@@ -146,7 +148,9 @@ nlohmann::ordered_json to_json(const BrokerStatus& s) {
              {"error", s.audit_failing ? nlohmann::ordered_json(s.audit_error) : nlohmann::ordered_json(nullptr)},
              {"failing_since", s.audit_failing ? nlohmann::ordered_json(s.audit_failing_since) : nlohmann::ordered_json(nullptr)},
              {"lines_lost", s.audit_lines_lost},
-             {"suppressed", s.audit_suppressed}};
+             {"suppressed", s.audit_suppressed},
+             {"lines_waiting", s.audit_lines_waiting},
+             {"kept_in_store", s.audit_kept_in_store}};
   }
   nlohmann::ordered_json last_reload = nullptr;
   if (s.last_reload_time != 0) {
@@ -259,6 +263,9 @@ std::string to_prometheus(const BrokerStatus& s) {
     e.family("sockbroker_audit_suppressed_total", "counter",
              "Audit lines (and their log lines) the per-uid rate limit dropped.");
     e.sample(s.audit_suppressed);
+    e.family("sockbroker_audit_lines_waiting", "gauge",
+             "Audit lines kept in sockbrokerd's memory, not yet written (while the trail fails: its backlog).");
+    e.sample(s.audit_lines_waiting);
   }
   return e.str();
 }

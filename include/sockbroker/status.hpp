@@ -64,6 +64,8 @@ struct BrokerStatus {
   std::int64_t audit_failing_since = 0;  // Unix seconds; 0 when not failing
   std::uint64_t audit_lines_lost = 0;    // lines that never reached it, since the broker started
   std::uint64_t audit_suppressed = 0;    // lines the per-uid rate limit dropped, since the broker started
+  std::uint64_t audit_lines_waiting = 0;  // lines in the broker's memory not yet written
+  bool audit_kept_in_store = false;       // a copy of them is in systemd's store: a restart writes them
 };
 
 }  // namespace sockbroker

@@ -182,9 +182,13 @@ TEST_F(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIs
   EXPECT_EQ(failing["audit"]["error"], "No space left on device");
   EXPECT_GT(failing["audit"]["failing_since"].get<std::int64_t>(), 0);
   EXPECT_EQ(failing["denials"]["audit_unavailable"], 2) << failing.dump();
+  EXPECT_GE(failing["audit"]["lines_waiting"].get<std::uint64_t>(), 2u) << "at least the two refusals";
+  EXPECT_EQ(failing["audit"]["kept_in_store"], false) << "no systemd here";
   auto human = sbtest::cli_as_root(*broker, {"status"});
   EXPECT_NE(human.output.find("Audit: FAILING since"), std::string::npos) << human.output;
   EXPECT_NE(human.output.find("grants are refused (audit_failure = deny)"), std::string::npos) << human.output;
+  EXPECT_NE(human.output.find("line(s) waiting (in memory only: a stop loses them)"), std::string::npos)
+      << human.output;
   EXPECT_EQ(::kill(broker->pid(), 0), 0) << "still serving";
 
   // Whole lines only, even with the file system full in the middle of one.
@@ -203,6 +207,7 @@ TEST_F(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIs
   auto after = status_json(*broker);
   EXPECT_EQ(after["audit"]["state"], "ok") << after.dump();
   EXPECT_EQ(after["audit"]["lines_lost"], 0) << "the lines kept in memory all fit";
+  EXPECT_EQ(after["audit"]["lines_waiting"], 0) << after.dump();
 
   EXPECT_EQ(broker->stop(), 0);
   Trail whole = read_trail(trail);
@@ -317,6 +322,13 @@ TEST_F(AuditFullFileSystem, ARestartUnderSystemdWritesTheLinesThePreviousBrokerC
   auto first = systemd.start();
   ASSERT_TRUE(first);
   ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
+  auto failing = status_json(*first);
+  EXPECT_EQ(failing["audit"]["kept_in_store"], true) << failing.dump();
+  EXPECT_GE(failing["audit"]["lines_waiting"].get<std::uint64_t>(), 3u) << failing.dump();
+  auto human = sbtest::cli_as_root(*first, {"status"});
+  EXPECT_NE(human.output.find("line(s) waiting (a copy in systemd's store: a restart writes them)"),
+            std::string::npos)
+      << human.output;
   EXPECT_EQ(first->stop(), 0);
   EXPECT_NE(first->log().find("systemd's store keeps them for a restart"), std::string::npos) << first->log();
   systemd.store.drain();
@@ -332,6 +344,7 @@ TEST_F(AuditFullFileSystem, ARestartUnderSystemdWritesTheLinesThePreviousBrokerC
     return systemd.store.count("audit_unwritten") == 0;
   })) << "written, the lines must leave the store: "
       << systemd.store.names();
+  EXPECT_EQ(status_json(*second)["audit"]["kept_in_store"], false);
   EXPECT_EQ(second->stop(), 0);
   auto third = systemd.start();
   ASSERT_TRUE(third);

@@ -194,7 +194,9 @@ TEST_F(Status, CountsGrantsDenialsAndReloadsExactly) {
                                              {"error", nullptr},
                                              {"failing_since", nullptr},
                                              {"lines_lost", 0},
-                                             {"suppressed", 0}}))
+                                             {"suppressed", 0},
+                                             {"lines_waiting", 0},
+                                             {"kept_in_store", false}}))
       << status.dump();
 
   ASSERT_EQ(status["sockets"].size(), 4u);
@@ -262,6 +264,7 @@ TEST_F(Status, CountsGrantsDenialsAndReloadsExactly) {
   EXPECT_EQ(samples["sockbroker_audit_failing"], 0.0);
   EXPECT_EQ(samples["sockbroker_audit_lines_lost_total"], 0.0);
   EXPECT_EQ(samples["sockbroker_audit_suppressed_total"], 0.0);
+  EXPECT_EQ(samples["sockbroker_audit_lines_waiting"], 0.0);
   EXPECT_EQ(samples["TYPE sockbroker_grants"], "counter") << parsed.output;
   EXPECT_EQ(samples["TYPE sockbroker_holders"], "gauge") << parsed.output;
 }

@@ -101,7 +101,8 @@ std::string describe(const Reply& reply) {
            testing::PrintToString(s->last_reload_message) + " audit=" + testing::PrintToString(s->audit_failure) +
            "," + std::to_string(s->audit_failing) + "," + testing::PrintToString(s->audit_error) + "," +
            std::to_string(s->audit_failing_since) + "," + std::to_string(s->audit_lines_lost) + "," +
-           std::to_string(s->audit_suppressed) + "}";
+           std::to_string(s->audit_suppressed) + "," + std::to_string(s->audit_lines_waiting) + "," +
+           std::to_string(s->audit_kept_in_store) + "}";
   }
   const auto& l = std::get<Listing>(reply);
   std::string out = "listing{next=" + std::to_string(l.next_cursor) + " admin=" + std::to_string(l.admin);
@@ -936,6 +937,8 @@ StatusReport full_status() {
   s.audit_failing_since = 1795354600;
   s.audit_lines_lost = 12;
   s.audit_suppressed = 0xfffffffffull;
+  s.audit_lines_waiting = 523;
+  s.audit_kept_in_store = true;
   return s;
 }
 
