@@ -79,6 +79,22 @@ Error reexecute(const std::string& binary, const std::vector<std::string>& argum
   std::vector<std::pair<std::string, int>> items(snap.descriptors.begin(), snap.descriptors.end());
   items.emplace_back("state", state_fd);
   items.emplace_back("control", carry.control);
+  // Audit lines not written yet (a full disk, a stalled journald) would die
+  // with this image: they go along, and the next image writes them first;
+  // in the store's memfd if it keeps them (the next image then keeps that one),
+  // and the keeper holds them too.
+  UniqueFd own_unwritten;
+  if (const std::string lines = carry.audit != nullptr ? carry.audit->unwritten() : std::string(); !lines.empty()) {
+    int unwritten_fd = carry.fd_store != nullptr ? carry.fd_store->unwritten_audit_memfd() : -1;
+    if (unwritten_fd < 0) {
+      own_unwritten.reset(::memfd_create("sockbrokerd-audit", MFD_CLOEXEC));
+      unwritten_fd = own_unwritten.get();
+    }
+    Status carried = unwritten_fd >= 0 ? write_carried_text(unwritten_fd, lines, "the audit lines not yet written")
+                                       : Status(errno_error("memfd_create (audit lines not yet written)"));
+    if (!carried) return carried.error();
+    items.emplace_back("audit_unwritten", unwritten_fd);
+  }
   // What a next broker needs if the new image dies: copies to the keeper.
   const bool kept = carry.keeper != nullptr;
   if (kept) {
@@ -89,24 +105,6 @@ Error reexecute(const std::string& binary, const std::vector<std::string>& argum
     if (kept) (void)carry.keeper->release();
   };
   if (carry.audit != nullptr && carry.audit->file() >= 0) items.emplace_back("audit", carry.audit->file());
-  // Audit lines not written yet (a full disk, a stalled journald) would die
-  // with this image: they go along, and the next image writes them first;
-  // in the store's memfd if it keeps them (the next image then keeps that one).
-  UniqueFd own_unwritten;
-  if (const std::string lines = carry.audit != nullptr ? carry.audit->unwritten() : std::string(); !lines.empty()) {
-    int unwritten_fd = carry.fd_store != nullptr ? carry.fd_store->unwritten_audit_memfd() : -1;
-    if (unwritten_fd < 0) {
-      own_unwritten.reset(::memfd_create("sockbrokerd-audit", MFD_CLOEXEC));
-      unwritten_fd = own_unwritten.get();
-    }
-    Status carried = unwritten_fd >= 0 ? write_carried_text(unwritten_fd, lines, "the audit lines not yet written")
-                                       : Status(errno_error("memfd_create (audit lines not yet written)"));
-    if (!carried) {
-      let_go();
-      return carried.error();
-    }
-    items.emplace_back("audit_unwritten", unwritten_fd);
-  }
   if (carry.disposer >= 0) items.emplace_back("disposer", carry.disposer);
 
   UniqueFd manifest(::memfd_create("sockbrokerd-manifest", MFD_CLOEXEC));

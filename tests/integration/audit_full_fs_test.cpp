@@ -414,4 +414,37 @@ TEST_F(AuditFullFileSystem, AnUpgradeWhoseNewImageDiesLeavesTheLinesToTheNextBro
             (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
 }
 
+// Without systemd, the keeper (keeper.hpp) saves what an upgrade whose new
+// image dies would lose: the ports, and the audit lines not yet written,
+// which the next broker started by hand writes first.
+TEST_F(AuditFullFileSystem, WithoutSystemdTheKeeperSavesTheLinesOfAnUpgradeWhoseNewImageDies) {
+  TempDir dir;
+  SmallFileSystem fs(dir, "audit-fs", "64k");
+  ASSERT_EQ(fs.error(), "");
+  const std::string trail = fs.file("audit.log");
+  const std::string policy = web_only().broker("audit_failure", sbtest::toml_string("continue"));
+  const std::string binary = dir.file("sockbrokerd");
+  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  auto first = Broker::start(dir, policy, {"--audit", trail}, {}, binary);
+  ASSERT_TRUE(first);
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, fs));
+  ASSERT_EQ(::unlink(binary.c_str()), 0);
+  std::filesystem::copy_file("/bin/false", binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  ASSERT_EQ(::kill(first->pid(), SIGUSR2), 0);
+  EXPECT_EQ(first->wait_exit(std::chrono::seconds(5)), 1) << first->log();
+
+  ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
+  auto second = Broker::start(dir, policy, {"--audit", trail});
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(second->wait_for_log("from the keeper of an upgrade that failed")) << second->log();
+  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
+  EXPECT_EQ(second->stop(), 0);
+  Trail whole = read_trail(trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_EQ(sequence(whole),
+            (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
+}
+
 }  // namespace
