@@ -21,6 +21,19 @@ struct CheckOptions {
   bool json = false;
 };
 
+// Where a diagnostic or a socket stands in the loader's order: file by file
+// as loaded, then line and column.
+auto position_rank(const policy::Policy& policy, const policy::SourcePos& where) {
+  const auto file = std::find(policy.files.begin(), policy.files.end(), where.file) - policy.files.begin();
+  return std::tuple(file, where.line, where.column);
+}
+
+void sort_by_position(const policy::Policy& policy, std::vector<policy::Diagnostic>& diagnostics) {
+  std::stable_sort(diagnostics.begin(), diagnostics.end(), [&](const policy::Diagnostic& a, const policy::Diagnostic& b) {
+    return position_rank(policy, a.where) < position_rank(policy, b.where);
+  });
+}
+
 // A socket without allow rules is root's alone, as documented; in a policy
 // that is more often a rule forgotten than a decision. The broker serves it
 // as written; check, where an operator asks for advice, says so.
@@ -34,19 +47,43 @@ void warn_root_only(const policy::Policy& policy, bool strict, std::vector<polic
         "socket " + sockbroker::quoted(socket.name) + " has no allow rule, so only root gets it; add [[socket." + key +
             ".allow]] rules, or one with user = \"root\" to say that is meant"});
   }
-  // In the loader's order: file by file as loaded, then line and column.
-  auto rank = [&](const policy::Diagnostic& d) {
-    const auto file = std::find(policy.files.begin(), policy.files.end(), d.where.file) - policy.files.begin();
-    return std::tuple(file, d.where.line, d.where.column);
-  };
-  std::stable_sort(diagnostics.begin(), diagnostics.end(),
-                   [&](const policy::Diagnostic& a, const policy::Diagnostic& b) { return rank(a) < rank(b); });
+}
+
+// Across a restart the broker keeps every socket it binds in systemd's file
+// descriptor store, plus its state, its control socket and, while the audit
+// trail fails, the lines not yet written (sockbrokerd(8)). The shipped unit
+// allows 4,096 entries; systemd refuses the rest without a word to the
+// broker, which would then bind those afresh after a restart. Said at the
+// first socket that does not fit.
+constexpr std::size_t kShippedFdStoreMax = 4096;
+constexpr std::size_t kStoreEntriesBesideSockets = 3;
+
+void warn_beyond_fd_store(const policy::Policy& policy, bool strict, std::vector<policy::Diagnostic>& diagnostics) {
+  constexpr std::size_t fit = kShippedFdStoreMax - kStoreEntriesBesideSockets;
+  std::vector<const policy::SocketSpec*> kept;  // bound by the broker; request sockets are bound per grant
+  for (const policy::SocketSpec& socket : policy.sockets) {
+    if (socket.netns != policy::NetnsMode::request) kept.push_back(&socket);
+  }
+  if (kept.size() <= fit) return;
+  std::stable_sort(kept.begin(), kept.end(), [&](const policy::SocketSpec* a, const policy::SocketSpec* b) {
+    return position_rank(policy, a->where) < position_rank(policy, b->where);
+  });
+  const policy::SocketSpec& first = *kept[fit];
+  diagnostics.push_back(policy::Diagnostic{
+      strict ? policy::Diagnostic::Severity::error : policy::Diagnostic::Severity::warning, first.where,
+      "socket " + sockbroker::quoted(first.name) + " and the " + std::to_string(kept.size() - fit - 1) +
+          " after it in the policy do not fit in the shipped sockbroker.service's file descriptor store (FileDescriptorStoreMax=" +
+          std::to_string(kShippedFdStoreMax) + " holds " + std::to_string(fit) +
+          " sockets and the broker's own 3 entries), so a restart binds them afresh; set FileDescriptorStoreMax=" +
+          std::to_string(kept.size() + kStoreEntriesBesideSockets) + " or more in a drop-in"});
 }
 
 int check(const CheckOptions& options) {
   auto loaded = policy::load_policy(options.policy_paths, policy::LoadOptions{options.strict});
   if (loaded.policy) {
     warn_root_only(*loaded.policy, options.strict, loaded.diagnostics);
+    warn_beyond_fd_store(*loaded.policy, options.strict, loaded.diagnostics);
+    sort_by_position(*loaded.policy, loaded.diagnostics);
     if (policy::has_errors(loaded.diagnostics)) loaded.policy.reset();  // --strict
   }
   std::size_t errors = 0, warnings = 0;

@@ -391,4 +391,41 @@ TEST_F(Cli, CheckWarnsAboutASocketOnlyRootGets) {
   EXPECT_NE(strict.output.find("policy invalid: 1 error(s)"), std::string::npos) << strict.output;
 }
 
+// The shipped unit's FileDescriptorStoreMax=4096 holds 4,093 sockets beside
+// the broker's own entries; check names the first socket past that, in file
+// order, and the value to set. Request sockets are never kept and do not count.
+TEST_F(Cli, CheckWarnsWhenTheShippedUnitCannotKeepEverySocketAcrossARestart) {
+  TempDir dir;
+  auto policy_of = [](int sockets) {
+    std::string text = "[socket.per-container]\nlisten = \"0.0.0.0:7000\"\nnetns = \"request\"\n"
+                       "[[socket.per-container.allow]]\nuser = \"root\"\n\n";
+    // Names that sort otherwise than they are written: the warning follows the file.
+    for (int i = sockets; i > 0; --i) {
+      const std::string name = "s" + std::to_string(i);
+      text += "[socket." + name + "]\nlisten = \"127.0.0.1:" + std::to_string(10000 + i) + "\"\n[[socket." + name +
+              ".allow]]\nuser = \"nobody\"\n";
+    }
+    return text;
+  };
+  dir.write("fits.toml", policy_of(4093));
+  auto fits = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--policy", dir.file("fits.toml")});
+  EXPECT_EQ(fits.exit_code, 0) << fits.output.substr(0, 2000);
+  EXPECT_EQ(fits.output.find("FileDescriptorStoreMax"), std::string::npos) << fits.output.substr(0, 2000);
+
+  dir.write("too-many.toml", policy_of(4095));
+  const std::string file = dir.file("too-many.toml");
+  auto over = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--policy", file});
+  EXPECT_EQ(over.exit_code, 0) << over.output.substr(0, 2000);
+  // The 4,094th socket the broker binds is s2 (written from s4095 down), at line 7 + 4,093 * 4.
+  EXPECT_NE(over.output.find(file + ":" + std::to_string(7 + 4093 * 4) +
+                             ":1: warning: socket \"s2\" and the 1 after it in the policy do not fit in the shipped "
+                             "sockbroker.service's file descriptor store (FileDescriptorStoreMax=4096 holds 4093 "
+                             "sockets and the broker's own 3 entries), so a restart binds them afresh; set "
+                             "FileDescriptorStoreMax=4098 or more in a drop-in\n"),
+            std::string::npos)
+      << over.output.substr(0, 2000);
+  auto strict = sbtest::run_command_as(0, 0, {sbtest::programs().sockbroker, "check", "--strict", "--policy", file});
+  EXPECT_EQ(strict.exit_code, 78) << strict.output.substr(0, 2000);
+}
+
 }  // namespace
