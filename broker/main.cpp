@@ -257,8 +257,9 @@ int main(int argc, char** argv) {
     }
   }
   // The audit lines a previous broker could not write: handed on by the image
-  // this one upgraded, or kept in systemd's store across a restart or a crash
-  // (fd_store.hpp). Written first, before this broker's own lines.
+  // this one upgraded, kept in systemd's store across a restart or a crash
+  // (fd_store.hpp), or by the keeper of an upgrade whose new image died.
+  // Written first, before this broker's own lines.
   UniqueFd handed_audit;
   for (auto& item : passed) {
     if (item.fd && item.name == broker::FdStore::kAuditItem) {
@@ -412,7 +413,7 @@ int main(int argc, char** argv) {
                audit->failure()->describe(),
                fd_store && fd_store->unwritten_audit_memfd() >= 0
                    ? "systemd's store keeps them for a restart (not across a stop)"
-                   : "they are lost (only systemd's descriptor store keeps them across a stop)");
+                   : "they are lost (only systemd's descriptor store keeps them, for a restart)");
   }
   if (!served) {
     log->critical("{}", served.error().describe());
