@@ -72,9 +72,11 @@ void warn_beyond_fd_store(const policy::Policy& policy, bool strict, std::vector
   diagnostics.push_back(policy::Diagnostic{
       strict ? policy::Diagnostic::Severity::error : policy::Diagnostic::Severity::warning, first.where,
       "socket " + sockbroker::quoted(first.name) + " and the " + std::to_string(kept.size() - fit - 1) +
-          " after it in the policy do not fit in the shipped sockbroker.service's file descriptor store (FileDescriptorStoreMax=" +
-          std::to_string(kShippedFdStoreMax) + " holds " + std::to_string(fit) +
-          " sockets and the broker's own 3 entries), so a restart binds them afresh; set FileDescriptorStoreMax=" +
+          " after it in the policy do not fit in the shipped sockbroker.service's file descriptor store "
+          "(FileDescriptorStoreMax=" +
+          std::to_string(kShippedFdStoreMax) + " holds " + std::to_string(fit) + " sockets and the broker's own " +
+          std::to_string(kStoreEntriesBesideSockets) +
+          " entries), so a restart binds them afresh; set FileDescriptorStoreMax=" +
           std::to_string(kept.size() + kStoreEntriesBesideSockets) + " or more in a drop-in"});
 }
 
