@@ -312,6 +312,32 @@ void three_grants_unwritten(const Broker& broker, const SmallFileSystem& fs) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(broker, "web"));
 }
 
+// A copy of the broker's binary at `binary`, for an upgrade in place to replace.
+void copy_broker_to(const std::string& binary) {
+  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+}
+
+// `binary` replaced by /bin/false, then an upgrade in place: the new image
+// dies at once.
+void upgrade_into_a_dying_image(Broker& broker, const std::string& binary) {
+  ASSERT_EQ(::unlink(binary.c_str()), 0);
+  std::filesystem::copy_file("/bin/false", binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  ASSERT_EQ(::kill(broker.pid(), SIGUSR2), 0);
+  EXPECT_EQ(broker.wait_exit(std::chrono::seconds(5)), 1) << broker.log();
+}
+
+// The next broker wrote first what the previous one could not, then stopped:
+// the trail holds whole lines, these events in this order.
+void expect_carried_over(Broker& next, const std::string& trail, const std::vector<std::string>& events) {
+  EXPECT_TRUE(next.wait_for_log("could not write are written first")) << next.log();
+  EXPECT_EQ(next.stop(), 0);
+  Trail whole = read_trail(trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_EQ(sequence(whole), events);
+}
+
 // Under systemd, a restart while the trail fails loses nothing: the lines the
 // stopping broker could not write wait in systemd's store, the next broker
 // writes them first and takes them out of the store once written, so that a
@@ -378,11 +404,7 @@ TEST_F(AuditFullFileSystem, ACrashUnderSystemdLosesNoLineOlderThanASecond) {
   ASSERT_EQ(::unlink(systemd.fs.file("filler").c_str()), 0);
   auto second = systemd.start();
   ASSERT_TRUE(second);
-  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
-  EXPECT_EQ(second->stop(), 0);
-  Trail whole = read_trail(systemd.trail);
-  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
-  EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "start", "stop"}));
+  expect_carried_over(*second, systemd.trail, {"start", "grant", "grant", "grant", "start", "stop"});
 }
 
 // An upgrade in place whose new image dies at once (here /bin/false): the
@@ -392,26 +414,16 @@ TEST_F(AuditFullFileSystem, AnUpgradeWhoseNewImageDiesLeavesTheLinesToTheNextBro
   UnderSystemd systemd;
   ASSERT_EQ(systemd.fs.error(), "");
   const std::string binary = systemd.dir.file("sockbrokerd");
-  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
-  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  ASSERT_NO_FATAL_FAILURE(copy_broker_to(binary));
   auto first = systemd.start(binary);
   ASSERT_TRUE(first);
   ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
-  ASSERT_EQ(::unlink(binary.c_str()), 0);
-  std::filesystem::copy_file("/bin/false", binary);
-  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
-  ASSERT_EQ(::kill(first->pid(), SIGUSR2), 0);
-  EXPECT_EQ(first->wait_exit(std::chrono::seconds(5)), 1) << first->log();
+  ASSERT_NO_FATAL_FAILURE(upgrade_into_a_dying_image(*first, binary));
 
   ASSERT_EQ(::unlink(systemd.fs.file("filler").c_str()), 0);
   auto second = systemd.start();
   ASSERT_TRUE(second);
-  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
-  EXPECT_EQ(second->stop(), 0);
-  Trail whole = read_trail(systemd.trail);
-  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
-  EXPECT_EQ(sequence(whole),
-            (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
+  expect_carried_over(*second, systemd.trail, {"start", "grant", "grant", "grant", "upgrade", "start", "stop"});
 }
 
 // Without systemd, the keeper (keeper.hpp) saves what an upgrade whose new
@@ -424,27 +436,17 @@ TEST_F(AuditFullFileSystem, WithoutSystemdTheKeeperSavesTheLinesOfAnUpgradeWhose
   const std::string trail = fs.file("audit.log");
   const std::string policy = web_only().broker("audit_failure", sbtest::toml_string("continue"));
   const std::string binary = dir.file("sockbrokerd");
-  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
-  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  ASSERT_NO_FATAL_FAILURE(copy_broker_to(binary));
   auto first = Broker::start(dir, policy, {"--audit", trail}, {}, binary);
   ASSERT_TRUE(first);
   ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, fs));
-  ASSERT_EQ(::unlink(binary.c_str()), 0);
-  std::filesystem::copy_file("/bin/false", binary);
-  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
-  ASSERT_EQ(::kill(first->pid(), SIGUSR2), 0);
-  EXPECT_EQ(first->wait_exit(std::chrono::seconds(5)), 1) << first->log();
+  ASSERT_NO_FATAL_FAILURE(upgrade_into_a_dying_image(*first, binary));
 
   ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
   auto second = Broker::start(dir, policy, {"--audit", trail});
   ASSERT_TRUE(second);
   EXPECT_TRUE(second->wait_for_log("from the keeper of an upgrade that failed")) << second->log();
-  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
-  EXPECT_EQ(second->stop(), 0);
-  Trail whole = read_trail(trail);
-  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
-  EXPECT_EQ(sequence(whole),
-            (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
+  expect_carried_over(*second, trail, {"start", "grant", "grant", "grant", "upgrade", "start", "stop"});
 }
 
 }  // namespace
