@@ -143,6 +143,8 @@ class Audit {
 
   // The file written to, for a handover; -1 for the other destinations.
   [[nodiscard]] int file() const noexcept { return file_.get(); }
+  // Whether the trail is standard error, where the log goes too.
+  [[nodiscard]] bool shares_the_log() const noexcept { return destination_ == Destination::stderr_stream; }
 
   // An upgrade in place (upgrade.cpp): the lines this image could not write
   // yet, which the exec would discard, go to the next image, which writes

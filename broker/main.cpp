@@ -409,11 +409,24 @@ int main(int argc, char** argv) {
   audit->flush();
   if (fd_store) fd_store->keep_unwritten_audit(*audit, *log, true);
   if (audit->failing()) {
-    log->error("exiting with {} audit line(s) the trail would not take: {}; {}", audit->lines_pending(),
+    const bool kept = fd_store && fd_store->unwritten_audit_memfd() >= 0;
+    const bool logged = !audit->shares_the_log();
+    log->error("exiting with {} audit line(s) the trail would not take: {}; {}{}", audit->lines_pending(),
                audit->failure()->describe(),
-               fd_store && fd_store->unwritten_audit_memfd() >= 0
-                   ? "systemd's store keeps them for a restart (not across a stop)"
-                   : "they are lost (only systemd's descriptor store keeps them, for a restart)");
+               kept ? "systemd's store keeps them for a restart (not across a stop)"
+                    : "only systemd's descriptor store would keep them, for a restart",
+               logged ? "; they follow in the log, the last place left to keep them" : "");
+    // The log is a channel of its own (under systemd, journald's stream):
+    // where the trail is a full disk or a dead pipe, it may still take them.
+    if (logged) {
+      const std::string lines = audit->unwritten();
+      for (std::size_t at = 0; at < lines.size();) {
+        std::size_t end = lines.find('\n', at);
+        if (end == std::string::npos) end = lines.size();
+        if (end > at) log->error("unwritten audit line: {}", std::string_view(lines).substr(at, end - at));
+        at = end + 1;
+      }
+    }
   }
   if (!served) {
     log->critical("{}", served.error().describe());

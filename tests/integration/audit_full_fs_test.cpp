@@ -13,10 +13,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -447,6 +449,36 @@ TEST_F(AuditFullFileSystem, WithoutSystemdTheKeeperSavesTheLinesOfAnUpgradeWhose
   ASSERT_TRUE(second);
   EXPECT_TRUE(second->wait_for_log("from the keeper of an upgrade that failed")) << second->log();
   expect_carried_over(*second, trail, {"start", "grant", "grant", "grant", "upgrade", "start", "stop"});
+}
+
+// A stop while the trail fails, where nothing keeps the lines for a next
+// broker: the log, a channel of its own, gets them as a last resort, whole,
+// so that an operator can recover them.
+TEST_F(AuditFullFileSystem, AStopThatCannotKeepTheLinesLeavesThemInTheLog) {
+  TempDir dir;
+  SmallFileSystem fs(dir, "audit-fs", "64k");
+  ASSERT_EQ(fs.error(), "");
+  const std::string trail = fs.file("audit.log");
+  auto broker =
+      Broker::start(dir, web_only().broker("audit_failure", sbtest::toml_string("continue")), {"--audit", trail});
+  ASSERT_TRUE(broker);
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, fs));
+  EXPECT_EQ(broker->stop(), 0);
+
+  const std::string log = broker->log();
+  EXPECT_NE(log.find("they follow in the log, the last place left to keep them"), std::string::npos) << log;
+  std::vector<std::string> logged;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    const std::size_t at = line.find("unwritten audit line: ");
+    if (at == std::string::npos) continue;
+    auto event = nlohmann::json::parse(line.substr(at + 22), nullptr, false);
+    ASSERT_TRUE(event.is_object()) << "not a whole audit line: " << line;
+    logged.push_back(event.value("event", ""));
+  }
+  EXPECT_EQ(std::count(logged.begin(), logged.end(), "grant"), 3) << log;
+  EXPECT_EQ(std::count(logged.begin(), logged.end(), "stop"), 1) << log;
+  EXPECT_EQ(count(read_trail(trail), "grant"), 0u) << "the trail never took them";
 }
 
 }  // namespace
