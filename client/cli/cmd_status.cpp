@@ -66,7 +66,7 @@ std::string audit_summary(const BrokerStatus& s) {
             (s.audit_failure == "deny" ? "grants are refused" : "grants go on") + " (audit_failure = " +
             s.audit_failure + "); " + std::to_string(s.audit_lines_waiting) + " line(s) waiting" +
             (s.audit_kept_in_store ? " (a copy in systemd's store: a restart writes them)"
-                                   : " (in memory only: a stop loses them)");
+                                   : " (in memory only)");
   } else {
     state = "ok (audit_failure = " + s.audit_failure + ")";
   }
