@@ -151,6 +151,63 @@ void deny_root_until_failing(const Broker& broker) {
   FAIL() << "the audit never failed on a full file system";
 }
 
+// Brokers whose trail is on a small file system, granting while it fails
+// ("continue").
+struct OnASmallDisk {
+  TempDir dir;
+  SmallFileSystem fs{dir, "audit-fs", "64k"};
+  const std::string trail = fs.file("audit.log");
+  const std::string policy = web_only().broker("audit_failure", sbtest::toml_string("continue"));
+
+  std::optional<Broker> start(const std::string& binary = SOCKBROKERD_PATH) {
+    return Broker::start(dir, policy, {"--audit", trail}, {}, binary);
+  }
+};
+
+// The same under a stand-in for systemd's store (fake_fd_store.hpp).
+struct UnderSystemd : OnASmallDisk {
+  FakeFdStore store{dir};
+
+  // The next broker, given what the store holds, as systemd would.
+  std::optional<Broker> start(const std::string& binary = SOCKBROKERD_PATH) {
+    store.drain();
+    return start_under(store, dir, policy, {"--audit", trail}, store.handed(), binary);
+  }
+};
+
+// The file system full, the trail failing, three grants made meanwhile.
+void three_grants_unwritten(const Broker& broker, const SmallFileSystem& fs) {
+  fs.fill("filler");
+  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(broker));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(broker, "web"));
+}
+
+// A copy of the broker's binary at `binary`, for an upgrade in place to replace.
+void copy_broker_to(const std::string& binary) {
+  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+}
+
+// `binary` replaced by /bin/false, then an upgrade in place: the new image
+// dies at once.
+void upgrade_into_a_dying_image(Broker& broker, const std::string& binary) {
+  ASSERT_EQ(::unlink(binary.c_str()), 0);
+  std::filesystem::copy_file("/bin/false", binary);
+  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
+  ASSERT_EQ(::kill(broker.pid(), SIGUSR2), 0);
+  EXPECT_EQ(broker.wait_exit(std::chrono::seconds(5)), 1) << broker.log();
+}
+
+// The next broker wrote first what the previous one could not, then stopped:
+// the trail holds whole lines, these events in this order.
+void expect_carried_over(Broker& next, const std::string& trail, const std::vector<std::string>& events) {
+  EXPECT_TRUE(next.wait_for_log("could not write are written first")) << next.log();
+  EXPECT_EQ(next.stop(), 0);
+  Trail whole = read_trail(trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_EQ(sequence(whole), events);
+}
+
 // Every test here: root (or a skip), then this process's private network
 // namespace (sbtest::BrokerTest).
 using AuditFullFileSystem = sbtest::BrokerTest;
@@ -227,16 +284,11 @@ TEST_F(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIs
 }
 
 TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
-  TempDir dir;
-  SmallFileSystem fs(dir, "audit-fs", "64k");
-  ASSERT_EQ(fs.error(), "");
-  const std::string trail = fs.file("audit.log");
-  auto broker =
-      Broker::start(dir, web_only().broker("audit_failure", sbtest::toml_string("continue")), {"--audit", trail});
+  OnASmallDisk disk;
+  ASSERT_EQ(disk.fs.error(), "");
+  auto broker = disk.start();
   ASSERT_TRUE(broker);
-  fs.fill("filler");
-  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(*broker));
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(*broker, "web"));
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, disk.fs));
   auto failing = status_json(*broker);
   EXPECT_EQ(failing["audit"]["state"], "failing");
   EXPECT_EQ(failing["audit"]["audit_failure"], "continue");
@@ -245,10 +297,10 @@ TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
   auto prometheus = sbtest::cli_as_root(*broker, {"status", "--prometheus"});
   EXPECT_NE(prometheus.output.find("sockbroker_audit_failing 1\n"), std::string::npos) << prometheus.output;
 
-  ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
+  ASSERT_EQ(::unlink(disk.fs.file("filler").c_str()), 0);
   EXPECT_TRUE(sbtest::wait_until([&] { return status_json(*broker)["audit"]["state"] == "ok"; }));
   EXPECT_EQ(broker->stop(), 0);
-  Trail whole = read_trail(trail);
+  Trail whole = read_trail(disk.trail);
   EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
   EXPECT_EQ(count(whole, "grant"), 3u) << "the grants made meanwhile are in the trail";
   EXPECT_EQ(count(whole, "audit_resumed"), 1u);
@@ -258,16 +310,11 @@ TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
 // memory would die with the old image (the exec discards its memory). They go
 // to the new image, which writes them first, in order, once there is room.
 TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) {
-  TempDir dir;
-  SmallFileSystem fs(dir, "audit-fs", "64k");
-  ASSERT_EQ(fs.error(), "");
-  const std::string trail = fs.file("audit.log");
-  auto broker =
-      Broker::start(dir, web_only().broker("audit_failure", sbtest::toml_string("continue")), {"--audit", trail});
+  OnASmallDisk disk;
+  ASSERT_EQ(disk.fs.error(), "");
+  auto broker = disk.start();
   ASSERT_TRUE(broker);
-  fs.fill("filler");
-  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(*broker));
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(*broker, "web"));
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, disk.fs));
 
   auto upgraded = sbtest::cli_as_root(*broker, {"upgrade"});
   ASSERT_EQ(upgraded.exit_code, 0) << upgraded.output << broker->log();
@@ -275,12 +322,12 @@ TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) 
   auto failing = status_json(*broker);
   EXPECT_EQ(failing["audit"]["state"], "failing") << "the new image cannot write them either, yet";
 
-  ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
+  ASSERT_EQ(::unlink(disk.fs.file("filler").c_str()), 0);
   EXPECT_TRUE(sbtest::wait_until([&] { return status_json(*broker)["audit"]["state"] == "ok"; }));
   EXPECT_EQ(status_json(*broker)["audit"]["lines_lost"], 0);
   EXPECT_EQ(broker->stop(), 0);
 
-  Trail whole = read_trail(trail);
+  Trail whole = read_trail(disk.trail);
   EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
   EXPECT_TRUE(whole.ends_with_newline);
   EXPECT_EQ(count(whole, "grant"), 3u) << "the grants made before the upgrade are in the trail";
@@ -289,55 +336,6 @@ TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) 
   // In order: the old image's grants, its upgrade, then the new image's start.
   EXPECT_EQ(sequence(whole),
             (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
-}
-
-// Brokers under a stand-in for systemd's store (fake_fd_store.hpp), their
-// trail on a small file system, granting while it fails ("continue").
-struct UnderSystemd {
-  TempDir dir;
-  SmallFileSystem fs{dir, "audit-fs", "64k"};
-  FakeFdStore store{dir};
-  const std::string trail = fs.file("audit.log");
-  const std::string policy = web_only().broker("audit_failure", sbtest::toml_string("continue"));
-
-  // The next broker, given what the store holds, as systemd would.
-  std::optional<Broker> start(const std::string& binary = SOCKBROKERD_PATH) {
-    store.drain();
-    return start_under(store, dir, policy, {"--audit", trail}, store.handed(), binary);
-  }
-};
-
-// The file system full, the trail failing, three grants made meanwhile.
-void three_grants_unwritten(const Broker& broker, const SmallFileSystem& fs) {
-  fs.fill("filler");
-  ASSERT_NO_FATAL_FAILURE(deny_root_until_failing(broker));
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(broker, "web"));
-}
-
-// A copy of the broker's binary at `binary`, for an upgrade in place to replace.
-void copy_broker_to(const std::string& binary) {
-  std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
-  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
-}
-
-// `binary` replaced by /bin/false, then an upgrade in place: the new image
-// dies at once.
-void upgrade_into_a_dying_image(Broker& broker, const std::string& binary) {
-  ASSERT_EQ(::unlink(binary.c_str()), 0);
-  std::filesystem::copy_file("/bin/false", binary);
-  ASSERT_EQ(::chmod(binary.c_str(), 0755), 0);
-  ASSERT_EQ(::kill(broker.pid(), SIGUSR2), 0);
-  EXPECT_EQ(broker.wait_exit(std::chrono::seconds(5)), 1) << broker.log();
-}
-
-// The next broker wrote first what the previous one could not, then stopped:
-// the trail holds whole lines, these events in this order.
-void expect_carried_over(Broker& next, const std::string& trail, const std::vector<std::string>& events) {
-  EXPECT_TRUE(next.wait_for_log("could not write are written first")) << next.log();
-  EXPECT_EQ(next.stop(), 0);
-  Trail whole = read_trail(trail);
-  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
-  EXPECT_EQ(sequence(whole), events);
 }
 
 // Under systemd, a restart while the trail fails loses nothing: the lines the
@@ -409,60 +407,52 @@ TEST_F(AuditFullFileSystem, ACrashUnderSystemdLosesNoLineOlderThanASecond) {
   expect_carried_over(*second, systemd.trail, {"start", "grant", "grant", "grant", "start", "stop"});
 }
 
-// An upgrade in place whose new image dies at once (here /bin/false): the
-// lines went along in the store's memfd, so the broker systemd starts next
-// writes them.
-TEST_F(AuditFullFileSystem, AnUpgradeWhoseNewImageDiesLeavesTheLinesToTheNextBroker) {
-  UnderSystemd systemd;
-  ASSERT_EQ(systemd.fs.error(), "");
-  const std::string binary = systemd.dir.file("sockbrokerd");
+// Three grants the trail cannot take, then an upgrade in place into an image
+// that dies at once (here /bin/false), room again, and the next broker `disk`
+// starts (`rescued_by`: what its log must say of where the lines came from).
+template <typename Disk>
+void dying_upgrade_then_the_next_broker(Disk& disk, const char* rescued_by) {
+  ASSERT_EQ(disk.fs.error(), "");
+  const std::string binary = disk.dir.file("sockbrokerd");
   ASSERT_NO_FATAL_FAILURE(copy_broker_to(binary));
-  auto first = systemd.start(binary);
+  auto first = disk.start(binary);
   ASSERT_TRUE(first);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, disk.fs));
   ASSERT_NO_FATAL_FAILURE(upgrade_into_a_dying_image(*first, binary));
 
-  ASSERT_EQ(::unlink(systemd.fs.file("filler").c_str()), 0);
-  auto second = systemd.start();
+  ASSERT_EQ(::unlink(disk.fs.file("filler").c_str()), 0);
+  auto second = disk.start();
   ASSERT_TRUE(second);
-  expect_carried_over(*second, systemd.trail, {"start", "grant", "grant", "grant", "upgrade", "start", "stop"});
+  if (rescued_by != nullptr) {
+    EXPECT_TRUE(second->wait_for_log(rescued_by)) << second->log();
+  }
+  expect_carried_over(*second, disk.trail, {"start", "grant", "grant", "grant", "upgrade", "start", "stop"});
+}
+
+// Under systemd the lines went along in the store's memfd, so the broker
+// systemd starts next writes them.
+TEST_F(AuditFullFileSystem, AnUpgradeWhoseNewImageDiesLeavesTheLinesToTheNextBroker) {
+  UnderSystemd systemd;
+  dying_upgrade_then_the_next_broker(systemd, nullptr);
 }
 
 // Without systemd, the keeper (keeper.hpp) saves what an upgrade whose new
 // image dies would lose: the ports, and the audit lines not yet written,
 // which the next broker started by hand writes first.
 TEST_F(AuditFullFileSystem, WithoutSystemdTheKeeperSavesTheLinesOfAnUpgradeWhoseNewImageDies) {
-  TempDir dir;
-  SmallFileSystem fs(dir, "audit-fs", "64k");
-  ASSERT_EQ(fs.error(), "");
-  const std::string trail = fs.file("audit.log");
-  const std::string policy = web_only().broker("audit_failure", sbtest::toml_string("continue"));
-  const std::string binary = dir.file("sockbrokerd");
-  ASSERT_NO_FATAL_FAILURE(copy_broker_to(binary));
-  auto first = Broker::start(dir, policy, {"--audit", trail}, {}, binary);
-  ASSERT_TRUE(first);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, fs));
-  ASSERT_NO_FATAL_FAILURE(upgrade_into_a_dying_image(*first, binary));
-
-  ASSERT_EQ(::unlink(fs.file("filler").c_str()), 0);
-  auto second = Broker::start(dir, policy, {"--audit", trail});
-  ASSERT_TRUE(second);
-  EXPECT_TRUE(second->wait_for_log("from the keeper of an upgrade that failed")) << second->log();
-  expect_carried_over(*second, trail, {"start", "grant", "grant", "grant", "upgrade", "start", "stop"});
+  OnASmallDisk disk;
+  dying_upgrade_then_the_next_broker(disk, "from the keeper of an upgrade that failed");
 }
 
 // A stop while the trail fails, where nothing keeps the lines for a next
 // broker: the log, a channel of its own, gets them as a last resort, whole,
 // so that an operator can recover them.
 TEST_F(AuditFullFileSystem, AStopThatCannotKeepTheLinesLeavesThemInTheLog) {
-  TempDir dir;
-  SmallFileSystem fs(dir, "audit-fs", "64k");
-  ASSERT_EQ(fs.error(), "");
-  const std::string trail = fs.file("audit.log");
-  auto broker =
-      Broker::start(dir, web_only().broker("audit_failure", sbtest::toml_string("continue")), {"--audit", trail});
+  OnASmallDisk disk;
+  ASSERT_EQ(disk.fs.error(), "");
+  auto broker = disk.start();
   ASSERT_TRUE(broker);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, fs));
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, disk.fs));
   EXPECT_EQ(broker->stop(), 0);
 
   const std::string log = broker->log();
@@ -478,7 +468,7 @@ TEST_F(AuditFullFileSystem, AStopThatCannotKeepTheLinesLeavesThemInTheLog) {
   }
   EXPECT_EQ(std::count(logged.begin(), logged.end(), "grant"), 3) << log;
   EXPECT_EQ(std::count(logged.begin(), logged.end(), "stop"), 1) << log;
-  EXPECT_EQ(count(read_trail(trail), "grant"), 0u) << "the trail never took them";
+  EXPECT_EQ(count(read_trail(disk.trail), "grant"), 0u) << "the trail never took them";
 }
 
 }  // namespace
