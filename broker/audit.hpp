@@ -17,12 +17,12 @@
 #include <vector>
 
 #include <sockbroker/fd.hpp>
-#include <spdlog/logger.h>
 
 #include "address.hpp"
 #include "audit_rate_limit.hpp"
 #include "identity.hpp"
 #include "journal_sender.hpp"
+#include "logger.hpp"
 #include "policy.hpp"
 
 namespace sockbroker::broker {

@@ -12,13 +12,12 @@
 // privilege, and the error says what to do (capability_hint).
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <string>
 #include <vector>
 
 #include <sockbroker/fd.hpp>
 
+#include "logger.hpp"
 #include "policy.hpp"
 
 namespace sockbroker::broker {

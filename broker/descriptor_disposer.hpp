@@ -30,14 +30,14 @@
 // reference never sleeps.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <cstddef>
 #include <span>
 #include <string>
 #include <vector>
 
 #include <sockbroker/fd.hpp>
+
+#include "logger.hpp"
 
 namespace sockbroker::broker {
 

@@ -20,8 +20,6 @@
 // its own: a crash loses at most the last second's.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -31,6 +29,7 @@
 #include <sockbroker/fd.hpp>
 
 #include "broker_state.hpp"
+#include "logger.hpp"
 
 namespace sockbroker::broker {
 

@@ -24,8 +24,6 @@
 // never trusted for its name.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <cstdint>
 #include <map>
 #include <string>
@@ -38,6 +36,7 @@
 
 #include "broker_state.hpp"
 #include "handover_item.hpp"
+#include "logger.hpp"
 
 namespace sockbroker::broker {
 

@@ -18,8 +18,6 @@
 // touches nothing but the descriptors it holds.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +25,7 @@
 #include <sockbroker/fd.hpp>
 
 #include "handover_item.hpp"
+#include "logger.hpp"
 
 namespace sockbroker::broker {
 

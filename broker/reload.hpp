@@ -2,13 +2,12 @@
 // replaces the snapshot and the table (see SocketTable::apply).
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <string>
 #include <vector>
 
 #include "audit.hpp"
 #include "broker_state.hpp"
+#include "logger.hpp"
 
 namespace sockbroker::broker {
 

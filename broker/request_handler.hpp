@@ -3,8 +3,6 @@
 // place the broker decides anything; dispatch is one switch over request kinds.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -15,6 +13,7 @@
 #include "broker_state.hpp"
 #include "grant_plan.hpp"
 #include "identity.hpp"
+#include "logger.hpp"
 #include "messages.hpp"
 
 namespace sockbroker::broker {

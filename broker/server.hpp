@@ -2,8 +2,6 @@
 // client can stall another. Owns the control socket and every session.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -16,10 +14,11 @@
 #include <sockbroker/fd.hpp>
 
 #include "audit.hpp"
-#include "codec.hpp"
 #include "broker_state.hpp"
+#include "codec.hpp"
 #include "descriptor_disposer.hpp"
 #include "fd_store.hpp"
+#include "logger.hpp"
 #include "request_handler.hpp"
 #include "session.hpp"
 

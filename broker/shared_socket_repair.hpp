@@ -19,8 +19,6 @@
 // of a listener changes nothing a client sees, and is left alone.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -28,6 +26,7 @@
 
 #include "audit.hpp"
 #include "broker_state.hpp"
+#include "logger.hpp"
 #include "policy.hpp"
 
 namespace sockbroker::broker {

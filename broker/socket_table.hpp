@@ -11,8 +11,6 @@
 // namespace and owned by the holder alone (netns_binder.hpp).
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -24,6 +22,7 @@
 
 #include "audit.hpp"
 #include "lease_table.hpp"
+#include "logger.hpp"
 #include "policy.hpp"
 #include "socket_factory.hpp"
 

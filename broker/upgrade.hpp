@@ -23,8 +23,6 @@
 // that executed it. A release that needs new system calls needs a restart.
 #pragma once
 
-#include <spdlog/logger.h>
-
 #include <string>
 #include <vector>
 
@@ -35,6 +33,7 @@
 #include "descriptor_disposer.hpp"
 #include "fd_store.hpp"
 #include "keeper.hpp"
+#include "logger.hpp"
 
 namespace sockbroker::broker {
 
