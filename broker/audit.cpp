@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <thread>
 #include <vector>
 
 namespace sockbroker::broker {
@@ -146,14 +147,16 @@ int send_to_journal(JournalSender& journal, std::string_view line) {
 
 }  // namespace
 
+Result<Audit> Audit::open_journal(std::string_view socket_path) {
+  auto journal = JournalSender::open(socket_path);
+  if (!journal) return std::move(journal).error();
+  Audit audit(UniqueFd(), Destination::journal);
+  audit.journal_.emplace(std::move(*journal));
+  return audit;
+}
+
 Result<Audit> Audit::open(std::string_view destination) {
-  if (destination == "journal") {
-    auto journal = JournalSender::open();
-    if (!journal) return std::move(journal).error();
-    Audit audit(UniqueFd(), Destination::journal);
-    audit.journal_.emplace(std::move(*journal));
-    return audit;
-  }
+  if (destination == "journal") return open_journal(JournalSender::kDefaultSocket);
   if (destination.empty()) return Audit(UniqueFd(), Destination::stderr_stream);
   if (destination == "-") return Audit(UniqueFd(), Destination::stdout_stream);
   const std::string path(destination);
@@ -270,19 +273,36 @@ int Audit::send_pending_to_journal() {
 }
 
 void Audit::write_out() {
-  last_attempt_ = std::chrono::steady_clock::now();
+  const auto now = std::chrono::steady_clock::now();
+  last_attempt_ = now;
   const std::uint64_t lost_before = lines_lost_;
+  const std::size_t waiting_before = pending_.size();
   const int err = destination_ == Destination::journal ? send_pending_to_journal() : write_pending();
-  if (err != 0) {
-    note_failure(err, lost_before);
-  } else if (failing()) {
-    note_recovery();
+  // Only the journal's datagrams wait whole: a stream (stdout, stderr) may
+  // take part of a line, and what follows on it must not be the rest of a
+  // line written later.
+  const bool busy = err == EAGAIN && destination_ == Destination::journal;
+  draining_ = busy && pending_.size() < waiting_before;
+  if (err == 0) {
+    busy_since_.reset();
+    if (failing()) note_recovery();
+    return;
   }
+  if (busy && !failing()) {
+    // journald behind, not yet a failure (kBusyGrace says why).
+    if (!busy_since_) busy_since_ = now;
+    if (now - *busy_since_ < kBusyGrace) return;
+  }
+  busy_since_.reset();
+  note_failure(err, lost_before);
 }
 
 std::string Audit::failure_hint(int err) const {
   if (destination_ == Destination::journal) {
-    if (err == EAGAIN) return " (journald's queue is full: it is stopped, or not keeping up)";
+    if (err == EAGAIN) {
+      return " (journald's queue is full, and lines have waited on it for " + std::to_string(kBusyGrace.count()) +
+             " ms: it is stopped, or not keeping up)";
+    }
     if (err == ENOENT || err == ECONNREFUSED) {
       return std::string(" (no journald listens on ") + JournalSender::kDefaultSocket + ")";
     }
@@ -391,7 +411,10 @@ void Audit::commit(AuditLine& line) {
 std::optional<std::chrono::steady_clock::time_point> Audit::flush_deadline() const noexcept {
   std::optional<std::chrono::steady_clock::time_point> next;
   if (failing()) {
-    next = last_attempt_ + kRetryInterval;
+    next = last_attempt_ + (draining_ ? std::chrono::steady_clock::duration(kBusyRetry)
+                                      : std::chrono::steady_clock::duration(kRetryInterval));
+  } else if (busy_since_) {
+    next = last_attempt_ + kBusyRetry;
   } else if (first_unwritten_) {
     next = *first_unwritten_ + flush_interval_;
   }
@@ -405,9 +428,20 @@ void Audit::flush() {
   if (!pending_.empty() || cut_line_ || failing()) write_out();
 }
 
+void Audit::flush_before_exit() {
+  flush();
+  while (busy_since_ && !failing()) {
+    std::this_thread::sleep_for(kBusyRetry);
+    write_out();
+  }
+}
+
 void Audit::carry_in(std::string_view lines) {
   if (lines.empty()) return;
   pending_.insert(0, lines);
+  // They have waited already, on a trail that was failing or about to: a
+  // full queue gets no grace (kBusyGrace) for them.
+  busy_since_ = std::chrono::steady_clock::now() - kBusyGrace;
   if (!first_unwritten_) first_unwritten_ = std::chrono::steady_clock::now();
 }
 

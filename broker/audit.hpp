@@ -77,6 +77,8 @@ class Audit {
   // made (root-owned 0755) if missing and refused if anyone but root could
   // change it.
   [[nodiscard]] static Result<Audit> open(std::string_view destination);
+  // The journal destination, at another socket than journald's (tests).
+  [[nodiscard]] static Result<Audit> open_journal(std::string_view socket_path);
   // The audit file a previous broker had open (an upgrade in place).
   [[nodiscard]] static Audit adopt(UniqueFd file);
 
@@ -107,6 +109,11 @@ class Audit {
   [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> flush_deadline() const noexcept;
   // Writes the summaries due, then every line held (retrying a failing trail).
   void flush();
+  // The last flush, before the broker stops or re-executes itself: gives a
+  // busy reader what is left of kBusyGrace, then counts the trail as failing
+  // if lines still wait, so that they are kept or logged as a failing
+  // trail's are rather than dropped with the process.
+  void flush_before_exit();
 
   // Writing fails (disk full, I/O error, a read-only file system, no
   // journald, journald's queue full, a stream socket's buffer full): the
@@ -120,6 +127,17 @@ class Audit {
   // audit_failure = "deny" the broker refuses grants (request_handler.cpp).
   static constexpr std::size_t kMaxRetained = 256 * 1024;
   static constexpr std::chrono::seconds kRetryInterval{1};
+  // journald's queue full (EAGAIN) is journald being busy before it is a
+  // failure. Just after a stall journald reads a backlog of its own, and its
+  // queue stays full for a moment: failing the trail at the first EAGAIN
+  // refused grants for that moment, and wrote the broker's backlog only one
+  // queue-full per kRetryInterval. So lines may wait up to kBusyGrace for a
+  // journald that is behind, retried every kBusyRetry (grants go on
+  // meanwhile, as they do while a file's lines wait for --audit-flush-ms);
+  // past that the trail is failing. A failing trail whose journald takes
+  // lines again is fed every kBusyRetry too, until its backlog is out.
+  static constexpr std::chrono::milliseconds kBusyGrace{500};
+  static constexpr std::chrono::milliseconds kBusyRetry{10};
   [[nodiscard]] bool failing() const noexcept { return last_error_.has_value(); }
   // The error of the last failed write, while failing.
   [[nodiscard]] const std::optional<Error>& failure() const noexcept { return last_error_; }
@@ -186,6 +204,9 @@ class Audit {
   timespec failing_since_{};
   std::uint64_t lost_when_failing_ = 0;  // lines_lost_ when the failure began
   std::chrono::steady_clock::time_point last_attempt_{};
+  // Not failing yet, but lines have waited on a busy reader since then.
+  std::optional<std::chrono::steady_clock::time_point> busy_since_;
+  bool draining_ = false;  // the last attempt hit EAGAIN after writing something
   bool cut_line_ = false;  // a line was cut and could not be taken back: start anew
   std::uint64_t lines_lost_ = 0;
   AuditRateLimit limit_;

@@ -406,7 +406,7 @@ int main(int argc, char** argv) {
   if (!created_path.empty() && !(fd_store && fd_store->holds("control"))) ::unlink(created_path.c_str());
   audit->emit_suppressed();
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : served.error().describe()}});
-  audit->flush();
+  audit->flush_before_exit();
   if (fd_store) fd_store->keep_unwritten_audit(*audit, *log, true);
   if (audit->failing()) {
     const bool kept = fd_store && fd_store->unwritten_audit_memfd() >= 0;

@@ -548,7 +548,7 @@ void Server::upgrade() {
   }
   audit_.emit_suppressed();
   audit_.emit("upgrade", {{"pid", ::getpid()}, {"generation", state_.generation}});
-  audit_.flush();
+  audit_.flush_before_exit();
   // Lines the trail could not take yet go to the next image (upgrade.cpp),
   // in the store's memfd when there is one: the store then has them too,
   // should the new image die.

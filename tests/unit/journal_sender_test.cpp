@@ -15,49 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "fake_journald.hpp"
 #include "journal_sender.hpp"
 
 namespace {
 
-using sockbroker::UniqueFd;
 using sockbroker::broker::JournalSender;
-
-// A datagram socket bound at a fresh path: journald's, for the test.
-class FakeJournald {
- public:
-  FakeJournald() {
-    char dir[] = "/tmp/sockbroker-journal-XXXXXX";
-    if (::mkdtemp(dir) == nullptr) return;
-    dir_ = dir;
-    path_ = dir_ + "/socket";
-    socket_.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, path_.c_str(), sizeof address.sun_path - 1);
-    if (::bind(socket_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) socket_.reset();
-  }
-  ~FakeJournald() {
-    socket_.reset();
-    ::unlink(path_.c_str());
-    ::rmdir(dir_.c_str());
-  }
-  FakeJournald(const FakeJournald&) = delete;
-  FakeJournald& operator=(const FakeJournald&) = delete;
-
-  [[nodiscard]] bool ok() const { return socket_.get() >= 0; }
-  [[nodiscard]] const std::string& path() const { return path_; }
-  // One entry's bytes, or "" if none is queued.
-  std::string receive() {
-    char buffer[65536];
-    const ssize_t n = ::recv(socket_.get(), buffer, sizeof buffer, 0);
-    return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
-  }
-  void close() { socket_.reset(); }
-
- private:
-  std::string dir_, path_;
-  UniqueFd socket_;
-};
+using sbtest::FakeJournald;
 
 TEST(JournalSender, SendsFieldsInTheNativeProtocol) {
   FakeJournald journald;
