@@ -50,6 +50,8 @@
 #include <filesystem>
 #include <memory>
 
+#include "pidfd_info.hpp"
+
 // Older kernel headers than the kernel: system calls added since Linux 5.1
 // have one number on every architecture but alpha
 // (include/uapi/asm-generic/unistd.h).
@@ -300,6 +302,7 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(fdatasync), "audit file, should a sink sync"),
     allow(SCMP_SYS(ftruncate), "audit file: a line a full disk cut short is taken back (audit.cpp); the state memfd"),
     allow_if(SCMP_SYS(ioctl), eq(1, TCGETS), "isatty() in stdio and libsystemd's line reader"),
+    allow_if(SCMP_SYS(ioctl), eq(1, kPidfdGetInfo), "PIDFD_GET_INFO: a caller's cgroup id, by its pidfd"),
 
     // --- files: reload (policy files and directories, sysctls), NSS (/etc,
     // nsswitch.conf), identity (/proc/PID/cgroup, /proc/PID/exe), /dev/null.

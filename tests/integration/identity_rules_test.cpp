@@ -1,5 +1,7 @@
 // Who the broker grants to by unit, executable, cgroup and group, each
 // checked with a real client process in a real cgroup.
+#include <tuple>
+
 #include "granted_socket.hpp"
 #include "policy_builder.hpp"
 
@@ -118,6 +120,45 @@ TEST_F(Identity, CgroupRuleIsAPrefixOnPathBoundaries) {
   auto outside = acquire_with(*broker, "slice", in_root_cgroup());
   EXPECT_FALSE(outside.granted);
   EXPECT_EQ(outside.code, SOCKBROKER_E_DENIED) << outside.message;
+}
+
+// The broker remembers a cgroup's path and unit by the cgroup's id (one
+// ioctl on the caller's pidfd, Linux 6.13) after reading them once from
+// /proc. Callers of two units, each asking three times: the first round reads
+// /proc, the others what was remembered, and every answer must follow the
+// caller's own cgroup and unit, and every audit line name that unit.
+TEST_F(Identity, CallersOfCgroupsSeenBeforeAreStillToldApart) {
+  SBTEST_REQUIRE_CGROUP2();
+  TestCgroup web(unique_name("sbtest") + ".slice/web.service");
+  TestCgroup db(unique_name("sbtest") + ".slice/db.service");
+  ASSERT_TRUE(web.ok());
+  ASSERT_TRUE(db.ok());
+  TempDir dir;
+  auto broker = Broker::start(dir, sbtest::PolicyBuilder()
+                                       .socket("web", "127.0.0.1:8230")
+                                       .allow({{"unit", "web.service"}})
+                                       .socket("db", "127.0.0.1:8231")
+                                       .allow({{"unit", "db.service"}})
+                                       .socket("db-cgroup", "127.0.0.1:8232")
+                                       .allow({{"cgroup", db.path()}}));
+  ASSERT_TRUE(broker);
+  for (std::size_t round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    EXPECT_TRUE(acquire_with(*broker, "web", in_cgroup(web)).granted);
+    EXPECT_EQ(acquire_with(*broker, "web", in_cgroup(db)).code, SOCKBROKER_E_DENIED);
+    EXPECT_TRUE(acquire_with(*broker, "db", in_cgroup(db)).granted);
+    EXPECT_EQ(acquire_with(*broker, "db", in_cgroup(web)).code, SOCKBROKER_E_DENIED);
+    EXPECT_TRUE(acquire_with(*broker, "db-cgroup", in_cgroup(db)).granted);
+    EXPECT_EQ(acquire_with(*broker, "db-cgroup", in_cgroup(web)).code, SOCKBROKER_E_DENIED);
+    for (const auto& [event, socket, unit] : {std::tuple{"grant", "web", "web.service"},
+                                              {"deny", "web", "db.service"},
+                                              {"grant", "db", "db.service"},
+                                              {"deny", "db", "web.service"}}) {
+      json line = nth_decision(*broker, event, socket, round);
+      ASSERT_FALSE(line.is_null()) << event << " " << socket;
+      EXPECT_EQ(line["peer"]["unit"], unit) << line;
+    }
+  }
 }
 
 TEST_F(Identity, UserAndUnitInOneRuleMustBothMatch) {

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -88,9 +89,6 @@ std::vector<nlohmann::json> wait_for_entries(const std::string& event, std::size
   return matching;
 }
 
-// Every test here: root (or a skip), then this process's private network
-// namespace (sbtest::BrokerTest).
-using Journal = sbtest::BrokerTest;
 
 // journald, started and listening; its socket path is in the private
 // namespace isolate_journal_paths() made.
@@ -105,6 +103,28 @@ std::unique_ptr<Background> start_journald() {
   EXPECT_TRUE(listening) << "journald did not start:\n" << journald->output();
   return listening ? std::move(journald) : nullptr;
 }
+
+// Every test here: root (or a skip), then this process's private network
+// namespace (sbtest::BrokerTest).
+class Journal : public sbtest::BrokerTest {
+ protected:
+  // journald listening in a private mount namespace, and a broker whose audit
+  // trail it is, serving `web` (127.0.0.1:80) to nobody.
+  void start_journald_and_broker() {
+    ASSERT_EQ(::access(kJournald, X_OK), 0) << kJournald << " is missing: install the systemd package (scripts/deps.sh)";
+    ASSERT_EQ(isolate_journal_paths(), "");
+    journald_ = start_journald();
+    ASSERT_TRUE(journald_);
+    auto started = Broker::start(dir_, sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"),
+                                 {"--audit", "journal"});
+    ASSERT_TRUE(started);
+    broker_.emplace(std::move(*started));
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Background> journald_;
+  std::optional<Broker> broker_;  // stopped before journald
+};
 
 nlohmann::json status_json(const Broker& broker) {
   auto status = sbtest::cli_as_root(broker, {"status", "--json"});
@@ -181,15 +201,9 @@ TEST_F(Journal, AuditEventsAreStructuredJournalEntries) {
 // (audit_failure = "deny"), say why in `status`, and, once journald reads
 // again, write every line it kept meanwhile, then `audit_resumed`.
 TEST_F(Journal, AStoppedJournaldStopsGrantsButNeitherFreezesTheBrokerNorLosesALine) {
-  ASSERT_EQ(::access(kJournald, X_OK), 0) << kJournald << " is missing: install the systemd package (scripts/deps.sh)";
-  ASSERT_EQ(isolate_journal_paths(), "");
-  auto journald = start_journald();
-  ASSERT_TRUE(journald);
-
-  TempDir dir;
-  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"),
-                              {"--audit", "journal"});
-  ASSERT_TRUE(broker);
+  ASSERT_NO_FATAL_FAILURE(start_journald_and_broker());
+  auto& journald = journald_;
+  auto& broker = broker_;
   EXPECT_TRUE(sbtest::grants(*broker, "web"));
   ASSERT_EQ(wait_for_entries("grant", 1).size(), 1u);
 
@@ -249,14 +263,9 @@ TEST_F(Journal, AStoppedJournaldStopsGrantsButNeitherFreezesTheBrokerNorLosesALi
 // one-second retry: 500 lines would take 50 s), count one outage and not one
 // per moment the queue is full, and refuse no grant once the trail is back.
 TEST_F(Journal, AJournaldCatchingUpGetsTheBacklogAtOnceAndTheTrailDoesNotFlap) {
-  ASSERT_EQ(::access(kJournald, X_OK), 0) << kJournald << " is missing: install the systemd package (scripts/deps.sh)";
-  ASSERT_EQ(isolate_journal_paths(), "");
-  auto journald = start_journald();
-  ASSERT_TRUE(journald);
-  TempDir dir;
-  auto broker = Broker::start(dir, sbtest::PolicyBuilder().socket("web", "127.0.0.1:80").allow_user("nobody"),
-                              {"--audit", "journal"});
-  ASSERT_TRUE(broker);
+  ASSERT_NO_FATAL_FAILURE(start_journald_and_broker());
+  auto& journald = journald_;
+  auto& broker = broker_;
 
   // One audit line each: root asking for a socket the policy does not have,
   // over a fresh connection (an idle one is dropped after request_timeout_ms).
