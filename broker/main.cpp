@@ -25,6 +25,7 @@
 
 
 #include "audit.hpp"
+#include "audit_spill.hpp"
 #include "control_path.hpp"
 #include "confinement.hpp"
 #include "control_socket.hpp"
@@ -276,6 +277,30 @@ int main(int argc, char** argv) {
       log->error("the audit lines the previous broker could not write are lost: {}", lines.error().describe());
     }
   }
+  // The file that keeps them past a stop or a crash (audit_spill.hpp): handed
+  // on by the image this one upgraded, else next to the control socket (if
+  // its directory is there yet: else once the control socket has made it).
+  // What it holds is written first, unless they came above: the same lines.
+  std::optional<broker::AuditSpill> spill;
+  for (auto& item : passed) {
+    if (item.fd && item.name == broker::AuditSpill::kItem) {
+      spill = broker::AuditSpill::adopt(std::move(item.fd), control + broker::AuditSpill::kSuffix);
+      break;
+    }
+  }
+  // (An upgraded image, confined, could not create it: only an image handed one has one.)
+  if (!spill && upgrade_from < 0) spill = broker::AuditSpill::open(control, *log, false);
+  if (spill && spill->holds_lines() && !handed_audit) {
+    auto lines = spill->left_over(broker::Audit::kMaxRetained + 1);
+    if (lines) {
+      audit->carry_in(*lines);
+      log->info("{} audit line(s) the previous broker could not write are written first (kept in {})",
+                audit->lines_pending(), spill->path());
+    } else {
+      log->error("the audit lines a previous broker left in {} are lost: {}", spill->path(),
+                 lines.error().describe());
+    }
+  }
 
   // What systemd's store still holds (it hands back copies), before adoption
   // takes the items: the store is then kept in step from there. Without
@@ -324,6 +349,7 @@ int main(int argc, char** argv) {
     audit->emit("stop", {{"pid", ::getpid()}, {"reason", "control socket"}});
     return kExitOsErr;
   }
+  if (!spill && upgrade_from < 0) spill = broker::AuditSpill::open(control, *log, true);
   std::string created_path = control_socket->created_path;
   if (upgrade_from >= 0 && control_created) created_path = control;  // ours to remove at exit, as before
   if (fd_store) {
@@ -378,13 +404,14 @@ int main(int argc, char** argv) {
   broker::Server server(std::move(control_socket->fd), control_socket->credentials_from_connect, state, *audit,
                         *disposer, *log);
   if (fd_store) server.set_fd_store(&*fd_store);
+  if (spill) server.set_audit_spill(&*spill);
   if (!own_binary.empty()) {
     server.set_upgrader([&](int control_fd) {
       std::vector<std::string> arguments = own_arguments;
       if (!created_path.empty()) arguments.emplace_back("--control-created");
       return broker::reexecute(own_binary, arguments, state,
                                broker::UpgradeCarry{control_fd, &*audit, disposer->socket(), fd_store ? &*fd_store : nullptr,
-                                                    keeper ? &*keeper : nullptr},
+                                                    keeper ? &*keeper : nullptr, spill ? spill->fd() : -1},
                                *log);
     });
   }
@@ -408,14 +435,19 @@ int main(int argc, char** argv) {
   audit->emit("stop", {{"pid", ::getpid()}, {"reason", served ? "signal" : served.error().describe()}});
   audit->flush_before_exit();
   if (fd_store) fd_store->keep_unwritten_audit(*audit, *log, true);
+  if (spill) spill->keep(*audit, *log, true);
   if (audit->failing()) {
-    const bool kept = fd_store && fd_store->unwritten_audit_memfd() >= 0;
+    const bool in_store = fd_store && fd_store->unwritten_audit_memfd() >= 0;
+    const bool in_file = spill && spill->holds_lines();
     const bool logged = !audit->shares_the_log();
+    std::string kept = in_file ? spill->path() + " keeps them for the next broker" : std::string();
+    if (in_store) kept += std::string(in_file ? "; " : "") + "systemd's store keeps them for a restart";
+    if (kept.empty()) kept = "nothing keeps them for a next broker";
     log->error("exiting with {} audit line(s) the trail would not take: {}; {}{}", audit->lines_pending(),
-               audit->failure()->describe(),
-               kept ? "systemd's store keeps them for a restart (not across a stop)"
-                    : "only systemd's descriptor store would keep them, for a restart",
-               logged ? "; they follow in the log, the last place left to keep them" : "");
+               audit->failure()->describe(), kept,
+               logged ? in_file || in_store ? "; they follow in the log too"
+                                            : "; they follow in the log, the last place left to keep them"
+                      : "");
     // The log is a channel of its own (under systemd, journald's stream):
     // where the trail is a full disk or a dead pipe, it may still take them.
     if (logged) {

@@ -168,6 +168,7 @@ Status Server::run() {
       fd_store_->keep_unwritten_audit(audit_, log_);
       state_.metrics.audit_kept_in_store = fd_store_->unwritten_audit_memfd() >= 0;
     }
+    if (audit_spill_ != nullptr) audit_spill_->keep(audit_, log_);
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
 }
@@ -553,6 +554,7 @@ void Server::upgrade() {
   // in the store's memfd when there is one: the store then has them too,
   // should the new image die.
   if (fd_store_ != nullptr) fd_store_->keep_unwritten_audit(audit_, log_, true);
+  if (audit_spill_ != nullptr) audit_spill_->keep(audit_, log_, true);
   if (audit_.failing()) {
     log_.warn("upgrading with the audit trail failing: its {} line(s) not yet written go to the new image",
               audit_.lines_pending());

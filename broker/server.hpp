@@ -14,6 +14,7 @@
 #include <sockbroker/fd.hpp>
 
 #include "audit.hpp"
+#include "audit_spill.hpp"
 #include "broker_state.hpp"
 #include "codec.hpp"
 #include "descriptor_disposer.hpp"
@@ -50,6 +51,9 @@ class Server {
   // systemd's file descriptor store, kept in step with the table and leases
   // (fd_store.hpp); null: none.
   void set_fd_store(FdStore* store) noexcept { fd_store_ = store; }
+  // The file the unwritten audit lines are kept in for a next broker
+  // (audit_spill.hpp), kept in step every turn.
+  void set_audit_spill(AuditSpill* spill) noexcept { audit_spill_ = spill; }
   // What an upgrade in place runs (upgrade.hpp), given the control socket:
   // returns only if the new image could not be executed. Unset: upgrades are
   // refused.
@@ -129,6 +133,7 @@ class Server {
   std::chrono::microseconds watchdog_interval_{0};
   Clock::time_point next_watchdog_{};
   FdStore* fd_store_ = nullptr;
+  AuditSpill* audit_spill_ = nullptr;
   Upgrader upgrader_;
   // Notices for holders that were not watching when told (a supervisor
   // reconnecting after a restart or an upgrade): delivered when that very

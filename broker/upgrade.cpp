@@ -95,6 +95,8 @@ Error reexecute(const std::string& binary, const std::vector<std::string>& argum
     if (!carried) return carried.error();
     items.emplace_back("audit_unwritten", unwritten_fd);
   }
+  // The new image, confined, could not open it for writing.
+  if (carry.audit_spill >= 0) items.emplace_back("audit_spill", carry.audit_spill);
   // What a next broker needs if the new image dies: copies to the keeper.
   const bool kept = carry.keeper != nullptr;
   if (kept) {

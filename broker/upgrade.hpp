@@ -55,6 +55,7 @@ struct UpgradeCarry {
   int disposer = -1;
   FdStore* fd_store = nullptr;  // its state memfd is the one handed on
   Keeper* keeper = nullptr;      // holds copies while the new image starts
+  int audit_spill = -1;           // the file unwritten audit lines outlive a stop in (audit_spill.hpp)
 };
 
 // Executes `binary` with `arguments` and --upgrade-from. Returns only if the

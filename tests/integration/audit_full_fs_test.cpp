@@ -444,18 +444,82 @@ TEST_F(AuditFullFileSystem, WithoutSystemdTheKeeperSavesTheLinesOfAnUpgradeWhose
   dying_upgrade_then_the_next_broker(disk, "from the keeper of an upgrade that failed");
 }
 
+// The file next to the control socket that keeps a failing trail's lines for
+// the next broker (audit_spill.hpp).
+std::string spill_of(const Broker& broker) { return broker.control() + ".audit-unwritten"; }
+
+// Without systemd, a stop while the trail fails leaves the lines in the file
+// next to the control socket: the next broker writes them first and empties
+// the file, so that a third one writes nothing again.
+TEST_F(AuditFullFileSystem, AStopWithoutSystemdLeavesTheLinesToTheNextBroker) {
+  OnASmallDisk disk;
+  ASSERT_EQ(disk.fs.error(), "");
+  auto first = disk.start();
+  ASSERT_TRUE(first);
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, disk.fs));
+  EXPECT_EQ(first->stop(), 0);
+  const std::string spill = spill_of(*first);
+  EXPECT_NE(first->log().find(spill + " keeps them for the next broker"), std::string::npos) << first->log();
+  EXPECT_EQ(count(parse_trail(sbtest::read_file(spill)), "grant"), 3u);
+  struct stat st {};
+  ASSERT_EQ(::stat(spill.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+
+  ASSERT_EQ(::unlink(disk.fs.file("filler").c_str()), 0);
+  auto second = disk.start();
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(second->wait_for_log("could not write are written first")) << second->log();
+  EXPECT_TRUE(sbtest::wait_until([&] { return sbtest::read_file(spill).empty(); }))
+      << "written, the lines must leave the file";
+  EXPECT_EQ(second->stop(), 0);
+  auto third = disk.start();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->stop(), 0);
+
+  Trail whole = read_trail(disk.trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "stop", "start", "stop",
+                                                       "start", "stop"}));
+}
+
+// Without systemd, a crash (here SIGKILL) while the trail fails loses at most
+// the last second's lines: the file is rewritten in place every second.
+TEST_F(AuditFullFileSystem, ACrashWithoutSystemdLosesNoLineOlderThanASecond) {
+  OnASmallDisk disk;
+  ASSERT_EQ(disk.fs.error(), "");
+  auto first = disk.start();
+  ASSERT_TRUE(first);
+  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, disk.fs));
+  const std::string spill = spill_of(*first);
+  ASSERT_TRUE(sbtest::wait_until([&] { return count(parse_trail(sbtest::read_file(spill)), "grant") == 3; }))
+      << sbtest::read_file(spill);
+  first->kill();
+
+  ASSERT_EQ(::unlink(disk.fs.file("filler").c_str()), 0);
+  auto second = disk.start();
+  ASSERT_TRUE(second);
+  expect_carried_over(*second, disk.trail, {"start", "grant", "grant", "grant", "start", "stop"});
+}
+
 // A stop while the trail fails, where nothing keeps the lines for a next
-// broker: the log, a channel of its own, gets them as a last resort, whole,
-// so that an operator can recover them.
+// broker (here someone planted a symbolic link where the file would be: the
+// broker does not follow it, nor write through it): the log, a channel of its
+// own, gets them as a last resort, whole, so that an operator can recover them.
 TEST_F(AuditFullFileSystem, AStopThatCannotKeepTheLinesLeavesThemInTheLog) {
   OnASmallDisk disk;
   ASSERT_EQ(disk.fs.error(), "");
+  disk.dir.write("not-the-broker's", "untouched\n");
+  const std::string target = disk.dir.file("not-the-broker's");
+  ASSERT_EQ(::symlink(target.c_str(), disk.dir.file("control.sock.audit-unwritten").c_str()), 0);
   auto broker = disk.start();
   ASSERT_TRUE(broker);
+  ASSERT_EQ(spill_of(*broker), disk.dir.file("control.sock.audit-unwritten"));
   ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, disk.fs));
   EXPECT_EQ(broker->stop(), 0);
+  EXPECT_EQ(sbtest::read_file(target), "untouched\n");
 
   const std::string log = broker->log();
+  EXPECT_NE(log.find("will not outlive this broker"), std::string::npos) << log;
   EXPECT_NE(log.find("they follow in the log, the last place left to keep them"), std::string::npos) << log;
   std::vector<std::string> logged;
   std::istringstream lines(log);
