@@ -37,6 +37,7 @@ struct Metrics {
   std::uint64_t upgrades = 0;
   std::int64_t last_upgrade_time = 0;  // 0: never
   bool audit_kept_in_store = false;    // the unwritten audit lines have a copy in systemd's store
+  std::string audit_kept_in_file;      // ... in this file (audit_spill.hpp); "": none
 
   void denied(std::string_view reason);
   void connected() noexcept;

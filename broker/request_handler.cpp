@@ -497,6 +497,7 @@ Response RequestHandler::status(const Caller& caller) {
   out.audit_suppressed = audit_.suppressed();
   out.audit_lines_waiting = audit_.lines_pending();
   out.audit_kept_in_store = m.audit_kept_in_store;
+  out.audit_kept_in_file = m.audit_kept_in_file;
   return Response{std::move(out), nullptr};
 }
 

@@ -168,7 +168,11 @@ Status Server::run() {
       fd_store_->keep_unwritten_audit(audit_, log_);
       state_.metrics.audit_kept_in_store = fd_store_->unwritten_audit_memfd() >= 0;
     }
-    if (audit_spill_ != nullptr) audit_spill_->keep(audit_, log_);
+    if (audit_spill_ != nullptr) {
+      audit_spill_->keep(audit_, log_);
+      std::string& shown = state_.metrics.audit_kept_in_file;
+      if (audit_spill_->holds_lines() == shown.empty()) shown = audit_spill_->holds_lines() ? audit_spill_->path() : "";
+    }
     if (watchdog_interval_.count() > 0 && now >= next_watchdog_) pet_watchdog();
   }
 }

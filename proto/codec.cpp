@@ -188,6 +188,7 @@ Result<Reply> decode_status(wire::Status::Reader in) {
   out.audit_suppressed = in.getAuditSuppressed();
   out.audit_lines_waiting = in.getAuditLinesWaiting();
   out.audit_kept_in_store = in.getAuditKeptInStore();
+  out.audit_kept_in_file = text(in.getAuditKeptInFile());
   out.upgrades = in.getUpgrades();
   out.last_upgrade_time = in.getLastUpgradeTime();
   return Reply{std::move(out)};
@@ -248,6 +249,7 @@ void encode_status(const StatusReport& in, wire::Status::Builder out) {
   out.setAuditSuppressed(in.audit_suppressed);
   out.setAuditLinesWaiting(in.audit_lines_waiting);
   out.setAuditKeptInStore(in.audit_kept_in_store);
+  out.setAuditKeptInFile(in.audit_kept_in_file);
   out.setUpgrades(in.upgrades);
   out.setLastUpgradeTime(in.last_upgrade_time);
 }

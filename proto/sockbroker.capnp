@@ -188,4 +188,5 @@ struct Status {
   lastUpgradeTime @26 :Int64;   # Unix time (seconds); 0: never upgraded
   auditLinesWaiting @27 :UInt64; # lines kept in memory, not yet written (while failing: the backlog)
   auditKeptInStore @28 :Bool;   # a copy of them waits in systemd's descriptor store (a restart writes them)
+  auditKeptInFile @29 :Text;    # the file a copy of them waits in for the next broker; "": none
 }

@@ -56,6 +56,17 @@ std::uint64_t denials_total(const BrokerStatus& s) {
   return total;
 }
 
+// Where a failing trail's lines wait besides the broker's memory, as
+// " (...)".
+std::string where_audit_lines_are_kept(const BrokerStatus& s) {
+  if (!s.audit_kept_in_file.empty() && s.audit_kept_in_store) {
+    return " (copies in systemd's store and in " + s.audit_kept_in_file + ": the next broker writes them)";
+  }
+  if (!s.audit_kept_in_file.empty()) return " (a copy in " + s.audit_kept_in_file + ": the next broker writes them)";
+  if (s.audit_kept_in_store) return " (a copy in systemd's store: a restart writes them)";
+  return " (in memory only)";
+}
+
 // "ok (audit_failure = deny); 0 lines lost, 0 suppressed by the rate limit",
 // or since when and why it fails, and what grants do meanwhile.
 std::string audit_summary(const BrokerStatus& s) {
@@ -65,8 +76,7 @@ std::string audit_summary(const BrokerStatus& s) {
     state = "FAILING since " + local_time(s.audit_failing_since) + ": " + s.audit_error + "; " +
             (s.audit_failure == "deny" ? "grants are refused" : "grants go on") + " (audit_failure = " +
             s.audit_failure + "); " + std::to_string(s.audit_lines_waiting) + " line(s) waiting" +
-            (s.audit_kept_in_store ? " (a copy in systemd's store: a restart writes them)"
-                                   : " (in memory only)");
+            where_audit_lines_are_kept(s);
   } else {
     state = "ok (audit_failure = " + s.audit_failure + ")";
   }
@@ -150,7 +160,9 @@ nlohmann::ordered_json to_json(const BrokerStatus& s) {
              {"lines_lost", s.audit_lines_lost},
              {"suppressed", s.audit_suppressed},
              {"lines_waiting", s.audit_lines_waiting},
-             {"kept_in_store", s.audit_kept_in_store}};
+             {"kept_in_store", s.audit_kept_in_store},
+             {"kept_in_file", s.audit_kept_in_file.empty() ? nlohmann::ordered_json(nullptr)
+                                                            : nlohmann::ordered_json(s.audit_kept_in_file)}};
   }
   nlohmann::ordered_json last_reload = nullptr;
   if (s.last_reload_time != 0) {

@@ -66,6 +66,7 @@ struct BrokerStatus {
   std::uint64_t audit_suppressed = 0;    // lines the per-uid rate limit dropped, since the broker started
   std::uint64_t audit_lines_waiting = 0;  // lines in the broker's memory not yet written
   bool audit_kept_in_store = false;       // a copy of them is in systemd's store: a restart writes them
+  std::string audit_kept_in_file;         // the file a copy of them is in for the next broker; "": none
 };
 
 }  // namespace sockbroker

@@ -246,7 +246,9 @@ TEST_F(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIs
   auto human = sbtest::cli_as_root(*broker, {"status"});
   EXPECT_NE(human.output.find("Audit: FAILING since"), std::string::npos) << human.output;
   EXPECT_NE(human.output.find("grants are refused (audit_failure = deny)"), std::string::npos) << human.output;
-  EXPECT_NE(human.output.find("line(s) waiting (in memory only)"), std::string::npos)
+  EXPECT_NE(human.output.find("line(s) waiting (a copy in " + broker->control() +
+                              ".audit-unwritten: the next broker writes them)"),
+            std::string::npos)
       << human.output;
   EXPECT_EQ(::kill(broker->pid(), 0), 0) << "still serving";
 
@@ -352,9 +354,11 @@ TEST_F(AuditFullFileSystem, ARestartUnderSystemdWritesTheLinesThePreviousBrokerC
   EXPECT_EQ(failing["audit"]["kept_in_store"], true) << failing.dump();
   EXPECT_GE(failing["audit"]["lines_waiting"].get<std::uint64_t>(), 3u) << failing.dump();
   auto human = sbtest::cli_as_root(*first, {"status"});
-  EXPECT_NE(human.output.find("line(s) waiting (a copy in systemd's store: a restart writes them)"),
+  EXPECT_NE(human.output.find("line(s) waiting (copies in systemd's store and in " + first->control() +
+                              ".audit-unwritten: the next broker writes them)"),
             std::string::npos)
       << human.output;
+  EXPECT_EQ(failing["audit"]["kept_in_file"], first->control() + ".audit-unwritten") << failing.dump();
   EXPECT_EQ(first->stop(), 0);
   EXPECT_NE(first->log().find("systemd's store keeps them for a restart"), std::string::npos) << first->log();
   systemd.store.drain();

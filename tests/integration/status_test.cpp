@@ -196,7 +196,8 @@ TEST_F(Status, CountsGrantsDenialsAndReloadsExactly) {
                                              {"lines_lost", 0},
                                              {"suppressed", 0},
                                              {"lines_waiting", 0},
-                                             {"kept_in_store", false}}))
+                                             {"kept_in_store", false},
+                                             {"kept_in_file", nullptr}}))
       << status.dump();
 
   ASSERT_EQ(status["sockets"].size(), 4u);

@@ -102,7 +102,7 @@ std::string describe(const Reply& reply) {
            "," + std::to_string(s->audit_failing) + "," + testing::PrintToString(s->audit_error) + "," +
            std::to_string(s->audit_failing_since) + "," + std::to_string(s->audit_lines_lost) + "," +
            std::to_string(s->audit_suppressed) + "," + std::to_string(s->audit_lines_waiting) + "," +
-           std::to_string(s->audit_kept_in_store) + "}";
+           std::to_string(s->audit_kept_in_store) + "," + testing::PrintToString(s->audit_kept_in_file) + "}";
   }
   const auto& l = std::get<Listing>(reply);
   std::string out = "listing{next=" + std::to_string(l.next_cursor) + " admin=" + std::to_string(l.admin);
@@ -939,6 +939,7 @@ StatusReport full_status() {
   s.audit_suppressed = 0xfffffffffull;
   s.audit_lines_waiting = 523;
   s.audit_kept_in_store = true;
+  s.audit_kept_in_file = "/run/sockbroker/control.sock.audit-unwritten";
   return s;
 }
 

@@ -72,7 +72,7 @@ sleep 5  # two and a half watchdog intervals
 unit_state_is sockbroker.service active/running || fail "sockbroker.service is $(unit_state sockbroker.service)"
 
 step "a restart while journald sleeps: the unwritten lines wait in systemd's store"
-wait_for 5 "status to say systemd's store has the waiting lines" sh -c "sockbroker status | grep -qF \"line(s) waiting (a copy in systemd's store\""
+wait_for 5 "status to say systemd's store and the file next to the control socket have the waiting lines" sh -c "sockbroker status | grep -qF \"line(s) waiting (copies in systemd's store and in /run/sockbroker/control.sock.audit-unwritten: the next broker writes them)\""
 echo "waiting: $(audit_field lines_waiting) line(s), kept in the store: $(audit_field kept_in_store)"
 systemctl restart sockbroker.service
 new_broker=$(unit_property sockbroker.service MainPID)
