@@ -182,6 +182,19 @@ void three_grants_unwritten(const Broker& broker, const SmallFileSystem& fs) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(sbtest::grants(broker, "web"));
 }
 
+// A broker started on `disk`, whose trail has then failed with three grants
+// unwritten; nullopt (the test failed) if it could not be brought there.
+template <typename Disk>
+std::optional<Broker> three_grants_on_a_full_disk(Disk& disk) {
+  EXPECT_EQ(disk.fs.error(), "");
+  auto broker = disk.start();
+  EXPECT_TRUE(broker);
+  if (!broker || !disk.fs.error().empty()) return std::nullopt;
+  three_grants_unwritten(*broker, disk.fs);
+  if (::testing::Test::HasFatalFailure()) return std::nullopt;
+  return broker;
+}
+
 // A copy of the broker's binary at `binary`, for an upgrade in place to replace.
 void copy_broker_to(const std::string& binary) {
   std::filesystem::copy_file(SOCKBROKERD_PATH, binary);
@@ -287,10 +300,8 @@ TEST_F(AuditFullFileSystem, GrantsStopWhileTheTrailCannotBeWrittenAndEveryLineIs
 
 TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
   OnASmallDisk disk;
-  ASSERT_EQ(disk.fs.error(), "");
-  auto broker = disk.start();
+  auto broker = three_grants_on_a_full_disk(disk);
   ASSERT_TRUE(broker);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, disk.fs));
   auto failing = status_json(*broker);
   EXPECT_EQ(failing["audit"]["state"], "failing");
   EXPECT_EQ(failing["audit"]["audit_failure"], "continue");
@@ -313,10 +324,8 @@ TEST_F(AuditFullFileSystem, ContinueKeepsGrantingAndWritesTheGrantsOnceItCan) {
 // to the new image, which writes them first, in order, once there is room.
 TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) {
   OnASmallDisk disk;
-  ASSERT_EQ(disk.fs.error(), "");
-  auto broker = disk.start();
+  auto broker = three_grants_on_a_full_disk(disk);
   ASSERT_TRUE(broker);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*broker, disk.fs));
 
   auto upgraded = sbtest::cli_as_root(*broker, {"upgrade"});
   ASSERT_EQ(upgraded.exit_code, 0) << upgraded.output << broker->log();
@@ -340,16 +349,47 @@ TEST_F(AuditFullFileSystem, AnUpgradeCarriesTheLinesNotYetWrittenToTheNewImage) 
             (std::vector<std::string>{"start", "grant", "grant", "grant", "upgrade", "start", "stop"}));
 }
 
+// A third broker, after a second one wrote what the first could not: it must
+// write none of it again. The trail then holds, whole and in this order, the
+// first broker's start, grants and stop, and the next two's starts and stops.
+template <typename Disk>
+void expect_a_third_broker_writes_nothing_again(Disk& disk) {
+  auto third = disk.start();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->stop(), 0);
+  Trail whole = read_trail(disk.trail);
+  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
+  EXPECT_TRUE(whole.ends_with_newline);
+  EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "stop", "start", "stop",
+                                                       "start", "stop"}));
+}
+
+// Three grants the trail cannot take, a crash (SIGKILL) once `kept_grants`
+// (given the broker) counts them in the copy that outlives it, room again:
+// the next broker must write them first.
+template <typename Disk, typename KeptGrants>
+void crash_then_the_next_broker(Disk& disk, KeptGrants kept_grants) {
+  auto first = three_grants_on_a_full_disk(disk);
+  ASSERT_TRUE(first);
+  // The copy is rewritten in place, with no message to wait for: read it.
+  ASSERT_TRUE(sbtest::wait_until([&] { return kept_grants(*first) == 3; }))
+      << kept_grants(*first) << " grants in the copy";
+  first->kill();
+
+  ASSERT_EQ(::unlink(disk.fs.file("filler").c_str()), 0);
+  auto second = disk.start();
+  ASSERT_TRUE(second);
+  expect_carried_over(*second, disk.trail, {"start", "grant", "grant", "grant", "start", "stop"});
+}
+
 // Under systemd, a restart while the trail fails loses nothing: the lines the
 // stopping broker could not write wait in systemd's store, the next broker
 // writes them first and takes them out of the store once written, so that a
 // third broker does not write them again.
 TEST_F(AuditFullFileSystem, ARestartUnderSystemdWritesTheLinesThePreviousBrokerCouldNot) {
   UnderSystemd systemd;
-  ASSERT_EQ(systemd.fs.error(), "");
-  auto first = systemd.start();
+  auto first = three_grants_on_a_full_disk(systemd);
   ASSERT_TRUE(first);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
   auto failing = status_json(*first);
   EXPECT_EQ(failing["audit"]["kept_in_store"], true) << failing.dump();
   EXPECT_GE(failing["audit"]["lines_waiting"].get<std::uint64_t>(), 3u) << failing.dump();
@@ -376,39 +416,19 @@ TEST_F(AuditFullFileSystem, ARestartUnderSystemdWritesTheLinesThePreviousBrokerC
       << systemd.store.names();
   EXPECT_EQ(status_json(*second)["audit"]["kept_in_store"], false);
   EXPECT_EQ(second->stop(), 0);
-  auto third = systemd.start();
-  ASSERT_TRUE(third);
-  EXPECT_EQ(third->stop(), 0);
-
-  Trail whole = read_trail(systemd.trail);
-  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
-  EXPECT_TRUE(whole.ends_with_newline);
-  EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "stop", "start", "stop",
-                                                       "start", "stop"}));
+  expect_a_third_broker_writes_nothing_again(systemd);
 }
 
 // A crash (here SIGKILL) while the trail fails loses at most the last
 // second's lines: the store's copy is rewritten in place every second.
 TEST_F(AuditFullFileSystem, ACrashUnderSystemdLosesNoLineOlderThanASecond) {
   UnderSystemd systemd;
-  ASSERT_EQ(systemd.fs.error(), "");
-  auto first = systemd.start();
-  ASSERT_TRUE(first);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, systemd.fs));
-  // The copy is rewritten in place, with no message to wait for: read it.
-  auto stored_grants = [&] {
+  crash_then_the_next_broker(systemd, [&](const Broker&) {
     systemd.store.drain(0);
     const int fd = systemd.store.first("audit_unwritten");
     if (fd < 0) return std::size_t{0};
     return count(parse_trail(sbtest::read_file("/proc/self/fd/" + std::to_string(fd))), "grant");
-  };
-  ASSERT_TRUE(sbtest::wait_until([&] { return stored_grants() == 3; })) << stored_grants() << " grants in the store";
-  first->kill();
-
-  ASSERT_EQ(::unlink(systemd.fs.file("filler").c_str()), 0);
-  auto second = systemd.start();
-  ASSERT_TRUE(second);
-  expect_carried_over(*second, systemd.trail, {"start", "grant", "grant", "grant", "start", "stop"});
+  });
 }
 
 // Three grants the trail cannot take, then an upgrade in place into an image
@@ -457,10 +477,8 @@ std::string spill_of(const Broker& broker) { return broker.control() + ".audit-u
 // the file, so that a third one writes nothing again.
 TEST_F(AuditFullFileSystem, AStopWithoutSystemdLeavesTheLinesToTheNextBroker) {
   OnASmallDisk disk;
-  ASSERT_EQ(disk.fs.error(), "");
-  auto first = disk.start();
+  auto first = three_grants_on_a_full_disk(disk);
   ASSERT_TRUE(first);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, disk.fs));
   EXPECT_EQ(first->stop(), 0);
   const std::string spill = spill_of(*first);
   EXPECT_NE(first->log().find(spill + " keeps them for the next broker"), std::string::npos) << first->log();
@@ -476,33 +494,15 @@ TEST_F(AuditFullFileSystem, AStopWithoutSystemdLeavesTheLinesToTheNextBroker) {
   EXPECT_TRUE(sbtest::wait_until([&] { return sbtest::read_file(spill).empty(); }))
       << "written, the lines must leave the file";
   EXPECT_EQ(second->stop(), 0);
-  auto third = disk.start();
-  ASSERT_TRUE(third);
-  EXPECT_EQ(third->stop(), 0);
-
-  Trail whole = read_trail(disk.trail);
-  EXPECT_TRUE(whole.broken.empty()) << whole.broken.front();
-  EXPECT_EQ(sequence(whole), (std::vector<std::string>{"start", "grant", "grant", "grant", "stop", "start", "stop",
-                                                       "start", "stop"}));
+  expect_a_third_broker_writes_nothing_again(disk);
 }
 
 // Without systemd, a crash (here SIGKILL) while the trail fails loses at most
 // the last second's lines: the file is rewritten in place every second.
 TEST_F(AuditFullFileSystem, ACrashWithoutSystemdLosesNoLineOlderThanASecond) {
   OnASmallDisk disk;
-  ASSERT_EQ(disk.fs.error(), "");
-  auto first = disk.start();
-  ASSERT_TRUE(first);
-  ASSERT_NO_FATAL_FAILURE(three_grants_unwritten(*first, disk.fs));
-  const std::string spill = spill_of(*first);
-  ASSERT_TRUE(sbtest::wait_until([&] { return count(parse_trail(sbtest::read_file(spill)), "grant") == 3; }))
-      << sbtest::read_file(spill);
-  first->kill();
-
-  ASSERT_EQ(::unlink(disk.fs.file("filler").c_str()), 0);
-  auto second = disk.start();
-  ASSERT_TRUE(second);
-  expect_carried_over(*second, disk.trail, {"start", "grant", "grant", "grant", "start", "stop"});
+  crash_then_the_next_broker(
+      disk, [](const Broker& first) { return count(parse_trail(sbtest::read_file(spill_of(first))), "grant"); });
 }
 
 // A stop while the trail fails, where nothing keeps the lines for a next
