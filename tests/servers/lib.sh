@@ -106,6 +106,10 @@ servers_init() {
   srv=$work/srv
   mkdir -m 0755 "$srv"
   chown 65534:65534 "$srv" "$work/logs"
+  # The servers start in the current directory, and some go back to it
+  # (haproxy after reading its configuration, gunicorn before --chdir): the
+  # build tree's may be closed to uid 65534, as under /root (mode 0700).
+  cd "$work"
 }
 
 # require_program PROGRAM PACKAGE
