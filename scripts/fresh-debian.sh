@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the README's test command (.ci/run) as on a brand-new minimal Debian 12:
 # `debootstrap --variant=minbase bookworm` into DIR, a clone of this checkout's
-# HEAD in it, and .ci/run there, chrooted in a private mount namespace with the
-# host's /proc, /sys and /dev and a /run and /tmp of its own. A package that
+# HEAD in it, and .ci/run there, pivot_root'ed in a private mount namespace with
+# the host's /proc, /sys and /dev and a /run and /tmp of its own. A package that
 # scripts/deps.sh forgets fails there, where a developer's machine that
 # happens to have it passes (tests/deps/check_test_commands.py catches the
 # same mistake statically, for the programs the tests name).
@@ -27,7 +27,7 @@ if ((EUID != 0)); then
   echo "fresh-debian.sh: needs root (debootstrap, chroot, mounts)" >&2
   exit 77
 fi
-for tool in debootstrap unshare chroot git; do
+for tool in debootstrap unshare pivot_root git; do
   command -v "$tool" >/dev/null || { echo "fresh-debian.sh: $tool is not installed" >&2; exit 69; }
 done
 
@@ -55,18 +55,25 @@ echo "==> .ci/run in the fresh root (its own output follows)"
 start=$SECONDS
 status=0
 # The mounts live in a private mount namespace: they vanish with it, however
-# the run ends, and the host never sees them.
-# shellcheck disable=SC2016  # $root and $1 are the inner shell's
+# the run ends, and the host never sees them. pivot_root rather than chroot:
+# in a chroot, unshare(CLONE_NEWUSER) is refused and a process that unshares
+# its mount namespace reads its own /proc/self/exe as a host path, which
+# tests of user namespaces and of private mounts would fail on.
+# shellcheck disable=SC2016  # $root is the inner shell's
 unshare --mount --propagation private bash -euc '
   root=$1
-  # A mount point of its own, as / is on a machine: tests make / private.
   mount --bind "$root" "$root"
   mount -t proc proc "$root/proc"
   mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
   mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
   mount -t tmpfs tmpfs "$root/run"
   mount -t tmpfs tmpfs "$root/tmp"
-  exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+  mkdir -p "$root/.host"
+  cd "$root"
+  pivot_root . .host
+  umount --lazy /.host
+  rmdir /.host
+  exec /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /root/sockbroker && .ci/run"
 ' fresh-debian "$root" || status=$?
