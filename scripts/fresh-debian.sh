@@ -12,14 +12,21 @@
 # deps.sh, or after adding a test that calls a program or package not used
 # before. Commit first: only HEAD is cloned.
 #
-# Usage: sudo scripts/fresh-debian.sh [DIR]
+# Usage: sudo scripts/fresh-debian.sh [--demo] [DIR]
+#   --demo: run the README's first command, scripts/demo.sh, instead (about
+#   8 minutes: the packages, one build, the demo)
 #   DIR: where the root is made, removed first (default /var/tmp/sockbroker-fresh-debian)
 #   SOCKBROKER_NSPAWN_MIRROR: the Debian mirror (default http://deb.debian.org/debian),
 #   as for the nspawn tests
-# Exit status: .ci/run's; 69 when the root cannot be made, 77 without root.
+# Exit status: the command's; 69 when the root cannot be made, 77 without root.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+to_run=.ci/run
+if [ "${1:-}" = --demo ]; then
+  to_run=scripts/demo.sh
+  shift
+fi
 dir=${1:-/var/tmp/sockbroker-fresh-debian}
 mirror=${SOCKBROKER_NSPAWN_MIRROR:-http://deb.debian.org/debian}
 
@@ -51,7 +58,7 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 echo "==> Cloning $(git -C "$repo" rev-parse --short HEAD) into $root/root/sockbroker"
 git clone --quiet "$repo" "$root/root/sockbroker"
 
-echo "==> .ci/run in the fresh root (its own output follows)"
+echo "==> $to_run in the fresh root (its own output follows)"
 start=$SECONDS
 status=0
 # The mounts live in a private mount namespace: they vanish with it, however
@@ -59,9 +66,9 @@ status=0
 # in a chroot, unshare(CLONE_NEWUSER) is refused and a process that unshares
 # its mount namespace reads its own /proc/self/exe as a host path, which
 # tests of user namespaces and of private mounts would fail on.
-# shellcheck disable=SC2016  # $root is the inner shell's
+# shellcheck disable=SC2016  # $root and $to_run are the inner shell's
 unshare --mount --propagation private bash -euc '
-  root=$1
+  root=$1 to_run=$2
   mount --bind "$root" "$root"
   mount -t proc proc "$root/proc"
   mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
@@ -75,7 +82,7 @@ unshare --mount --propagation private bash -euc '
   rmdir /.host
   exec /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    bash -c "cd /root/sockbroker && .ci/run"
-' fresh-debian "$root" || status=$?
-echo "==> .ci/run in a fresh Debian 12: exit $status after $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s"
+    bash -c "cd /root/sockbroker && $to_run"
+' fresh-debian "$root" "$to_run" || status=$?
+echo "==> $to_run in a fresh Debian 12: exit $status after $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s"
 exit "$status"
