@@ -25,13 +25,9 @@ build=$(cd "$1" && pwd)
 source=$(cd "$2" && pwd)
 here="$source/tests/install"
 
-if [ "$(id -u)" -ne 0 ]; then
-  if [ "${SOCKBROKER_TEST_REQUIRE_ROOT:-}" = 1 ]; then
-    fail "needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it"
-  fi
-  echo "install test: SKIP: needs root (network namespace, port 80, uid 65534 clients)"
-  exit 77
-fi
+# shellcheck source=../skip_or_fail.sh
+source "$here/../skip_or_fail.sh"
+sbtest_require_root "install test" "network namespace, port 80, uid 65534 clients"
 
 # Everything below runs in a private network namespace: port 80 here is not
 # the host's, and nothing is left listening when the script ends. And in a

@@ -53,14 +53,9 @@ fail() {
 }
 
 # A precondition the machine lacks: skip, or fail where skips are forbidden.
-skip_or_fail() {
-  if [ "${SOCKBROKER_TEST_REQUIRE_ROOT:-}" = 1 ]; then
-    echo "$test_name: FAIL: $* (SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping)" >&2
-    exit 1
-  fi
-  echo "$test_name: SKIP: $*"
-  exit 77
-}
+# shellcheck source=../skip_or_fail.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../skip_or_fail.sh"
+skip_or_fail() { sbtest_skip_or_fail "$test_name" "$*"; }
 
 pass() {
   stop_server TERM

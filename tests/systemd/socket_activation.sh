@@ -17,14 +17,9 @@ step() { echo "==> $*"; }
 [ $# -eq 3 ] || { echo "usage: $0 SOCKBROKERD SOCKBROKER DEMO_HTTPD" >&2; exit 64; }
 sockbrokerd=$1 sockbroker=$2 httpd=$3
 
-if [ "$(id -u)" -ne 0 ]; then
-  if [ "${SOCKBROKER_TEST_REQUIRE_ROOT:-}" = 1 ]; then
-    echo "socket activation: FAIL: needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it" >&2
-    exit 1
-  fi
-  echo "socket activation: SKIP: needs root (network namespace, port 80, uid 65534 clients)"
-  exit 77
-fi
+# shellcheck source=../skip_or_fail.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../skip_or_fail.sh"
+sbtest_require_root "socket activation" "network namespace, port 80, uid 65534 clients"
 command -v systemd-socket-activate >/dev/null || fail "systemd-socket-activate is not installed (Debian package systemd)"
 if [ -z "${SOCKBROKER_ACTIVATION_TEST_NETNS:-}" ]; then
   exec unshare --net env SOCKBROKER_ACTIVATION_TEST_NETNS=1 bash "$0" "$@"

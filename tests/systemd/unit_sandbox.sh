@@ -51,14 +51,9 @@ if [ "${1:-}" = --self-check ]; then self_check=1; shift; fi
 [ $# -eq 4 ] || { echo "usage: $0 [--self-check] UNIT SANDBOX_EXEC SOCKBROKERD SOCKBROKER" >&2; exit 64; }
 unit=$1 sandbox_exec=$2 sockbrokerd=$3 sockbroker=$4
 
-if [ "$(id -u)" -ne 0 ]; then
-  if [ "${SOCKBROKER_TEST_REQUIRE_ROOT:-}" = 1 ]; then
-    echo "$name: FAIL: needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it" >&2
-    exit 1
-  fi
-  echo "$name: SKIP: needs root (network namespace, capabilities, uid 65534 clients)"
-  exit 77
-fi
+# shellcheck source=../skip_or_fail.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../skip_or_fail.sh"
+sbtest_require_root "$name" "network namespace, capabilities, uid 65534 clients"
 for tool in systemd-analyze systemd-socket-activate setpriv ip ss; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (Debian packages systemd, util-linux, iproute2)"
 done

@@ -13,14 +13,9 @@
 set -euo pipefail
 
 [ $# -eq 1 ] || { echo "usage: $0 UNIT_TESTS_BINARY" >&2; exit 64; }
-if [ "$(id -u)" -ne 0 ]; then
-  if [ "${SOCKBROKER_TEST_REQUIRE_ROOT:-}" = 1 ]; then
-    echo "unit_tests_unprivileged: FAIL: needs root to drop to uid 65534 (SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping)" >&2
-    exit 1
-  fi
-  echo "unit_tests_unprivileged: SKIP: not root, so the unit tests already ran as uid $(id -u)"
-  exit 77
-fi
+# shellcheck source=../skip_or_fail.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../skip_or_fail.sh"
+sbtest_require_root unit_tests_unprivileged "to drop to uid 65534; without it the unit tests already ran as uid $(id -u)"
 cd /tmp
 exec setpriv --reuid=65534 --regid=65534 --clear-groups \
   --inh-caps=+dac_read_search --ambient-caps=+dac_read_search \

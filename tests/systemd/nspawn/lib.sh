@@ -73,14 +73,10 @@ nspawn_fail() {
 
 # Root is needed to boot containers; without it a test skips with a reason,
 # unless CI (SOCKBROKER_TEST_REQUIRE_ROOT=1) forbids skipping.
+# shellcheck source=../../skip_or_fail.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../skip_or_fail.sh"
 nspawn_require_root() {
-  [ "$(id -u)" -eq 0 ] && return 0
-  if [ "${SOCKBROKER_TEST_REQUIRE_ROOT:-}" = 1 ]; then
-    echo "$1: FAIL: needs root and SOCKBROKER_TEST_REQUIRE_ROOT=1 forbids skipping it" >&2
-    exit 1
-  fi
-  echo "$1: SKIP: needs root (it boots systemd in a systemd-nspawn container)"
-  exit 77
+  sbtest_require_root "$1" "it boots systemd in a systemd-nspawn container"
 }
 
 nspawn_setup() {
