@@ -2,6 +2,7 @@
 // mid-request or keep sending; floods of connections, requests and reloads;
 // descriptor exhaustion. The broker serves everyone else throughout.
 #include "adversarial.hpp"
+#include "kernel_features.hpp"
 
 namespace {
 
@@ -199,6 +200,7 @@ TEST_F(Adversarial, ClientThatNeverReadsIsDroppedAtRequestTimeout) {
 }
 
 TEST_F(Adversarial, ClientExitingMidRequestLeavesNoLease) {
+  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -328,6 +330,7 @@ TEST_F(Adversarial, ReloadStormWhileClientsAcquire) {
 }
 
 TEST_F(Adversarial, TenThousandAcquiresOnOneConnectionHoldOneLease) {
+  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);

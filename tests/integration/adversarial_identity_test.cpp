@@ -2,6 +2,7 @@
 // recycled, reuse_port groups another tenant would join, policies that would
 // make the broker bind the wrong thing, and the listing's cursor.
 #include "adversarial.hpp"
+#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -105,6 +106,7 @@ pid_t fork_with_pid(pid_t wanted, int hold) {
 }
 
 TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
+  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   // Children forked from this test run its binary: the rule a live child meets.
   std::string self = fs::read_symlink("/proc/self/exe").string();
@@ -181,6 +183,7 @@ TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
 
 
 TEST_F(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
+  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   constexpr std::uint16_t kPort = 21090;
   auto broker = Broker::start(dir, with_reuse_port_group(policy(), kPort));
@@ -217,6 +220,7 @@ TEST_F(Adversarial, SecondTenantCannotJoinTheReusePortGroup) {
 }
 
 TEST_F(Adversarial, AttachReusePortBpfIsRefusedUnderLockdown) {
+  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   constexpr std::uint16_t kPort = 21091;
   auto broker = Broker::start(dir, with_reuse_port_group(policy(), kPort));

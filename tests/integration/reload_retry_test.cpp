@@ -12,6 +12,7 @@
 #include <string>
 
 #include "harness.hpp"
+#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -97,6 +98,7 @@ TEST_F(ReloadInPlace, AUnixPathsOwnerAndModeChangeOnTheSameFile) {
 }
 
 TEST_F(ReloadInPlace, AnAddressChangeShutsItsHoldersDownAndSaysWhich) {
+  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, web_policy());
   ASSERT_TRUE(broker);
