@@ -87,8 +87,11 @@ TEST_F(SocketOptions, BufferAboveTheSysctlMaximumIsClampedAndTheBrokerSaysSo) {
   // Read, never changed: the host's limits are not the test's to touch.
   const long rmem_max = read_sysctl("/proc/sys/net/core/rmem_max");
   const long wmem_max = read_sysctl("/proc/sys/net/core/wmem_max");
-  ASSERT_GT(rmem_max, 0);
-  ASSERT_GT(wmem_max, 0);
+  if (rmem_max <= 0 || wmem_max <= 0) {
+    // Older kernels (Debian 12's 6.1) show these only in the initial network
+    // namespace, and the test runs in a private one.
+    SBTEST_SKIP_OR_FAIL("net.core.rmem_max/wmem_max cannot be read in this network namespace");
+  }
   if (rmem_max > INT_MAX / 2 - 4096 || wmem_max > INT_MAX / 2 - 4096) {
     SBTEST_SKIP_OR_FAIL("rmem_max/wmem_max are too large to exceed with an int");
   }
