@@ -7,14 +7,15 @@
 # happens to have it passes (tests/deps/check_test_commands.py catches the
 # same mistake statically, for the programs the tests name).
 #
-# About 20 minutes on 2 cores: debootstrap and apt about 3, then .ci/run. Not
-# part of .ci/run, whose time it would more than double: run it after changing
-# deps.sh, or after adding a test that calls a program or package not used
-# before. Commit first: only HEAD is cloned.
+# About 16 minutes on 2 cores (debootstrap 1-2, then .ci/run took 14 with apt's
+# installation; --demo about 7). Not part of .ci/run, whose time it would more
+# than double: run it after changing deps.sh, or after adding a test that calls
+# a program or package not used before. Commit first: only HEAD is cloned. Do
+# not edit this file while it runs (bash reads it as it goes).
 #
 # Usage: sudo scripts/fresh-debian.sh [--demo] [DIR]
-#   --demo: run the README's first command, scripts/demo.sh, instead (about
-#   8 minutes: the packages, one build, the demo)
+#   --demo: run the README's first command, scripts/demo.sh, instead (the
+#   packages, one build, the demo)
 #   DIR: where the root is made, removed first (default /var/tmp/sockbroker-fresh-debian)
 #   SOCKBROKER_NSPAWN_MIRROR: the Debian mirror (default http://deb.debian.org/debian),
 #   as for the nspawn tests
