@@ -212,22 +212,25 @@ Planned plan_grant(const GrantQuery& query, const CallerFacts& caller, const pol
     plan.lease = GrantPlan::Lease::none;
     return plan;
   }
+  if (!caller.alive) {
+    // Leased to a process that is gone, the grant would stop counting at
+    // once while whoever holds the connection keeps the socket. (Without a
+    // pidfd the broker knows it only of a connector gone before the accept.)
+    return refuse(Reason::requester_gone,
+                  socket_named(name) + ": the process that asked (pid " + std::to_string(peer.pid) + ") has exited",
+                  &spec);
+  }
   if (!caller.trackable) {
     if (spec.reuse_port || spec.max_grants != 0) {
       return refuse(Reason::untrackable,
                     socket_named(name) +
-                        ": cannot track who holds the grant (the kernel lacks SO_PEERPIDFD, Linux >= 6.5)",
+                        ": cannot track who holds the grant: the broker has no pidfd of the connecting process "
+                        "(a kernel without SO_PEERPIDFD, Linux < 6.5, and the process on its pid no longer runs "
+                        "as the uid and gid that connected)",
                     &spec);
     }
     plan.lease = GrantPlan::Lease::none;
     return plan;
-  }
-  if (!caller.alive) {
-    // Leased to a process that is gone, the grant would stop counting at
-    // once while whoever holds the connection keeps the socket.
-    return refuse(Reason::requester_gone,
-                  socket_named(name) + ": the process that asked (pid " + std::to_string(peer.pid) + ") has exited",
-                  &spec);
   }
   const auto& limits = policy.broker;
   if (caller.holder == nullptr) {

@@ -42,7 +42,7 @@ enum class DenialReason : std::uint8_t {
   netns_not_allowed,      // what was sent is none the socket's netns_owner or netns_path allows
   not_serving,            // the broker could not bind the socket
   holder_limit,           // max_clients / max_clients_per_uid holder processes tracked
-  untrackable,            // a counted grant, and no pidfd to count it by (Linux < 6.5)
+  untrackable,            // a counted grant, and no pidfd to count it by (peer_identity.hpp)
   requester_gone,         // the process that asked has exited
   quota,                  // max_grants live grants of the socket
   client_quota,           // max_grants_per_client live grants of the process
@@ -101,8 +101,8 @@ struct GrantQuery {
 struct CallerFacts {
   const policy::PeerIdentity& identity;  // of the process that connected
   pid_t sender_pid = 0;          // of the process that sent this request (SCM_CREDENTIALS)
-  bool trackable = true;         // its pidfd exists (SO_PEERPIDFD, Linux >= 6.5)
-  bool alive = true;             // and its process has not exited
+  bool trackable = true;         // its pidfd exists (SO_PEERPIDFD, or found by pid: peer_identity.hpp)
+  bool alive = true;             // its process has not exited (as far as the broker knows)
   const Holder* holder = nullptr;  // its live lease record, if it has one
 };
 

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <systemd/sd-login.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -190,7 +192,80 @@ bool still_alive(int pidfd) {
   return ::poll(&probe, 1, 0) == 0;
 }
 
+// The effective uid and gid of a process, from the "Uid:" and "Gid:" lines
+// of /proc/PID/status (mode 0444: no privilege over the process needed).
+struct EffectiveIds {
+  uid_t uid;
+  gid_t gid;
+};
+std::optional<EffectiveIds> effective_ids_of(pid_t pid) {
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
+  UniqueFd file(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!file) return std::nullopt;
+  // Uid and Gid come within the first ~500 bytes (after Name, which the
+  // kernel escapes and caps at 64 characters); no second read is needed.
+  std::array<char, 1024> text;
+  ssize_t n;
+  do {
+    n = ::read(file.get(), text.data(), text.size() - 1);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return std::nullopt;
+  text[static_cast<std::size_t>(n)] = '\0';
+  // Each line: "Uid:\treal\teffective\tsaved\tfilesystem".
+  auto second_field = [&](const char* key) -> std::optional<unsigned long> {
+    const char* line = std::strstr(text.data(), key);
+    if (line == nullptr) return std::nullopt;
+    unsigned long real = 0, effective = 0;
+    if (std::sscanf(line + std::strlen(key), "%lu %lu", &real, &effective) != 2) return std::nullopt;
+    return effective;
+  };
+  const auto uid = second_field("\nUid:");
+  const auto gid = second_field("\nGid:");
+  if (!uid || !gid) return std::nullopt;
+  return EffectiveIds{static_cast<uid_t>(*uid), static_cast<gid_t>(*gid)};
+}
+
+// Linux < 6.5 has no SO_PEERPIDFD. The connecting process is then opened by
+// the pid SO_PEERCRED recorded at connect, at once (read_peer runs at accept),
+// and kept only if the process on that pid runs with the uid and gid that
+// connected, as read while the pidfd already pinned it. What a pid cannot
+// prove: if the connector exited and the whole pid space wrapped around
+// between its connect and this accept (4,194,304 pids under systemd), a
+// process of the same uid and gid that got the pid would be taken for it.
+// Every request is then also checked to come from that pid
+// (Reason::not_the_connector), which the kernel stamps at send time, so a
+// process the connector handed the connection to cannot use it either.
+// A pid with no process, or a dead one, proves the connector has exited
+// (alive, it would hold its pid).
+void find_connector_by_pid(const ucred& cred, Peer& out) {
+  if (cred.pid <= 0) return;
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0)));
+  if (!pidfd) {
+    out.gone = errno == ESRCH;
+    return;
+  }
+  const auto ids = effective_ids_of(cred.pid);
+  if (!still_alive(pidfd.get())) {
+    out.gone = true;
+    return;
+  }
+  if (!ids || ids->uid != cred.uid || ids->gid != cred.gid) return;
+  out.pidfd = std::move(pidfd);
+}
+
 }  // namespace
+
+bool kernel_gives_peer_pidfd() {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
+  UniqueFd one(pair[0]), other(pair[1]);
+  int raw_pidfd = -1;
+  socklen_t length = sizeof raw_pidfd;
+  if (::getsockopt(one.get(), SOL_SOCKET, SO_PEERPIDFD, &raw_pidfd, &length) != 0) return false;
+  ::close(raw_pidfd);
+  return true;
+}
 
 // Asked of the pidfd itself: one ioctl, no /proc file, no pid that could have
 // been reused.
@@ -244,12 +319,14 @@ Result<Peer> read_peer(int connection, const ucred& cred) {
 
   int raw_pidfd = -1;
   length = sizeof raw_pidfd;
-  if (::getsockopt(connection, SOL_SOCKET, SO_PEERPIDFD, &raw_pidfd, &length) != 0) {
-    // Without a pidfd (Linux < 6.5) we cannot prove the pid is the caller's:
-    // leave unit/executable/cgroup unset so rules that need them fail closed.
-    return out;
+  if (::getsockopt(connection, SOL_SOCKET, SO_PEERPIDFD, &raw_pidfd, &length) == 0) {
+    out.pidfd.reset(raw_pidfd);
+  } else if (errno == ENOPROTOOPT) {
+    // An older kernel. Without a pidfd nothing is known of the process: its
+    // unit, executable and cgroup stay unknown, so rules that need them fail
+    // closed, and counted grants are refused (Reason::untrackable).
+    find_connector_by_pid(cred, out);
   }
-  out.pidfd.reset(raw_pidfd);
   return out;
 }
 

@@ -16,14 +16,25 @@ namespace sockbroker::broker {
 struct Peer {
   policy::PeerIdentity identity;
   // The connecting process itself (SO_PEERPIDFD), not its pid number: what
-  // grants are leased to. Invalid on kernels without SO_PEERPIDFD.
+  // grants are leased to. On kernels without SO_PEERPIDFD (Linux < 6.5), the
+  // process found on cred.pid at accept if it runs with cred's uid and gid
+  // (peer_identity.cpp, find_connector_by_pid); invalid if none does.
   UniqueFd pidfd;
+  // Found without SO_PEERPIDFD: no process, or a dead one, was on cred.pid at
+  // accept, so the connecting process had exited by then.
+  bool gone = false;
 };
 
 // Reads SO_PEERGROUPS and SO_PEERPIDFD (captured by the kernel at connect
 // time, like `cred`, so handing the connection to another process changes
-// nothing). Touches no /proc file: see resolve_process_identity.
+// nothing). Called at accept. Touches no /proc file, except
+// /proc/PID/status on kernels without SO_PEERPIDFD: see
+// resolve_process_identity.
 [[nodiscard]] Result<Peer> read_peer(int connection, const ucred& cred);
+
+// Whether this kernel gives a Unix socket's peer as a pidfd (SO_PEERPIDFD,
+// Linux 6.5). Asked once at start-up, for the log: read_peer needs no answer.
+[[nodiscard]] bool kernel_gives_peer_pidfd();
 
 // The process's systemd unit, executable and cgroup, through /proc, kept only
 // if the process behind `pidfd` is still alive after they were read: a pid

@@ -129,6 +129,7 @@ CallerFacts RequestHandler::learn_caller(const Caller& caller) {
   CallerFacts facts{caller.identity};
   facts.sender_pid = caller.sender_pid;
   facts.trackable = caller.pidfd >= 0;
+  facts.alive = !caller.connector_gone;
   if (Holder* known = remembered_holder(caller)) {
     // A kept-open connection asking again: its holder was found alive on an
     // earlier grant and is still in the table (its exit event not yet seen at

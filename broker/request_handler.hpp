@@ -39,6 +39,8 @@ struct Caller {
   std::uint64_t* holder_token = nullptr;
   // The session's memo of its audit "peer" text (Session::audit_peer); null: none.
   std::string* audit_peer = nullptr;
+  // Without a pidfd: the connecting process is known to have exited (Peer::gone).
+  bool connector_gone = false;
 };
 
 class RequestHandler {

@@ -329,6 +329,7 @@ std::optional<std::uint64_t> Server::admit(UniqueFd connection) {
   session->connection = std::move(connection);
   session->peer = std::move(peer->identity);
   session->pidfd = std::move(peer->pidfd);
+  session->connector_gone = peer->gone;
   Session& s = *session;
 
   ++sessions_per_uid_[s.peer.uid];
@@ -453,7 +454,7 @@ void Server::serve(Session& session, std::uint32_t events) {
   // reply() may close (free) the session: nothing touches it afterwards.
   reply(session, handler_.handle(*request, Caller{session.peer, session.pidfd.get(), sender,
                                                   says_netns ? datagram.fds[0].get() : -1, &session.holder_token,
-                                                  &session.audit_peer}));
+                                                  &session.audit_peer, session.connector_gone}));
 }
 
 void Server::follow_policy_generation() {

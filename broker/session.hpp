@@ -27,6 +27,7 @@ struct Session {
   // well-formed request; peer_identity.hpp).
   bool identity_resolved = false;
   UniqueFd pidfd;  // the connecting process (SO_PEERPIDFD): what grants are leased to
+  bool connector_gone = false;  // known to have exited at accept (Peer::gone)
   // The lease table's holder for that process, once a grant has checked it is
   // alive (LeaseTable tokens are never reused); 0: not yet known.
   std::uint64_t holder_token = 0;

@@ -2,7 +2,6 @@
 // mid-request or keep sending; floods of connections, requests and reloads;
 // descriptor exhaustion. The broker serves everyone else throughout.
 #include "adversarial.hpp"
-#include "kernel_features.hpp"
 
 namespace {
 
@@ -200,7 +199,6 @@ TEST_F(Adversarial, ClientThatNeverReadsIsDroppedAtRequestTimeout) {
 }
 
 TEST_F(Adversarial, ClientExitingMidRequestLeavesNoLease) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);
@@ -330,7 +328,6 @@ TEST_F(Adversarial, ReloadStormWhileClientsAcquire) {
 }
 
 TEST_F(Adversarial, TenThousandAcquiresOnOneConnectionHoldOneLease) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, policy());
   ASSERT_TRUE(broker);

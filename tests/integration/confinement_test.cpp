@@ -29,7 +29,6 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -381,7 +380,6 @@ TEST_F(Confinement, ReloadedUnixPathsWithoutChownCapability) {
 // rule names an executable. Without it the executable is unknown ("exe": null)
 // and an executable rule added by a reload fails closed until a restart.
 TEST_F(Confinement, ExecutableIsReadOnlyWhenARuleNeedsIt) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, web_only());
   ASSERT_TRUE(broker);

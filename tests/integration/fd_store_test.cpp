@@ -19,7 +19,6 @@
 
 #include "fake_fd_store.hpp"
 #include "harness.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -55,7 +54,6 @@ using FdStore = sbtest::BrokerTest;
 // The same kernel sockets after a crash: no port was ever let go, running
 // holders keep serving and still count against max_grants.
 TEST_F(FdStore, ACrashedBrokersSocketsAndLeasesComeBackFromTheStore) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   FakeFdStore store(dir);
   auto first = start_under(store, dir, three_sockets());
@@ -145,7 +143,6 @@ TEST_F(FdStore, WhatThePolicyNoLongerSaysIsRefusedAndRemoved) {
 // process is gone, but systemd's store, kept in step just before the exec,
 // hands everything to the broker Restart= starts.
 TEST_F(FdStore, AnUpgradeToAnImageThatDiesAtOnceLosesNothingUnderSystemd) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   FakeFdStore store(dir);
   const std::string binary = dir.file("sockbrokerd");

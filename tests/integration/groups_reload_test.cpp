@@ -20,7 +20,6 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -78,7 +77,6 @@ using ReusePort = sbtest::BrokerTest;
 using Revoke = sbtest::BrokerTest;
 
 TEST_F(ReusePort, TwoWorkersEachGetTheirOwnMemberAndShareTheConnections) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80));
   ASSERT_TRUE(broker);
@@ -99,7 +97,6 @@ TEST_F(ReusePort, TwoWorkersEachGetTheirOwnMemberAndShareTheConnections) {
 }
 
 TEST_F(ReusePort, AnotherUidCannotJoinTheGroupEvenWithoutLockdown) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   // A high port, so that the privilege check on low ports is not what refuses it.
   auto broker = Broker::start(dir, reuse_port_policy(8080));
@@ -150,7 +147,6 @@ std::map<int, int> tcp_states_on(std::uint16_t port) {
 // SO_REUSEADDR) refuse the port to a broker whose policy no longer says
 // reuse_port, for the 60 s of TIME_WAIT.
 TEST_F(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   constexpr std::uint16_t kPort = 8082;
   constexpr int kTimeWait = 0x06;
   {
@@ -182,7 +178,6 @@ TEST_F(ReusePort, ItsTimeWaitConnectionsDoNotKeepTheNextBrokerFromASharedSocket)
 // listening): it must take no connection, let no one else in, and serve the
 // next worker.
 TEST_F(ReusePort, TheSpareMemberTakesNoConnectionsLetsNoOneInAndServesTheNextWorker) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   constexpr std::uint16_t kPort = 8084;
   auto broker = Broker::start(dir, reuse_port_policy(kPort));
@@ -222,7 +217,6 @@ TEST_F(ReusePort, TheSpareMemberTakesNoConnectionsLetsNoOneInAndServesTheNextWor
 }
 
 TEST_F(ReusePort, DatagramGroupKeepsNoIdleMember) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, sbtest::PolicyBuilder()
                                        .socket("dns", "127.0.0.1:5353")
@@ -240,7 +234,6 @@ TEST_F(ReusePort, DatagramGroupKeepsNoIdleMember) {
 }
 
 TEST_F(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80).set("max_grants", "2"));
   ASSERT_TRUE(broker);
@@ -266,7 +259,6 @@ TEST_F(Quota, MaxGrantsCountsLiveHoldersAndFreesWhenOneExits) {
 }
 
 TEST_F(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(
       dir, sbtest::PolicyBuilder().socket("web", "0.0.0.0:80").set("max_grants", "1").allow_user("nobody"));
@@ -302,7 +294,6 @@ TEST_F(Quota, SharedSocketMaxGrantsCountsProcessesNotRequests) {
 }
 
 TEST_F(Quota, PerClientCapOnLiveGrants) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80).broker("max_grants_per_client", "3"));
   ASSERT_TRUE(broker);
@@ -434,7 +425,6 @@ TEST_F(Reload, AdminGroupMembersMayReload) {
 }
 
 TEST_F(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
@@ -471,7 +461,6 @@ TEST_F(Revoke, HoldersStopAcceptingAndFutureGrantsGetAFreshSocket) {
 // used to go at the end of the broker's turn, here after the reload bound 400
 // more sockets, and a supervisor woken by its program's exit could miss it.
 TEST_F(Reload, TheNoticeIsQueuedBeforeTheHoldersAcceptFails) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reload_policy());
   ASSERT_TRUE(broker);
@@ -517,7 +506,6 @@ TEST_F(Revoke, UnknownNameExits65) {
 // The broker keeps no duplicate of a member, so it cannot shut one down: it
 // tells each holder, whose supervisor stops the program (--on-revoke=term).
 TEST_F(ReusePort, RevokeTellsEveryMemberHolderAndTheirSupervisorsStopThem) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80));
   ASSERT_TRUE(broker);
@@ -540,7 +528,6 @@ TEST_F(ReusePort, RevokeTellsEveryMemberHolderAndTheirSupervisorsStopThem) {
 }
 
 TEST_F(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   // A reuse_port member, which only the notice stops (see below).
   auto broker = Broker::start(dir, reuse_port_policy(80));
@@ -555,7 +542,6 @@ TEST_F(Revoke, OnRevokeExitKillsTheProgramAndExits75) {
 // A reload that must replace a live socket (its address changed) revokes the
 // old one: its holders are told as by a revoke.
 TEST_F(Reload, ReplacingASocketStopsItsSupervisedHolders) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   // A reuse_port member: the broker cannot shut it down, so only the notice
   // stops its holder (a shared socket's holder may see its accept fail first).
@@ -573,7 +559,6 @@ TEST_F(Reload, ReplacingASocketStopsItsSupervisedHolders) {
 // A member its holder closes leaves the group at once, though the holder
 // lives on: no connection is hashed to a socket nobody accepts on.
 TEST_F(ReusePort, AMemberItsHolderClosesLeavesTheGroupAtOnce) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80));
   ASSERT_TRUE(broker);
@@ -622,7 +607,6 @@ TEST_F(ReusePort, AMemberItsHolderClosesLeavesTheGroupAtOnce) {
 // max_grants and max_grants_per_client count members that still exist: a
 // process that takes and closes members one after the other is never refused.
 TEST_F(Quota, MembersClosedByALiveHolderStopCounting) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80).set("max_grants", "2").broker("max_grants_per_client", "3"));
   ASSERT_TRUE(broker);
@@ -652,7 +636,6 @@ TEST_F(Quota, MembersClosedByALiveHolderStopCounting) {
 }
 
 TEST_F(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80).set("max_grants", "4").socket("admin", "127.0.0.1:443"));
   ASSERT_TRUE(broker);
@@ -691,7 +674,6 @@ TEST_F(AdminList, ShowsStateHoldersAndGrantsToAdministratorsOnly) {
 
 // `list --holders`: which processes hold each socket, to administrators only.
 TEST_F(AdminList, HoldersNamesTheProcessesHoldingEachSocket) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, reuse_port_policy(80).socket("admin", "127.0.0.1:443"));
   ASSERT_TRUE(broker);

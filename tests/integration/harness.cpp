@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -50,6 +51,30 @@ unsigned child_alarm_seconds() {
 }
 
 void close_inherited_fds() { ::syscall(SYS_close_range, 3U, ~0U, 0U); }
+
+// SOCKBROKER_TEST_KERNEL_WITHOUT_PEER_PIDFD=1 starts every broker as on a
+// kernel older than 6.5 (Debian 12's 6.1), where getsockopt(SO_PEERPIDFD)
+// fails with ENOPROTOOPT: a seccomp filter, installed in the broker's process
+// just before its exec, answers that one call so and lets everything else
+// through. Clients and the test itself keep the real kernel. ctest runs the
+// tests of callers' identity and of leases so too (tests/CMakeLists.txt).
+void emulate_kernel_without_peer_pidfd_if_asked() {
+  const char* asked = std::getenv("SOCKBROKER_TEST_KERNEL_WITHOUT_PEER_PIDFD");
+  if (asked == nullptr || std::string_view(asked) != "1") return;
+  constexpr int kSoPeerPidfd = 77;  // include/uapi/asm-generic/socket.h
+  scmp_filter_ctx filter = ::seccomp_init(SCMP_ACT_ALLOW);
+  // Root may install a filter without no_new_privs, which would change what
+  // the broker's exec grants.
+  const bool loaded = filter != nullptr && ::seccomp_attr_set(filter, SCMP_FLTATR_CTL_NNP, 0) == 0 &&
+                      ::seccomp_rule_add(filter, SCMP_ACT_ERRNO(ENOPROTOOPT), SCMP_SYS(getsockopt), 2,
+                                         SCMP_A1(SCMP_CMP_EQ, SOL_SOCKET), SCMP_A2(SCMP_CMP_EQ, kSoPeerPidfd)) == 0 &&
+                      ::seccomp_load(filter) == 0;
+  ::seccomp_release(filter);
+  if (!loaded) {
+    std::fputs("harness: cannot install the filter that hides SO_PEERPIDFD\n", stderr);
+    _exit(126);
+  }
+}
 
 int decode_status(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
@@ -286,6 +311,7 @@ std::optional<Broker> Broker::start(const TempDir& dir, const std::string& polic
       close_inherited_fds();
     }
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    emulate_kernel_without_peer_pidfd_if_asked();
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

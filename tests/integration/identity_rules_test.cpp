@@ -3,7 +3,6 @@
 #include <tuple>
 
 #include "granted_socket.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -18,7 +17,6 @@ using Identity = sbtest::BrokerTest;
 // Identity rules: unit, executable, cgroup
 
 TEST_F(Identity, UnitRuleGrantsInsideTheUnitOnly) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");
@@ -46,7 +44,6 @@ TEST_F(Identity, UnitRuleGrantsInsideTheUnitOnly) {
 }
 
 TEST_F(Identity, ExecutableRuleMatchesTheCallersBinary) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   // A forked child runs this very binary: its /proc/PID/exe is ours.
   const std::string self = fs::read_symlink("/proc/self/exe").string();
@@ -72,7 +69,6 @@ TEST_F(Identity, ExecutableRuleMatchesTheCallersBinary) {
 
 // After exec the caller is the new program: `sockbroker get` asks as itself.
 TEST_F(Identity, ExecutableRuleSeesTheProgramAfterExec) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   const std::string cli = sbtest::programs().sockbroker;
   auto broker = Broker::start(dir, sbtest::PolicyBuilder()
@@ -94,7 +90,6 @@ TEST_F(Identity, ExecutableRuleSeesTheProgramAfterExec) {
 }
 
 TEST_F(Identity, CgroupRuleIsAPrefixOnPathBoundaries) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");
@@ -133,7 +128,6 @@ TEST_F(Identity, CgroupRuleIsAPrefixOnPathBoundaries) {
 // /proc, the others what was remembered, and every answer must follow the
 // caller's own cgroup and unit, and every audit line name that unit.
 TEST_F(Identity, CallersOfCgroupsSeenBeforeAreStillToldApart) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   SBTEST_REQUIRE_CGROUP2();
   TestCgroup web(unique_name("sbtest") + ".slice/web.service");
   TestCgroup db(unique_name("sbtest") + ".slice/db.service");
@@ -168,7 +162,6 @@ TEST_F(Identity, CallersOfCgroupsSeenBeforeAreStillToldApart) {
 }
 
 TEST_F(Identity, UserAndUnitInOneRuleMustBothMatch) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");
@@ -224,7 +217,6 @@ TEST_F(Identity, UnitRuleFailsClosedForACallerWithoutAUnit) {
 // the right to signal the caller, or every unit, executable and cgroup rule
 // would fail closed under the shipped unit.
 TEST_F(Identity, UnitRuleWorksForABrokerWithoutCapKill) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   SBTEST_REQUIRE_CGROUP2();
   const std::string slice = unique_name("sbtest") + ".slice";
   TestCgroup web(slice + "/web.service");

@@ -1,17 +1,14 @@
-// Kernel features some tests need, asked of the running kernel. A test that
-// needs one skips without it (or fails where SOCKBROKER_TEST_REQUIRE_ROOT=1
-// forbids skipping), naming the feature, since what it checks is then not
-// what the broker does: README's kernel table says what it does instead.
+// Kernel features, asked of the running kernel, for the tests whose
+// expectations depend on them: README's kernel table says what the broker
+// does without each.
 #pragma once
 
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <string>
-
-#include "require_root.hpp"
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
@@ -32,23 +29,12 @@ inline bool kernel_has_peer_pidfd() {
   return has;
 }
 
-inline std::string kernel_release() {
-  struct utsname name {};
-  return ::uname(&name) == 0 ? name.release : "unknown";
+// Whether the brokers this test starts find their callers by pid: the kernel
+// has no SO_PEERPIDFD, or the harness hides it from them
+// (SOCKBROKER_TEST_KERNEL_WITHOUT_PEER_PIDFD=1).
+inline bool brokers_find_callers_by_pid() {
+  const char* emulated = std::getenv("SOCKBROKER_TEST_KERNEL_WITHOUT_PEER_PIDFD");
+  return (emulated != nullptr && std::string(emulated) == "1") || !kernel_has_peer_pidfd();
 }
 
 }  // namespace sbtest
-
-// For tests of what the broker does knowing who its caller is: unit,
-// executable and cgroup rules, reuse_port groups, max_grants and holders.
-// Without SO_PEERPIDFD the broker matches none of those rules and refuses
-// those sockets, by design.
-#define SBTEST_REQUIRE_PEER_PIDFD()                                                                          \
-  do {                                                                                                       \
-    if (!sbtest::kernel_has_peer_pidfd()) {                                                                  \
-      SBTEST_SKIP_OR_FAIL("needs SO_PEERPIDFD (Linux >= 6.5; this kernel is "                                \
-                          << sbtest::kernel_release()                                                        \
-                          << "): without it the broker knows no caller's unit, executable or cgroup and "   \
-                             "refuses reuse_port and max_grants sockets (README, kernel features)");        \
-    }                                                                                                        \
-  } while (0)

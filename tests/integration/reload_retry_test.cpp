@@ -12,7 +12,6 @@
 #include <string>
 
 #include "harness.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -98,7 +97,6 @@ TEST_F(ReloadInPlace, AUnixPathsOwnerAndModeChangeOnTheSameFile) {
 }
 
 TEST_F(ReloadInPlace, AnAddressChangeShutsItsHoldersDownAndSaysWhich) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, web_policy());
   ASSERT_TRUE(broker);

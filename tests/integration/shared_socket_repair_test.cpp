@@ -19,7 +19,6 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -83,7 +82,6 @@ std::vector<nlohmann::json> relistens(const Broker& broker, std::size_t at_least
 using Adversarial = sbtest::BrokerTest;
 
 TEST_F(Adversarial, AHolderThatShutsASharedListenerDownBreaksItForNoOne) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, sbtest::web_dns_admin());
   ASSERT_TRUE(broker);

@@ -2,7 +2,6 @@
 // on the granted descriptor itself: backlog, buffers, v6only, device, TCP
 // options, reuse_port. Real kernel, real sockbrokerd, clients as uid 65534.
 #include "granted_socket.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -284,7 +283,6 @@ int squat_errno_as_nobody(std::uint16_t port, bool reuse_addr, bool reuse_port) 
 // holder stands in the way; with SO_REUSEADDR on it, Linux would let any uid
 // that sets SO_REUSEADDR bind the port and listen.
 TEST_F(SocketOptions, HeldPortsCannotBeTakenByAnotherUid) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   // Above ip_unprivileged_port_start: a plain user may bind here at all.
   auto broker = Broker::start(dir, sbtest::PolicyBuilder()

@@ -21,7 +21,6 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -115,7 +114,6 @@ const nlohmann::json& socket_named(const nlohmann::json& status, const std::stri
 using Status = sbtest::BrokerTest;
 
 TEST_F(Status, CountsGrantsDenialsAndReloadsExactly) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, four_sockets());
   ASSERT_TRUE(broker);

@@ -17,7 +17,6 @@
 #include <sockbroker/client.hpp>
 
 #include "harness.hpp"
-#include "kernel_features.hpp"
 #include "policy_builder.hpp"
 
 namespace {
@@ -77,7 +76,6 @@ class Prober {
 using UpgradeInPlace = sbtest::BrokerTest;
 
 TEST_F(UpgradeInPlace, KeepsThePidSocketsLeasesAndCountersAndRefusesNoConnection) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   auto broker = Broker::start(dir, web_and_pool());
   ASSERT_TRUE(broker);
@@ -174,7 +172,6 @@ TEST_F(UpgradeInPlace, ANewImageThatCannotBeExecutedLeavesTheOldOneServing) {
 // the keeper got copies just before the exec and holds the ports until the
 // next sockbrokerd takes them, the same kernel sockets, leases and all.
 TEST_F(UpgradeInPlace, ANewImageThatDiesAtOnceLosesNothingWithoutSystemd) {
-  SBTEST_REQUIRE_PEER_PIDFD();
   TempDir dir;
   const std::string binary = dir.file("sockbrokerd");
   std::filesystem::copy_file(SOCKBROKERD_PATH, binary);

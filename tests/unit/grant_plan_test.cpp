@@ -409,6 +409,25 @@ TEST(GrantPlan, CountedGrantsNeedAPidfd) {
             GrantPlan::Lease::none);
 }
 
+// Without SO_PEERPIDFD a connector found gone at accept gets nothing, counted
+// or not: the socket would go to whoever holds its connection.
+TEST(GrantPlan, AConnectorKnownGoneWithoutAPidfdGetsNothing) {
+  World world("[socket.workers]\nlisten = \"0.0.0.0:8080\"\nreuse_port = true\n[[socket.workers.allow]]\nuser = "
+              "\"nobody\"\n" + std::string(kWeb));
+  policy::PeerIdentity peer = nobody();
+  CallerFacts facts{peer};
+  facts.sender_pid = peer.pid;
+  facts.trackable = false;
+  facts.alive = false;
+  for (const char* name : {"workers", "web"}) {
+    GrantQuery query;
+    query.name = name;
+    EXPECT_EQ(reason_of(broker::plan_grant(query, facts, world.policy, world.table, world.leases)),
+              DenialReason::requester_gone)
+        << name;
+  }
+}
+
 // A supervised bind names a socket by its address, type and (IPv6) v6only.
 broker::Planned bind_as(World& world, const std::string& address, SocketType type, bool v6only,
                         const policy::PeerIdentity& peer) {
