@@ -62,12 +62,17 @@ sbtest::ChildResult acquire_after_changing_ids(const Broker& broker, const std::
   return result;
 }
 
-TEST_F(WithoutPeerPidfd, AConnectorThatStillRunsAsItConnectedIsTracked) {
+// As on an older kernel, with a reuse_port socket root may have: a grant the
+// broker must count, so it needs the caller's process.
+std::optional<Broker> start_with_a_counted_socket(const TempDir& dir) {
   sbtest::ScopedEnv old_kernel(kEmulate, "1");
-  TempDir dir;
-  // reuse_port: a grant the broker must be able to count, so it needs the process.
-  auto broker = Broker::start(
+  return Broker::start(
       dir, sbtest::PolicyBuilder().socket("web", "0.0.0.0:8302").set("reuse_port", "true").allow_user("root"));
+}
+
+TEST_F(WithoutPeerPidfd, AConnectorThatStillRunsAsItConnectedIsTracked) {
+  TempDir dir;
+  auto broker = start_with_a_counted_socket(dir);
   ASSERT_TRUE(broker);
   auto result = acquire_after_changing_ids(*broker, "web", false);
   EXPECT_EQ(result.exit_code, 0) << result.output << "\n" << broker->log();
@@ -77,10 +82,8 @@ TEST_F(WithoutPeerPidfd, AConnectorThatStillRunsAsItConnectedIsTracked) {
 }
 
 TEST_F(WithoutPeerPidfd, AConnectorWhoseIdsChangedSinceItConnectedIsNotTakenForIt) {
-  sbtest::ScopedEnv old_kernel(kEmulate, "1");
   TempDir dir;
-  auto broker = Broker::start(
-      dir, sbtest::PolicyBuilder().socket("web", "0.0.0.0:8303").set("reuse_port", "true").allow_user("root"));
+  auto broker = start_with_a_counted_socket(dir);
   ASSERT_TRUE(broker);
   auto result = acquire_after_changing_ids(*broker, "web", true);
   EXPECT_EQ(result.exit_code, 1) << result.output;
