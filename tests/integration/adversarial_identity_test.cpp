@@ -85,9 +85,11 @@ TEST_F(Adversarial, HandedOverConnectionServesNoOneButItsConnector) {
 }
 
 // clone3 with set_tid: a child with exactly the pid `wanted` (root may choose
-// pids, as CRIU does). It waits for a byte on `hold` and exits; it runs no
-// library code that might trust state copied from the parent.
-pid_t fork_with_pid(pid_t wanted, int hold) {
+// pids, as CRIU does), running as uid/gid 65534 like the connector it
+// succeeds. It writes a byte to `ready` once it is, waits for a byte on
+// `hold` and exits; it runs no library code that might trust state copied
+// from the parent.
+pid_t fork_with_pid(pid_t wanted, int ready, int hold) {
   struct {
     std::uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
         cgroup;
@@ -98,7 +100,12 @@ pid_t fork_with_pid(pid_t wanted, int hold) {
   args.set_tid_size = 1;
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
   if (pid == 0) {
-    char byte;
+    if (::syscall(SYS_setresgid, sbtest::kNogroup, sbtest::kNogroup, sbtest::kNogroup) != 0 ||
+        ::syscall(SYS_setresuid, sbtest::kNobody, sbtest::kNobody, sbtest::kNobody) != 0) {
+      ::syscall(SYS_exit_group, 1);
+    }
+    char byte = 1;
+    (void)!::write(ready, &byte, 1);
     (void)!::read(hold, &byte, 1);
     ::syscall(SYS_exit_group, 0);
   }
@@ -149,13 +156,20 @@ TEST_F(Adversarial, ConnectionWhoseCreatorExitedBeforeAcceptGetsNoExecutable) {
     // names: /proc/PID now describes the successor, which must not count.
     // (Linux 6.18 hands out SO_PEERPIDFD even for a reaped peer, so what
     // refuses it is the broker's check that the pidfd's process still lives.)
-    successor = fork_with_pid(creator_pid, hold.read.get());
+    Pipe successor_ready;
+    successor = fork_with_pid(creator_pid, successor_ready.write.get(), hold.read.get());
     if (successor < 0) successor_errno = errno;
+    // Not before it runs as 65534: the broker would read a root process.
+    if (successor > 0) {
+      EXPECT_TRUE(await(successor_ready, 10000));
+    }
     paused.resume();
   }
   auto result = survivor.wait();
   notify(hold);
-  if (successor > 0) ::waitpid(successor, nullptr, 0);
+  int successor_status = 0;
+  if (successor > 0) ::waitpid(successor, &successor_status, 0);
+  EXPECT_EQ(successor_status, 0) << "the successor could not become uid 65534";
   if (successor < 0) {
     std::cerr << "note: could not recycle pid " << creator_pid << ": " << std::strerror(successor_errno) << "\n";
   } else {

@@ -9,7 +9,10 @@ sleeps INTERVAL_S (default 0.005), again, until STOP_FILE exists or MAX_S
 (default 30) seconds have passed. Each attempt has 3 s to complete: longer
 counts as "hung". Writes SUMMARY_FILE (JSON): ok, refused, reset, hung, other
 (counts), bodies (first line of each 200 answer, with its count), errors (the
-first few failures) and seconds. Always exits 0; the caller judges.
+first few failures) and seconds. SUMMARY_FILE.first appears at the first 200
+answer, so that the caller can start the operation once the loop runs (Python
+may take more than a second to start on a slow machine). Always exits 0; the
+caller judges.
 """
 
 import collections
@@ -48,6 +51,8 @@ def main():
         try:
             status, first = one(host, port)
             if status == "200":
+                if not counts["ok"]:
+                    open(summary_file + ".first", "w").close()
                 counts["ok"] += 1
                 bodies[first] += 1
             else:

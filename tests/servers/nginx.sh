@@ -81,12 +81,14 @@ grant_to_nobody() {  # NAME LISTEN [EXTRA TOML LINE]
   printf '[socket.%s]\nlisten = "%s"\n%s\n[[socket.%s.allow]]\nuser = 65534\n\n' "$1" "$2" "${3:-}" "$1"
 }
 
-# The client loop during reload and upgrade: every 5 ms a new connection.
+# The client loop during reload and upgrade: every 5 ms a new connection,
+# answered at least once before the operation starts.
 start_loop() {
   loop_stop=$work/loop.stop loop_summary=$work/loop.json
   /usr/bin/python3 "$servers_dir/http_loop.py" 127.0.0.1 80 "$loop_stop" "$loop_summary" 0.005 30 &
   loop_pid=$!
   track_helper "$loop_pid"
+  wait_until 30 "the client loop's first answer" test -e "$loop_summary.first"
 }
 stop_loop() {
   touch "$loop_stop"

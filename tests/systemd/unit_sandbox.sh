@@ -260,7 +260,14 @@ umask_value=${umask_value:-0022}
 nofile=$(value LimitNOFILE)
 nofile_soft=${nofile%%:*} nofile_hard=${nofile##*:}
 note "UMask=$umask_value, LimitNOFILE=${nofile:-(unset)}"
-if [ -n "$nofile" ] && ! (ulimit -H -n "$nofile_hard") 2>/dev/null; then
+# As systemd sets it. The soft limit goes first when it comes down: a hard
+# limit below the current soft one is refused (EINVAL), e.g. where PID 1 left
+# both at 1048576.
+set_nofile() {  # SOFT HARD
+  ulimit -S -n "$1" 2>/dev/null
+  ulimit -H -n "$2" && ulimit -S -n "$1"
+}
+if [ -n "$nofile" ] && ! (set_nofile "$nofile_soft" "$nofile_hard") 2>/dev/null; then
   # Raising a hard limit takes CAP_SYS_RESOURCE, which a container may lack;
   # PID 1 would have it. Test with the most this host allows.
   host_hard=$(ulimit -H -n)
@@ -352,7 +359,7 @@ TOML
 step "sockbrokerd under the unit's sandbox (setpriv, sandbox_exec)"
 (
   umask "$umask_value"
-  if [ -n "$nofile" ]; then ulimit -H -n "$nofile_hard" && ulimit -S -n "$nofile_soft" || exit 125; fi
+  if [ -n "$nofile" ]; then set_nofile "$nofile_soft" "$nofile_hard" || exit 125; fi
   exec env -i "${environment[@]}" setpriv "${privileges[@]}" -- \
     "$sandbox_exec" "${sandbox[@]}" -- \
     "$sockbrokerd" --policy "$work/policy.toml" --control "$control" --audit "$work/audit.log"
