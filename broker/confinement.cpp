@@ -11,6 +11,8 @@
 //                                    unknown, `executable` rules fail closed and
 //                                    audit events show "exe": null
 //       open /proc/PID/cgroup (unit, cgroup)   none (mode 0444, no ptrace check)
+//       open /proc/PID/status (the caller's ids, where the kernel has no
+//                                    SO_PEERPIDFD)   none (mode 0444)
 //       poll of a caller's pidfd (is it still the process that connected?)
 //                                    none (pidfd_send_signal(pidfd, 0) would
 //                                    want CAP_KILL for another uid)
@@ -412,7 +414,8 @@ constexpr Row kSyscalls[] = {
     allow(SCMP_SYS(set_robust_list), "the upgraded image's start-up"),
     allow(SCMP_SYS(rseq), "the upgraded image's start-up"),
     allow(SCMP_SYS(prlimit64), "the upgraded image's start-up (RLIMIT_NOFILE, RLIMIT_STACK)"),
-    allow(SCMP_SYS(pidfd_open), "the upgraded image: its holders' pidfds again (to poll, never to signal)"),
+    allow(SCMP_SYS(pidfd_open), "the upgraded image: its holders' pidfds again; without SO_PEERPIDFD (Linux < 6.5) "
+                                "each caller's, by pid (to poll, never to signal)"),
     allow(SCMP_SYS(exit_group), "exit"),
 
     // --- an upgrade's state and manifest, the fd store's saved state.
