@@ -322,9 +322,10 @@ Result<Peer> read_peer(int connection, const ucred& cred) {
   if (::getsockopt(connection, SOL_SOCKET, SO_PEERPIDFD, &raw_pidfd, &length) == 0) {
     out.pidfd.reset(raw_pidfd);
   } else if (errno == ENOPROTOOPT) {
-    // An older kernel. Without a pidfd nothing is known of the process: its
-    // unit, executable and cgroup stay unknown, so rules that need them fail
-    // closed, and counted grants are refused (Reason::untrackable).
+    // An older kernel: the process is found by pid. Where even that fails,
+    // nothing is known of it: its unit, executable and cgroup stay unknown,
+    // so rules that need them fail closed, and counted grants are refused
+    // (Reason::untrackable).
     find_connector_by_pid(cred, out);
   }
   return out;
