@@ -14,8 +14,10 @@
 # the host's time (the integration tests took about 5 minutes, everything but
 # the nspawn tests about 8) on the host's CPUs and 6 GiB. The output comes when
 # the machine stops; DIR/console.log shows it meanwhile. The machine has no
-# network, so the nspawn tests (which debootstrap a container root) cannot run
-# there, and timing-sensitive tests may behave differently under emulation.
+# network: the nspawn tests run there only on the container root a host run of
+# them left in build/nspawn-root, and need SOCKBROKER_NSPAWN_TIME_SCALE=5 for
+# the slowest (tests/systemd/nspawn/lib.sh). Timing-sensitive tests may behave
+# differently under emulation.
 # Run it after touching code that depends on the kernel's version. Do not edit
 # this file while it runs (bash reads it as it goes).
 #
