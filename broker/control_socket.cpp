@@ -10,12 +10,8 @@
 
 #include <cstring>
 
+#include "kernel_probe.hpp"
 #include "root_directory.hpp"
-
-// Newer than the installed kernel headers (include/uapi/asm-generic/socket.h).
-#ifndef SO_PASSRIGHTS
-#define SO_PASSRIGHTS 83
-#endif
 
 namespace sockbroker::broker {
 namespace {

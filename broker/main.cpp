@@ -35,6 +35,7 @@
 #include "keeper.hpp"
 #include "upgrade.hpp"
 #include "loader.hpp"
+#include "kernel_probe.hpp"
 #include "peer_identity.hpp"
 #include "server.hpp"
 
@@ -362,7 +363,7 @@ int main(int argc, char** argv) {
 
   // (An upgraded image already runs under the filter, which refuses the
   // probe's socketpair; its predecessor said it.)
-  if (upgrade_from < 0 && !broker::kernel_gives_peer_pidfd()) {
+  if (upgrade_from < 0 && !kernel_probe::gives_peer_pidfd()) {
     log->info("this kernel has no SO_PEERPIDFD (Linux < 6.5): each caller's process is found at accept by the pid "
               "it connected with, and kept only if it runs as the uid and gid that connected (README, kernel "
               "features)");

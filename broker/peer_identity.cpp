@@ -1,10 +1,8 @@
 #include "peer_identity.hpp"
 
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <systemd/sd-login.h>
 #include <unistd.h>
@@ -19,15 +17,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "kernel_probe.hpp"
 #include "pidfd_info.hpp"
-
-// Older kernel headers than the kernel: values from include/uapi/asm-generic/socket.h.
-#ifndef SO_PEERGROUPS
-#define SO_PEERGROUPS 59
-#endif
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77
-#endif
 
 namespace sockbroker::broker {
 namespace {
@@ -81,32 +72,13 @@ std::optional<std::string> cgroup_from_libsystemd(pid_t pid) {
   return out;
 }
 
-bool is_cgroup2(const char* path) {
-  struct statfs fs {};
-  return ::statfs(path, &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC;
-}
-
-// Whether systemd's own hierarchy is cgroup v2, decided (and cached) as
-// libsystemd does: v2 alone, or the hybrid layout (a tmpfs with v2 at
-// unified/, or at systemd/ for v232). The hierarchy does not change under a
-// running broker.
-bool unified_cgroups() {
-  static const bool unified = [] {
-    if (is_cgroup2("/sys/fs/cgroup/")) return true;
-    struct statfs fs {};
-    if (::statfs("/sys/fs/cgroup/", &fs) != 0 || fs.f_type != TMPFS_MAGIC) return false;
-    return is_cgroup2("/sys/fs/cgroup/unified/") || is_cgroup2("/sys/fs/cgroup/systemd/");
-  }();
-  return unified;
-}
-
 // What sd_pid_get_cgroup() returns when systemd's hierarchy is v2: the path on
 // the "0::" line of /proc/PID/cgroup. It reads the file a character at a time
 // through stdio; one read(2) here costs a fraction of that on every connection.
 // Anything unusual (cgroup v1 only, a file longer than the buffer) is left to
 // libsystemd.
 std::optional<std::string> cgroup_of(pid_t pid) {
-  if (!unified_cgroups()) return cgroup_from_libsystemd(pid);
+  if (!kernel_probe::unified_cgroups()) return cgroup_from_libsystemd(pid);
   char path[32];
   std::snprintf(path, sizeof path, "/proc/%d/cgroup", static_cast<int>(pid));
   UniqueFd file(::open(path, O_RDONLY | O_CLOEXEC));
@@ -147,7 +119,7 @@ std::optional<std::string> cgroup_of(pid_t pid) {
 constexpr std::size_t kMaxRememberedCgroups = 4096;
 
 std::optional<std::string> unit_of(pid_t pid, const std::optional<std::string>& cgroup) {
-  if (!cgroup || !unified_cgroups()) return unit_from_libsystemd(pid).unit;
+  if (!cgroup || !kernel_probe::unified_cgroups()) return unit_from_libsystemd(pid).unit;
   static std::unordered_map<std::string, std::optional<std::string>> units;
   if (auto it = units.find(*cgroup); it != units.end()) return it->second;
   UnitAnswer answer = unit_from_libsystemd(pid);
@@ -256,22 +228,11 @@ void find_connector_by_pid(const ucred& cred, Peer& out) {
 
 }  // namespace
 
-bool kernel_gives_peer_pidfd() {
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
-  UniqueFd one(pair[0]), other(pair[1]);
-  int raw_pidfd = -1;
-  socklen_t length = sizeof raw_pidfd;
-  if (::getsockopt(one.get(), SOL_SOCKET, SO_PEERPIDFD, &raw_pidfd, &length) != 0) return false;
-  ::close(raw_pidfd);
-  return true;
-}
-
 // Asked of the pidfd itself: one ioctl, no /proc file, no pid that could have
 // been reused.
 std::optional<std::uint64_t> cgroup_id_of(int pidfd) {
   static bool unsupported = false;
-  if (unsupported || !unified_cgroups()) return std::nullopt;
+  if (unsupported || !kernel_probe::unified_cgroups()) return std::nullopt;
   PidfdInfo info{};
   info.mask = kPidfdInfoCgroupId;
   if (::ioctl(pidfd, kPidfdGetInfo, &info) != 0) {

@@ -32,10 +32,6 @@ struct Peer {
 // resolve_process_identity.
 [[nodiscard]] Result<Peer> read_peer(int connection, const ucred& cred);
 
-// Whether this kernel gives a Unix socket's peer as a pidfd (SO_PEERPIDFD,
-// Linux 6.5). Asked once at start-up, for the log: read_peer needs no answer.
-[[nodiscard]] bool kernel_gives_peer_pidfd();
-
 // The process's systemd unit, executable and cgroup, through /proc, kept only
 // if the process behind `pidfd` is still alive after they were read: a pid
 // recycled in between cannot lend its unit to the caller. Read when a

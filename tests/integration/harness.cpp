@@ -8,7 +8,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
-#include <seccomp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -32,6 +31,8 @@
 
 #include <sockbroker/client.hpp>
 
+#include "older_kernel.hpp"
+
 namespace fs = std::filesystem;
 
 namespace sbtest {
@@ -54,24 +55,16 @@ void close_inherited_fds() { ::syscall(SYS_close_range, 3U, ~0U, 0U); }
 
 // SOCKBROKER_TEST_KERNEL_WITHOUT_PEER_PIDFD=1 starts every broker as on a
 // kernel older than 6.5 (Debian 12's 6.1), where getsockopt(SO_PEERPIDFD)
-// fails with ENOPROTOOPT: a seccomp filter, installed in the broker's process
-// just before its exec, answers that one call so and lets everything else
-// through. Clients and the test itself keep the real kernel. ctest runs the
+// fails with ENOPROTOOPT: a seccomp filter (older_kernel.hpp), installed in
+// the broker's process just before its exec, answers that one call so and lets
+// everything else through (root keeps its privileges across the exec). Clients and the test itself keep the real kernel. ctest runs the
 // tests of callers' identity and of leases so too (tests/CMakeLists.txt).
 void emulate_kernel_without_peer_pidfd_if_asked() {
   const char* asked = std::getenv("SOCKBROKER_TEST_KERNEL_WITHOUT_PEER_PIDFD");
   if (asked == nullptr || std::string_view(asked) != "1") return;
-  constexpr int kSoPeerPidfd = 77;  // include/uapi/asm-generic/socket.h
-  scmp_filter_ctx filter = ::seccomp_init(SCMP_ACT_ALLOW);
-  // Root may install a filter without no_new_privs, which would change what
-  // the broker's exec grants.
-  const bool loaded = filter != nullptr && ::seccomp_attr_set(filter, SCMP_FLTATR_CTL_NNP, 0) == 0 &&
-                      ::seccomp_rule_add(filter, SCMP_ACT_ERRNO(ENOPROTOOPT), SCMP_SYS(getsockopt), 2,
-                                         SCMP_A1(SCMP_CMP_EQ, SOL_SOCKET), SCMP_A2(SCMP_CMP_EQ, kSoPeerPidfd)) == 0 &&
-                      ::seccomp_load(filter) == 0;
-  ::seccomp_release(filter);
-  if (!loaded) {
-    std::fputs("harness: cannot install the filter that hides SO_PEERPIDFD\n", stderr);
+  std::string error;
+  if (!hide_kernel_features(kWithoutPeerPidfd, true, &error)) {
+    std::fprintf(stderr, "harness: %s\n", error.c_str());
     _exit(126);
   }
 }
@@ -824,6 +817,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--supervised-probe") == 0) return supervised_probe(argc, argv);
   if (argc > 1 && std::strcmp(argv[1], "--threaded-bind-probe") == 0) return threaded_bind_probe(argc, argv);
   if (argc > 2 && std::strcmp(argv[1], "--echo-server") == 0) return echo_server(argv[2]);
+  if (argc > 1 && std::strcmp(argv[1], "--as-older-kernel") == 0) return sbtest::as_older_kernel(argc, argv);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
