@@ -3,11 +3,13 @@
 // own settings are never touched.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "kernel_features.hpp"
 
 namespace {
 
@@ -24,18 +26,30 @@ struct Doctor {
   int exit_code = -1;
   std::string output;
   std::map<std::string, nlohmann::json> settings;  // by key
+  std::map<std::string, nlohmann::json> features;  // by name
   nlohmann::json json;
 };
 
-// As uid 65534: everything doctor reads is world-readable.
-Doctor run_doctor() {
-  auto result = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, {sbtest::programs().sockbroker, "doctor", "--json"});
-  Doctor doctor{result.exit_code, result.output, {}, nlohmann::json::parse(result.output, nullptr, false)};
+// As uid 65534: everything doctor reads is world-readable, and every feature
+// it probes can be probed without privilege. With `older_kernel` (names for
+// `integration_tests --as-older-kernel`), on a kernel without those features.
+Doctor run_doctor(const std::string& older_kernel = "", const std::vector<std::string>& options = {"--json"}) {
+  std::vector<std::string> argv;
+  if (!older_kernel.empty()) argv = {sbtest::programs().self, "--as-older-kernel", older_kernel};
+  argv.push_back(sbtest::programs().sockbroker);
+  argv.push_back("doctor");
+  argv.insert(argv.end(), options.begin(), options.end());
+  auto result = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, argv);
+  Doctor doctor{result.exit_code, result.output, {}, {}, nlohmann::json::parse(result.output, nullptr, false)};
   if (doctor.json.is_object()) {
     for (const auto& s : doctor.json["settings"]) doctor.settings[s["key"].get<std::string>()] = s;
+    for (const auto& f : doctor.json["features"]) doctor.features[f["name"].get<std::string>()] = f;
   }
   return doctor;
 }
+
+const char* const kFeatures[] = {"SO_PEERGROUPS",     "SO_PEERPIDFD",        "Landlock ABI >= 2",
+                                 "Landlock ABI >= 4", "seccomp NOTIF_ADDFD", "SO_PASSRIGHTS"};
 
 void set_good_values() {
   set_sysctl("net.ipv4.tcp_fastopen", "1");
@@ -128,6 +142,90 @@ TEST(Doctor, ServerFastOpenAloneIsAWarningNotAFailure) {
   EXPECT_EQ(doctor.settings["net.ipv4.tcp_fastopen"]["verdict"], "warn") << doctor.output;
   EXPECT_EQ(doctor.settings["net.ipv4.tcp_fastopen"]["recommended"], 1) << doctor.output;
   EXPECT_EQ(doctor.settings["net.ipv4.ip_unprivileged_port_start"]["verdict"], "ok") << doctor.output;
+}
+
+// Each feature as the kernel answers the test's own probe of it.
+TEST(Doctor, KernelFeaturesAreWhatTheKernelAnswers) {
+  SBTEST_PREPARE();
+  ASSERT_NO_FATAL_FAILURE(set_good_values());
+  auto doctor = run_doctor();
+  ASSERT_TRUE(doctor.json.is_object()) << doctor.output;
+  ASSERT_EQ(doctor.features.size(), std::size(kFeatures)) << doctor.output;
+  for (const char* name : kFeatures) {
+    ASSERT_EQ(doctor.features.count(name), 1u) << name << "\n" << doctor.output;
+    const auto& f = doctor.features[name];
+    EXPECT_EQ(f["since"].get<std::string>().rfind("Linux ", 0), 0u) << f.dump();
+    EXPECT_FALSE(f["gives"].get<std::string>().empty()) << f.dump();
+    EXPECT_EQ(f["verdict"] == "ok", f["present"] == true) << f.dump();
+    if (f["present"] == true) {
+      EXPECT_EQ(f["assessment"], "present") << f.dump();
+    }
+  }
+  EXPECT_EQ(doctor.features["SO_PEERGROUPS"]["present"], true);  // every kernel the broker runs on
+  EXPECT_EQ(doctor.features["SO_PEERPIDFD"]["present"], sbtest::kernel_has_peer_pidfd());
+  EXPECT_EQ(doctor.features["Landlock ABI >= 2"]["present"], sbtest::kernel_landlock_abi() >= 2);
+  EXPECT_EQ(doctor.features["Landlock ABI >= 4"]["present"], sbtest::kernel_landlock_abi() >= 4);
+  // `sockbroker run`'s supervised binds, tested against this kernel, need it.
+  EXPECT_EQ(doctor.features["seccomp NOTIF_ADDFD"]["present"], true);
+  const std::size_t present = std::count_if(doctor.features.begin(), doctor.features.end(),
+                                            [](const auto& entry) { return entry.second["present"] == true; });
+  EXPECT_EQ(doctor.json["features_summary"]["ok"], present);
+}
+
+// Debian 12's 6.1 as far as doctor can tell: no SO_PEERPIDFD, no SO_PASSRIGHTS,
+// Landlock off at boot (as an older kernel built without it answers). The
+// broker works there, more weakly: warnings, exit 0.
+TEST(Doctor, AKernelWithoutTheNewerFeaturesGetsWarningsAndWhatReplacesThem) {
+  SBTEST_PREPARE();
+  ASSERT_NO_FATAL_FAILURE(set_good_values());
+  auto doctor = run_doctor("peer_pidfd,pass_rights,landlock,notif_addfd");
+  EXPECT_EQ(doctor.exit_code, 0) << doctor.output;
+  ASSERT_TRUE(doctor.json.is_object()) << doctor.output;
+  EXPECT_EQ(doctor.json["bad"], false);
+  struct Expect {
+    const char* name;
+    bool present;
+    const char* verdict;
+    const char* says;  // in the assessment
+  } expectations[] = {
+      {"SO_PEERGROUPS", true, "ok", "present"},
+      {"SO_PEERPIDFD", false, "missing", "finds each caller's process by pid at accept"},
+      {"Landlock ABI >= 2", false, "warn", "(the kernel has no Landlock)"},
+      {"Landlock ABI >= 4", false, "warn", "seccomp layer alone"},
+      {"seccomp NOTIF_ADDFD", false, "warn", "Linux < 5.9"},
+      {"SO_PASSRIGHTS", false, "missing", "disposer"},
+  };
+  for (const auto& e : expectations) {
+    const auto& f = doctor.features[e.name];
+    EXPECT_EQ(f["present"], e.present) << f.dump();
+    EXPECT_EQ(f["verdict"], e.verdict) << f.dump();
+    EXPECT_NE(f["assessment"].get<std::string>().find(e.says), std::string::npos) << f.dump();
+  }
+  EXPECT_EQ(doctor.json["features_summary"]["warn"], 3);
+  EXPECT_EQ(doctor.json["features_summary"]["missing"], 2);
+
+  // For people: one line per absent feature, and the count.
+  auto human = run_doctor("peer_pidfd,pass_rights,landlock,notif_addfd", {});
+  EXPECT_EQ(human.exit_code, 0) << human.output;
+  EXPECT_NE(human.output.find("\nKERNEL FEATURE "), std::string::npos) << human.output;
+  EXPECT_NE(human.output.find("\nSO_PEERPIDFD: missing: absent: the broker finds each caller's process by pid"),
+            std::string::npos)
+      << human.output;
+  EXPECT_NE(human.output.find("6 kernel features: 1 present, 5 absent (3 warn, 0 bad)\n"), std::string::npos)
+      << human.output;
+}
+
+// Without SO_PEERGROUPS the broker drops every connection: that is bad, exit 1.
+TEST(Doctor, AKernelWithoutPeerGroupsIsBad) {
+  SBTEST_PREPARE();
+  ASSERT_NO_FATAL_FAILURE(set_good_values());
+  auto doctor = run_doctor("peer_groups");
+  EXPECT_EQ(doctor.exit_code, 1) << doctor.output;
+  ASSERT_TRUE(doctor.json.is_object()) << doctor.output;
+  EXPECT_EQ(doctor.json["bad"], true);
+  EXPECT_EQ(doctor.features["SO_PEERGROUPS"]["verdict"], "bad") << doctor.output;
+  EXPECT_EQ(doctor.json["features_summary"]["bad"], 1);
+  EXPECT_EQ(doctor.json["summary"]["bad"], 0);  // the settings are fine
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +28,13 @@ inline bool kernel_has_peer_pidfd() {
   ::close(pair[0]);
   ::close(pair[1]);
   return has;
+}
+
+// The running kernel's Landlock ABI version; 0 when Landlock cannot be used.
+inline int kernel_landlock_abi() {
+  constexpr unsigned kCreateRulesetVersion = 1U << 0;  // LANDLOCK_CREATE_RULESET_VERSION
+  const long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, kCreateRulesetVersion);
+  return abi > 0 ? static_cast<int>(abi) : 0;
 }
 
 // Whether the brokers this test starts find their callers by pid: the kernel
