@@ -22,20 +22,23 @@ bool cgroup_under(std::string_view prefix, std::string_view path) {
 
 }  // namespace
 
-bool rule_matches(const Rule& rule, const PeerIdentity& peer) {
-  if (rule.user && *rule.user != peer.uid) return false;
-  if (rule.group && !in_groups(*rule.group, peer)) return false;
+Mismatch first_mismatch(const Rule& rule, const PeerIdentity& peer) {
+  if (rule.user && *rule.user != peer.uid) return Mismatch::user;
+  if (rule.group && !in_groups(*rule.group, peer)) return Mismatch::group;
   // An identity field the broker could not verify is absent, and absence
   // never satisfies a rule that asks for it (fail closed).
-  if (rule.unit && (!peer.unit || *peer.unit != *rule.unit)) return false;
-  if (rule.executable && (!peer.executable || *peer.executable != *rule.executable)) return false;
+  if (rule.unit && (!peer.unit || *peer.unit != *rule.unit)) return Mismatch::unit;
+  if (rule.executable && (!peer.executable || *peer.executable != *rule.executable)) return Mismatch::executable;
   if (rule.cgroup && (rule.cgroup->empty() || !peer.cgroup || !cgroup_under(*rule.cgroup, *peer.cgroup))) {
-    return false;
+    return Mismatch::cgroup;
   }
   // The loader refuses empty rules; should one reach here anyway, it must not
   // grant to everyone.
-  return rule.user || rule.group || rule.unit || rule.executable || rule.cgroup;
+  if (!rule.user && !rule.group && !rule.unit && !rule.executable && !rule.cgroup) return Mismatch::empty;
+  return Mismatch::none;
 }
+
+bool rule_matches(const Rule& rule, const PeerIdentity& peer) { return first_mismatch(rule, peer) == Mismatch::none; }
 
 Decision decide(const Policy& policy, const PeerIdentity& peer, std::string_view name) {
   Decision decision;

@@ -21,6 +21,13 @@ struct Decision {
 
 [[nodiscard]] bool rule_matches(const Rule& rule, const PeerIdentity& peer);
 
+// The first condition of `rule`, in the order user, group, unit, executable,
+// cgroup, that `peer` does not meet; none when the rule matches, empty for a
+// rule with no condition (which matches no one). rule_matches is this == none,
+// so `sockbroker check --as` explains exactly what the broker decides.
+enum class Mismatch { none, user, group, unit, executable, cgroup, empty };
+[[nodiscard]] Mismatch first_mismatch(const Rule& rule, const PeerIdentity& peer);
+
 // Administrators: root, or members (primary or supplementary) of admin_group.
 [[nodiscard]] bool is_admin(const BrokerSettings& broker, const PeerIdentity& peer);
 

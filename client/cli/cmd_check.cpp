@@ -1,4 +1,5 @@
-// sockbroker check: validate a policy without a running broker, like nginx -t.
+// sockbroker check: validate a policy without a running broker, like nginx -t;
+// with --as, also what it gives one caller (caller_decisions.hpp).
 #include <algorithm>
 #include <iostream>
 #include <memory>
@@ -7,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "caller_decisions.hpp"
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "loader.hpp"
@@ -19,6 +21,8 @@ struct CheckOptions {
   std::vector<std::string> policy_paths;
   bool strict = false;
   bool json = false;
+  CallerSpec caller;  // caller.as empty: no decisions asked for
+  std::vector<std::string> sockets;
 };
 
 // Where a diagnostic or a socket stands in the loader's order: file by file
@@ -81,6 +85,15 @@ void warn_beyond_fd_store(const policy::Policy& policy, bool strict, std::vector
 }
 
 int check(const CheckOptions& options) {
+  std::optional<policy::PeerIdentity> caller;
+  if (!options.caller.as.empty()) {
+    auto resolved = caller_from(options.caller);
+    if (!resolved) {
+      std::cerr << "sockbroker check: " << resolved.error().message << '\n';
+      return kExitUsage;
+    }
+    caller = std::move(*resolved);
+  }
   auto loaded = policy::load_policy(options.policy_paths, policy::LoadOptions{options.strict});
   if (loaded.policy) {
     warn_root_only(*loaded.policy, options.strict, loaded.diagnostics);
@@ -92,6 +105,8 @@ int check(const CheckOptions& options) {
   for (const auto& d : loaded.diagnostics) {
     (d.severity == policy::Diagnostic::Severity::error ? errors : warnings)++;
   }
+  std::vector<SocketDecision> decisions;
+  if (caller && loaded.policy) decisions = decide_for(*loaded.policy, *caller, options.sockets);
   if (options.json) {
     nlohmann::json diagnostics = nlohmann::json::array();
     for (const auto& d : loaded.diagnostics) {
@@ -105,6 +120,10 @@ int check(const CheckOptions& options) {
     if (loaded.policy) {
       out["files"] = loaded.policy->files;
       out["sockets"] = loaded.policy->sockets.size();
+      if (caller) {
+        out["caller"] = caller_json(*caller);
+        out["decisions"] = decisions_json(decisions);
+      }
     }
     std::cout << out.dump(2) << '\n';
   } else {
@@ -114,13 +133,15 @@ int check(const CheckOptions& options) {
                 << loaded.policy->files.size() << " file(s)";
       if (warnings > 0) std::cout << ", " << warnings << " warning(s)";
       std::cout << '\n';
+      if (caller) std::cout << "\nas " << describe_caller(*caller) << ":\n" << format_decisions(decisions);
     } else {
       std::cerr << "policy invalid: " << errors << " error(s)";
       if (warnings > 0) std::cerr << ", " << warnings << " warning(s)";
       std::cerr << '\n';
     }
   }
-  return loaded.policy ? kExitOk : kExitConfig;
+  if (!loaded.policy) return kExitConfig;
+  return caller && !options.sockets.empty() ? decisions_exit_code(decisions) : kExitOk;
 }
 
 }  // namespace
@@ -130,13 +151,42 @@ Command add_check(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "check",
       "Validate a policy without a running broker. Each problem is printed as\n"
-      "FILE:LINE:COL: error|warning: message. Exit 0 when valid, 78 when not.\n\n"
-      "Example: sockbroker check --policy /etc/sockbroker/policy.toml --policy /etc/sockbroker/policy.d");
+      "FILE:LINE:COL: error|warning: message. Exit 0 when valid, 78 when not.\n"
+      "With --as USER, also show what the policy gives that caller: each socket granted (by which rule)\n"
+      "or denied, and for a denial the first condition of each rule the caller does not meet.");
+  cmd->footer(
+      "--as decides with the broker's own matcher, for the identity given instead of the one the kernel\n"
+      "reports: uid; primary gid (the account's, or :GROUP); the groups initgroups(3) gives the account, plus\n"
+      "each --group (SupplementaryGroups= of its unit); and the unit, executable and cgroup given. One not\n"
+      "given is unknown, and a rule that needs it does not match, as in the broker. Root gets every socket.\n"
+      "At run time the broker also refuses what no rule decides: a request from another process than the\n"
+      "one that connected, a counted socket (reuse_port, max_grants) for a caller it cannot track, and\n"
+      "max_grants reached.\n\n"
+      "Exit status: 0 valid (and, with --socket, every socket named granted); 78 invalid policy; with\n"
+      "--as and --socket, 77 when one is denied and 65 when one does not exist, as `sockbroker get` would;\n"
+      "64 usage (an unknown user or group).\n\n"
+      "Examples:\n"
+      "  sockbroker check --policy /etc/sockbroker/policy.toml --policy /etc/sockbroker/policy.d\n"
+      "  sockbroker check --as www-data --unit nginx.service --executable /usr/sbin/nginx\n"
+      "  sockbroker check --as 65534:65534 --socket web --json | jq '.decisions[0].rules'");
   cmd->add_option("--policy", options->policy_paths,
                   "policy file or directory of *.toml (repeatable; default /etc/sockbroker/policy.toml "
                   "then /etc/sockbroker/policy.d/)");
   cmd->add_flag("--strict", options->strict, "treat warnings as errors");
-  cmd->add_flag("--json", options->json, "print JSON for scripts");
+  cmd->add_flag("--json", options->json,
+                "print JSON for scripts; with --as, also \"caller\" and \"decisions\": [{name, exists, type, address, "
+                "decision: grant|no_rule_matched|unknown_socket, rule, rules: [{index, file, line, column, fails_on, why}]}]");
+  auto* as = cmd->add_option("--as", options->caller.as,
+                             "USER[:GROUP] (names or numbers): show what the policy gives a process running as USER");
+  cmd->add_option("--group", options->caller.groups, "with --as: a supplementary group beyond USER's (repeatable)")
+      ->needs(as);
+  cmd->add_option("--unit", options->caller.unit, "with --as: the caller's systemd unit, e.g. nginx.service")->needs(as);
+  cmd->add_option("--executable", options->caller.executable, "with --as: the caller's executable, an absolute path")
+      ->needs(as);
+  cmd->add_option("--cgroup", options->caller.cgroup, "with --as: the caller's cgroup v2 path, e.g. /system.slice/nginx.service")
+      ->needs(as);
+  cmd->add_option("--socket", options->sockets, "with --as: only this socket (repeatable; default every socket)")
+      ->needs(as);
   return [options] { return check(*options); };
 }
 

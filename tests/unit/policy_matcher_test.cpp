@@ -176,13 +176,19 @@ TEST(RuleMatches, CgroupIsAPrefixOnSlashBoundaries) {
   EXPECT_TRUE(rule_matches(root_cgroup, p));
 }
 
-TEST(RuleMatches, AllFieldsOfARuleMustMatch) {
+// A rule with every condition: nginx as www-data (33), in its own unit.
+Rule nginx_rule() {
   Rule r;
   r.user = 33;
   r.group = 33;
   r.unit = "nginx.service";
   r.executable = "/usr/sbin/nginx";
   r.cgroup = "/system.slice/nginx.service";
+  return r;
+}
+
+TEST(RuleMatches, AllFieldsOfARuleMustMatch) {
+  const Rule r = nginx_rule();
 
   PeerIdentity p = peer(33, 33);
   p.unit = "nginx.service";
@@ -210,6 +216,30 @@ TEST(RuleMatches, AllFieldsOfARuleMustMatch) {
 TEST(RuleMatches, EmptyRuleMatchesNobody) {
   // The loader refuses it; the matcher fails closed regardless.
   EXPECT_FALSE(rule_matches(Rule{}, peer(33, 33)));
+}
+
+// `sockbroker check --as` explains a refusal by the first condition that
+// fails, in the rule's written order of fields: it must be a condition that
+// really fails, and none exactly when the rule matches.
+TEST(FirstMismatch, NamesTheFirstConditionThatFailsAndNoneWhenTheRuleMatches) {
+  const Rule r = nginx_rule();
+  PeerIdentity p = peer(1000, 1000);
+  EXPECT_EQ(first_mismatch(r, p), Mismatch::user);
+  p.uid = 33;
+  EXPECT_EQ(first_mismatch(r, p), Mismatch::group);
+  p.groups = {33};
+  EXPECT_EQ(first_mismatch(r, p), Mismatch::unit);  // not known: fails closed
+  p.unit = "nginx.service";
+  EXPECT_EQ(first_mismatch(r, p), Mismatch::executable);
+  p.executable = "/usr/sbin/nginx";
+  EXPECT_EQ(first_mismatch(r, p), Mismatch::cgroup);
+  p.cgroup = "/system.slicex/nginx.service";
+  EXPECT_EQ(first_mismatch(r, p), Mismatch::cgroup);
+  p.cgroup = "/system.slice/nginx.service";
+  EXPECT_EQ(first_mismatch(r, p), Mismatch::none);
+  EXPECT_TRUE(rule_matches(r, p));
+  EXPECT_EQ(first_mismatch(Rule{}, p), Mismatch::empty);
+  EXPECT_FALSE(rule_matches(Rule{}, p));
 }
 
 TEST(IsAdmin, RootAndAdminGroup) {
