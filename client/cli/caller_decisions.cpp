@@ -219,6 +219,15 @@ std::string describe_caller(const policy::PeerIdentity& peer) {
   return out;
 }
 
+std::string describe_administrator(const policy::BrokerSettings& broker, const policy::PeerIdentity& peer) {
+  const bool admin = policy::is_admin(broker, peer);
+  const std::string why = peer.uid == 0          ? "root"
+                          : !broker.admin_group ? "the policy sets no admin_group"
+                          : admin               ? "in admin_group " + group_text(*broker.admin_group)
+                                                : "not in admin_group " + group_text(*broker.admin_group);
+  return std::string("administrator (status, reload, revoke, upgrade): ") + (admin ? "yes" : "no") + " (" + why + ")";
+}
+
 std::string format_decisions(const std::vector<SocketDecision>& decisions) {
   std::vector<TableRow> table{{"SOCKET", "TYPE", "ADDRESS", "DECISION", "BY"}};
   std::ostringstream details;

@@ -50,6 +50,11 @@ struct SocketDecision {
 // "uid 33 (www-data), gid 33 (www-data), groups 33 (www-data), unit nginx.service"
 [[nodiscard]] std::string describe_caller(const policy::PeerIdentity& peer);
 
+// Whether the broker answers this caller's `status`, `reload`, `revoke`,
+// `upgrade` and `list --holders`, and why: "administrator: no (not in
+// admin_group 27 (sudo))".
+[[nodiscard]] std::string describe_administrator(const policy::BrokerSettings& broker, const policy::PeerIdentity& peer);
+
 [[nodiscard]] std::string format_decisions(const std::vector<SocketDecision>& decisions);
 [[nodiscard]] nlohmann::json caller_json(const policy::PeerIdentity& peer);
 [[nodiscard]] nlohmann::json decisions_json(const std::vector<SocketDecision>& decisions);

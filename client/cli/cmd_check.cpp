@@ -122,6 +122,7 @@ int check(const CheckOptions& options) {
       out["sockets"] = loaded.policy->sockets.size();
       if (caller) {
         out["caller"] = caller_json(*caller);
+        out["caller"]["admin"] = policy::is_admin(loaded.policy->broker, *caller);
         out["decisions"] = decisions_json(decisions);
       }
     }
@@ -133,7 +134,11 @@ int check(const CheckOptions& options) {
                 << loaded.policy->files.size() << " file(s)";
       if (warnings > 0) std::cout << ", " << warnings << " warning(s)";
       std::cout << '\n';
-      if (caller) std::cout << "\nas " << describe_caller(*caller) << ":\n" << format_decisions(decisions);
+      if (caller) {
+        std::cout << "\nas " << describe_caller(*caller) << ":\n"
+                  << format_decisions(decisions) << '\n'
+                  << describe_administrator(loaded.policy->broker, *caller) << '\n';
+      }
     } else {
       std::cerr << "policy invalid: " << errors << " error(s)";
       if (warnings > 0) std::cerr << ", " << warnings << " warning(s)";
@@ -174,7 +179,7 @@ Command add_check(CLI::App& app) {
                   "then /etc/sockbroker/policy.d/)");
   cmd->add_flag("--strict", options->strict, "treat warnings as errors");
   cmd->add_flag("--json", options->json,
-                "print JSON for scripts; with --as, also \"caller\" and \"decisions\": [{name, exists, type, address, "
+                "print JSON for scripts; with --as, also \"caller\" (with admin: bool) and \"decisions\": [{name, exists, type, address, "
                 "decision: grant|no_rule_matched|unknown_socket, rule, rules: [{index, file, line, column, fails_on, why}]}]");
   auto* as = cmd->add_option("--as", options->caller.as,
                              "USER[:GROUP] (names or numbers): show what the policy gives a process running as USER");

@@ -113,6 +113,21 @@ TEST_F(CheckAs, ExplainsEveryRuleOfARefusal) {
   EXPECT_NE(human.output.find(") needs uid 1 (daemon); the caller is uid 65534 (nobody)\n"), std::string::npos)
       << human.output;
   EXPECT_NE(human.output.find("no allow rule: root's alone"), std::string::npos) << human.output;
+  EXPECT_NE(human.output.find("\nadministrator (status, reload, revoke, upgrade): no (the policy sets no admin_group)\n"),
+            std::string::npos)
+      << human.output;
+  EXPECT_EQ(parsed["caller"]["admin"], false);
+
+  // Administrators: root, or a member of admin_group, as the broker decides.
+  dir.write("admin.toml", sbtest::PolicyBuilder()
+                              .broker("admin_group", sbtest::toml_string("daemon"))
+                              .socket("web", "127.0.0.1:21950")
+                              .allow_user("nobody")
+                              .toml());
+  auto member = check_as(dir.file("admin.toml"), {"--as", "nobody", "--group", "daemon"});
+  EXPECT_NE(member.output.find(": yes (in admin_group 1 (daemon))\n"), std::string::npos) << member.output;
+  auto other = check_as(dir.file("admin.toml"), {"--as", "nobody", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(other.output, nullptr, false)["caller"]["admin"], false) << other.output;
 
   // Root gets everything; a socket the policy lacks is 65, as `get` would exit.
   auto root = check_as(file, {"--as", "root", "--socket", "root_only"});
