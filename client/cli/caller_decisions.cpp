@@ -78,12 +78,12 @@ Result<gid_t> gid_of(const std::string& text) {
 
 std::string user_text(uid_t uid) {
   auto account = user_with_id(uid);
-  return "uid " + std::to_string(uid) + (account ? " (" + account->name + ")" : "");
+  return "uid " + std::to_string(uid) + (account ? " (" + sockbroker::printable(account->name) + ")" : "");
 }
 
 std::string group_text(gid_t gid) {
   auto name = group_name(gid);
-  return std::to_string(gid) + (name ? " (" + *name + ")" : "");
+  return std::to_string(gid) + (name ? " (" + sockbroker::printable(*name) + ")" : "");
 }
 
 std::string groups_text(const std::vector<gid_t>& groups) {
@@ -113,7 +113,8 @@ std::string why_not(const policy::Rule& rule, policy::Mismatch mismatch, const p
       return "needs executable " + sockbroker::quoted(*rule.executable) + "; the caller's executable " +
              known_or(peer.executable, "--executable");
     case Mismatch::cgroup:
-      return "needs a cgroup under " + sockbroker::quoted(*rule.cgroup) + "; the caller's cgroup " + known_or(peer.cgroup, "--cgroup");
+      return "needs a cgroup under " + sockbroker::quoted(*rule.cgroup) + "; the caller's cgroup " +
+             known_or(peer.cgroup, "--cgroup");
     case Mismatch::empty:
       return "has no condition, so it matches no one";
   }
