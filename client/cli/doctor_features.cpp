@@ -64,26 +64,30 @@ bool seccomp_can_answer_binds(std::string* why) {
   return false;
 }
 
-FeatureFinding present_or(FeatureFinding finding, bool present, Verdict absent_verdict, std::string absent) {
-  finding.present = present;
-  finding.verdict = present ? Verdict::ok : absent_verdict;
-  finding.assessment = present ? "present" : std::move(absent);
-  return finding;
+// A feature as the table names it, before the kernel is asked.
+struct Feature {
+  const char* name;
+  const char* since;
+  const char* gives;
+};
+
+FeatureFinding found(const Feature& feature, bool present, Verdict absent_verdict, std::string absent) {
+  return {feature.name, feature.since, present, present ? Verdict::ok : absent_verdict, feature.gives,
+          present ? "present" : std::move(absent)};
 }
 
 }  // namespace
 
 std::vector<FeatureFinding> probe_features() {
   std::vector<FeatureFinding> out;
-  out.push_back(present_or({"SO_PEERGROUPS", "Linux 4.13", false, Verdict::missing,
-                            "the broker reads each caller's supplementary groups, for `allow` rules by group", ""},
-                           kernel_probe::gives_peer_groups(), Verdict::bad,
-                           "absent: the broker cannot read callers' groups and drops every connection"));
-  out.push_back(present_or(
-      {"SO_PEERPIDFD", "Linux 6.5", false, Verdict::missing,
+  out.push_back(found(
+      {"SO_PEERGROUPS", "Linux 4.13", "the broker reads each caller's supplementary groups, for `allow` rules by group"},
+      kernel_probe::gives_peer_groups(), Verdict::bad,
+      "absent: the broker cannot read callers' groups and drops every connection"));
+  out.push_back(found(
+      {"SO_PEERPIDFD", "Linux 6.5",
        "the broker holds each caller's process from its connect, for unit, executable and cgroup rules and to "
-       "count its grants",
-       ""},
+       "count its grants"},
       kernel_probe::gives_peer_pidfd(), Verdict::missing,
       "absent: the broker finds each caller's process by pid at accept, as safely; a caller whose uid or gid "
       "changed before the accept matches no unit, executable or cgroup rule and gets no reuse_port or max_grants "
@@ -97,29 +101,28 @@ std::vector<FeatureFinding> probe_features() {
     return "absent (" + (landlock == 0 ? landlock_why : "Landlock ABI " + std::to_string(landlock)) +
            "): " + consequence;
   };
-  out.push_back(present_or(
-      {"Landlock ABI >= 2", "Linux 5.19, lsm=landlock", false, Verdict::missing,
-       "`sockbroker run` keeps a locked-down program out of its uid's other processes (/proc/PID/mem)", ""},
+  out.push_back(found(
+      {"Landlock ABI >= 2", "Linux 5.19, lsm=landlock",
+       "`sockbroker run` keeps a locked-down program out of its uid's other processes (/proc/PID/mem)"},
       landlock >= kLandlockReferAbi, Verdict::warn,
       landlock_absent("a locked-down program can write into the memory of a process of its uid that is not "
                       "locked down; set kernel.yama.ptrace_scope >= 1")));
-  out.push_back(present_or(
-      {"Landlock ABI >= 4", "Linux 6.7, lsm=landlock", false, Verdict::missing,
-       "a second layer, beside seccomp, that refuses a locked-down program's TCP binds", ""},
+  out.push_back(found(
+      {"Landlock ABI >= 4", "Linux 6.7, lsm=landlock",
+       "a second layer, beside seccomp, that refuses a locked-down program's TCP binds"},
       landlock >= kLandlockNetworkAbi, Verdict::warn,
       landlock_absent("the lockdown relies on its seccomp layer alone to refuse binds")));
 
   std::string notif_why;
   const bool answers_binds = seccomp_can_answer_binds(&notif_why);
-  out.push_back(present_or(
-      {"seccomp NOTIF_ADDFD", "Linux 5.9", false, Verdict::missing,
-       "`sockbroker run` answers a program's own bind(2) with the policy's socket (nginx, haproxy, Go, Node)", ""},
+  out.push_back(found(
+      {"seccomp NOTIF_ADDFD", "Linux 5.9",
+       "`sockbroker run` answers a program's own bind(2) with the policy's socket (nginx, haproxy, Go, Node)"},
       answers_binds, Verdict::warn,
       "absent (" + notif_why + "): only programs that take their sockets as LISTEN_FDS run under `sockbroker run`"));
-  out.push_back(present_or(
-      {"SO_PASSRIGHTS", "Linux 6.16", false, Verdict::missing,
-       "the control socket refuses descriptors at the kernel, unless the policy has a netns = \"request\" socket",
-       ""},
+  out.push_back(found(
+      {"SO_PASSRIGHTS", "Linux 6.16",
+       "the control socket refuses descriptors at the kernel, unless the policy has a netns = \"request\" socket"},
       kernel_probe::can_refuse_passed_rights(), Verdict::missing,
       "absent: descriptors a client attaches reach the broker, which hands them to its disposer process unread"));
   return out;
