@@ -45,11 +45,11 @@ Result<UniqueFd> open_netns(const std::string& path) {
   return fd;
 }
 
-[[noreturn]] int exec_program(const std::vector<std::string>& command) {
+[[noreturn]] int exec_program(const std::vector<std::string>& command, const ListenEnvironment& environment) {
   std::vector<char*> argv;
   for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
-  ::execvp(argv[0], argv.data());
+  ::execvpe(argv[0], argv.data(), environment.envp());
   int err = errno;
   std::cerr << "sockbroker: cannot execute \"" << command.front() << "\": " << std::strerror(err) << '\n';
   std::exit(err == ENOENT ? kExitNotFound : kExitCannotExecute);
@@ -90,15 +90,17 @@ int run(const RunOptions& options, const GlobalOptions& global) {
   if (supervised) return supervise(Supervision{command, std::move(grants), global.control, options.on_revoke});
 
   // Unsupervised: PROGRAM replaces this process (same pid, LISTEN_PID).
-  if (auto s = place_descriptors(grants); !s) return report(s.error());
-  if (auto s = set_listen_environment(grants, ::getpid()); !s) return report(s.error());
+  Handoff handoff(grants);
+  if (auto s = place_descriptors(handoff); !s) return report(s.error());
+  ListenEnvironment environment(grants);
+  environment.set_pid(::getpid());
   if (!options.no_lockdown) {
     if (auto s = lockdown(LockdownOptions{options.allow_listen}); !s) {
       std::cerr << "sockbroker: cannot install the lockdown filter: " << s.error().describe() << '\n';
       return kExitBind;
     }
   }
-  exec_program(command);
+  exec_program(command, environment);
 }
 
 void add_exec_options(CLI::App* cmd, RunOptions& options) {

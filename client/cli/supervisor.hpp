@@ -4,7 +4,7 @@
 // (it binds nothing but netlink), until every process of PROGRAM's tree has
 // exited:
 //
-//   sockbroker run (supervisor) ── fork ──▶ child: sockets at 3, 4, ...,
+//   sockbroker run (supervisor) ── vfork ─▶ child: sockets at 3, 4, ...,
 //        ▲  forwards signals                 LISTEN_PID = its pid, lockdown
 //        │  reaps the tree (subreaper)       (bind, listen → supervisor),
 //        └── listener fd ◀── SCM_RIGHTS ──── exec PROGRAM

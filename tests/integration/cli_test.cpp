@@ -53,6 +53,45 @@ TEST_F(Cli, RunPassesListenFdsThatSdListenFdsAccepts) {
   EXPECT_EQ(probe["seccomp"], 2);  // filter mode: the lockdown is on
 }
 
+// `sockbroker run` started by a socket-activating manager inherits LISTEN_*
+// meant for itself: the program sees only the variables of its own grants,
+// with LISTEN_PID its own pid, in each way the command starts it.
+TEST_F(Cli, RunReplacesInheritedListenVariables) {
+  TempDir dir;
+  auto broker = Broker::start(dir, kPolicy);
+  ASSERT_TRUE(broker);
+  const std::vector<std::string> inherited = {"SOCKBROKER_CONTROL=" + broker->control(), "LISTEN_PID=1",
+                                              "LISTEN_FDS=7", "LISTEN_FDNAMES=a:b:c:d:e:f:g"};
+  const std::string& self = sbtest::programs().self;
+  const std::string& sockbroker = sbtest::programs().sockbroker;
+  struct Case {
+    std::vector<std::string> argv;
+    int expected_n;
+  };
+  const Case cases[] = {
+      {{sockbroker, "run", "-s", "web", "--", self, "--probe-listen-fds"}, 1},
+      {{sockbroker, "run", "--no-supervise", "-s", "web", "--", self, "--probe-listen-fds"}, 1},
+      {{sockbroker, "run", "--", self, "--probe-listen-fds"}, 0},
+      {{sockbroker, "run", "--no-supervise", "--", self, "--probe-listen-fds"}, 0},
+  };
+  for (const auto& c : cases) {
+    std::string options;
+    for (auto arg = c.argv.begin() + 1; *arg != "--"; ++arg) options += " " + *arg;
+    SCOPED_TRACE("sockbroker" + options);
+    auto result = sbtest::run_command_as(sbtest::kNobody, sbtest::kNogroup, c.argv, inherited);
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    auto probe = probe_of(result.output);
+    EXPECT_EQ(probe["n"], c.expected_n);
+    if (c.expected_n == 0) {
+      EXPECT_EQ(probe["environment"], nlohmann::json::object());
+    } else {
+      EXPECT_EQ(probe["environment"], nlohmann::json({{"LISTEN_PID", std::to_string(probe["pid"].get<int>())},
+                                                      {"LISTEN_FDS", "1"},
+                                                      {"LISTEN_FDNAMES", "web"}}));
+    }
+  }
+}
+
 TEST_F(Cli, GetIsRunWithOneSocketAndNoLockdownIsHonoured) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
@@ -210,7 +249,18 @@ TEST_F(Cli, MissingProgramExits127AndUsageErrorsExit64) {
   TempDir dir;
   auto broker = Broker::start(dir, kPolicy);
   ASSERT_TRUE(broker);
-  EXPECT_EQ(cli_as_nobody(*broker, {"run", "-s", "web", "--", dir.file("no-such-program")}).exit_code, 127);
+  for (const char* supervision : {"--on-revoke=term", "--no-supervise"}) {
+    SCOPED_TRACE(supervision);
+    auto missing = cli_as_nobody(*broker, {"run", supervision, "-s", "web", "--", dir.file("no-such-program")});
+    EXPECT_EQ(missing.exit_code, 127);
+    EXPECT_NE(missing.output.find("cannot execute \"" + dir.file("no-such-program") + "\": No such file or directory"),
+              std::string::npos)
+        << missing.output;
+    dir.write("not-executable", "#!/bin/sh\n");
+    auto refused = cli_as_nobody(*broker, {"run", supervision, "-s", "web", "--", dir.file("not-executable")});
+    EXPECT_EQ(refused.exit_code, 126);
+    EXPECT_NE(refused.output.find("Permission denied"), std::string::npos) << refused.output;
+  }
   EXPECT_EQ(cli_as_nobody(*broker, {"run", "-s", "web"}).exit_code, 64);
   EXPECT_EQ(cli_as_nobody(*broker, {"frobnicate"}).exit_code, 64);
   EXPECT_EQ(cli_as_nobody(*broker, {"--help"}).exit_code, 0);

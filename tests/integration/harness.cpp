@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -748,6 +749,10 @@ namespace {
 // `integration_tests --probe-listen-fds`: what a socket-activated program sees
 // after `sockbroker run` exec'd it, as JSON on stdout.
 int probe_listen_fds() {
+  std::map<std::string, std::string> raw_environment;
+  for (const char* name : {"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"}) {
+    if (const char* value = std::getenv(name); value != nullptr) raw_environment[name] = value;
+  }
   // sd_listen_fds() itself sets FD_CLOEXEC on what it finds: look first.
   std::vector<bool> inherited_cloexec;
   if (const char* count = std::getenv("LISTEN_FDS"); count != nullptr) {
@@ -772,6 +777,10 @@ int probe_listen_fds() {
     if (line.rfind("Seccomp:", 0) == 0) seccomp_mode = std::stol(line.substr(8));
   }
   out["seccomp"] = seccomp_mode;
+  // The variables exactly as exec passed them, and whose they should be.
+  out["pid"] = ::getpid();
+  out["environment"] = nlohmann::json::object();
+  for (const auto& [name, value] : raw_environment) out["environment"][name] = value;
   std::cout << out.dump() << std::endl;
   return 0;
 }
