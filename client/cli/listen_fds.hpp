@@ -11,7 +11,6 @@
 #include <sys/types.h>
 
 #include <array>
-#include <span>
 #include <string>
 #include <vector>
 

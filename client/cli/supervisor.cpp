@@ -214,8 +214,13 @@ int supervise(Supervision run) {
   std::vector<char*> argv;
   for (auto& arg : run.program) argv.push_back(arg.data());
   argv.push_back(nullptr);
-  ChildStart start{std::move(argv),   Handoff(run.grants), ListenEnvironment(run.grants), run.program.front().c_str(),
-                   theirs.get(), original,            ::getpid()};
+  ChildStart start{.argv = std::move(argv),
+                   .handoff = Handoff(run.grants),
+                   .environment = ListenEnvironment(run.grants),
+                   .program_name = run.program.front().c_str(),
+                   .channel = theirs.get(),
+                   .original_mask = original,
+                   .supervisor = ::getpid()};
   const pid_t program = start_child(start);
   if (program < 0) return report(errno_error("vfork"));
   theirs.reset();
